@@ -1,0 +1,185 @@
+//! The ELF container: architecture, loadable segments (for file offsets), sections and the
+//! symbol table.
+
+use crate::{BinaryError, FileOffset, Function, VirtAddr};
+use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol, SymbolKind};
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    Amd64,
+    Arm64,
+}
+
+impl Arch {
+    pub fn go_name(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "amd64",
+            Arch::Arm64 => "arm64",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Segment {
+    vaddr: u64,
+    file_offset: u64,
+    file_size: u64,
+}
+
+/// The whole file in memory plus what was indexed from its headers. `object::File` borrows the
+/// bytes, so it is re-made on demand (that only parses headers).
+pub struct ElfImage {
+    path: PathBuf,
+    data: Vec<u8>,
+    arch: Arch,
+    pie: bool,
+    segments: Vec<Segment>,
+}
+
+impl ElfImage {
+    pub fn parse(path: &Path, data: Vec<u8>) -> Result<ElfImage, BinaryError> {
+        let not_elf = |reason: String| BinaryError::NotElf {
+            path: path.to_owned(),
+            reason,
+        };
+        if !data.starts_with(b"\x7fELF") {
+            return Err(not_elf("no ELF magic".into()));
+        }
+        let file = object::File::parse(&*data).map_err(|e| not_elf(e.to_string()))?;
+        let arch = match file.architecture() {
+            object::Architecture::X86_64 => Arch::Amd64,
+            object::Architecture::Aarch64 => Arch::Arm64,
+            other => {
+                return Err(BinaryError::UnsupportedArch {
+                    path: path.to_owned(),
+                    arch: format!("{other:?}"),
+                })
+            }
+        };
+        let pie = file.kind() == object::ObjectKind::Dynamic;
+        let segments = file
+            .segments()
+            .map(|s| {
+                let (file_offset, file_size) = s.file_range();
+                Segment {
+                    vaddr: s.address(),
+                    file_offset,
+                    file_size,
+                }
+            })
+            .collect();
+        Ok(ElfImage {
+            path: path.to_owned(),
+            data,
+            arch,
+            pie,
+            segments,
+        })
+    }
+
+    pub fn object(&self) -> object::File<'_> {
+        // Parsed successfully once in `parse`; the bytes have not changed since.
+        object::File::parse(&*self.data).expect("ELF headers were validated in ElfImage::parse")
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn arch(&self) -> Arch {
+        self.arch
+    }
+
+    pub fn is_pie(&self) -> bool {
+        self.pie
+    }
+
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+
+    fn segment_for(&self, addr: VirtAddr, len: u64) -> Result<&Segment, BinaryError> {
+        self.segments
+            .iter()
+            .find(|s| addr.0 >= s.vaddr && addr.0.saturating_add(len) <= s.vaddr + s.file_size)
+            .ok_or(BinaryError::NotLoaded { addr })
+    }
+
+    /// `offset = vaddr − p_vaddr + p_offset` of the PT_LOAD segment holding `addr`.
+    pub fn file_offset(&self, addr: VirtAddr) -> Result<FileOffset, BinaryError> {
+        let s = self.segment_for(addr, 1)?;
+        Ok(FileOffset(addr.0 - s.vaddr + s.file_offset))
+    }
+
+    pub fn bytes_at(&self, addr: VirtAddr, len: u64) -> Result<&[u8], BinaryError> {
+        let off = self.file_offset(addr)?.0;
+        self.segment_for(addr, len)?;
+        self.data
+            .get(off as usize..(off + len) as usize)
+            .ok_or(BinaryError::NotLoaded { addr })
+    }
+
+    /// The (decompressed) contents of the first section with one of these names.
+    pub fn section_data_by_names(&self, names: &[&str]) -> Result<Option<&[u8]>, BinaryError> {
+        let file = self.object();
+        for name in names {
+            if let Some(section) = file.section_by_name(name) {
+                let (off, size) = section.file_range().unwrap_or((0, 0));
+                let bytes = self.data.get(off as usize..(off + size) as usize).ok_or(
+                    BinaryError::Malformed {
+                        section: "section header",
+                        offset: off,
+                        reason: format!("{name} extends past the end of the file"),
+                    },
+                )?;
+                return Ok(Some(bytes));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The virtual address of a section, if present.
+    pub fn section_address(&self, name: &str) -> Option<u64> {
+        self.object().section_by_name(name).map(|s| s.address())
+    }
+
+    /// Decompressed contents of a (possibly compressed) debug section.
+    pub fn debug_section(&self, name: &str) -> Result<Cow<'_, [u8]>, BinaryError> {
+        let file = self.object();
+        match file.section_by_name(name) {
+            Some(section) => section
+                .uncompressed_data()
+                .map_err(|e| BinaryError::Dwarf(format!("{name}: {e}"))),
+            None => Ok(Cow::Borrowed(&[])),
+        }
+    }
+
+    /// Address of a symbol by exact name, from `.symtab`.
+    pub fn symbol_address(&self, name: &str) -> Option<u64> {
+        self.object()
+            .symbols()
+            .find(|s| s.name() == Ok(name))
+            .map(|s| s.address())
+    }
+
+    /// Functions from `.symtab`; `None` when the binary is stripped.
+    pub fn symtab_functions(&self) -> Option<Vec<Function>> {
+        let file = self.object();
+        let mut out = Vec::new();
+        for sym in file.symbols() {
+            if sym.kind() != SymbolKind::Text || sym.size() == 0 {
+                continue;
+            }
+            let Ok(name) = sym.name() else { continue };
+            out.push(Function {
+                name: name.to_owned(),
+                entry: VirtAddr(sym.address()),
+                end: VirtAddr(sym.address() + sym.size()),
+            });
+        }
+        (!out.is_empty()).then_some(out)
+    }
+}

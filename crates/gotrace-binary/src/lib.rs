@@ -1,0 +1,206 @@
+//! Reads a Go ELF binary: its functions (from `.symtab`, or `.gopclntab` when stripped), its
+//! build info, function signatures and types from DWARF, where each argument and result lives
+//! under Go's register ABI, and the instruction addresses a tracer probes.
+//!
+//! Pure: it reads the file once and never talks to the kernel, so all of it is testable on
+//! recorded binaries without root.
+
+pub mod abi;
+mod addr;
+pub mod buildinfo;
+pub mod dwarf;
+mod elf;
+mod error;
+pub mod pclntab;
+pub mod sites;
+mod suggest;
+pub mod types;
+
+pub use addr::{FileOffset, RuntimeAddr, VirtAddr};
+pub use buildinfo::BuildInfo;
+pub use elf::Arch;
+pub use error::BinaryError;
+pub use sites::{EntrySite, ProbeSites};
+
+use std::path::{Path, PathBuf};
+
+/// A function with machine code of its own.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct Function {
+    pub name: String,
+    pub entry: VirtAddr,
+    /// One past the last byte of the function (padding excluded where the table says so).
+    pub end: VirtAddr,
+}
+
+impl Function {
+    pub fn size(&self) -> u64 {
+        self.end.0 - self.entry.0
+    }
+}
+
+/// Where a function table came from: stripped binaries only have pclntab.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FunctionSource {
+    Symtab,
+    Pclntab,
+}
+
+/// An opened Go binary. Cheap lookups; DWARF is read lazily, on the first signature asked for.
+pub struct GoBinary {
+    path: PathBuf,
+    elf: elf::ElfImage,
+    functions: Vec<Function>,
+    function_source: FunctionSource,
+    inlined_names: Vec<String>,
+    build_info: Option<BuildInfo>,
+    dwarf: std::sync::OnceLock<Result<Option<dwarf::DwarfInfo>, String>>,
+}
+
+impl GoBinary {
+    /// Opens and indexes `path`. Fails if it is not an ELF file or not a Go program.
+    pub fn open(path: &Path) -> Result<GoBinary, BinaryError> {
+        let data = std::fs::read(path).map_err(|source| BinaryError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_bytes(path, data)
+    }
+
+    /// Indexes an ELF image already in memory; `path` is only used in messages.
+    pub fn from_bytes(path: &Path, data: Vec<u8>) -> Result<GoBinary, BinaryError> {
+        let elf = elf::ElfImage::parse(path, data)?;
+        let table = match elf.section_data_by_names(&[".gopclntab", ".data.rel.ro.gopclntab"])? {
+            Some(bytes) => Some(pclntab::Pclntab::parse(bytes, elf.arch())?),
+            None => None,
+        };
+        let build_info = match elf.section_data_by_names(&[".go.buildinfo"])? {
+            Some(bytes) => buildinfo::parse(bytes, &elf).ok(),
+            None => None,
+        };
+        if table.is_none() && build_info.is_none() {
+            return Err(BinaryError::NotGo {
+                path: path.to_owned(),
+            });
+        }
+        let (mut functions, function_source) = match elf.symtab_functions() {
+            Some(fs) if !fs.is_empty() => (fs, FunctionSource::Symtab),
+            _ => (
+                table.as_ref().map(|t| t.functions()).unwrap_or_default(),
+                FunctionSource::Pclntab,
+            ),
+        };
+        functions.sort_by(|a, b| a.entry.cmp(&b.entry).then_with(|| a.name.cmp(&b.name)));
+        functions.dedup_by(|a, b| a.entry == b.entry && a.name == b.name);
+        let inlined_names = table.map(|t| t.names_without_code(&functions)).unwrap_or_default();
+        Ok(GoBinary {
+            path: path.to_owned(),
+            elf,
+            functions,
+            function_source,
+            inlined_names,
+            build_info,
+            dwarf: std::sync::OnceLock::new(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn arch(&self) -> Arch {
+        self.elf.arch()
+    }
+
+    /// Position-independent (ET_DYN): runtime addresses differ from file addresses by a bias.
+    pub fn is_pie(&self) -> bool {
+        self.elf.is_pie()
+    }
+
+    pub fn build_info(&self) -> Option<&BuildInfo> {
+        self.build_info.as_ref()
+    }
+
+    /// Every function with machine code, sorted by entry address.
+    pub fn functions(&self) -> &[Function] {
+        &self.functions
+    }
+
+    pub fn function_source(&self) -> FunctionSource {
+        self.function_source
+    }
+
+    /// Looks a function up by its full Go name (`main.Fibonacci`, `main.(*T).M`).
+    pub fn function(&self, name: &str) -> Result<&Function, BinaryError> {
+        if let Some(f) = self.functions.iter().find(|f| f.name == name) {
+            return Ok(f);
+        }
+        if self.inlined_names.iter().any(|n| n == name) {
+            return Err(BinaryError::Inlined {
+                name: name.to_owned(),
+            });
+        }
+        let names = self.functions.iter().map(|f| f.name.as_str());
+        Err(BinaryError::NoSuchFunction {
+            name: name.to_owned(),
+            suggestions: suggest::closest(name, names, 3),
+        })
+    }
+
+    /// The function whose code contains `addr`.
+    pub fn function_at(&self, addr: VirtAddr) -> Option<&Function> {
+        let i = self.functions.partition_point(|f| f.entry <= addr);
+        let f = self.functions.get(i.checked_sub(1)?)?;
+        (addr < f.end).then_some(f)
+    }
+
+    /// The function's machine code as it is in the file.
+    pub fn code(&self, function: &Function) -> Result<&[u8], BinaryError> {
+        self.elf.bytes_at(function.entry, function.size())
+    }
+
+    /// `len` bytes at `addr` as they are in the file.
+    pub fn bytes_at(&self, addr: VirtAddr, len: u64) -> Result<&[u8], BinaryError> {
+        self.elf.bytes_at(addr, len)
+    }
+
+    /// The file offset the kernel's uprobe API wants for `addr`.
+    pub fn file_offset(&self, addr: VirtAddr) -> Result<FileOffset, BinaryError> {
+        self.elf.file_offset(addr)
+    }
+
+    /// Entry, return and deferreturn sites of a function, from a linear decode of its code.
+    pub fn probe_sites(&self, function: &Function) -> Result<ProbeSites, BinaryError> {
+        let code = self.code(function)?;
+        sites::find(self.arch(), function, code, |target| {
+            self.function_at(target).map(|f| f.name.as_str())
+        })
+    }
+
+    /// DWARF, read on first use; `None` when the binary was built or stripped without it.
+    pub fn dwarf(&self) -> Result<Option<&dwarf::DwarfInfo>, BinaryError> {
+        let loaded = self
+            .dwarf
+            .get_or_init(|| dwarf::DwarfInfo::load(&self.elf).map_err(|e| e.to_string()));
+        match loaded {
+            Ok(d) => Ok(d.as_ref()),
+            Err(e) => Err(BinaryError::Dwarf(e.clone())),
+        }
+    }
+
+    /// Offset of `goid` inside `runtime.g`: from DWARF when present, else by Go version.
+    pub fn goid_offset(&self) -> Option<u64> {
+        if let Ok(Some(d)) = self.dwarf() {
+            if let Some(off) = d.member_offset("runtime.g", "goid") {
+                return Some(off);
+            }
+        }
+        let version = self.build_info.as_ref()?.go_version_minor()?;
+        Some(match version {
+            17..=22 => 152,
+            23..=24 => 160,
+            _ => 152,
+        })
+    }
+}

@@ -1,0 +1,323 @@
+//! Probe sites, from a linear decode of a function's machine code: where the entry probe goes,
+//! every RET, and every call of `runtime.deferreturn`.
+//!
+//! The entry probe is placed on the prologue's stack-check jump when the function has one: the
+//! kernel emulates a jump (about 15× cheaper than single-stepping the `cmp` before it), the
+//! arguments are still in their registers there, and the flags tell whether this pass is about
+//! to call `runtime.morestack` and restart the function — a pass the probe then ignores, so one
+//! call gives one entry.
+
+use crate::{Arch, BinaryError, Function, VirtAddr};
+use iced_x86::{
+    Code, ConditionCode, Decoder, DecoderOptions, FlowControl, Instruction, InstructionInfoFactory,
+    OpAccess, Register,
+};
+use serde::Serialize;
+
+/// When the entry probe fires on a pass that will not run the function body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SkipCondition {
+    /// The stack-check jump is taken when CF is set (`jb`/`jc`).
+    CarrySet,
+    /// The stack-check jump is taken when CF or ZF is set (`jbe`).
+    CarryOrZeroSet,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct EntrySite {
+    pub addr: VirtAddr,
+    /// `Some` when the site is the stack-check jump: the pass where it holds restarts the
+    /// function after growing the stack and must not count as an entry.
+    pub skip_if: Option<SkipCondition>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ProbeSites {
+    pub entry: EntrySite,
+    /// Every RET instruction: the function's normal returns.
+    pub returns: Vec<VirtAddr>,
+    /// Every `CALL runtime.deferreturn`: where a recovered panic resumes the function.
+    pub deferreturns: Vec<VirtAddr>,
+}
+
+/// Decodes `code` (the bytes of `function`, exactly its size) and finds its probe sites.
+/// `function_at` names the function a call target lands in.
+pub fn find<'a>(
+    arch: Arch,
+    function: &Function,
+    code: &[u8],
+    function_at: impl Fn(VirtAddr) -> Option<&'a str>,
+) -> Result<ProbeSites, BinaryError> {
+    match arch {
+        Arch::Amd64 => find_amd64(function, code, function_at),
+        Arch::Arm64 => find_arm64(function, code, function_at),
+    }
+}
+
+fn find_amd64<'a>(
+    function: &Function,
+    code: &[u8],
+    function_at: impl Fn(VirtAddr) -> Option<&'a str>,
+) -> Result<ProbeSites, BinaryError> {
+    let instructions = decode_amd64(function, code)?;
+    let mut returns = Vec::new();
+    let mut deferreturns = Vec::new();
+    for ins in &instructions {
+        if ins.flow_control() == FlowControl::Return {
+            returns.push(VirtAddr(ins.ip()));
+        } else if ins.flow_control() == FlowControl::Call
+            && function_at(VirtAddr(ins.near_branch_target())) == Some("runtime.deferreturn")
+            && ins.near_branch_target() != 0
+        {
+            deferreturns.push(VirtAddr(ins.ip()));
+        }
+    }
+    let entry = entry_site_amd64(function, &instructions, &function_at);
+    Ok(ProbeSites {
+        entry,
+        returns,
+        deferreturns,
+    })
+}
+
+fn decode_amd64(function: &Function, code: &[u8]) -> Result<Vec<Instruction>, BinaryError> {
+    let mut decoder = Decoder::with_ip(64, code, function.entry.0, DecoderOptions::NONE);
+    let mut out = Vec::with_capacity(code.len() / 4);
+    while decoder.can_decode() {
+        let offset = decoder.position();
+        let ins = decoder.decode();
+        if ins.is_invalid() {
+            let end = (offset + 15).min(code.len());
+            return Err(BinaryError::Undecodable {
+                function: function.name.clone(),
+                addr: function.entry.offset(offset as u64),
+                bytes: hex(&code[offset..end]),
+            });
+        }
+        out.push(ins);
+    }
+    Ok(out)
+}
+
+/// The first jump of the function reached through instructions that only set flags or touch
+/// the stack-check scratch register R12 — so every argument register still holds its value —
+/// or, failing that, the function's first instruction.
+fn entry_site_amd64<'a>(
+    function: &Function,
+    instructions: &[Instruction],
+    function_at: &impl Fn(VirtAddr) -> Option<&'a str>,
+) -> EntrySite {
+    let fallback = EntrySite {
+        addr: function.entry,
+        skip_if: None,
+    };
+    let mut info = InstructionInfoFactory::new();
+    for ins in instructions.iter().take(4) {
+        match ins.flow_control() {
+            FlowControl::ConditionalBranch | FlowControl::UnconditionalBranch => {
+                let grows_stack = ins.flow_control() == FlowControl::ConditionalBranch
+                    && calls_morestack(instructions, ins.near_branch_target(), function_at);
+                let skip_if = match (grows_stack, ins.condition_code()) {
+                    (false, _) => None,
+                    (true, ConditionCode::be) => Some(SkipCondition::CarryOrZeroSet),
+                    (true, ConditionCode::b) => Some(SkipCondition::CarrySet),
+                    // A stack check we cannot evaluate: probing the first instruction instead
+                    // is slower but still right.
+                    (true, _) => return fallback,
+                };
+                return EntrySite {
+                    addr: VirtAddr(ins.ip()),
+                    skip_if,
+                };
+            }
+            FlowControl::Next => {
+                let writes_only_scratch = info.info(ins).used_registers().iter().all(|r| {
+                    r.access() == OpAccess::Read
+                        || r.access() == OpAccess::CondRead
+                        || r.register().full_register() == Register::R12
+                });
+                if !writes_only_scratch || ins.code() == Code::Nopd {
+                    return fallback;
+                }
+            }
+            _ => return fallback,
+        }
+    }
+    fallback
+}
+
+/// Whether the code at `target` (inside this function) reaches a call of runtime.morestack*
+/// before any other branch: Go's out-of-line stack-growth block spills the register arguments,
+/// calls morestack and jumps back to the entry.
+fn calls_morestack<'a>(
+    instructions: &[Instruction],
+    target: u64,
+    function_at: &impl Fn(VirtAddr) -> Option<&'a str>,
+) -> bool {
+    let Some(start) = instructions.iter().position(|i| i.ip() == target) else {
+        return false;
+    };
+    for ins in &instructions[start..] {
+        match ins.flow_control() {
+            FlowControl::Next => continue,
+            FlowControl::Call => {
+                return function_at(VirtAddr(ins.near_branch_target()))
+                    .is_some_and(|name| name.starts_with("runtime.morestack"));
+            }
+            _ => return false,
+        }
+    }
+    false
+}
+
+const ARM64_RET: u32 = 0xd65f_03c0;
+
+fn find_arm64<'a>(
+    function: &Function,
+    code: &[u8],
+    function_at: impl Fn(VirtAddr) -> Option<&'a str>,
+) -> Result<ProbeSites, BinaryError> {
+    if code.len() % 4 != 0 {
+        return Err(BinaryError::Undecodable {
+            function: function.name.clone(),
+            addr: function.entry.offset((code.len() - code.len() % 4) as u64),
+            bytes: hex(&code[code.len() - code.len() % 4..]),
+        });
+    }
+    let mut returns = Vec::new();
+    let mut deferreturns = Vec::new();
+    for (i, word) in code.chunks_exact(4).enumerate() {
+        let word = u32::from_le_bytes([word[0], word[1], word[2], word[3]]);
+        let addr = function.entry.offset(4 * i as u64);
+        if word == ARM64_RET {
+            returns.push(addr);
+        } else if word & 0xfc00_0000 == 0x9400_0000 {
+            // BL imm26: target = pc + sign_extend(imm26) * 4.
+            let imm = ((word & 0x03ff_ffff) << 6) as i32 >> 6;
+            let target = addr.0.wrapping_add_signed(i64::from(imm) * 4);
+            if function_at(VirtAddr(target)) == Some("runtime.deferreturn") {
+                deferreturns.push(addr);
+            }
+        }
+    }
+    Ok(ProbeSites {
+        entry: EntrySite {
+            addr: function.entry,
+            skip_if: None,
+        },
+        returns,
+        deferreturns,
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn func(code: &[u8]) -> Function {
+        Function {
+            name: "main.f".into(),
+            entry: VirtAddr(0x1000),
+            end: VirtAddr(0x1000 + code.len() as u64),
+        }
+    }
+
+    // main.Fibonacci from the seed service, Go 1.23, -gcflags=-l: a leaf without stack check.
+    const FIBONACCI: &[u8] = &[
+        0x48, 0x83, 0xf8, 0x02, // cmp rax,2
+        0x7c, 0x0e, // jl +0xe
+        0xb9, 0x02, 0x00, 0x00, 0x00, // mov ecx,2
+        0xba, 0x01, 0x00, 0x00, 0x00, // mov edx,1
+        0x31, 0xdb, // xor ebx,ebx
+        0xeb, 0x0e, // jmp
+        0xc3, // ret
+        0x48, 0xff, 0xc1, // inc rcx
+        0x48, 0x8d, 0x34, 0x13, // lea rsi,[rbx+rdx]
+        0x48, 0x89, 0xd3, // mov rbx,rdx
+        0x48, 0x89, 0xd6, // mov rsi,rdx
+        0x48, 0x39, 0xc8, // cmp rax,rcx
+        0x7d, 0xee, // jge
+        0x48, 0x89, 0xd0, // mov rax,rdx
+        0xc3, // ret
+    ];
+
+    #[test]
+    fn leaf_function_enters_on_first_jump_and_finds_every_ret() {
+        let f = func(FIBONACCI);
+        let sites = find(Arch::Amd64, &f, FIBONACCI, |_| None).unwrap();
+        assert_eq!(
+            sites.entry,
+            EntrySite {
+                addr: VirtAddr(0x1004),
+                skip_if: None
+            }
+        );
+        assert_eq!(sites.returns, vec![VirtAddr(0x1014), VirtAddr(0x102a)]);
+        assert!(sites.deferreturns.is_empty());
+    }
+
+    #[test]
+    fn stack_check_jump_is_the_entry_and_is_skipped_when_growing() {
+        // cmp rsp,[r14+0x10]; jbe +N; push rbp; ...; ret; (morestack block:) mov [rsp+8],rax;
+        // call runtime.morestack_noctxt; mov rax,[rsp+8]; jmp entry
+        let code: &[u8] = &[
+            0x49, 0x3b, 0x66, 0x10, // cmp rsp,[r14+0x10]
+            0x76, 0x02, // jbe +2 -> 0x1008
+            0x90, // nop
+            0xc3, // ret
+            0x48, 0x89, 0x44, 0x24, 0x08, // mov [rsp+8],rax
+            0xe8, 0xf3, 0x0f, 0x00, 0x00, // call 0x2005
+            0x48, 0x8b, 0x44, 0x24, 0x08, // mov rax,[rsp+8]
+            0xeb, 0xe3, // jmp 0x1000
+        ];
+        let f = func(code);
+        let sites = find(Arch::Amd64, &f, code, |a| {
+            (a == VirtAddr(0x2005)).then_some("runtime.morestack_noctxt")
+        })
+        .unwrap();
+        assert_eq!(
+            sites.entry,
+            EntrySite {
+                addr: VirtAddr(0x1004),
+                skip_if: Some(SkipCondition::CarryOrZeroSet)
+            }
+        );
+        assert_eq!(sites.returns, vec![VirtAddr(0x1007)]);
+    }
+
+    #[test]
+    fn argument_register_written_before_any_jump_probes_the_first_instruction() {
+        let code: &[u8] = &[0x48, 0x89, 0xd8, 0xeb, 0x00, 0xc3]; // mov rax,rbx; jmp; ret
+        let sites = find(Arch::Amd64, &func(code), code, |_| None).unwrap();
+        assert_eq!(sites.entry.addr, VirtAddr(0x1000));
+    }
+
+    #[test]
+    fn undecodable_bytes_are_an_error_not_skipped() {
+        let code: &[u8] = &[0xc3, 0x0f, 0x0b, 0x06]; // ret; ud2; (invalid in 64-bit mode)
+        let err = find(Arch::Amd64, &func(code), code, |_| None).unwrap_err();
+        assert!(matches!(err, BinaryError::Undecodable { addr: VirtAddr(0x1003), .. }));
+    }
+
+    #[test]
+    fn arm64_ret_and_deferreturn_calls() {
+        let mut code = Vec::new();
+        code.extend_from_slice(&0x9400_0400u32.to_le_bytes()); // bl +0x1000 -> 0x2000
+        code.extend_from_slice(&ARM64_RET.to_le_bytes());
+        let sites = find(Arch::Arm64, &func(&code), &code, |a| {
+            (a == VirtAddr(0x2000)).then_some("runtime.deferreturn")
+        })
+        .unwrap();
+        assert_eq!(sites.returns, vec![VirtAddr(0x1004)]);
+        assert_eq!(sites.deferreturns, vec![VirtAddr(0x1000)]);
+    }
+}
