@@ -1,0 +1,259 @@
+//! Builds Go programs with the Debian-packaged toolchains (`/usr/lib/go-1.N/bin/go`), in GOPATH
+//! mode so Debian's packaged libraries (gin) resolve without a module proxy. Builds are cached
+//! by a hash of the sources, toolchain and flags, and serialised with a file lock so parallel
+//! tests build each fixture once.
+
+use std::fs;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Where Debian installs Go source packages such as gin.
+pub const DEBIAN_GOPATH: &str = "/usr/share/gocode";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("no Go toolchain found under /usr/lib/go-1.*; run scripts/setup.sh to install them")]
+    NoToolchain,
+    #[error("Go toolchain {0} is not installed; run scripts/setup.sh")]
+    MissingToolchain(String),
+    #[error("{context}: {source}")]
+    Io { context: String, source: io::Error },
+    #[error("go build of {source_dir} with Go {version} ({flavour:?}) failed:\n{stderr}")]
+    Failed {
+        source_dir: PathBuf,
+        version: String,
+        flavour: Flavour,
+        stderr: String,
+    },
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> BuildError {
+    let context = context.into();
+    move |source| BuildError::Io { context, source }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Toolchain {
+    /// `1.23`
+    pub version: String,
+    pub go: PathBuf,
+}
+
+/// Every installed Go toolchain, oldest first.
+pub fn toolchains() -> Vec<Toolchain> {
+    let mut found: Vec<(u32, Toolchain)> = fs::read_dir("/usr/lib")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            let version = name.strip_prefix("go-")?.to_owned();
+            let minor: u32 = version.strip_prefix("1.")?.parse().ok()?;
+            let go = entry.path().join("bin/go");
+            go.exists().then_some((minor, Toolchain { version, go }))
+        })
+        .collect();
+    found.sort_by_key(|(minor, _)| *minor);
+    found.into_iter().map(|(_, t)| t).collect()
+}
+
+/// The toolchain `1.N`, or the newest installed one when `version` is `None`.
+pub fn toolchain(version: Option<&str>) -> Result<Toolchain, BuildError> {
+    let all = toolchains();
+    match version {
+        Some(v) => all
+            .into_iter()
+            .find(|t| t.version == v)
+            .ok_or_else(|| BuildError::MissingToolchain(v.to_owned())),
+        None => all.into_iter().last().ok_or(BuildError::NoToolchain),
+    }
+}
+
+/// How a binary is built: the four flavours gotrace must understand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Flavour {
+    Plain,
+    /// `-ldflags='-s -w'`: no symbol table, no DWARF.
+    Stripped,
+    /// `-buildmode=pie`.
+    Pie,
+    /// Linked with a C function through cgo.
+    Cgo,
+}
+
+impl Flavour {
+    pub const ALL: [Flavour; 4] = [Flavour::Plain, Flavour::Stripped, Flavour::Pie, Flavour::Cgo];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Flavour::Plain => "plain",
+            Flavour::Stripped => "stripped",
+            Flavour::Pie => "pie",
+            Flavour::Cgo => "cgo",
+        }
+    }
+}
+
+/// One build request.
+#[derive(Clone, Debug)]
+pub struct Build<'a> {
+    /// A directory holding one `package main`.
+    pub source_dir: &'a Path,
+    pub toolchain: &'a Toolchain,
+    pub flavour: Flavour,
+    /// `None` builds for the host (amd64).
+    pub goarch: Option<&'a str>,
+    /// Passed as `-gcflags=...`; `-l` keeps small functions out of line as the seed does.
+    pub gcflags: &'a str,
+    /// Binaries and the Go build cache go under this directory.
+    pub out_dir: &'a Path,
+}
+
+impl Build<'_> {
+    /// Builds (or reuses the cached build of) the program and returns the binary's path.
+    pub fn run(&self) -> Result<PathBuf, BuildError> {
+        fs::create_dir_all(self.out_dir).map_err(io_err(format!("creating {}", self.out_dir.display())))?;
+        let name = self
+            .source_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "prog".into());
+        let arch = self.goarch.unwrap_or("amd64");
+        let key = self.cache_key()?;
+        let binary = self.out_dir.join(format!(
+            "{name}-go{}-{}-{arch}-{key:016x}",
+            self.toolchain.version,
+            self.flavour.name()
+        ));
+        let _lock = FileLock::acquire(&self.out_dir.join(".lock"))?;
+        if binary.exists() {
+            return Ok(binary);
+        }
+        let work = self.out_dir.join(format!("src-{name}-{key:016x}"));
+        copy_sources(self.source_dir, &work, self.flavour == Flavour::Cgo)?;
+        let partial = binary.with_extension("partial");
+        let mut cmd = Command::new(&self.toolchain.go);
+        cmd.current_dir(&work)
+            .arg("build")
+            .arg("-o")
+            .arg(&partial)
+            .arg(format!("-gcflags={}", self.gcflags))
+            .env("GO111MODULE", "off")
+            .env("GOPATH", DEBIAN_GOPATH)
+            .env("GOCACHE", self.out_dir.join("go-cache"))
+            .env("GOFLAGS", "")
+            .env("GOTOOLCHAIN", "local")
+            .env("GOARCH", arch)
+            .env("CGO_ENABLED", if self.flavour == Flavour::Cgo { "1" } else { "0" });
+        match self.flavour {
+            Flavour::Plain | Flavour::Cgo => {}
+            Flavour::Stripped => {
+                cmd.arg("-ldflags=-s -w");
+            }
+            Flavour::Pie => {
+                cmd.arg("-buildmode=pie");
+            }
+        }
+        let output = cmd
+            .output()
+            .map_err(io_err(format!("running {}", self.toolchain.go.display())))?;
+        let _ = fs::remove_dir_all(&work);
+        if !output.status.success() {
+            return Err(BuildError::Failed {
+                source_dir: self.source_dir.to_owned(),
+                version: self.toolchain.version.clone(),
+                flavour: self.flavour,
+                stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+            });
+        }
+        fs::rename(&partial, &binary).map_err(io_err(format!("renaming {}", partial.display())))?;
+        Ok(binary)
+    }
+
+    fn cache_key(&self) -> Result<u64, BuildError> {
+        let mut hasher = DefaultHasher::new();
+        for path in go_files(self.source_dir)? {
+            path.file_name().hash(&mut hasher);
+            fs::read(&path)
+                .map_err(io_err(format!("reading {}", path.display())))?
+                .hash(&mut hasher);
+        }
+        self.toolchain.hash(&mut hasher);
+        self.flavour.hash(&mut hasher);
+        self.goarch.hash(&mut hasher);
+        self.gcflags.hash(&mut hasher);
+        Ok(hasher.finish())
+    }
+}
+
+impl Hash for Toolchain {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.version.hash(state);
+        self.go.hash(state);
+    }
+}
+
+fn go_files(dir: &Path) -> Result<Vec<PathBuf>, BuildError> {
+    let mut files: Vec<PathBuf> = fs::read_dir(dir)
+        .map_err(io_err(format!("reading {}", dir.display())))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "go" || e == "c" || e == "h" || e == "s"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// A cgo binary needs a C function actually linked in; this file adds one to any program.
+const CGO_MARKER: &str = "package main\n\n// int gotrace_cgo_marker(void) { return 42; }\nimport \"C\"\n\nvar gotraceCgoMarker = C.gotrace_cgo_marker()\n";
+
+fn copy_sources(from: &Path, to: &Path, add_cgo: bool) -> Result<(), BuildError> {
+    let _ = fs::remove_dir_all(to);
+    fs::create_dir_all(to).map_err(io_err(format!("creating {}", to.display())))?;
+    for path in go_files(from)? {
+        let dest = to.join(path.file_name().unwrap_or_default());
+        fs::copy(&path, &dest).map_err(io_err(format!("copying {}", path.display())))?;
+    }
+    if add_cgo {
+        fs::write(to.join("zz_gotrace_cgo.go"), CGO_MARKER)
+            .map_err(io_err(format!("writing into {}", to.display())))?;
+    }
+    Ok(())
+}
+
+/// An exclusive `flock` held until dropped.
+struct FileLock {
+    _file: fs::File,
+}
+
+impl FileLock {
+    fn acquire(path: &Path) -> Result<FileLock, BuildError> {
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .map_err(io_err(format!("opening {}", path.display())))?;
+        // SAFETY: flock on a file descriptor we own; it is released when the file is closed.
+        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(io_err(format!("locking {}", path.display()))(io::Error::last_os_error()));
+        }
+        Ok(FileLock { _file: file })
+    }
+}
+
+/// The workspace's `target/` directory, where tests keep their Go builds.
+pub fn workspace_target_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(dir);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target")
+}
+
+/// The repository root (for fixture sources).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
