@@ -9,8 +9,8 @@
 
 use crate::{Arch, BinaryError, Function, VirtAddr};
 use iced_x86::{
-    Code, ConditionCode, Decoder, DecoderOptions, FlowControl, Instruction, InstructionInfoFactory,
-    OpAccess, Register,
+    Code, ConditionCode, Decoder, DecoderOptions, FlowControl, Formatter, Instruction,
+    InstructionInfoFactory, IntelFormatter, OpAccess, Register,
 };
 use serde::Serialize;
 
@@ -30,6 +30,9 @@ pub struct EntrySite {
     /// `Some` when the site is the stack-check jump: the pass where it holds restarts the
     /// function after growing the stack and must not count as an entry.
     pub skip_if: Option<SkipCondition>,
+    /// The site can fire twice for one call: it is not the stack-check jump, yet the function
+    /// can grow its stack and restart from its entry.
+    pub may_restart: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -73,7 +76,13 @@ fn find_amd64<'a>(
             deferreturns.push(VirtAddr(ins.ip()));
         }
     }
-    let entry = entry_site_amd64(function, &instructions, &function_at);
+    let mut entry = entry_site_amd64(function, &instructions, &function_at);
+    entry.may_restart = entry.skip_if.is_none()
+        && instructions.iter().any(|ins| {
+            ins.flow_control() == FlowControl::Call
+                && function_at(VirtAddr(ins.near_branch_target()))
+                    .is_some_and(|name| name.starts_with("runtime.morestack"))
+        });
     Ok(ProbeSites {
         entry,
         returns,
@@ -111,6 +120,7 @@ fn entry_site_amd64<'a>(
     let fallback = EntrySite {
         addr: function.entry,
         skip_if: None,
+        may_restart: false,
     };
     let mut info = InstructionInfoFactory::new();
     for ins in instructions.iter().take(4) {
@@ -129,6 +139,7 @@ fn entry_site_amd64<'a>(
                 return EntrySite {
                     addr: VirtAddr(ins.ip()),
                     skip_if,
+                    may_restart: false,
                 };
             }
             FlowControl::Next => {
@@ -205,13 +216,42 @@ fn find_arm64<'a>(
         entry: EntrySite {
             addr: function.entry,
             skip_if: None,
+            may_restart: false,
         },
         returns,
         deferreturns,
     })
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Decodes the one instruction at the start of `bytes` (at address `addr`): its length and its
+/// Intel-syntax text (`int3`, `cmp rax,2`). `None` when the bytes do not decode.
+pub fn disassemble_one(arch: Arch, bytes: &[u8], addr: VirtAddr) -> Option<(usize, String)> {
+    match arch {
+        Arch::Amd64 => {
+            let mut decoder = Decoder::with_ip(64, bytes, addr.0, DecoderOptions::NONE);
+            let ins = decoder.decode();
+            if ins.is_invalid() {
+                return None;
+            }
+            let mut text = String::new();
+            IntelFormatter::new().format(&ins, &mut text);
+            Some((ins.len(), text))
+        }
+        Arch::Arm64 => {
+            let word = u32::from_le_bytes(bytes.get(..4)?.try_into().ok()?);
+            let text = match word {
+                ARM64_RET => "ret".to_owned(),
+                // The breakpoint the kernel's arm64 uprobes write.
+                0x0000_0000..=0x0000_ffff => format!("udf #{word:#x}"),
+                _ => format!(".word {word:#010x}"),
+            };
+            Some((4, text))
+        }
+    }
+}
+
+/// Bytes as `48 83 f8 02`.
+pub fn hex(bytes: &[u8]) -> String {
     bytes
         .iter()
         .map(|b| format!("{b:02x}"))
@@ -258,7 +298,8 @@ mod tests {
             sites.entry,
             EntrySite {
                 addr: VirtAddr(0x1004),
-                skip_if: None
+                skip_if: None,
+                may_restart: false,
             }
         );
         assert_eq!(sites.returns, vec![VirtAddr(0x1014), VirtAddr(0x102a)]);
@@ -288,7 +329,8 @@ mod tests {
             sites.entry,
             EntrySite {
                 addr: VirtAddr(0x1004),
-                skip_if: Some(SkipCondition::CarryOrZeroSet)
+                skip_if: Some(SkipCondition::CarryOrZeroSet),
+                may_restart: false,
             }
         );
         assert_eq!(sites.returns, vec![VirtAddr(0x1007)]);

@@ -1,1 +1,29 @@
+//! The only part of gotrace that talks to the kernel: it loads the BPF program, attaches it at
+//! the sites of a [`ProbePlan`], drains the ring buffer into [`RawCall`]s, reads the BPF
+//! counters, and reads target processes through `/proc`.
 
+mod error;
+pub mod proc;
+mod session;
+mod wait;
+
+pub use error::KernelError;
+pub use session::{AttachMethod, AttachReport, Counters, Session, Target};
+pub use session::{check_environment, EventStream};
+pub use wait::{pidfd, Wake, Waiter};
+
+mod skel {
+    #![allow(clippy::all, unused_imports, dead_code)]
+    include!(concat!(env!("OUT_DIR"), "/gotrace.skel.rs"));
+}
+
+/// CLOCK_REALTIME − CLOCK_MONOTONIC in nanoseconds: converts BPF timestamps to wall time.
+pub fn realtime_minus_monotonic_ns() -> i128 {
+    let read = |clock| {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: clock_gettime writes into a valid timespec we own.
+        unsafe { libc::clock_gettime(clock, &mut ts) };
+        i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)
+    };
+    read(libc::CLOCK_REALTIME) - read(libc::CLOCK_MONOTONIC)
+}

@@ -1,1 +1,201 @@
+//! The probe plan: for each traced function, the sites to attach (entry and every RET), how
+//! each site must behave, and where the function's arguments and results live. Built from a
+//! [`GoBinary`] without touching the kernel; the kernel crate executes it and the decoder reads
+//! captured registers back through it.
 
+pub mod pattern;
+
+use gotrace_binary::abi::{self, Location};
+use gotrace_binary::sites::SkipCondition;
+use gotrace_binary::types::TypeId;
+use gotrace_binary::{BinaryError, FileOffset, GoBinary, VirtAddr};
+use serde::Serialize;
+
+/// Number of integer argument registers the kernel side captures (amd64's Go ABI).
+pub const INT_REGS: usize = 9;
+
+/// What gotrace can trace: amd64 Go binaries with the register ABI (Go 1.17+).
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    #[error(transparent)]
+    Binary(#[from] BinaryError),
+    #[error("{0} is an arm64 binary: gotrace can read it (`gotrace funcs`) but traces only amd64 for now")]
+    UnsupportedArch(String),
+    #[error("{binary} was built by {version}; gotrace needs Go 1.17 or newer (the register ABI)")]
+    TooOldGo { binary: String, version: String },
+    #[error("cannot find the goroutine id's offset in runtime.g for {0} (no DWARF and no Go version)")]
+    NoGoidOffset(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SiteKind {
+    Entry,
+    Return,
+}
+
+/// One address to attach the BPF program at.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Site {
+    /// Index into [`ProbePlan::functions`].
+    pub function: u32,
+    pub kind: SiteKind,
+    pub addr: VirtAddr,
+    pub file_offset: FileOffset,
+    /// Entry only: the pass where this holds is about to grow the stack and restart.
+    pub skip_if: Option<SkipCondition>,
+    /// Entry only: the site can fire twice for one call (see [`gotrace_binary::EntrySite`]).
+    pub may_restart: bool,
+}
+
+/// A parameter or result: its name, type and where the ABI puts it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PlannedValue {
+    pub name: String,
+    pub ty: TypeId,
+    pub location: Location,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PlannedFunction {
+    pub name: String,
+    pub entry: VirtAddr,
+    /// `None` when the binary has no DWARF: names and types are unknown.
+    pub signature: Option<PlannedSignature>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct PlannedSignature {
+    pub params: Vec<PlannedValue>,
+    pub results: Vec<PlannedValue>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ProbePlan {
+    pub functions: Vec<PlannedFunction>,
+    pub sites: Vec<Site>,
+    /// Offset of `goid` in `runtime.g`.
+    pub goid_offset: u64,
+    /// Attach entry sites only: arguments and counts, no results or durations.
+    pub entry_only: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct PlanOptions {
+    pub entry_only: bool,
+}
+
+/// Plans probes for the named functions (each an exact Go function name).
+pub fn plan(binary: &GoBinary, names: &[String], options: PlanOptions) -> Result<ProbePlan, PlanError> {
+    check_traceable(binary)?;
+    let goid_offset = binary
+        .goid_offset()
+        .ok_or_else(|| PlanError::NoGoidOffset(binary.path().display().to_string()))?;
+    let mut functions = Vec::new();
+    let mut sites = Vec::new();
+    for name in names {
+        let function = binary.function(name)?;
+        let index = functions.len() as u32;
+        let probe_sites = binary.probe_sites(function)?;
+        sites.push(Site {
+            function: index,
+            kind: SiteKind::Entry,
+            addr: probe_sites.entry.addr,
+            file_offset: binary.file_offset(probe_sites.entry.addr)?,
+            skip_if: probe_sites.entry.skip_if,
+            may_restart: probe_sites.entry.may_restart,
+        });
+        if !options.entry_only {
+            for &addr in &probe_sites.returns {
+                sites.push(Site {
+                    function: index,
+                    kind: SiteKind::Return,
+                    addr,
+                    file_offset: binary.file_offset(addr)?,
+                    skip_if: None,
+                    may_restart: false,
+                });
+            }
+        }
+        functions.push(PlannedFunction {
+            name: function.name.clone(),
+            entry: function.entry,
+            signature: planned_signature(binary, function.entry)?,
+        });
+    }
+    Ok(ProbePlan {
+        functions,
+        sites,
+        goid_offset,
+        entry_only: options.entry_only,
+    })
+}
+
+fn check_traceable(binary: &GoBinary) -> Result<(), PlanError> {
+    if binary.arch() != gotrace_binary::Arch::Amd64 {
+        return Err(PlanError::UnsupportedArch(binary.path().display().to_string()));
+    }
+    if let Some(info) = binary.build_info() {
+        if info.go_version_minor().is_some_and(|minor| minor < 17) {
+            return Err(PlanError::TooOldGo {
+                binary: binary.path().display().to_string(),
+                version: info.go_version.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn planned_signature(binary: &GoBinary, entry: VirtAddr) -> Result<Option<PlannedSignature>, PlanError> {
+    let Some(dwarf) = binary.dwarf()? else {
+        return Ok(None);
+    };
+    let Some(signature) = dwarf.signature(entry) else {
+        return Ok(None);
+    };
+    let assignment = abi::assign(binary.arch(), signature, dwarf.types());
+    let zip = |vars: &[gotrace_binary::types::Variable], locations: Vec<Location>| {
+        vars.iter()
+            .zip(locations)
+            .map(|(v, location)| PlannedValue {
+                name: v.name.clone(),
+                ty: v.ty,
+                location,
+            })
+            .collect()
+    };
+    Ok(Some(PlannedSignature {
+        params: zip(&signature.params, assignment.params),
+        results: zip(&signature.results, assignment.results),
+    }))
+}
+
+/// What the kernel reports for one call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawCall {
+    pub kind: CallKind,
+    /// Index into [`ProbePlan::functions`].
+    pub function: u32,
+    pub pid: u32,
+    pub entry_tid: u32,
+    /// 0 when there was no return.
+    pub return_tid: u32,
+    pub goid: u64,
+    /// CLOCK_MONOTONIC nanoseconds.
+    pub entry_ns: u64,
+    pub return_ns: u64,
+    pub entry_regs: [u64; INT_REGS],
+    pub return_regs: [u64; INT_REGS],
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallKind {
+    /// Entered and returned.
+    Returned,
+    /// Entered; returns are not traced (entry-only mode).
+    Entered,
+    /// Entered, and its frame was reused before any return: it panicked or its goroutine
+    /// exited through it.
+    Abandoned,
+}

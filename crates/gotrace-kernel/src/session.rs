@@ -1,0 +1,354 @@
+//! Loading the BPF program, attaching it at every planned site, and reading what it reports.
+
+use crate::skel::{types, GotraceSkel, GotraceSkelBuilder};
+use crate::KernelError;
+use gotrace_plan::{CallKind, ProbePlan, RawCall, Site, SiteKind, INT_REGS};
+use gotrace_binary::sites::SkipCondition;
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{Link, MapCore, MapFlags, RingBuffer, RingBufferBuilder, UprobeMultiOpts, UprobeOpts};
+use std::mem::MaybeUninit;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// What to trace: every process running a binary (now or later), or one process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    Binary(PathBuf),
+    Process(u32),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMethod {
+    /// One uprobe_multi link for all sites (Linux 6.6+): attaches and detaches in milliseconds.
+    UprobeMulti,
+    /// One perf-event uprobe per site: older kernels, or to find which sites the kernel refuses.
+    PerSite,
+}
+
+/// How attaching went: nothing refused is hidden.
+#[derive(Clone, Debug)]
+pub struct AttachReport {
+    pub method: AttachMethod,
+    pub attached: usize,
+    /// Sites the kernel refused, with its reason.
+    pub failed: Vec<(Site, String)>,
+    pub elapsed: Duration,
+}
+
+/// Counters kept by the BPF program, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Events dropped because the ring buffer was full.
+    pub lost: u64,
+    /// Calls not remembered because the in-flight table was full.
+    pub inflight_full: u64,
+    /// Returns seen without their entry (the call began before gotrace attached).
+    pub unmatched_returns: u64,
+    /// Entry passes ignored because the function was about to grow its stack and restart.
+    pub growth_restarts: u64,
+    /// Probe hits where the goroutine could not be read.
+    pub read_failures: u64,
+}
+
+/// Loaded BPF program plus its links. Dropping it detaches every probe.
+pub struct Session {
+    links: Vec<Link>,
+    skel: GotraceSkel<'static>,
+    report: AttachReport,
+}
+
+fn uprobe_sysfs_type() -> PathBuf {
+    // Overridable so the "kernel without uprobes" error can be exercised on a kernel with them.
+    std::env::var_os("GOTRACE_UPROBE_SYSFS_TYPE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/sys/bus/event_source/devices/uprobe/type"))
+}
+
+/// Fails early, with the right message, when this process may not use BPF or uprobes.
+pub fn check_environment() -> Result<(), KernelError> {
+    let sysfs = uprobe_sysfs_type();
+    if !sysfs.exists() {
+        return Err(KernelError::NoUprobes(sysfs));
+    }
+    if !has_bpf_capabilities() {
+        return Err(KernelError::NoPrivileges);
+    }
+    Ok(())
+}
+
+/// root, or CAP_SYS_ADMIN, or both CAP_BPF and CAP_PERFMON in the effective set.
+fn has_bpf_capabilities() -> bool {
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return true; // cannot tell: let the kernel decide
+    };
+    let Some(eff) = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+    else {
+        return true;
+    };
+    let has = |cap: u32| eff & (1 << cap) != 0;
+    has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))
+}
+
+impl Session {
+    /// Loads the program and attaches it at every site of `plan` in `binary`.
+    pub fn attach(plan: &ProbePlan, binary: &Path, target: &Target) -> Result<Session, KernelError> {
+        check_environment()?;
+        let pid = match target {
+            Target::Binary(_) => None,
+            Target::Process(pid) => Some(*pid),
+        };
+        if let Some(pid) = pid {
+            if !crate::proc::exists(pid) {
+                return Err(KernelError::NoSuchProcess(pid));
+            }
+        }
+        // The skeleton borrows its backing storage for as long as it lives; a session lives
+        // about as long as the process, so the few bytes are leaked rather than self-referenced.
+        let storage: &'static mut MaybeUninit<libbpf_rs::OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
+        let mut open = GotraceSkelBuilder::default()
+            .open(storage)
+            .map_err(|e| KernelError::from_libbpf(e, KernelError::Load))?;
+        if let Some(rodata) = open.maps.rodata_data.as_deref_mut() {
+            rodata.goid_offset = plan.goid_offset;
+            rodata.target_tgid = pid.unwrap_or(0);
+            rodata.entry_only = u8::from(plan.entry_only);
+        }
+        let use_multi = uprobe_multi_supported();
+        open.progs.gotrace_site_multi.set_autoload(use_multi);
+        open.progs.gotrace_site.set_autoload(!use_multi);
+        let skel = open.load().map_err(|e| KernelError::from_libbpf(e, KernelError::Load))?;
+
+        let started = Instant::now();
+        let pid_arg = pid.map_or(-1, |p| p as i32);
+        let (links, method, failed) = if use_multi {
+            match attach_multi(&skel, plan, binary, pid_arg) {
+                Ok(link) => (vec![link], AttachMethod::UprobeMulti, Vec::new()),
+                // One refused site fails the whole batch: retry site by site to find it.
+                Err(_) => attach_per_site(&skel, plan, binary, pid_arg, true)?,
+            }
+        } else {
+            attach_per_site(&skel, plan, binary, pid_arg, false)?
+        };
+        let attached = if method == AttachMethod::UprobeMulti {
+            plan.sites.len()
+        } else {
+            links.len()
+        };
+        if attached == 0 {
+            let reason = failed
+                .first()
+                .map(|(_, r)| r.clone())
+                .unwrap_or_else(|| "no sites".into());
+            return Err(KernelError::Attach {
+                binary: binary.to_owned(),
+                reason,
+            });
+        }
+        Ok(Session {
+            links,
+            skel,
+            report: AttachReport {
+                method,
+                attached,
+                failed,
+                elapsed: started.elapsed(),
+            },
+        })
+    }
+
+    pub fn report(&self) -> &AttachReport {
+        &self.report
+    }
+
+    /// A stream of the calls the probes report; `on_call` runs for each as it is consumed.
+    pub fn events<'a>(&'a self, mut on_call: impl FnMut(RawCall) + 'a) -> Result<EventStream<'a>, KernelError> {
+        let mut builder = RingBufferBuilder::new();
+        builder
+            .add(&self.skel.maps.events, move |bytes: &[u8]| {
+                if let Some(call) = raw_call(bytes) {
+                    on_call(call);
+                }
+                0
+            })
+            .map_err(|e| KernelError::Load(format!("ring buffer: {e:#}")))?;
+        let ring = builder
+            .build()
+            .map_err(|e| KernelError::Load(format!("ring buffer: {e:#}")))?;
+        Ok(EventStream { ring })
+    }
+
+    /// The BPF program's counters, summed over CPUs.
+    pub fn counters(&self) -> Result<Counters, KernelError> {
+        let read = |stat: types::gt_stat| -> Result<u64, KernelError> {
+            let key = stat.0.to_ne_bytes();
+            let per_cpu = self
+                .skel
+                .maps
+                .stats
+                .lookup_percpu(&key, MapFlags::ANY)
+                .map_err(|e| KernelError::Load(format!("reading counters: {e:#}")))?
+                .unwrap_or_default();
+            Ok(per_cpu
+                .iter()
+                .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_ne_bytes))
+                .sum())
+        };
+        Ok(Counters {
+            lost: read(types::gt_stat::GT_STAT_LOST)?,
+            inflight_full: read(types::gt_stat::GT_STAT_INFLIGHT_FULL)?,
+            unmatched_returns: read(types::gt_stat::GT_STAT_UNMATCHED_RETURN)?,
+            growth_restarts: read(types::gt_stat::GT_STAT_GROWTH_SKIPPED)?,
+            read_failures: read(types::gt_stat::GT_STAT_READ_FAILED)?,
+        })
+    }
+
+    /// Removes every probe (restoring the original instructions) and returns how long it took.
+    pub fn detach(mut self) -> Duration {
+        let started = Instant::now();
+        self.links.clear();
+        started.elapsed()
+    }
+}
+
+/// Draining end of the ring buffer.
+pub struct EventStream<'a> {
+    ring: RingBuffer<'a>,
+}
+
+impl EventStream<'_> {
+    /// Runs the callback for every event available now.
+    pub fn consume(&self) -> Result<(), KernelError> {
+        self.ring
+            .consume()
+            .map_err(|e| KernelError::Load(format!("ring buffer: {e:#}")))
+    }
+
+    /// Becomes readable when the BPF side asks for a wake-up (a batch has built up).
+    pub fn fd(&self) -> i32 {
+        self.ring.epoll_fd()
+    }
+}
+
+fn raw_call(bytes: &[u8]) -> Option<RawCall> {
+    if bytes.len() < std::mem::size_of::<types::gt_event>() {
+        return None;
+    }
+    // SAFETY: gt_event is plain integers (any bit pattern is valid) and the length was checked;
+    // read_unaligned makes no alignment assumption about the ring buffer sample.
+    let e: types::gt_event = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+    let kind = match types::gt_event_kind(e.kind) {
+        types::gt_event_kind::GT_EVENT_CALL => CallKind::Returned,
+        types::gt_event_kind::GT_EVENT_ENTRY => CallKind::Entered,
+        types::gt_event_kind::GT_EVENT_ABANDONED => CallKind::Abandoned,
+        _ => return None,
+    };
+    let regs = |r: [u64; INT_REGS]| r;
+    Some(RawCall {
+        kind,
+        function: e.func,
+        pid: e.pid,
+        entry_tid: e.entry_tid,
+        return_tid: e.return_tid,
+        goid: e.goid,
+        entry_ns: e.entry_ns,
+        return_ns: e.return_ns,
+        entry_regs: regs(e.entry_regs),
+        return_regs: regs(e.return_regs),
+    })
+}
+
+/// The site's cookie, laid out as `GT_COOKIE_*` in gotrace.h reads it.
+fn cookie(site: &Site) -> u64 {
+    let kind = match site.kind {
+        SiteKind::Entry => types::gt_site_kind::GT_SITE_ENTRY,
+        SiteKind::Return => types::gt_site_kind::GT_SITE_RETURN,
+    };
+    let skip = match site.skip_if {
+        None => types::gt_skip::GT_SKIP_NEVER,
+        Some(SkipCondition::CarrySet) => types::gt_skip::GT_SKIP_IF_CF,
+        Some(SkipCondition::CarryOrZeroSet) => types::gt_skip::GT_SKIP_IF_CF_ZF,
+    };
+    u64::from(site.function)
+        | u64::from(kind.0 & 0xff) << 32
+        | u64::from(skip.0 & 0xff) << 40
+        | u64::from(site.may_restart) << 48
+}
+
+fn uprobe_multi_supported() -> bool {
+    if std::env::var_os("GOTRACE_NO_UPROBE_MULTI").is_some() {
+        return false;
+    }
+    // Linux 6.6 added uprobe_multi links.
+    let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
+        return false;
+    };
+    let mut parts = release.trim().split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (6, 6)
+}
+
+fn attach_multi(skel: &GotraceSkel<'_>, plan: &ProbePlan, binary: &Path, pid: i32) -> Result<Link, libbpf_rs::Error> {
+    let opts = UprobeMultiOpts {
+        offsets: plan.sites.iter().map(|s| s.file_offset.0 as usize).collect(),
+        cookies: plan.sites.iter().map(cookie).collect(),
+        ..Default::default()
+    };
+    skel.progs
+        .gotrace_site_multi
+        .attach_uprobe_multi_with_opts(pid, binary, "", opts)
+}
+
+type PerSiteOutcome = (Vec<Link>, AttachMethod, Vec<(Site, String)>);
+
+fn attach_per_site(skel: &GotraceSkel<'_>, plan: &ProbePlan, binary: &Path, pid: i32, multi_loaded: bool) -> Result<PerSiteOutcome, KernelError> {
+    raise_open_file_limit();
+    let prog = if multi_loaded {
+        // Only the multi program was loaded; a uprobe_multi link per site still finds the
+        // refused ones.
+        &skel.progs.gotrace_site_multi
+    } else {
+        &skel.progs.gotrace_site
+    };
+    let mut links = Vec::new();
+    let mut failed = Vec::new();
+    for site in &plan.sites {
+        let result = if multi_loaded {
+            let opts = UprobeMultiOpts {
+                offsets: vec![site.file_offset.0 as usize],
+                cookies: vec![cookie(site)],
+                ..Default::default()
+            };
+            prog.attach_uprobe_multi_with_opts(pid, binary, "", opts)
+        } else {
+            let opts = UprobeOpts {
+                cookie: cookie(site),
+                ..Default::default()
+            };
+            prog.attach_uprobe_with_opts(pid, binary, site.file_offset.0 as usize, opts)
+        };
+        match result {
+            Ok(link) => links.push(link),
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::PermissionDenied => return Err(KernelError::NoPrivileges),
+            Err(e) => failed.push((site.clone(), format!("{e:#}"))),
+        }
+    }
+    Ok((links, AttachMethod::PerSite, failed))
+}
+
+/// Each per-site link holds file descriptors: lift the soft limit to the hard one.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! Command-line interface: parsed and validated here, with no I/O.
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Trace Go functions with eBPF uprobes: every call's arguments, results and latency, decoded
+/// as Go values, without changing, recompiling or restarting the program.
+#[derive(Debug, Parser)]
+#[command(
+    name = "gotrace",
+    version,
+    after_help = "Examples:
+  gotrace demo                                   build the seed Fibonacci service, trace it, explain
+  gotrace trace ./server main.Fibonacci          every process running ./server, now or later
+  gotrace trace --pid 4242 main.Fibonacci        one running process
+  gotrace trace --json --pid 4242 main.Fibonacci one JSON object per call
+  gotrace peek --pid 4242 main.Fibonacci         see the breakpoints uprobes write into the code
+  gotrace funcs ./server 'main.*'                what can be traced, with signatures
+
+Needs root (or CAP_BPF and CAP_PERFMON) and a kernel with uprobes. Never uses uretprobes:
+returns are observed by probes on the function's RET instructions, which Go tolerates."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Trace calls of a function: one line (or JSON object) per completed call.
+    Trace(TraceArgs),
+    /// Show the instruction bytes at every probe site: in the file, live while probed
+    /// (a breakpoint), and after detaching (restored).
+    Peek(PeekArgs),
+    /// Build the seed's Fibonacci HTTP service, trace it, send requests, show calls and peek.
+    Demo(DemoArgs),
+    /// List a binary's functions with their Go signatures.
+    Funcs(FuncsArgs),
+}
+
+#[derive(Debug, Args)]
+#[command(override_usage = "gotrace trace [OPTIONS] <BINARY | --pid PID> <FUNCTION>")]
+pub struct TraceArgs {
+    /// The Go binary to trace (every process running it, now or later). Omit with --pid.
+    #[arg(value_name = "BINARY", required_unless_present = "pid")]
+    pub binary: Option<PathBuf>,
+    /// The function, by its full Go name: `main.Fibonacci`, `main.(*Server).Handle`.
+    #[arg(value_name = "FUNCTION")]
+    pub function: Option<String>,
+    /// Trace only this running process (its executable is found through /proc).
+    #[arg(long, short, value_name = "PID")]
+    pub pid: Option<u32>,
+    /// One JSON object per call instead of text: ts, pid, tid, goid, func, args, results,
+    /// types, duration_ns, outcome.
+    #[arg(long)]
+    pub json: bool,
+    /// Write this file once every probe is attached (for scripts and tests).
+    #[arg(long, value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
+    /// Stop after this many calls.
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+    /// Trace entries only (arguments and counts; no results or durations): the cheapest mode.
+    #[arg(long)]
+    pub no_return: bool,
+}
+
+impl TraceArgs {
+    /// With --pid the only positional is the function: `gotrace trace --pid 1 main.F`.
+    pub fn function_and_binary(&self) -> Option<(String, Option<PathBuf>)> {
+        match (&self.binary, &self.function, self.pid) {
+            (Some(b), Some(f), _) => Some((f.clone(), Some(b.clone()))),
+            (Some(f), None, Some(_)) => Some((f.to_string_lossy().into_owned(), None)),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct PeekArgs {
+    /// The running process whose code to look at.
+    #[arg(long, short, value_name = "PID")]
+    pub pid: u32,
+    /// The function whose probe sites to show.
+    #[arg(value_name = "FUNCTION")]
+    pub function: String,
+    /// JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Go toolchain version to build the service with (e.g. 1.21); default: the newest installed.
+    #[arg(long, value_name = "VERSION")]
+    pub go: Option<String>,
+    /// Where to build the service (default: a cache directory under ~/.cache/gotrace).
+    #[arg(long, value_name = "DIR")]
+    pub build_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct FuncsArgs {
+    /// The Go binary to read.
+    #[arg(value_name = "BINARY")]
+    pub binary: PathBuf,
+    /// Only functions matching this glob (`main.*`, `net/http.(*conn).*`).
+    #[arg(value_name = "PATTERN")]
+    pub pattern: Option<String>,
+    /// JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,161 @@
+//! A tracing session, in pipeline order: binary → plan → attach → events → decode → output.
+
+use anyhow::{Context, Result};
+use gotrace_binary::GoBinary;
+use gotrace_decode::DecodedCall;
+use gotrace_kernel::{proc, AttachMethod, AttachReport, Session, Target, Wake, Waiter};
+use gotrace_output::Summary;
+use gotrace_plan::{CallKind, PlanOptions, ProbePlan};
+use std::cell::{Cell, RefCell};
+use std::os::fd::RawFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// How long an event may wait in the ring buffer before it is printed.
+const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
+
+pub struct TraceRequest {
+    pub target: Target,
+    pub functions: Vec<String>,
+    pub entry_only: bool,
+    /// Stop after this many calls.
+    pub count: Option<u64>,
+}
+
+/// Where decoded calls go.
+pub trait CallSink {
+    fn call(&mut self, call: &DecodedCall<'_>);
+    /// End of a batch: a good moment to write out buffered output.
+    fn flush(&mut self);
+}
+
+/// The binary a target runs: the path to read its ELF from and to attach uprobes to.
+pub fn target_binary(target: &Target) -> Result<PathBuf> {
+    match target {
+        Target::Binary(path) => {
+            if !path.exists() {
+                anyhow::bail!("{}: no such file; give the path of a Go executable", path.display());
+            }
+            Ok(path.clone())
+        }
+        Target::Process(pid) => Ok(proc::exe(*pid)?),
+    }
+}
+
+/// Opens the target's binary and plans the probes.
+pub fn prepare(request: &TraceRequest) -> Result<(GoBinary, PathBuf, ProbePlan)> {
+    let path = target_binary(&request.target)?;
+    let binary = GoBinary::open(&path)?;
+    let plan = gotrace_plan::plan(
+        &binary,
+        &request.functions,
+        PlanOptions {
+            entry_only: request.entry_only,
+        },
+    )?;
+    Ok((binary, path, plan))
+}
+
+/// Runs a session until a `stop_fds` descriptor becomes readable, the traced process exits, or
+/// `count` calls were seen. `on_attached` runs once every probe is in place.
+pub fn run(
+    request: &TraceRequest,
+    sink: &mut dyn CallSink,
+    stop_fds: &[RawFd],
+    on_attached: impl FnOnce(&ProbePlan, &AttachReport) -> Result<()>,
+) -> Result<Summary> {
+    let (binary, path, plan) = prepare(request)?;
+    let types = binary.dwarf().ok().flatten().map(|d| d.types());
+    let empty_types = gotrace_binary::types::TypeTable::default();
+    let types = types.unwrap_or(&empty_types);
+
+    let session = Session::attach(&plan, &path, &request.target)?;
+    let report = session.report().clone();
+    for (site, reason) in &report.failed {
+        eprintln!(
+            "gotrace: warning: could not attach the {:?} probe of {} at {}: {reason}",
+            site.kind, plan.functions[site.function as usize].name, site.addr
+        );
+    }
+    on_attached(&plan, &report)?;
+
+    // Held open for the whole session: readable once the traced process has exited.
+    let exit_fd = match request.target {
+        Target::Process(pid) => Some(gotrace_kernel::pidfd(pid)?),
+        Target::Binary(_) => None,
+    };
+    let mut summary = Summary {
+        sites_attached: report.attached,
+        sites_failed: report.failed.len(),
+        ..Summary::default()
+    };
+    let limit = request.count.unwrap_or(u64::MAX);
+    let calls = Cell::new(0u64);
+    let abandoned = Cell::new(0u64);
+    let sink = RefCell::new(sink);
+    {
+        let events = session.events(|raw| {
+            if calls.get() >= limit {
+                return;
+            }
+            let Some(call) = gotrace_decode::decode(&plan, types, &raw) else {
+                return;
+            };
+            match call.outcome {
+                CallKind::Abandoned => abandoned.set(abandoned.get() + 1),
+                CallKind::Returned | CallKind::Entered => calls.set(calls.get() + 1),
+            }
+            sink.borrow_mut().call(&call);
+        })?;
+        let mut watched: Vec<RawFd> = stop_fds.to_vec();
+        if let Some(fd) = &exit_fd {
+            use std::os::fd::AsRawFd;
+            watched.push(fd.as_raw_fd());
+        }
+        let waiter = Waiter::new(events.fd(), &watched, FLUSH_INTERVAL)?;
+        loop {
+            let wake = waiter.wait()?;
+            events.consume()?;
+            sink.borrow_mut().flush();
+            if wake == Wake::Stop || calls.get() >= limit {
+                break;
+            }
+        }
+    }
+    summary.calls = calls.get();
+    summary.abandoned = abandoned.get();
+    let counters = session.counters()?;
+    summary.lost_events = counters.lost;
+    summary.unmatched_returns = counters.unmatched_returns;
+    summary.inflight_full = counters.inflight_full;
+    summary.growth_restarts = counters.growth_restarts;
+    summary.read_failures = counters.read_failures;
+    session.detach();
+    Ok(summary)
+}
+
+/// `main.Fibonacci in /srv/app (3 sites: 1 entry, 2 returns; uprobe_multi, 1.2ms)`
+pub fn describe_attach(plan: &ProbePlan, report: &AttachReport, binary: &Path) -> String {
+    let names: Vec<&str> = plan.functions.iter().map(|f| f.name.as_str()).collect();
+    let entries = plan.sites.iter().filter(|s| s.kind == gotrace_plan::SiteKind::Entry).count();
+    let method = match report.method {
+        AttachMethod::UprobeMulti => "one uprobe_multi link",
+        AttachMethod::PerSite => "one uprobe per site",
+    };
+    format!(
+        "{} in {} ({} sites: {entries} entry, {} return; {method}, attached in {:.1?})",
+        names.join(", "),
+        binary.display(),
+        report.attached,
+        plan.sites.len() - entries,
+        report.elapsed
+    )
+}
+
+/// Writes `path` atomically so a reader never sees it half-written.
+pub fn write_ready_file(path: &Path) -> Result<()> {
+    let tmp = path.with_extension("partial");
+    std::fs::write(&tmp, format!("{}\n", std::process::id()))
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+}
