@@ -6,6 +6,7 @@
 pub mod pattern;
 
 use gotrace_binary::abi::{self, Location};
+use gotrace_binary::dwarf::DwarfInfo;
 use gotrace_binary::sites::SkipCondition;
 use gotrace_binary::types::TypeId;
 use gotrace_binary::{BinaryError, FileOffset, GoBinary, VirtAddr};
@@ -78,6 +79,8 @@ pub struct ProbePlan {
     pub goid_offset: u64,
     /// Attach entry sites only: arguments and counts, no results or durations.
     pub entry_only: bool,
+    /// Things the user should know that do not stop tracing (unreadable DWARF, …).
+    pub warnings: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -93,6 +96,21 @@ pub fn plan(binary: &GoBinary, names: &[String], options: PlanOptions) -> Result
         .ok_or_else(|| PlanError::NoGoidOffset(binary.path().display().to_string()))?;
     let mut functions = Vec::new();
     let mut sites = Vec::new();
+    let mut warnings = Vec::new();
+    let dwarf = match binary.dwarf() {
+        Ok(Some(d)) => Some(d),
+        Ok(None) => {
+            warnings.push(format!(
+                "{} has no DWARF (built with -ldflags=-w or stripped): arguments and results cannot be named or decoded, shown as ?",
+                binary.path().display()
+            ));
+            None
+        }
+        Err(e) => {
+            warnings.push(format!("cannot read DWARF ({e}): arguments and results shown as ?"));
+            None
+        }
+    };
     for name in names {
         let function = binary.function(name)?;
         let index = functions.len() as u32;
@@ -120,7 +138,7 @@ pub fn plan(binary: &GoBinary, names: &[String], options: PlanOptions) -> Result
         functions.push(PlannedFunction {
             name: function.name.clone(),
             entry: function.entry,
-            signature: planned_signature(binary, function.entry)?,
+            signature: dwarf.and_then(|d| planned_signature(binary.arch(), d, function.entry)),
         });
     }
     Ok(ProbePlan {
@@ -128,6 +146,7 @@ pub fn plan(binary: &GoBinary, names: &[String], options: PlanOptions) -> Result
         sites,
         goid_offset,
         entry_only: options.entry_only,
+        warnings,
     })
 }
 
@@ -146,14 +165,9 @@ fn check_traceable(binary: &GoBinary) -> Result<(), PlanError> {
     Ok(())
 }
 
-fn planned_signature(binary: &GoBinary, entry: VirtAddr) -> Result<Option<PlannedSignature>, PlanError> {
-    let Some(dwarf) = binary.dwarf()? else {
-        return Ok(None);
-    };
-    let Some(signature) = dwarf.signature(entry) else {
-        return Ok(None);
-    };
-    let assignment = abi::assign(binary.arch(), signature, dwarf.types());
+fn planned_signature(arch: gotrace_binary::Arch, dwarf: &DwarfInfo, entry: VirtAddr) -> Option<PlannedSignature> {
+    let signature = dwarf.signature(entry)?;
+    let assignment = abi::assign(arch, signature, dwarf.types());
     let zip = |vars: &[gotrace_binary::types::Variable], locations: Vec<Location>| {
         vars.iter()
             .zip(locations)
@@ -164,10 +178,10 @@ fn planned_signature(binary: &GoBinary, entry: VirtAddr) -> Result<Option<Planne
             })
             .collect()
     };
-    Ok(Some(PlannedSignature {
+    Some(PlannedSignature {
         params: zip(&signature.params, assignment.params),
         results: zip(&signature.results, assignment.results),
-    }))
+    })
 }
 
 /// What the kernel reports for one call.

@@ -65,6 +65,9 @@ pub fn run(
     on_attached: impl FnOnce(&ProbePlan, &AttachReport) -> Result<()>,
 ) -> Result<Summary> {
     let (binary, path, plan) = prepare(request)?;
+    for warning in &plan.warnings {
+        eprintln!("gotrace: warning: {warning}");
+    }
     let types = binary.dwarf().ok().flatten().map(|d| d.types());
     let empty_types = gotrace_binary::types::TypeTable::default();
     let types = types.unwrap_or(&empty_types);

@@ -1,0 +1,20 @@
+# The README's two commands: `make demo` and `make test`. Both install what they need first.
+CARGO ?= cargo
+
+.PHONY: setup build demo test lint bench
+
+setup:
+	./scripts/setup.sh
+
+build: setup
+	$(CARGO) build --release
+
+# The seed article end to end: build the Fibonacci service, trace it, send requests, peek.
+demo: build
+	./target/release/gotrace demo
+
+# Everything CI checks: formatting, lints, unit tests and the end-to-end tests (as root).
+test: setup
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	GOTRACE_REQUIRE_ROOT=1 $(CARGO) test --workspace --release

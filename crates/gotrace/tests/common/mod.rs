@@ -1,0 +1,175 @@
+//! Shared by the end-to-end tests: building Go programs, running them and gotrace, talking HTTP.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use gotrace_gobuild::{Build, Flavour, Toolchain};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+pub const GOTRACE: &str = env!("CARGO_BIN_EXE_gotrace");
+
+/// Tests that load BPF programs need root. Outside CI they are skipped with a note; with
+/// GOTRACE_REQUIRE_ROOT set (the README's test command sets it) skipping is a failure.
+pub fn have_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        assert!(
+            std::env::var_os("GOTRACE_REQUIRE_ROOT").is_none(),
+            "this test needs root (BPF and uprobes) and GOTRACE_REQUIRE_ROOT is set"
+        );
+        eprintln!("skipped: needs root");
+    }
+    root
+}
+
+pub fn fixtures_out_dir() -> PathBuf {
+    gotrace_gobuild::workspace_target_dir().join("go-fixtures")
+}
+
+pub fn toolchains() -> Vec<Toolchain> {
+    let all = gotrace_gobuild::toolchains();
+    assert!(!all.is_empty(), "no Go toolchain installed: run scripts/setup.sh");
+    all
+}
+
+pub fn newest_toolchain() -> Toolchain {
+    toolchains().pop().expect("checked non-empty")
+}
+
+/// Builds a program under the repository (e.g. `examples/fibonacci`) with `-gcflags=<gcflags>`.
+pub fn build_go(relative_dir: &str, toolchain: &Toolchain, flavour: Flavour, gcflags: &str) -> PathBuf {
+    let source_dir = gotrace_gobuild::repo_root().join(relative_dir);
+    Build {
+        source_dir: &source_dir,
+        toolchain,
+        flavour,
+        goarch: None,
+        gcflags,
+        out_dir: &fixtures_out_dir(),
+    }
+    .run()
+    .unwrap_or_else(|e| panic!("building {relative_dir}: {e}"))
+}
+
+/// The seed's Fibonacci service, built as the article builds it.
+pub fn fibonacci_service(toolchain: &Toolchain) -> PathBuf {
+    build_go("examples/fibonacci", toolchain, Flavour::Plain, "-l")
+}
+
+/// A child process killed (and reaped) when dropped, so a failing test leaves nothing behind.
+pub struct Running(pub Child);
+
+impl Running {
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on the PID of a child we have not reaped yet.
+        unsafe { libc::kill(self.0.id() as i32, signal) };
+    }
+
+    /// Sends SIGINT and waits for the process to finish, returning its output.
+    pub fn interrupt_and_collect(mut self) -> Output {
+        self.signal(libc::SIGINT);
+        let child = std::mem::replace(&mut self.0, Command::new("true").spawn().expect("spawn true"));
+        child.wait_with_output().expect("waiting for child")
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn free_addr() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+pub fn start_service(binary: &Path, addr: SocketAddr) -> Running {
+    let child = Command::new(binary)
+        .arg("-addr")
+        .arg(addr.to_string())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting the service");
+    let running = Running(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "service did not listen on {addr}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    running
+}
+
+/// Starts `gotrace trace ARGS --ready-file F` and returns once every probe is attached.
+pub fn start_gotrace(args: &[&str]) -> Running {
+    let ready = tempfile_path("ready");
+    let child = Command::new(GOTRACE)
+        .arg("trace")
+        .args(args)
+        .arg("--ready-file")
+        .arg(&ready)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting gotrace");
+    let mut running = Running(child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ready.exists() {
+        if let Some(status) = running.0.try_wait().unwrap() {
+            let mut err = String::new();
+            running.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            panic!("gotrace exited before attaching ({status}): {err}");
+        }
+        assert!(Instant::now() < deadline, "gotrace did not attach within 60 s");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    running
+}
+
+pub fn tempfile_path(what: &str) -> PathBuf {
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = gotrace_gobuild::workspace_target_dir().join("test-tmp");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{what}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_file(&path);
+    path
+}
+
+/// GET a path: status and body.
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("connecting");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.trim().to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+/// The `ret` field of the service's JSON answer.
+pub fn ret_of(body: &str) -> i64 {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{body}: {e}"));
+    v["ret"].as_i64().unwrap_or_else(|| panic!("no ret in {body}"))
+}
+
+/// Parses gotrace's JSON lines.
+pub fn json_calls(stdout: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect()
+}
+
+pub fn run_gotrace(args: &[&str]) -> Output {
+    Command::new(GOTRACE).args(args).output().expect("running gotrace")
+}

@@ -1,0 +1,117 @@
+//! Bad input gets a clear message and a non-zero exit, never a panic.
+
+mod common;
+
+use common::*;
+use gotrace_gobuild::Flavour;
+use std::process::{Command, Output};
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Fails unless gotrace exited non-zero, without panicking, saying every one of `needles`.
+fn assert_fails_saying(out: &Output, needles: &[&str]) {
+    let err = stderr(out);
+    assert!(!out.status.success(), "expected failure; stderr: {err}");
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    for needle in needles {
+        assert!(err.contains(needle), "missing {needle:?} in: {err}");
+    }
+}
+
+#[test]
+fn missing_file() {
+    let out = run_gotrace(&["trace", "/no/such/binary", "main.main"]);
+    assert_fails_saying(&out, &["/no/such/binary: no such file"]);
+}
+
+#[test]
+fn not_an_elf_file() {
+    let path = tempfile_path("not-elf");
+    std::fs::write(&path, "#!/bin/sh\necho hi\n").unwrap();
+    let out = run_gotrace(&["trace", path.to_str().unwrap(), "main.main"]);
+    assert_fails_saying(&out, &["is not an ELF file", "hint:"]);
+}
+
+#[test]
+fn an_elf_that_is_not_go() {
+    let out = run_gotrace(&["trace", "/bin/true", "main.main"]);
+    assert_fails_saying(&out, &["/bin/true is not a Go binary"]);
+}
+
+#[test]
+fn no_such_function_suggests_close_names() {
+    let service = fibonacci_service(&newest_toolchain());
+    let out = run_gotrace(&["trace", service.to_str().unwrap(), "main.Fibonaci"]);
+    assert_fails_saying(&out, &["no function named \"main.Fibonaci\"", "did you mean main.Fibonacci"]);
+}
+
+#[test]
+fn inlined_function_says_so_and_how_to_keep_it() {
+    let binary = build_go("fixtures/go/inlined", &newest_toolchain(), Flavour::Plain, "");
+    let out = run_gotrace(&["trace", binary.to_str().unwrap(), "main.double"]);
+    assert_fails_saying(&out, &["inlined", "-gcflags=all=-l"]);
+}
+
+#[test]
+fn pid_that_does_not_exist() {
+    let out = run_gotrace(&["trace", "--pid", "999999999", "main.main"]);
+    assert_fails_saying(&out, &["no process with PID 999999999"]);
+}
+
+#[test]
+fn root_pid_that_exits_while_traced_ends_the_session_cleanly() {
+    if !have_root() {
+        return;
+    }
+    let service_bin = fibonacci_service(&newest_toolchain());
+    let addr = free_addr();
+    let service = start_service(&service_bin, addr);
+    let pid = service.pid();
+    let mut tracer = start_gotrace(&["--pid", &pid.to_string(), "main.Fibonacci"]);
+    http_get(addr, "/fibonacci?num=7");
+    drop(service); // SIGKILL and reap
+    let status = tracer.0.wait().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(tracer.0.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "{err}");
+    assert!(err.contains(&format!("process {pid} exited")), "{err}");
+    assert!(err.contains("1 calls traced"), "{err}");
+}
+
+#[test]
+fn root_without_privileges_says_which_are_needed() {
+    if !have_root() {
+        return;
+    }
+    let service_bin = fibonacci_service(&newest_toolchain());
+    // Drop to nobody with no capabilities at all.
+    let out = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+        .arg(GOTRACE)
+        .args(["trace", service_bin.to_str().unwrap(), "main.Fibonacci"])
+        .output()
+        .expect("setpriv (util-linux) runs");
+    assert_fails_saying(&out, &["not enough privileges", "root", "CAP_BPF", "CAP_PERFMON"]);
+}
+
+#[test]
+fn kernel_without_uprobes_is_reported() {
+    let service_bin = fibonacci_service(&newest_toolchain());
+    let out = Command::new(GOTRACE)
+        .env("GOTRACE_UPROBE_SYSFS_TYPE", "/nonexistent/uprobe/type")
+        .args(["trace", service_bin.to_str().unwrap(), "main.Fibonacci"])
+        .output()
+        .unwrap();
+    assert_fails_saying(&out, &["no uprobe support", "CONFIG_UPROBES"]);
+}
+
+#[test]
+fn usage_errors_exit_non_zero() {
+    let out = run_gotrace(&["trace"]);
+    assert!(!out.status.success());
+    let out = run_gotrace(&["trace", "--pid", "1"]);
+    assert!(!out.status.success());
+}
