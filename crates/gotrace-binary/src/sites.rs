@@ -233,8 +233,16 @@ pub fn disassemble_one(arch: Arch, bytes: &[u8], addr: VirtAddr) -> Option<(usiz
             if ins.is_invalid() {
                 return None;
             }
+            let mut formatter = IntelFormatter::new();
+            let options = formatter.options_mut();
+            options.set_hex_prefix("0x");
+            options.set_hex_suffix("");
+            options.set_uppercase_hex(false);
+            options.set_show_branch_size(false);
+            options.set_branch_leading_zeros(false);
+            options.set_space_after_operand_separator(true);
             let mut text = String::new();
-            IntelFormatter::new().format(&ins, &mut text);
+            formatter.format(&ins, &mut text);
             Some((ins.len(), text))
         }
         Arch::Arm64 => {
