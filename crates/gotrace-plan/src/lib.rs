@@ -9,7 +9,8 @@ use gotrace_binary::abi::{self, Location};
 use gotrace_binary::dwarf::DwarfInfo;
 use gotrace_binary::sites::SkipCondition;
 use gotrace_binary::types::TypeId;
-use gotrace_binary::{BinaryError, FileOffset, GoBinary, VirtAddr};
+use gotrace_binary::{BinaryError, FileOffset, Function, GoBinary, VirtAddr};
+use pattern::Pattern;
 use serde::Serialize;
 
 /// Number of integer argument registers the kernel side captures (amd64's Go ABI).
@@ -26,6 +27,10 @@ pub enum PlanError {
     TooOldGo { binary: String, version: String },
     #[error("cannot find the goroutine id's offset in runtime.g for {0} (no DWARF and no Go version)")]
     NoGoidOffset(String),
+    #[error("no function matches {pattern:?}")]
+    NoMatch { pattern: String },
+    #[error("nothing left to trace: every function matched was excluded or has no usable probe sites")]
+    NothingToTrace,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -83,13 +88,50 @@ pub struct ProbePlan {
     pub warnings: Vec<String>,
 }
 
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct PlanOptions {
     pub entry_only: bool,
+    /// Functions matching any of these globs are left out.
+    pub exclude: Vec<String>,
 }
 
-/// Plans probes for the named functions (each an exact Go function name).
-pub fn plan(binary: &GoBinary, names: &[String], options: PlanOptions) -> Result<ProbePlan, PlanError> {
+/// The functions `patterns` select: an exact name must exist (else an error with suggestions,
+/// or "inlined"); a glob must match at least one function. Sorted by address, no duplicates.
+pub fn select<'b>(
+    binary: &'b GoBinary,
+    patterns: &[String],
+    exclude: &[String],
+) -> Result<Vec<&'b Function>, PlanError> {
+    let excluded: Vec<Pattern> = exclude.iter().map(|e| Pattern::new(e)).collect();
+    let mut chosen: Vec<&Function> = Vec::new();
+    for text in patterns {
+        let pattern = Pattern::new(text);
+        if !pattern.is_glob() {
+            chosen.push(binary.function(text)?);
+            continue;
+        }
+        let before = chosen.len();
+        // ABI0 wrappers of assembly functions do not keep the goroutine in R14.
+        chosen.extend(
+            binary
+                .functions()
+                .iter()
+                .filter(|f| pattern.matches(&f.name) && !f.name.ends_with(".abi0")),
+        );
+        if chosen.len() == before {
+            return Err(PlanError::NoMatch {
+                pattern: text.clone(),
+            });
+        }
+    }
+    chosen.retain(|f| !excluded.iter().any(|e| e.matches(&f.name)));
+    chosen.sort_by_key(|f| f.entry);
+    chosen.dedup_by_key(|f| f.entry);
+    Ok(chosen)
+}
+
+/// Plans probes for the functions `patterns` select (exact Go names or globs).
+pub fn plan(binary: &GoBinary, patterns: &[String], options: PlanOptions) -> Result<ProbePlan, PlanError> {
     check_traceable(binary)?;
     let goid_offset = binary
         .goid_offset()
@@ -111,10 +153,19 @@ pub fn plan(binary: &GoBinary, names: &[String], options: PlanOptions) -> Result
             None
         }
     };
-    for name in names {
-        let function = binary.function(name)?;
+    let selected = select(binary, patterns, &options.exclude)?;
+    let only_exact = patterns.iter().all(|p| !Pattern::new(p).is_glob());
+    for function in selected {
         let index = functions.len() as u32;
-        let probe_sites = binary.probe_sites(function)?;
+        let probe_sites = match binary.probe_sites(function) {
+            Ok(sites) => sites,
+            Err(e) if only_exact => return Err(e.into()),
+            // One odd function in a wide pattern should not stop the rest.
+            Err(e) => {
+                warnings.push(format!("skipping {}: {e}", function.name));
+                continue;
+            }
+        };
         sites.push(Site {
             function: index,
             kind: SiteKind::Entry,
@@ -140,6 +191,9 @@ pub fn plan(binary: &GoBinary, names: &[String], options: PlanOptions) -> Result
             entry: function.entry,
             signature: dwarf.and_then(|d| planned_signature(binary.arch(), d, function.entry)),
         });
+    }
+    if functions.is_empty() {
+        return Err(PlanError::NothingToTrace);
     }
     Ok(ProbePlan {
         functions,

@@ -39,14 +39,16 @@ pub enum Command {
 }
 
 #[derive(Debug, Args)]
-#[command(override_usage = "gotrace trace [OPTIONS] <BINARY | --pid PID> <FUNCTION>")]
+#[command(override_usage = "gotrace trace [OPTIONS] <BINARY | --pid PID> <FUNCTION>...")]
 pub struct TraceArgs {
-    /// The Go binary to trace (every process running it, now or later). Omit with --pid.
-    #[arg(value_name = "BINARY", required_unless_present = "pid")]
-    pub binary: Option<PathBuf>,
-    /// The function, by its full Go name: `main.Fibonacci`, `main.(*Server).Handle`.
-    #[arg(value_name = "FUNCTION")]
-    pub function: Option<String>,
+    /// BINARY (omitted with --pid): the Go executable to trace, in every process running it,
+    /// now or later. FUNCTION: a full Go name (`main.Fibonacci`, `main.(*Server).Handle`) or a
+    /// glob (`main.*`, `net/http.(*conn).*`); give several to trace them together.
+    #[arg(value_name = "BINARY | FUNCTION", required = true)]
+    pub positionals: Vec<String>,
+    /// Leave out functions matching this glob (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
     /// Trace only this running process (its executable is found through /proc).
     #[arg(long, short, value_name = "PID")]
     pub pid: Option<u32>,
@@ -66,11 +68,13 @@ pub struct TraceArgs {
 }
 
 impl TraceArgs {
-    /// With --pid the only positional is the function: `gotrace trace --pid 1 main.F`.
-    pub fn function_and_binary(&self) -> Option<(String, Option<PathBuf>)> {
-        match (&self.binary, &self.function, self.pid) {
-            (Some(b), Some(f), _) => Some((f.clone(), Some(b.clone()))),
-            (Some(f), None, Some(_)) => Some((f.to_string_lossy().into_owned(), None)),
+    /// The binary (absent with --pid) and the function patterns.
+    pub fn binary_and_functions(&self) -> Option<(Option<PathBuf>, Vec<String>)> {
+        match (self.pid, self.positionals.split_first()) {
+            (Some(_), _) => Some((None, self.positionals.clone())),
+            (None, Some((binary, functions))) if !functions.is_empty() => {
+                Some((Some(PathBuf::from(binary)), functions.to_vec()))
+            }
             _ => None,
         }
     }

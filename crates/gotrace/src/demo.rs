@@ -66,6 +66,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         let request = TraceRequest {
             target: Target::Process(pid),
             functions: vec![FUNCTION.to_owned()],
+            exclude: Vec::new(),
             entry_only: false,
             count: None,
         };

@@ -88,17 +88,18 @@ impl<W: Write> trace::CallSink for PrinterSink<W> {
 }
 
 fn run_trace(args: TraceArgs) -> Result<()> {
-    let Some((function, binary)) = args.function_and_binary() else {
-        anyhow::bail!("usage: gotrace trace <BINARY | --pid PID> <FUNCTION> (see gotrace trace --help)");
+    let Some((binary, functions)) = args.binary_and_functions() else {
+        anyhow::bail!("usage: gotrace trace <BINARY | --pid PID> <FUNCTION>... (see gotrace trace --help)");
     };
     let target = match (binary, args.pid) {
         (_, Some(pid)) => Target::Process(pid),
         (Some(binary), None) => Target::Binary(binary),
-        (None, None) => unreachable!("clap requires BINARY unless --pid is given"),
+        (None, None) => anyhow::bail!("give the binary to trace, or --pid PID"),
     };
     let request = trace::TraceRequest {
         target,
-        functions: vec![function],
+        functions,
+        exclude: args.exclude.clone(),
         entry_only: args.no_return,
         count: args.count,
     };

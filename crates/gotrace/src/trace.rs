@@ -17,6 +17,7 @@ const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
 pub struct TraceRequest {
     pub target: Target,
     pub functions: Vec<String>,
+    pub exclude: Vec<String>,
     pub entry_only: bool,
     /// Stop after this many calls.
     pub count: Option<u64>,
@@ -51,6 +52,7 @@ pub fn prepare(request: &TraceRequest) -> Result<(GoBinary, PathBuf, ProbePlan)>
         &request.functions,
         PlanOptions {
             entry_only: request.entry_only,
+            exclude: request.exclude.clone(),
         },
     )?;
     Ok((binary, path, plan))
@@ -139,7 +141,10 @@ pub fn run(
 
 /// `main.Fibonacci in /srv/app (3 sites: 1 entry, 2 returns; uprobe_multi, 1.2ms)`
 pub fn describe_attach(plan: &ProbePlan, report: &AttachReport, binary: &Path) -> String {
-    let names: Vec<&str> = plan.functions.iter().map(|f| f.name.as_str()).collect();
+    let names = match plan.functions.as_slice() {
+        [one] => one.name.clone(),
+        many => format!("{} functions", many.len()),
+    };
     let entries = plan.sites.iter().filter(|s| s.kind == gotrace_plan::SiteKind::Entry).count();
     let method = match report.method {
         AttachMethod::UprobeMulti => "one uprobe_multi link",
@@ -147,7 +152,7 @@ pub fn describe_attach(plan: &ProbePlan, report: &AttachReport, binary: &Path) -
     };
     format!(
         "{} in {} ({} sites: {entries} entry, {} return; {method}, attached in {:.1?})",
-        names.join(", "),
+        names,
         binary.display(),
         report.attached,
         plan.sites.len() - entries,
