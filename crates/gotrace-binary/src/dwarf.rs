@@ -1,18 +1,131 @@
 //! DWARF: function signatures (parameter and result names and types) and runtime struct
 //! layouts.
+//!
+//! Everything is read once, in [`DwarfInfo::load`]: the signature of every function with code,
+//! the types those signatures reach, and every named struct (so `runtime.g` can be asked
+//! about). Types are translated with a work list rather than recursion, so a deep chain of
+//! pointers between large runtime structs cannot overflow the stack.
 
 use crate::elf::ElfImage;
-use crate::types::{Signature, TypeTable};
+use crate::types::{Field, GoType, Signature, TypeId, TypeKind, TypeTable, Variable};
 use crate::{BinaryError, VirtAddr};
+use gimli::{
+    constants as dw, AttributeValue, DebuggingInformationEntry, DwAt, EndianSlice, LittleEndian,
+    SectionId, UnitOffset, UnitSectionOffset,
+};
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+/// amd64 and arm64, the only architectures gotrace reads, are little-endian.
+type R<'a> = EndianSlice<'a, LittleEndian>;
+type Die<'a> = DebuggingInformationEntry<R<'a>>;
+
+// Go's own DWARF attributes (cmd/internal/dwarf).
+const DW_AT_GO_KIND: DwAt = DwAt(0x2900);
+const DW_AT_GO_KEY: DwAt = DwAt(0x2901);
+const DW_AT_GO_ELEM: DwAt = DwAt(0x2902);
+const DW_AT_GO_EMBEDDED_FIELD: DwAt = DwAt(0x2903);
+
+/// `reflect.Kind` values, as Go writes them into DW_AT_go_kind.
+mod go_kind {
+    pub const BOOL: u64 = 1;
+    pub const INT: u64 = 2;
+    pub const INT64: u64 = 6;
+    pub const UINT: u64 = 7;
+    pub const UINTPTR: u64 = 12;
+    pub const FLOAT32: u64 = 13;
+    pub const FLOAT64: u64 = 14;
+    pub const COMPLEX64: u64 = 15;
+    pub const COMPLEX128: u64 = 16;
+    pub const CHAN: u64 = 18;
+    pub const FUNC: u64 = 19;
+    pub const INTERFACE: u64 = 20;
+    pub const MAP: u64 = 21;
+    pub const SLICE: u64 = 23;
+    pub const STRING: u64 = 24;
+    pub const UNSAFE_POINTER: u64 = 26;
+    /// The kind is in the low bits; the rest are flags.
+    pub const MASK: u64 = 0x1f;
+}
+
+/// Sections a signature read needs; location lists and frames are never decompressed. (gimli
+/// reads each unit's line program header when it opens the unit.)
+const SECTIONS: [SectionId; 7] = [
+    SectionId::DebugInfo,
+    SectionId::DebugAbbrev,
+    SectionId::DebugLine,
+    SectionId::DebugStr,
+    SectionId::DebugLineStr,
+    SectionId::DebugStrOffsets,
+    SectionId::DebugAddr,
+];
+
+/// A chain of typedefs longer than this is treated as broken DWARF (it would be a cycle).
+const MAX_TYPEDEF_CHAIN: usize = 16;
+/// Types nested by value deeper than this are treated as broken DWARF (a by-value cycle).
+const MAX_VALUE_NESTING: u32 = 64;
 
 pub struct DwarfInfo {
     types: TypeTable,
+    signatures: HashMap<VirtAddr, Signature>,
+    structs: HashMap<String, TypeId>,
 }
 
 impl DwarfInfo {
     /// `None` when the binary carries no DWARF (built with -ldflags=-w, or stripped).
-    pub fn load(_elf: &ElfImage) -> Result<Option<DwarfInfo>, BinaryError> {
-        Ok(None)
+    pub fn load(elf: &ElfImage) -> Result<Option<DwarfInfo>, BinaryError> {
+        let mut sections: Vec<(SectionId, Cow<'_, [u8]>)> = Vec::with_capacity(SECTIONS.len());
+        for id in SECTIONS {
+            sections.push((id, elf.debug_section(id.name())?));
+        }
+        let has_info = sections
+            .iter()
+            .any(|(id, data)| *id == SectionId::DebugInfo && !data.is_empty());
+        if !has_info {
+            return Ok(None);
+        }
+        let mut dwarf = gimli::Dwarf::load::<_, BinaryError>(|id| {
+            let data = sections
+                .iter()
+                .find(|(s, _)| *s == id)
+                .map_or(&[][..], |(_, d)| &d[..]);
+            Ok(EndianSlice::new(data, LittleEndian))
+        })?;
+        // Go writes one abbreviation table shared by all its units.
+        dwarf.populate_abbreviations_cache(gimli::AbbreviationsCacheStrategy::All);
+        let mut units = Vec::new();
+        let mut headers = dwarf.units();
+        while let Some(header) = headers.next()? {
+            let at = header.offset().0;
+            units.push(dwarf.unit(header).map_err(|e| at_offset(at, e))?);
+        }
+        let mut reader = Reader {
+            dwarf: &dwarf,
+            units: &units,
+            ptr_size: 8,
+            ids: HashMap::new(),
+            types: Vec::new(),
+            pending: Vec::new(),
+            dict_type: None,
+        };
+        let index = reader.index()?;
+        reader.ptr_size = index.ptr_size;
+
+        let mut signatures = HashMap::with_capacity(index.functions.len());
+        for f in &index.functions {
+            signatures.insert(f.entry, reader.signature(f)?);
+        }
+        let mut structs = HashMap::with_capacity(index.structs.len());
+        for (name, at) in index.structs {
+            let id = reader.type_ref(at)?;
+            structs.entry(name).or_insert(id);
+        }
+        let types = reader.finish()?;
+        Ok(Some(DwarfInfo {
+            types,
+            signatures,
+            structs,
+        }))
     }
 
     pub fn types(&self) -> &TypeTable {
@@ -20,12 +133,744 @@ impl DwarfInfo {
     }
 
     /// The signature of the function whose code starts at `entry`.
-    pub fn signature(&self, _entry: VirtAddr) -> Option<&Signature> {
-        None
+    pub fn signature(&self, entry: VirtAddr) -> Option<&Signature> {
+        self.signatures.get(&entry)
+    }
+
+    /// How many functions with code have a signature.
+    pub fn signature_count(&self) -> usize {
+        self.signatures.len()
+    }
+
+    /// The struct type named `name` (`runtime.g`, `main.Point`).
+    pub fn struct_type(&self, name: &str) -> Option<TypeId> {
+        self.structs.get(name).copied()
     }
 
     /// Byte offset of `member` in the struct type named `struct_name` (`runtime.g`, `goid`).
-    pub fn member_offset(&self, _struct_name: &str, _member: &str) -> Option<u64> {
-        None
+    pub fn member_offset(&self, struct_name: &str, member: &str) -> Option<u64> {
+        let id = self.struct_type(struct_name)?;
+        match &self.types.get(id).kind {
+            TypeKind::Struct { fields } => {
+                fields.iter().find(|f| f.name == member).map(|f| f.offset)
+            }
+            _ => None,
+        }
+    }
+}
+
+fn at_offset(offset: usize, e: gimli::Error) -> BinaryError {
+    BinaryError::Dwarf(format!(".debug_info at {offset:#x}: {e}"))
+}
+
+fn malformed(offset: usize, what: &str) -> BinaryError {
+    BinaryError::Dwarf(format!(".debug_info at {offset:#x}: {what}"))
+}
+
+/// A DIE's position: its offset in `.debug_info`.
+type DieRef = usize;
+
+struct FunctionDie {
+    entry: VirtAddr,
+    die: DieRef,
+    /// From the unit's DW_AT_producer (`Go cmd/compile go1.23.5; regabi`).
+    go_minor: Option<u32>,
+}
+
+/// What one pass over every top-level DIE finds.
+struct Index {
+    functions: Vec<FunctionDie>,
+    structs: Vec<(String, DieRef)>,
+    ptr_size: u64,
+}
+
+/// Translation state. `types[i]` is `None` until the DIE behind `TypeId(i)` is read.
+struct Reader<'a, 'd> {
+    dwarf: &'d gimli::Dwarf<R<'a>>,
+    units: &'d [gimli::Unit<R<'a>>],
+    ptr_size: u64,
+    /// Every DIE already given an id, typedef aliases included.
+    ids: HashMap<DieRef, TypeId>,
+    types: Vec<Option<GoType>>,
+    /// Ids handed out whose DIE is not yet read.
+    pending: Vec<(DieRef, TypeId)>,
+    dict_type: Option<TypeId>,
+}
+
+impl<'a> Reader<'a, '_> {
+    fn index(&self) -> Result<Index, BinaryError> {
+        let mut index = Index {
+            functions: Vec::new(),
+            structs: Vec::new(),
+            ptr_size: 8,
+        };
+        for unit in self.units {
+            let base = unit.header.offset().0;
+            index.ptr_size = u64::from(unit.header.address_size());
+            let mut go_minor = None;
+            let mut cursor = unit.entries();
+            while let Some(die) = cursor.next_dfs().map_err(|e| at_offset(base, e))? {
+                if die.depth() == 0 {
+                    go_minor = match die.attr_value(dw::DW_AT_producer) {
+                        Some(v) => {
+                            let producer = self
+                                .dwarf
+                                .attr_string(unit, v)
+                                .map_err(|e| at_offset(base, e))?;
+                            go_minor_version(&producer.to_string_lossy())
+                        }
+                        None => None,
+                    };
+                }
+                // Go puts functions and types directly under the compile unit.
+                if die.depth() != 1 {
+                    continue;
+                }
+                let at = base + die.offset().0;
+                match die.tag() {
+                    dw::DW_TAG_subprogram => {
+                        let Some(value) = die.attr_value(dw::DW_AT_low_pc) else {
+                            continue; // abstract (inlined-only) function
+                        };
+                        if let Some(pc) = self
+                            .dwarf
+                            .attr_address(unit, value)
+                            .map_err(|e| at_offset(at, e))?
+                        {
+                            index.functions.push(FunctionDie {
+                                entry: VirtAddr(pc),
+                                die: at,
+                                go_minor,
+                            });
+                        }
+                    }
+                    dw::DW_TAG_structure_type => {
+                        if let Some(name) = self.name_in(unit, die, at)? {
+                            index.structs.push((name, at));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(index)
+    }
+
+    fn unit_of(&self, at: DieRef) -> Result<(&gimli::Unit<R<'a>>, UnitOffset), BinaryError> {
+        let i = self.units.partition_point(|u| u.header.offset().0 <= at);
+        let unit = i
+            .checked_sub(1)
+            .and_then(|i| self.units.get(i))
+            .ok_or_else(|| malformed(at, "reference outside every unit"))?;
+        let offset = UnitSectionOffset(at)
+            .to_unit_offset(&unit.header)
+            .ok_or_else(|| malformed(at, "reference outside its unit"))?;
+        Ok((unit, offset))
+    }
+
+    fn die(&self, at: DieRef) -> Result<Die<'a>, BinaryError> {
+        let (unit, offset) = self.unit_of(at)?;
+        unit.entry(offset).map_err(|e| at_offset(at, e))
+    }
+
+    /// The direct children of the DIE at `at`, in order.
+    fn children(&self, at: DieRef) -> Result<Vec<(DieRef, Die<'a>)>, BinaryError> {
+        let (unit, offset) = self.unit_of(at)?;
+        let base = unit.header.offset().0;
+        let mut cursor = unit
+            .entries_at_offset(offset)
+            .map_err(|e| at_offset(at, e))?;
+        let mut out = Vec::new();
+        let mut first = true;
+        while let Some(die) = cursor.next_dfs().map_err(|e| at_offset(at, e))? {
+            if first {
+                first = false;
+                if !die.has_children() {
+                    break;
+                }
+                continue;
+            }
+            match die.depth() {
+                1 => out.push((base + die.offset().0, die.clone())),
+                d if d <= 0 => break,
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
+    fn name_in(
+        &self,
+        unit: &gimli::Unit<R<'a>>,
+        die: &Die<'a>,
+        at: DieRef,
+    ) -> Result<Option<String>, BinaryError> {
+        match die.attr_value(dw::DW_AT_name) {
+            None => Ok(None),
+            Some(value) => {
+                let s = self
+                    .dwarf
+                    .attr_string(unit, value)
+                    .map_err(|e| at_offset(at, e))?;
+                Ok(Some(s.to_string_lossy().into_owned()))
+            }
+        }
+    }
+
+    fn name(&self, die: &Die<'a>, at: DieRef) -> Result<Option<String>, BinaryError> {
+        let (unit, _) = self.unit_of(at)?;
+        self.name_in(unit, die, at)
+    }
+
+    /// The DIE an attribute of the DIE at `at` refers to.
+    fn reference(
+        &self,
+        at: DieRef,
+        die: &Die<'a>,
+        attr: DwAt,
+    ) -> Result<Option<DieRef>, BinaryError> {
+        match die.attr_value(attr) {
+            None => Ok(None),
+            Some(AttributeValue::UnitRef(offset)) => {
+                let (unit, _) = self.unit_of(at)?;
+                Ok(Some(unit.header.offset().0 + offset.0))
+            }
+            Some(AttributeValue::DebugInfoRef(offset)) => Ok(Some(offset.0)),
+            Some(_) => Err(malformed(at, &format!("{attr} is not a reference"))),
+        }
+    }
+
+    fn signature(&mut self, f: &FunctionDie) -> Result<Signature, BinaryError> {
+        let function = f.die;
+        let die = self.die(function)?;
+        let mut sig = Signature::default();
+        for (at, child) in self.formal_parameters(function, &die)? {
+            let name = self.name(&child, at)?.unwrap_or_default();
+            let ty = match self.reference(at, &child, dw::DW_AT_type)? {
+                Some(t) => self.type_ref(t)?,
+                None => return Err(malformed(at, "parameter without a type")),
+            };
+            let is_result = matches!(
+                child.attr_value(dw::DW_AT_variable_parameter),
+                Some(AttributeValue::Flag(true))
+            );
+            let var = Variable { name, ty };
+            if is_result {
+                sig.results.push(var);
+            } else {
+                sig.params.push(var);
+            }
+        }
+        let name = self.name(&die, function)?.unwrap_or_default();
+        if let Some(at) = dictionary_position(&name, f.go_minor) {
+            if !sig.params.iter().any(|p| p.name == DICT_PARAM) {
+                let ty = self.dict_type()?;
+                let dict = Variable {
+                    name: DICT_PARAM.to_owned(),
+                    ty,
+                };
+                sig.params.insert(at.min(sig.params.len()), dict);
+            }
+        }
+        Ok(sig)
+    }
+
+    /// The parameter and result DIEs of a function, in declaration order. An out-of-line copy
+    /// of an inlinable function refers to an abstract function for its parameters, and adds
+    /// the ones the abstract function lacks (unnamed results, `~r0`) as its own: those are
+    /// put after the parameter that precedes them in the copy.
+    fn formal_parameters(
+        &self,
+        function: DieRef,
+        die: &Die<'a>,
+    ) -> Result<Vec<(DieRef, Die<'a>)>, BinaryError> {
+        let is_param = |(_, d): &(DieRef, Die<'a>)| d.tag() == dw::DW_TAG_formal_parameter;
+        let own: Vec<_> = self
+            .children(function)?
+            .into_iter()
+            .filter(is_param)
+            .collect();
+        let Some(origin) = self.reference(function, die, dw::DW_AT_abstract_origin)? else {
+            return Ok(own);
+        };
+        let mut all: Vec<_> = self
+            .children(origin)?
+            .into_iter()
+            .filter(is_param)
+            .collect();
+        let mut next = 0;
+        for (at, child) in own {
+            match self.reference(at, &child, dw::DW_AT_abstract_origin)? {
+                Some(o) => {
+                    if let Some(k) = all.iter().position(|(a, _)| *a == o) {
+                        next = k + 1;
+                    }
+                }
+                None => {
+                    all.insert(next, (at, child));
+                    next += 1;
+                }
+            }
+        }
+        Ok(all)
+    }
+
+    /// The type of the hidden dictionary parameter: a pointer to the dictionary's words.
+    fn dict_type(&mut self) -> Result<TypeId, BinaryError> {
+        if let Some(id) = self.dict_type {
+            return Ok(id);
+        }
+        let id =
+            TypeId(u32::try_from(self.types.len()).map_err(|_| malformed(0, "too many types"))?);
+        self.types.push(Some(GoType {
+            name: DICT_PARAM.to_owned(),
+            size: self.ptr_size,
+            align: 0,
+            kind: TypeKind::UnsafePointer,
+        }));
+        self.dict_type = Some(id);
+        Ok(id)
+    }
+
+    /// The id of the type DIE at `at`, handed out now and filled in by [`Reader::finish`].
+    fn type_ref(&mut self, at: DieRef) -> Result<TypeId, BinaryError> {
+        if let Some(&id) = self.ids.get(&at) {
+            return Ok(id);
+        }
+        // Go adds a typedef with the same name in front of each named type, and typedefs
+        // named `.paramN` for generic dictionary parameters: neither adds information, so
+        // both resolve to what they name. Typedefs with a Go kind (maps, chans, interfaces)
+        // are real types.
+        let mut target = at;
+        for _ in 0..MAX_TYPEDEF_CHAIN {
+            let die = self.die(target)?;
+            if die.tag() != dw::DW_TAG_typedef || die.attr(DW_AT_GO_KIND).is_some() {
+                break;
+            }
+            match self.reference(target, &die, dw::DW_AT_type)? {
+                Some(next) => target = next,
+                None => break,
+            }
+        }
+        let id = match self.ids.get(&target) {
+            Some(&id) => id,
+            None => {
+                let id = TypeId(
+                    u32::try_from(self.types.len()).map_err(|_| malformed(at, "too many types"))?,
+                );
+                self.types.push(None);
+                self.ids.insert(target, id);
+                self.pending.push((target, id));
+                id
+            }
+        };
+        self.ids.insert(at, id);
+        Ok(id)
+    }
+
+    /// Reads every type handed out (and what they reach), then computes alignments.
+    fn finish(mut self) -> Result<TypeTable, BinaryError> {
+        while let Some((at, id)) = self.pending.pop() {
+            let ty = self.translate(at)?;
+            if let Some(slot) = self.types.get_mut(id.0 as usize) {
+                *slot = Some(ty);
+            }
+        }
+        let mut types: Vec<GoType> = self
+            .types
+            .into_iter()
+            .map(|t| t.unwrap_or_else(unknown))
+            .collect();
+        let mut aligns = vec![None; types.len()];
+        for i in 0..types.len() {
+            let align = align_of(&types, TypeId(i as u32), &mut aligns, self.ptr_size, 0);
+            types[i].align = align;
+        }
+        let mut table = TypeTable::default();
+        for ty in types {
+            table.push(ty);
+        }
+        Ok(table)
+    }
+
+    fn translate(&mut self, at: DieRef) -> Result<GoType, BinaryError> {
+        let die = self.die(at)?;
+        let name = self.name(&die, at)?.unwrap_or_default();
+        let byte_size = die
+            .attr_value(dw::DW_AT_byte_size)
+            .and_then(|v| v.udata_value());
+        let kind_attr = die
+            .attr_value(DW_AT_GO_KIND)
+            .and_then(|v| v.udata_value())
+            .map(|k| k & go_kind::MASK);
+        let ptr = self.ptr_size;
+        let (kind, size) = match die.tag() {
+            dw::DW_TAG_base_type => (base_kind(kind_attr, &die), byte_size.unwrap_or(0)),
+            dw::DW_TAG_pointer_type => {
+                let elem = self.reference(at, &die, dw::DW_AT_type)?;
+                let kind = match elem {
+                    Some(elem) if name != "unsafe.Pointer" => TypeKind::Pointer {
+                        elem: self.type_ref(elem)?,
+                    },
+                    _ => TypeKind::UnsafePointer,
+                };
+                (kind, ptr)
+            }
+            dw::DW_TAG_structure_type => {
+                let kind = match kind_attr {
+                    Some(go_kind::STRING) => TypeKind::String,
+                    Some(go_kind::SLICE) => TypeKind::Slice {
+                        elem: self.slice_elem(at, &die)?,
+                    },
+                    _ => TypeKind::Struct {
+                        fields: self.fields(at)?,
+                    },
+                };
+                (kind, byte_size.unwrap_or(0))
+            }
+            dw::DW_TAG_array_type => {
+                let elem = match self.reference(at, &die, dw::DW_AT_type)? {
+                    Some(e) => self.type_ref(e)?,
+                    None => return Err(malformed(at, "array without an element type")),
+                };
+                let len = self.array_len(at)?;
+                (TypeKind::Array { elem, len }, byte_size.unwrap_or(0))
+            }
+            dw::DW_TAG_typedef => match kind_attr {
+                Some(go_kind::INTERFACE) => (
+                    TypeKind::Interface {
+                        empty: self.is_empty_interface(at, &die, &name)?,
+                    },
+                    2 * ptr,
+                ),
+                Some(go_kind::MAP) => {
+                    let key = self.go_type_attr(at, &die, DW_AT_GO_KEY)?;
+                    let value = self.go_type_attr(at, &die, DW_AT_GO_ELEM)?;
+                    (TypeKind::Map { key, value }, ptr)
+                }
+                Some(go_kind::CHAN) => {
+                    let elem = self.go_type_attr(at, &die, DW_AT_GO_ELEM)?;
+                    (TypeKind::Chan { elem }, ptr)
+                }
+                Some(go_kind::FUNC) => (TypeKind::Func, ptr),
+                Some(go_kind::UNSAFE_POINTER) => (TypeKind::UnsafePointer, ptr),
+                _ => (TypeKind::Unknown, byte_size.unwrap_or(0)),
+            },
+            // A func value is one pointer to its closure record.
+            dw::DW_TAG_subroutine_type => (TypeKind::Func, ptr),
+            _ => (TypeKind::Unknown, byte_size.unwrap_or(0)),
+        };
+        Ok(GoType {
+            name,
+            size,
+            align: 0,
+            kind,
+        })
+    }
+
+    /// A type named by a Go attribute (go_key, go_elem); required on maps and chans.
+    fn go_type_attr(
+        &mut self,
+        at: DieRef,
+        die: &Die<'a>,
+        attr: DwAt,
+    ) -> Result<TypeId, BinaryError> {
+        match self.reference(at, die, attr)? {
+            Some(t) => self.type_ref(t),
+            None => Err(malformed(at, &format!("{attr} missing"))),
+        }
+    }
+
+    /// From go_elem, or else from the type of the `array` member's pointer.
+    fn slice_elem(&mut self, at: DieRef, die: &Die<'a>) -> Result<TypeId, BinaryError> {
+        if let Some(elem) = self.reference(at, die, DW_AT_GO_ELEM)? {
+            return self.type_ref(elem);
+        }
+        for (member_at, member) in self.children(at)? {
+            if member.tag() == dw::DW_TAG_member
+                && self.name(&member, member_at)?.as_deref() == Some("array")
+            {
+                let ptr = self.reference(member_at, &member, dw::DW_AT_type)?;
+                let ptr_die = match ptr {
+                    Some(p) => (p, self.die(p)?),
+                    None => break,
+                };
+                if let Some(elem) = self.reference(ptr_die.0, &ptr_die.1, dw::DW_AT_type)? {
+                    return self.type_ref(elem);
+                }
+            }
+        }
+        Err(malformed(at, "slice without an element type"))
+    }
+
+    fn fields(&mut self, at: DieRef) -> Result<Vec<Field>, BinaryError> {
+        let mut fields = Vec::new();
+        for (member_at, member) in self.children(at)? {
+            if member.tag() != dw::DW_TAG_member {
+                continue;
+            }
+            let name = self.name(&member, member_at)?.unwrap_or_default();
+            let ty = match self.reference(member_at, &member, dw::DW_AT_type)? {
+                Some(t) => self.type_ref(t)?,
+                None => return Err(malformed(member_at, "member without a type")),
+            };
+            let offset = member
+                .attr_value(dw::DW_AT_data_member_location)
+                .and_then(|v| v.udata_value())
+                .ok_or_else(|| malformed(member_at, "member without a constant offset"))?;
+            let embedded = match member.attr_value(DW_AT_GO_EMBEDDED_FIELD) {
+                Some(AttributeValue::Flag(f)) => f,
+                Some(v) => v.udata_value().is_some_and(|n| n != 0),
+                None => false,
+            };
+            fields.push(Field {
+                name,
+                ty,
+                offset,
+                embedded,
+            });
+        }
+        Ok(fields)
+    }
+
+    fn array_len(&self, at: DieRef) -> Result<u64, BinaryError> {
+        for (_, sub) in self.children(at)? {
+            if sub.tag() != dw::DW_TAG_subrange_type {
+                continue;
+            }
+            if let Some(n) = sub
+                .attr_value(dw::DW_AT_count)
+                .and_then(|v| v.udata_value())
+            {
+                return Ok(n);
+            }
+            if let Some(n) = sub
+                .attr_value(dw::DW_AT_upper_bound)
+                .and_then(|v| v.udata_value())
+            {
+                return Ok(n + 1);
+            }
+        }
+        Err(malformed(at, "array without a length"))
+    }
+
+    /// `interface {}` is runtime.eface {_type, data}; every other interface is runtime.iface
+    /// {tab, data}.
+    fn is_empty_interface(
+        &self,
+        at: DieRef,
+        die: &Die<'a>,
+        name: &str,
+    ) -> Result<bool, BinaryError> {
+        if name == "interface {}" || name == "any" {
+            return Ok(true);
+        }
+        let Some(layout) = self.reference(at, die, dw::DW_AT_type)? else {
+            return Ok(false);
+        };
+        for (member_at, member) in self.children(layout)? {
+            if member.tag() == dw::DW_TAG_member {
+                return Ok(self.name(&member, member_at)?.as_deref() == Some("_type"));
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// The name given to the hidden dictionary parameter of shape-instantiated generic code.
+pub const DICT_PARAM: &str = ".dict";
+
+/// `17` from a producer string such as `Go cmd/compile go1.17.2; regabi`.
+fn go_minor_version(producer: &str) -> Option<u32> {
+    let rest = &producer[producer.find("go1.")? + 4..];
+    let digits = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..digits].parse().ok()
+}
+
+/// Where the hidden dictionary parameter goes, for shape-instantiated generic code
+/// (`pkg.Map[go.shape.int]`, `pkg.(*Box[go.shape.int]).Get`); DWARF does not list it. A
+/// generic function takes it first. A method of a generic type took it before the receiver
+/// up to Go 1.19 and takes it after the receiver since the unified IR frontend (Go 1.20).
+/// Closures inside generic code reach the dictionary through their context instead.
+fn dictionary_position(name: &str, go_minor: Option<u32>) -> Option<usize> {
+    let open = name.find('[')?;
+    let mut depth = 0usize;
+    let mut close = None;
+    for (i, c) in name[open..].char_indices() {
+        match c {
+            '[' => depth += 1,
+            ']' => {
+                depth -= 1;
+                if depth == 0 {
+                    close = Some(open + i);
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    let close = close?;
+    if !name[open..close].contains("go.shape.") {
+        return None;
+    }
+    let rest = &name[close + 1..];
+    if rest.is_empty() {
+        return Some(0);
+    }
+    let is_method = rest
+        .strip_prefix(").")
+        .or_else(|| rest.strip_prefix('.'))
+        .is_some_and(|m| !m.contains('.') && !is_closure_name(m));
+    if !is_method {
+        return None;
+    }
+    Some(if go_minor.is_some_and(|m| m <= 19) {
+        0
+    } else {
+        1
+    })
+}
+
+/// Compiler-made function literal names: `func1`, `gowrap2`, `deferwrap1`.
+fn is_closure_name(name: &str) -> bool {
+    ["func", "gowrap", "deferwrap"].iter().any(|prefix| {
+        name.strip_prefix(prefix)
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    })
+}
+
+fn base_kind(kind: Option<u64>, die: &Die<'_>) -> TypeKind {
+    match kind {
+        Some(go_kind::BOOL) => return TypeKind::Bool,
+        Some(go_kind::INT..=go_kind::INT64) => return TypeKind::Int { signed: true },
+        Some(go_kind::UINT..=go_kind::UINTPTR) => return TypeKind::Int { signed: false },
+        Some(go_kind::FLOAT32 | go_kind::FLOAT64) => return TypeKind::Float,
+        Some(go_kind::COMPLEX64 | go_kind::COMPLEX128) => return TypeKind::Complex,
+        _ => {}
+    }
+    match die.attr_value(dw::DW_AT_encoding) {
+        Some(AttributeValue::Encoding(e)) => match e {
+            dw::DW_ATE_boolean => TypeKind::Bool,
+            dw::DW_ATE_signed | dw::DW_ATE_signed_char => TypeKind::Int { signed: true },
+            dw::DW_ATE_unsigned | dw::DW_ATE_unsigned_char => TypeKind::Int { signed: false },
+            dw::DW_ATE_float => TypeKind::Float,
+            dw::DW_ATE_complex_float => TypeKind::Complex,
+            _ => TypeKind::Unknown,
+        },
+        _ => TypeKind::Unknown,
+    }
+}
+
+fn unknown() -> GoType {
+    GoType {
+        name: String::new(),
+        size: 0,
+        align: 1,
+        kind: TypeKind::Unknown,
+    }
+}
+
+/// Go's alignment rules: scalars align to their size (a complex to its halves), pointer-shaped
+/// values and headers to the pointer size, arrays to their element, structs to their most
+/// aligned field.
+fn align_of(types: &[GoType], id: TypeId, memo: &mut [Option<u64>], ptr: u64, depth: u32) -> u64 {
+    let i = id.0 as usize;
+    if let Some(Some(a)) = memo.get(i) {
+        return *a;
+    }
+    let Some(ty) = types.get(i) else { return 1 };
+    if depth > MAX_VALUE_NESTING {
+        return 1;
+    }
+    // Provisional, so that a by-value cycle (only in broken DWARF) terminates.
+    if let Some(slot) = memo.get_mut(i) {
+        *slot = Some(1);
+    }
+    let align = match &ty.kind {
+        TypeKind::Bool | TypeKind::Int { .. } | TypeKind::Float => ty.size.clamp(1, ptr),
+        TypeKind::Complex => (ty.size / 2).clamp(1, ptr),
+        TypeKind::String
+        | TypeKind::UnsafePointer
+        | TypeKind::Pointer { .. }
+        | TypeKind::Slice { .. }
+        | TypeKind::Interface { .. }
+        | TypeKind::Map { .. }
+        | TypeKind::Chan { .. }
+        | TypeKind::Func => ptr,
+        TypeKind::Array { elem, .. } => align_of(types, *elem, memo, ptr, depth + 1),
+        TypeKind::Struct { fields } => fields
+            .iter()
+            .map(|f| align_of(types, f.ty, memo, ptr, depth + 1))
+            .max()
+            .unwrap_or(1),
+        TypeKind::Unknown => 1,
+    };
+    if let Some(slot) = memo.get_mut(i) {
+        *slot = Some(align);
+    }
+    align
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dictionary_goes_first_in_functions_and_after_the_receiver_since_go_1_20() {
+        assert_eq!(
+            dictionary_position("main.Map[go.shape.int]", Some(23)),
+            Some(0)
+        );
+        assert_eq!(
+            dictionary_position("main.Map[go.shape.int_0]", Some(19)),
+            Some(0)
+        );
+        assert_eq!(
+            dictionary_position("main.(*Box[go.shape.int]).Get", Some(21)),
+            Some(1)
+        );
+        assert_eq!(
+            dictionary_position("main.Box[go.shape.string].Get", Some(23)),
+            Some(1)
+        );
+        assert_eq!(
+            dictionary_position("main.(*Box[go.shape.int_0]).Get", Some(19)),
+            Some(0)
+        );
+        assert_eq!(
+            dictionary_position(
+                "example.com/a.b/c.Pair[go.shape.[]uint8,go.shape.struct { X int }]",
+                Some(22)
+            ),
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn no_dictionary_for_closures_wrappers_or_plain_functions() {
+        assert_eq!(
+            dictionary_position("main.Map[go.shape.int].func1", Some(23)),
+            None
+        );
+        assert_eq!(
+            dictionary_position("main.(*Box[go.shape.int]).Get.func2", Some(23)),
+            None
+        );
+        assert_eq!(dictionary_position("main.Map[int]", Some(23)), None);
+        assert_eq!(dictionary_position("main.(*Box[int]).Get", Some(23)), None);
+        assert_eq!(dictionary_position("main.main", Some(23)), None);
+        assert_eq!(dictionary_position("main.Map[go.shape.int", Some(23)), None);
+    }
+
+    #[test]
+    fn go_version_from_producer() {
+        assert_eq!(
+            go_minor_version("Go cmd/compile go1.23.5; regabi"),
+            Some(23)
+        );
+        assert_eq!(go_minor_version("Go cmd/compile go1.9"), Some(9));
+        assert_eq!(go_minor_version("GNU C17"), None);
     }
 }

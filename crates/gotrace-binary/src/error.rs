@@ -12,7 +12,9 @@ pub enum BinaryError {
     },
     #[error("{path} is not an ELF file ({reason})")]
     NotElf { path: PathBuf, reason: String },
-    #[error("{path} is not a Go binary: it has no Go function table (.gopclntab) and no Go build info")]
+    #[error(
+        "{path} is not a Go binary: it has no Go function table (.gopclntab) and no Go build info"
+    )]
     NotGo { path: PathBuf },
     #[error("{path} is built for {arch}; gotrace supports amd64 and arm64 ELF binaries")]
     UnsupportedArch { path: PathBuf, arch: String },

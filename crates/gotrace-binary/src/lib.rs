@@ -55,7 +55,7 @@ pub struct GoBinary {
     function_source: FunctionSource,
     inlined_names: Vec<String>,
     build_info: Option<BuildInfo>,
-    dwarf: std::sync::OnceLock<Result<Option<dwarf::DwarfInfo>, String>>,
+    dwarf: std::sync::OnceLock<Result<Option<dwarf::DwarfInfo>, BinaryError>>,
 }
 
 impl GoBinary {
@@ -71,8 +71,12 @@ impl GoBinary {
     /// Indexes an ELF image already in memory; `path` is only used in messages.
     pub fn from_bytes(path: &Path, data: Vec<u8>) -> Result<GoBinary, BinaryError> {
         let elf = elf::ElfImage::parse(path, data)?;
-        let table = match elf.section_data_by_names(&[".gopclntab", ".data.rel.ro.gopclntab"])? {
-            Some(bytes) => Some(pclntab::Pclntab::parse(bytes, elf.arch())?),
+        let table = match elf.section_data_by_names(&pclntab::SECTION_NAMES)? {
+            Some(bytes) => Some(pclntab::Pclntab::parse(
+                bytes,
+                elf.arch(),
+                pclntab::relocated_text_start(&elf),
+            )?),
             None => None,
         };
         let build_info = match elf.section_data_by_names(&[".go.buildinfo"])? {
@@ -93,7 +97,9 @@ impl GoBinary {
         };
         functions.sort_by(|a, b| a.entry.cmp(&b.entry).then_with(|| a.name.cmp(&b.name)));
         functions.dedup_by(|a, b| a.entry == b.entry && a.name == b.name);
-        let inlined_names = table.map(|t| t.names_without_code(&functions)).unwrap_or_default();
+        let inlined_names = table
+            .map(|t| t.names_without_code(&functions))
+            .unwrap_or_default();
         Ok(GoBinary {
             path: path.to_owned(),
             elf,
@@ -180,12 +186,12 @@ impl GoBinary {
 
     /// DWARF, read on first use; `None` when the binary was built or stripped without it.
     pub fn dwarf(&self) -> Result<Option<&dwarf::DwarfInfo>, BinaryError> {
-        let loaded = self
-            .dwarf
-            .get_or_init(|| dwarf::DwarfInfo::load(&self.elf).map_err(|e| e.to_string()));
+        let loaded = self.dwarf.get_or_init(|| dwarf::DwarfInfo::load(&self.elf));
         match loaded {
             Ok(d) => Ok(d.as_ref()),
-            Err(e) => Err(BinaryError::Dwarf(e.clone())),
+            Err(e) => Err(BinaryError::Dwarf(
+                e.to_string().trim_start_matches("DWARF: ").to_owned(),
+            )),
         }
     }
 

@@ -1,24 +1,507 @@
 //! `.gopclntab`: Go's own function table, present even in stripped binaries.
+//!
+//! The layout follows Go's `src/debug/gosym/pclntab.go` and the linker's `pcln.go`. A header of
+//! magic, two zero bytes, the instruction quantum and the pointer size, then pointer-sized words:
+//!
+//! | magic        | Go        | header words                                                        |
+//! |--------------|-----------|---------------------------------------------------------------------|
+//! | `0xFFFFFFFB` | 1.2–1.15  | nfunc; the function table follows at once                           |
+//! | `0xFFFFFFFA` | 1.16–1.17 | nfunc, nfile, funcname, cu, file, pc, func table offsets            |
+//! | `0xFFFFFFF0` | 1.18–1.19 | nfunc, nfile, text start, funcname, cu, file, pc, func table offsets |
+//! | `0xFFFFFFF1` | 1.20+     | as 1.18                                                             |
+//!
+//! The function table holds `nfunc` pairs (entry, offset of the function's `_func` record) and
+//! one more entry: the end of the last function. Before 1.18 entries are absolute addresses in
+//! pointer-sized words; from 1.18 they are 32-bit offsets from the text start.
+//!
+//! Every read is bounds-checked: a corrupt table gives `BinaryError::Malformed`, never a panic.
 
-use crate::{Arch, BinaryError, Function};
+use crate::elf::ElfImage;
+use crate::{Arch, BinaryError, Function, VirtAddr};
+use object::{Object, RelocationFlags};
+use std::collections::HashSet;
+
+/// Where the linker puts the table: PIE builds move it among the data that is relocated.
+pub(crate) const SECTION_NAMES: [&str; 2] = [".gopclntab", ".data.rel.ro.gopclntab"];
+
+const SECTION: &str = ".gopclntab";
+
+/// Table generations. Go 1.20 changed only fields of the `_func` record that are not read here,
+/// so it shares 1.18's layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Version {
+    Go12,
+    Go116,
+    Go118,
+}
 
 pub struct Pclntab<'a> {
-    #[allow(dead_code)]
-    data: &'a [u8],
+    functions: Vec<Function>,
+    /// `funcnametab` (Go 1.16+): NUL-terminated names of every function with code and of every
+    /// function the inline trees refer to. Before 1.16 names are scattered through the table.
+    names: Option<&'a [u8]>,
 }
 
 impl<'a> Pclntab<'a> {
-    pub fn parse(data: &'a [u8], _arch: Arch) -> Result<Pclntab<'a>, BinaryError> {
-        Ok(Pclntab { data })
+    /// Parses the table in `data` and decodes every function in it.
+    ///
+    /// `text_start` overrides the text address the header states (Go 1.18+): in a PIE binary
+    /// that word is the target of a dynamic relocation, and a linker may leave it unwritten in
+    /// the file. `relocated_text_start` finds it.
+    pub fn parse(
+        data: &'a [u8],
+        arch: Arch,
+        text_start: Option<u64>,
+    ) -> Result<Pclntab<'a>, BinaryError> {
+        let r = Reader { data };
+        let version = match r.u32(0)? {
+            0xFFFF_FFFB => Version::Go12,
+            0xFFFF_FFFA => Version::Go116,
+            0xFFFF_FFF0 | 0xFFFF_FFF1 => Version::Go118,
+            other => return Err(malformed(0, format!("unknown magic {other:#010x}"))),
+        };
+        if r.u8(4)? != 0 || r.u8(5)? != 0 {
+            return Err(malformed(4, "header padding is not zero"));
+        }
+        let quantum = r.u8(6)?;
+        let expected_quantum = match arch {
+            Arch::Amd64 => 1,
+            Arch::Arm64 => 4,
+        };
+        if quantum != expected_quantum {
+            return Err(malformed(
+                6,
+                format!(
+                    "instruction quantum {quantum} does not fit {} (expected {expected_quantum})",
+                    arch.go_name()
+                ),
+            ));
+        }
+        let ptr_size = r.u8(7)?;
+        if ptr_size != 8 && ptr_size != 4 {
+            return Err(malformed(7, format!("pointer size {ptr_size}")));
+        }
+        let ptr_size = u64::from(ptr_size);
+        let word = |i: u64| r.word(8 + i * ptr_size, ptr_size);
+
+        let layout = match version {
+            Version::Go12 => Layout {
+                nfunc: word(0)?,
+                text_start: 0,
+                names: None,
+                pctab: 0,
+                functab: 8 + ptr_size,
+                funcdata: 0,
+            },
+            Version::Go116 => Layout {
+                nfunc: word(0)?,
+                text_start: 0,
+                names: Some((word(2)?, word(3)?)),
+                pctab: word(5)?,
+                functab: word(6)?,
+                funcdata: word(6)?,
+            },
+            Version::Go118 => Layout {
+                nfunc: word(0)?,
+                text_start: match text_start {
+                    Some(t) => t,
+                    None => word(2)?,
+                },
+                names: Some((word(3)?, word(4)?)),
+                pctab: word(6)?,
+                functab: word(7)?,
+                funcdata: word(7)?,
+            },
+        };
+        let names = match layout.names {
+            Some((start, end)) if end < start => {
+                return Err(malformed(8, "name table ends before it starts"))
+            }
+            Some((start, end)) => Some(r.bytes(start, end - start, "name table")?),
+            None => None,
+        };
+        let functions = decode_functions(&r, version, quantum, ptr_size, &layout)?;
+        Ok(Pclntab { functions, names })
     }
 
-    /// Every function in the table.
+    /// Every function in the table, in address order.
     pub fn functions(&self) -> Vec<Function> {
-        Vec::new()
+        self.functions.clone()
     }
 
-    /// Names the table knows that have no code of their own (inlined everywhere).
-    pub fn names_without_code(&self, _functions: &[Function]) -> Vec<String> {
-        Vec::new()
+    /// Names the table knows that have no code of their own: functions the compiler inlined
+    /// into every caller. Empty for tables older than Go 1.16, which have no name table.
+    pub fn names_without_code(&self, functions: &[Function]) -> Vec<String> {
+        let Some(names) = self.names else {
+            return Vec::new();
+        };
+        // The symbol table names differ from the function table's in two ways: it adds `.abi0`
+        // to assembly functions, and Go 1.18–1.19 tables shorten generic names to `F[...]`.
+        let with_code: HashSet<String> = functions
+            .iter()
+            .flat_map(|f| {
+                let name = f.name.strip_suffix(".abi0").unwrap_or(&f.name);
+                [name.to_owned(), abbreviate_generic(name)]
+            })
+            .collect();
+        let mut out: Vec<String> = names
+            .split(|&b| b == 0)
+            .filter(|n| !n.is_empty())
+            .map(elf_name)
+            .filter(|n| !with_code.contains(n))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+/// The text start the dynamic relocations give the header's text-start word (Go 1.18+ PIE),
+/// or `None` when no relocation targets it (then the word in the file is already right).
+pub(crate) fn relocated_text_start(elf: &ElfImage) -> Option<u64> {
+    let table = SECTION_NAMES
+        .iter()
+        .find_map(|name| elf.section_address(name))?;
+    // magic+padding+quantum+ptrsize, then nfunc, nfile, text start; pointer size 8 on the
+    // 64-bit targets we read.
+    let word = table.checked_add(8 + 2 * 8)?;
+    let file = elf.object();
+    let mut relocations = file.dynamic_relocations()?;
+    relocations.find_map(|(addr, rel)| {
+        let relative = matches!(
+            rel.flags(),
+            RelocationFlags::Elf {
+                r_type: object::elf::R_X86_64_RELATIVE | object::elf::R_AARCH64_RELATIVE
+            }
+        );
+        (addr == word && relative).then(|| rel.addend() as u64)
+    })
+}
+
+/// Offsets (from the start of the table) of the parts `decode_functions` reads.
+struct Layout {
+    nfunc: u64,
+    /// Added to the 32-bit entry offsets of Go 1.18+; unused before, where entries are absolute.
+    text_start: u64,
+    /// Start and end of `funcnametab`, which name offsets are relative to; before 1.16 they
+    /// are relative to the table's start.
+    names: Option<(u64, u64)>,
+    /// Base of the pc-value tables (`pcsp` offsets are relative to it).
+    pctab: u64,
+    functab: u64,
+    /// Base that a function-table entry's record offset is relative to.
+    funcdata: u64,
+}
+
+fn decode_functions(
+    r: &Reader<'_>,
+    version: Version,
+    quantum: u8,
+    ptr_size: u64,
+    l: &Layout,
+) -> Result<Vec<Function>, BinaryError> {
+    let field_size = if version >= Version::Go118 {
+        4
+    } else {
+        ptr_size
+    };
+    // Checked before anything is allocated: nfunc comes from the file and may be absurd.
+    let table_len = l
+        .nfunc
+        .checked_mul(2)
+        .and_then(|n| n.checked_add(1))
+        .and_then(|n| n.checked_mul(field_size))
+        .ok_or_else(|| malformed(8, format!("{} functions cannot fit", l.nfunc)))?;
+    r.bytes(l.functab, table_len, "function table")?;
+    // In bounds for every i <= 2 * nfunc: the whole table was checked above.
+    let raw = |i: u64| r.word(l.functab + i * field_size, field_size);
+    // Entries are absolute before 1.18, offsets from the text start since.
+    let address = |v: u64, off: u64| -> Result<u64, BinaryError> {
+        if version >= Version::Go118 {
+            l.text_start
+                .checked_add(v)
+                .ok_or_else(|| malformed(off, "entry address overflows"))
+        } else {
+            Ok(v)
+        }
+    };
+
+    // Real tables walk each pc-value table once; this bounds the work a crafted one can cause.
+    let mut pc_steps_left = r.data.len() as u64;
+    let mut functions = Vec::with_capacity(usize::try_from(l.nfunc).unwrap_or(0));
+    let mut next_entry = if l.nfunc > 0 {
+        address(raw(0)?, l.functab)?
+    } else {
+        0
+    };
+    for i in 0..l.nfunc {
+        let entry = next_entry;
+        let next_off = l.functab + (2 * i + 2) * field_size;
+        next_entry = address(raw(2 * i + 2)?, next_off)?;
+        if next_entry < entry {
+            return Err(malformed(
+                next_off,
+                format!("function table not sorted: {next_entry:#x} follows {entry:#x}"),
+            ));
+        }
+        let record = l
+            .funcdata
+            .checked_add(raw(2 * i + 1)?)
+            .ok_or_else(|| malformed(next_off, "function record offset overflows"))?;
+        // The record starts with its own entry, in the same form as the table's.
+        let own_entry = address(r.word(record, field_size)?, record)?;
+        if own_entry != entry {
+            return Err(malformed(
+                record,
+                format!("function record says entry {own_entry:#x}, the table says {entry:#x}"),
+            ));
+        }
+        // u32 fields follow the entry: nameOff, args, deferreturn, pcsp.
+        let name_off = u64::from(r.u32(record.saturating_add(field_size))?);
+        let name_base = l.names.map_or(0, |(start, _)| start);
+        let name = r.c_string(name_base.saturating_add(name_off), l.names)?;
+        let pcsp = u64::from(r.u32(record.saturating_add(field_size + 12))?);
+        let code_len = if pcsp == 0 {
+            None
+        } else {
+            pc_table_extent(r, l.pctab.saturating_add(pcsp), quantum, &mut pc_steps_left)?
+        };
+        // The next entry includes alignment padding; the pc-value table covers the code only.
+        let end = match code_len {
+            Some(len) => entry.saturating_add(len).min(next_entry),
+            None => next_entry,
+        };
+        functions.push(Function {
+            name,
+            entry: VirtAddr(entry),
+            end: VirtAddr(end),
+        });
+    }
+    Ok(functions)
+}
+
+/// How many bytes of code a pc-value table at `off` covers: the sum of its pc deltas. The
+/// encoding (runtime `step`): pairs of a zig-zag value delta and a pc delta in quanta, both
+/// uvarints, ended by a zero value delta after the first pair.
+fn pc_table_extent(
+    r: &Reader<'_>,
+    mut off: u64,
+    quantum: u8,
+    steps_left: &mut u64,
+) -> Result<Option<u64>, BinaryError> {
+    let start = off;
+    let mut pc: u64 = 0;
+    let mut first = true;
+    loop {
+        *steps_left = steps_left
+            .checked_sub(1)
+            .ok_or_else(|| malformed(start, "pc-value tables are longer than the whole table"))?;
+        let (value_delta, n) = r.uvarint(off)?;
+        off = off.saturating_add(n);
+        if value_delta == 0 && !first {
+            break;
+        }
+        first = false;
+        let (pc_delta, n) = r.uvarint(off)?;
+        off = off.saturating_add(n);
+        pc = pc.saturating_add(u64::from(pc_delta) * u64::from(quantum));
+    }
+    Ok((pc > 0).then_some(pc))
+}
+
+/// A name as the ELF symbol table spells it: the linker rewrites `·` to `.` there (for
+/// ASCII-only tools), so a stripped binary must too for its names to match an unstripped one.
+fn elf_name(raw: &[u8]) -> String {
+    String::from_utf8_lossy(raw).replace('·', ".")
+}
+
+/// The linker's name for a generic function in Go 1.18–1.19 tables: everything inside the
+/// outermost brackets becomes `...`.
+fn abbreviate_generic(name: &str) -> String {
+    match (name.find('['), name.rfind(']')) {
+        (Some(i), Some(j)) if j > i => format!("{}[...]{}", &name[..i], &name[j + 1..]),
+        _ => name.to_owned(),
+    }
+}
+
+fn malformed(offset: u64, reason: impl Into<String>) -> BinaryError {
+    BinaryError::Malformed {
+        section: SECTION,
+        offset,
+        reason: reason.into(),
+    }
+}
+
+/// Bounds-checked little-endian reads from the table.
+struct Reader<'a> {
+    data: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn bytes(&self, off: u64, len: u64, what: &str) -> Result<&'a [u8], BinaryError> {
+        let end = off.checked_add(len);
+        end.and_then(|end| {
+            self.data
+                .get(usize::try_from(off).ok()?..usize::try_from(end).ok()?)
+        })
+        .ok_or_else(|| {
+            malformed(
+                off,
+                format!(
+                    "{what} ({len} bytes) runs past the end of the table ({} bytes)",
+                    self.data.len()
+                ),
+            )
+        })
+    }
+
+    fn u8(&self, off: u64) -> Result<u8, BinaryError> {
+        Ok(self.bytes(off, 1, "byte")?[0])
+    }
+
+    fn u32(&self, off: u64) -> Result<u32, BinaryError> {
+        let b = self.bytes(off, 4, "u32")?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn word(&self, off: u64, size: u64) -> Result<u64, BinaryError> {
+        if size == 4 {
+            return self.u32(off).map(u64::from);
+        }
+        let b = self.bytes(off, 8, "word")?;
+        let mut w = [0; 8];
+        w.copy_from_slice(b);
+        Ok(u64::from_le_bytes(w))
+    }
+
+    /// A Go-style uvarint of at most 32 bits, and how many bytes it took.
+    fn uvarint(&self, off: u64) -> Result<(u32, u64), BinaryError> {
+        let mut value: u32 = 0;
+        for i in 0..5 {
+            let b = self.u8(off.saturating_add(i))?;
+            value |= u32::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return Ok((value, i + 1));
+            }
+        }
+        Err(malformed(off, "varint longer than 5 bytes"))
+    }
+
+    /// The NUL-terminated string at `off`, which must lie inside `within` when given.
+    fn c_string(&self, off: u64, within: Option<(u64, u64)>) -> Result<String, BinaryError> {
+        let (lo, hi) = within.unwrap_or((0, self.data.len() as u64));
+        if off < lo || off >= hi {
+            return Err(malformed(off, "function name outside the name table"));
+        }
+        let rest = self.bytes(off, hi - off, "function name")?;
+        let len = rest
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or_else(|| malformed(off, "function name is not NUL-terminated"))?;
+        Ok(elf_name(&rest[..len]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A hand-made table in the pre-1.18 layouts (no toolchain that old is installed): two
+    /// functions at 0x1000 and 0x1040, the first with 0x30 bytes of code and padding after it,
+    /// plus a name only an inline tree would use.
+    fn old_table(magic: u32) -> Vec<u8> {
+        let go12 = magic == 0xFFFF_FFFB;
+        let names: &[u8] = b"main.f\0main.g\0main.inlined\0";
+        // Offset 0 means "no table", so the pc tables open with a spare byte, as the linker's
+        // do; then: value +1 for 0x30 bytes, end.
+        let pcsp: &[u8] = &[0x00, 0x02, 0x30, 0x00];
+        let functab_len = 5 * 8;
+        let record_len = 8 + 4 * 4;
+        // Go 1.2: header, function table, records, then the rest; offsets count from the
+        // table's start. 1.16: header words, names, pc tables, function table, records;
+        // offsets count from their own sub-table.
+        let (functab_at, names_at, pcsp_at) = if go12 {
+            let names_at = 16 + functab_len + 2 * record_len;
+            (16, names_at, names_at + names.len())
+        } else {
+            let names_at = 8 + 7 * 8;
+            let pcsp_at = names_at + names.len();
+            (pcsp_at + pcsp.len(), names_at, pcsp_at)
+        };
+        let records_at = functab_at + functab_len;
+        let (name_base, pc_base, func_base) = if go12 {
+            (0, 0, 0)
+        } else {
+            (names_at, pcsp_at, functab_at)
+        };
+        let mut t = vec![0u8; 256];
+        let mut put = |at: usize, bytes: &[u8]| t[at..at + bytes.len()].copy_from_slice(bytes);
+        put(0, &magic.to_le_bytes());
+        put(4, &[0, 0, 1, 8]);
+        if go12 {
+            put(8, &2u64.to_le_bytes());
+        } else {
+            let words = [2, 0, names_at, pcsp_at, pcsp_at, pcsp_at, functab_at];
+            for (i, word) in words.into_iter().enumerate() {
+                put(8 + 8 * i, &(word as u64).to_le_bytes());
+            }
+        }
+        put(names_at, names);
+        put(pcsp_at, pcsp);
+        let functions = [(0x1000u64, 0, pcsp_at + 1 - pc_base), (0x1040, 7, 0)];
+        for (i, (entry, name_at, pcsp)) in functions.into_iter().enumerate() {
+            let record = records_at + i * record_len;
+            put(functab_at + 16 * i, &entry.to_le_bytes());
+            put(
+                functab_at + 16 * i + 8,
+                &((record - func_base) as u64).to_le_bytes(),
+            );
+            put(record, &entry.to_le_bytes());
+            put(
+                record + 8,
+                &((names_at - name_base + name_at) as u32).to_le_bytes(),
+            );
+            put(record + 20, &(pcsp as u32).to_le_bytes());
+        }
+        put(functab_at + 32, &0x1050u64.to_le_bytes());
+        t
+    }
+
+    #[test]
+    fn go116_and_go12_layouts() {
+        for magic in [0xFFFF_FFFA, 0xFFFF_FFFB] {
+            let data = old_table(magic);
+            let table = Pclntab::parse(&data, Arch::Amd64, None).unwrap();
+            let functions = table.functions();
+            let got: Vec<(&str, u64, u64)> = functions
+                .iter()
+                .map(|f| (f.name.as_str(), f.entry.0, f.end.0))
+                .collect();
+            // main.f ends where its pc-value table does; main.g (no table) at the next entry.
+            assert_eq!(
+                got,
+                [("main.f", 0x1000, 0x1030), ("main.g", 0x1040, 0x1050)],
+                "{magic:#x}"
+            );
+            let without_code = table.names_without_code(&functions);
+            let expected: &[&str] = if magic == 0xFFFF_FFFA {
+                &["main.inlined"]
+            } else {
+                &[] // no name table before 1.16
+            };
+            assert_eq!(without_code, expected, "{magic:#x}");
+        }
+    }
+
+    #[test]
+    fn unsorted_table_is_malformed() {
+        let mut data = old_table(0xFFFF_FFFA);
+        let second_entry = 8 + 7 * 8 + 27 + 4 + 16; // header, names, pc tables, first pair
+        data[second_entry..second_entry + 8].copy_from_slice(&0x800u64.to_le_bytes());
+        let err = Pclntab::parse(&data, Arch::Amd64, None).err();
+        assert!(
+            matches!(err, Some(BinaryError::Malformed { ref reason, .. }) if reason.contains("sorted")),
+            "{err:?}"
+        );
     }
 }

@@ -189,7 +189,7 @@ fn find_arm64<'a>(
     code: &[u8],
     function_at: impl Fn(VirtAddr) -> Option<&'a str>,
 ) -> Result<ProbeSites, BinaryError> {
-    if code.len() % 4 != 0 {
+    if !code.len().is_multiple_of(4) {
         return Err(BinaryError::Undecodable {
             function: function.name.clone(),
             addr: function.entry.offset((code.len() - code.len() % 4) as u64),
@@ -355,7 +355,13 @@ mod tests {
     fn undecodable_bytes_are_an_error_not_skipped() {
         let code: &[u8] = &[0xc3, 0x0f, 0x0b, 0x06]; // ret; ud2; (invalid in 64-bit mode)
         let err = find(Arch::Amd64, &func(code), code, |_| None).unwrap_err();
-        assert!(matches!(err, BinaryError::Undecodable { addr: VirtAddr(0x1003), .. }));
+        assert!(matches!(
+            err,
+            BinaryError::Undecodable {
+                addr: VirtAddr(0x1003),
+                ..
+            }
+        ));
     }
 
     #[test]

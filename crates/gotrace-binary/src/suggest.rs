@@ -3,7 +3,11 @@
 /// Up to `max` names closest to `wanted`: names containing it first, then by edit distance.
 pub fn closest<'a>(wanted: &str, names: impl Iterator<Item = &'a str>, max: usize) -> Vec<String> {
     let wanted_lower = wanted.to_lowercase();
-    let short = wanted_lower.rsplit('.').next().unwrap_or(&wanted_lower).to_owned();
+    let short = wanted_lower
+        .rsplit('.')
+        .next()
+        .unwrap_or(&wanted_lower)
+        .to_owned();
     let mut scored: Vec<(usize, &str)> = names
         .filter_map(|name| {
             let lower = name.to_lowercase();
@@ -18,7 +22,11 @@ pub fn closest<'a>(wanted: &str, names: impl Iterator<Item = &'a str>, max: usiz
         .collect();
     scored.sort();
     scored.dedup_by(|a, b| a.1 == b.1);
-    scored.into_iter().take(max).map(|(_, n)| n.to_owned()).collect()
+    scored
+        .into_iter()
+        .take(max)
+        .map(|(_, n)| n.to_owned())
+        .collect()
 }
 
 fn levenshtein(a: &str, b: &str) -> usize {
@@ -42,10 +50,24 @@ mod tests {
 
     #[test]
     fn suggests_names_by_case_and_typo() {
-        let names = ["main.Fibonacci", "main.main", "fmt.Println", "main.fibHelper"];
-        assert_eq!(closest("main.fibonacci", names.into_iter(), 3), vec!["main.Fibonacci"]);
-        assert_eq!(closest("main.Fibonaci", names.into_iter(), 3), vec!["main.Fibonacci"]);
-        assert_eq!(closest("Fibonacci", names.into_iter(), 3), vec!["main.Fibonacci"]);
+        let names = [
+            "main.Fibonacci",
+            "main.main",
+            "fmt.Println",
+            "main.fibHelper",
+        ];
+        assert_eq!(
+            closest("main.fibonacci", names.into_iter(), 3),
+            vec!["main.Fibonacci"]
+        );
+        assert_eq!(
+            closest("main.Fibonaci", names.into_iter(), 3),
+            vec!["main.Fibonacci"]
+        );
+        assert_eq!(
+            closest("Fibonacci", names.into_iter(), 3),
+            vec!["main.Fibonacci"]
+        );
         assert!(closest("zzzzzzzzzz", names.into_iter(), 3).is_empty());
     }
 }

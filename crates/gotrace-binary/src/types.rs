@@ -7,8 +7,8 @@ use serde::Serialize;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 pub struct TypeId(pub u32);
 
-/// All types reachable from the signatures that were read. Types refer to each other by
-/// [`TypeId`], so recursive types (a linked-list node) are representable.
+/// All types reachable from the signatures that were read, and every named struct. Types refer
+/// to each other by [`TypeId`], so recursive types (a linked-list node) are representable.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct TypeTable {
     types: Vec<GoType>,
@@ -105,7 +105,9 @@ pub struct Field {
 /// A named parameter or result of a function, in declaration order.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Variable {
-    /// As DWARF names it: `n`, `~r0` for an unnamed result, `~p0` for an unnamed parameter.
+    /// As DWARF names it: `n`, `~r0` for an unnamed result, `~p0` for an unnamed parameter
+    /// (Go 1.22+; older DWARF leaves blank parameters out). `.dict` is the hidden dictionary
+    /// of shape-instantiated generic code, which DWARF does not list and gotrace adds.
     pub name: String,
     pub ty: TypeId,
 }
