@@ -25,6 +25,9 @@ const DW_AT_GO_KIND: DwAt = DwAt(0x2900);
 const DW_AT_GO_KEY: DwAt = DwAt(0x2901);
 const DW_AT_GO_ELEM: DwAt = DwAt(0x2902);
 const DW_AT_GO_EMBEDDED_FIELD: DwAt = DwAt(0x2903);
+/// The address of the type's runtime descriptor (`runtime._type`): absolute up to Go 1.19,
+/// an offset from `runtime.types` since.
+const DW_AT_GO_RUNTIME_TYPE: DwAt = DwAt(0x2904);
 
 /// `reflect.Kind` values, as Go writes them into DW_AT_go_kind.
 mod go_kind {
@@ -69,6 +72,8 @@ pub struct DwarfInfo {
     types: TypeTable,
     signatures: HashMap<VirtAddr, Signature>,
     structs: HashMap<String, TypeId>,
+    /// DW_AT_go_runtime_type values, as written, with the type each describes.
+    runtime_types: Vec<(u64, TypeId)>,
 }
 
 impl DwarfInfo {
@@ -120,11 +125,16 @@ impl DwarfInfo {
             let id = reader.type_ref(at)?;
             structs.entry(name).or_insert(id);
         }
+        let mut runtime_types = Vec::with_capacity(index.runtime_types.len());
+        for (value, at) in index.runtime_types {
+            runtime_types.push((value, reader.type_ref(at)?));
+        }
         let types = reader.finish()?;
         Ok(Some(DwarfInfo {
             types,
             signatures,
             structs,
+            runtime_types,
         }))
     }
 
@@ -145,6 +155,12 @@ impl DwarfInfo {
     /// The struct type named `name` (`runtime.g`, `main.Point`).
     pub fn struct_type(&self, name: &str) -> Option<TypeId> {
         self.structs.get(name).copied()
+    }
+
+    /// Every type with a runtime descriptor: (DW_AT_go_runtime_type as written, type). See
+    /// [`crate::GoBinary::runtime_types`] for absolute addresses.
+    pub fn runtime_type_values(&self) -> &[(u64, TypeId)] {
+        &self.runtime_types
     }
 
     /// Byte offset of `member` in the struct type named `struct_name` (`runtime.g`, `goid`).
@@ -181,6 +197,7 @@ struct FunctionDie {
 struct Index {
     functions: Vec<FunctionDie>,
     structs: Vec<(String, DieRef)>,
+    runtime_types: Vec<(u64, DieRef)>,
     ptr_size: u64,
 }
 
@@ -202,6 +219,7 @@ impl<'a> Reader<'a, '_> {
         let mut index = Index {
             functions: Vec::new(),
             structs: Vec::new(),
+            runtime_types: Vec::new(),
             ptr_size: 8,
         };
         for unit in self.units {
@@ -227,6 +245,15 @@ impl<'a> Reader<'a, '_> {
                     continue;
                 }
                 let at = base + die.offset().0;
+                if let Some(value) = die.attr_value(DW_AT_GO_RUNTIME_TYPE) {
+                    let addr = match value {
+                        gimli::AttributeValue::Addr(a) => Some(a),
+                        other => other.udata_value(),
+                    };
+                    if let Some(addr) = addr {
+                        index.runtime_types.push((addr, at));
+                    }
+                }
                 match die.tag() {
                     dw::DW_TAG_subprogram => {
                         let Some(value) = die.attr_value(dw::DW_AT_low_pc) else {

@@ -195,6 +195,21 @@ impl GoBinary {
         }
     }
 
+    /// Runtime type descriptor address (link-time) → DWARF type: how an interface's dynamic
+    /// type is named. Empty without DWARF.
+    pub fn runtime_types(&self) -> Result<std::collections::HashMap<u64, types::TypeId>, BinaryError> {
+        let Some(dwarf) = self.dwarf()? else {
+            return Ok(Default::default());
+        };
+        // Go 1.20+ writes offsets from `runtime.types`; older releases, absolute addresses.
+        let base = self.elf.symbol_address("runtime.types").unwrap_or(0);
+        Ok(dwarf
+            .runtime_type_values()
+            .iter()
+            .map(|&(value, ty)| (if value < base { base + value } else { value }, ty))
+            .collect())
+    }
+
     /// Offset of `goid` inside `runtime.g`: from DWARF when present, else by Go version.
     pub fn goid_offset(&self) -> Option<u64> {
         if let Ok(Some(d)) = self.dwarf() {

@@ -1,78 +1,115 @@
-//! Captured registers → Go values. Each value's memory image is rebuilt from the ABI pieces
-//! that carried it, then read according to its Go type — so narrow integers are masked to their
-//! width and signed ones sign-extended, whatever the upper register bits held.
+//! Captured registers and memory → Go values. Each value's memory image is rebuilt from the
+//! ABI pieces that carried it (or read from the captured stack), then read according to its
+//! Go type like a debugger would: narrow integers masked to their width and sign-extended,
+//! strings and slices read from their backing arrays, pointers followed, interfaces resolved
+//! to their dynamic type — all from the memory the BPF program captured at the probe site.
+
+mod memory;
+mod render;
+
+pub use memory::Memory;
+pub use render::{go_syntax, GoSyntax};
 
 use gotrace_binary::abi::{AbiReg, Location};
 use gotrace_binary::types::{TypeId, TypeKind, TypeTable};
+use gotrace_plan::recipe::{is_pointer_shaped, map_bucket_size};
 use gotrace_plan::{CallKind, PlannedValue, ProbePlan, RawCall, INT_REGS};
-use serde::Serialize;
+use memory::Read;
+use std::collections::HashMap;
 
 /// A decoded Go value.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-#[serde(untagged)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Value {
     Bool(bool),
     Int(i64),
     Uint(u64),
     Float(f64),
-    /// A pointer, map, chan, func or unsafe.Pointer: its address (0 is nil).
-    Address(Address),
-    /// A string whose bytes were not captured: its data pointer and length.
-    StringHeader(StringHeader),
-    Slice(SliceHeader),
-    Interface(InterfaceHeader),
-    Struct(Vec<StructField>),
-    Array(Vec<Value>),
-    /// Not available, and why (`"on the stack"`, `"float register"`, …).
-    Unavailable(Unavailable),
+    Complex(f64, f64),
+    String(Bytes),
+    Slice {
+        type_name: String,
+        ptr: u64,
+        len: u64,
+        cap: u64,
+        /// The elements captured (the first ones), or why there are none.
+        elems: Result<Vec<Value>, Missing>,
+    },
+    Array {
+        type_name: String,
+        elems: Vec<Value>,
+    },
+    Struct {
+        type_name: String,
+        fields: Vec<(String, Value)>,
+    },
+    Pointer {
+        type_name: String,
+        addr: u64,
+        /// `None` for nil.
+        target: Option<Result<Box<Value>, Missing>>,
+    },
+    Interface {
+        /// `None` for a nil interface.
+        dynamic: Option<(String, Result<Box<Value>, Missing>)>,
+    },
+    Map {
+        type_name: String,
+        addr: u64,
+        len: Result<u64, Missing>,
+        entries: Vec<(Value, Value)>,
+    },
+    /// chan, func, unsafe.Pointer: an address, 0 for nil.
+    Address(u64),
+    Unavailable(Missing),
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Address {
-    pub addr: u64,
+/// A string's bytes, or a prefix of them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Bytes {
+    pub bytes: Vec<u8>,
+    /// Bytes of the real value not captured (cut to a limit).
+    pub missing: u64,
+    /// Why nothing was captured, when nothing was.
+    pub error: Option<Missing>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct StringHeader {
-    pub ptr: u64,
-    pub len: u64,
+/// Why a value (or part of one) is not shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Missing {
+    /// Float registers are not part of the registers a uprobe sees.
+    FloatRegister,
+    /// Beyond the capture limits (depth, elements, ops per site).
+    NotCaptured,
+    /// The pointer is not nil but its memory could not be read (unmapped, freed).
+    Unreadable,
+    /// Go 1.24+ maps (Swiss tables) are not decoded.
+    MapLayout,
+    /// The binary has no DWARF type for the dynamic type.
+    UnknownType,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct SliceHeader {
-    pub ptr: u64,
-    pub len: u64,
-    pub cap: u64,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct InterfaceHeader {
-    pub tab: u64,
-    pub data: u64,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct StructField {
-    pub name: String,
-    pub value: Value,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Unavailable {
-    pub unavailable: &'static str,
+impl Missing {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Missing::FloatRegister => "passed in a float register, which uprobes cannot read",
+            Missing::NotCaptured => "not captured (beyond --depth/--elems or the per-site limit)",
+            Missing::Unreadable => "unreadable memory (bad or freed pointer)",
+            Missing::MapLayout => "map layout of Go 1.24+ not decoded",
+            Missing::UnknownType => "dynamic type not described in DWARF",
+        }
+    }
 }
 
 /// A named, typed, decoded parameter or result.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct NamedValue {
     pub name: String,
-    #[serde(rename = "type")]
     pub type_name: String,
     pub value: Value,
 }
 
 /// One call, decoded.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct DecodedCall<'p> {
     pub function: &'p str,
     pub outcome: CallKind,
@@ -93,111 +130,289 @@ impl DecodedCall<'_> {
     }
 }
 
-/// Decodes one call reported by the kernel side.
-pub fn decode<'p>(plan: &'p ProbePlan, types: &TypeTable, raw: &RawCall) -> Option<DecodedCall<'p>> {
-    let function = plan.functions.get(raw.function as usize)?;
-    let signature = function.signature.as_ref();
-    let args = signature.map(|s| s.params.iter().map(|v| named(types, v, &raw.entry_regs)).collect());
-    let results = match raw.kind {
-        CallKind::Returned => signature.map(|s| s.results.iter().map(|v| named(types, v, &raw.return_regs)).collect()),
-        CallKind::Entered | CallKind::Abandoned => None,
-    };
-    Some(DecodedCall {
-        function: &function.name,
-        outcome: raw.kind,
-        pid: raw.pid,
-        tid: raw.entry_tid,
-        return_tid: raw.return_tid,
-        goid: raw.goid,
-        entry_ns: raw.entry_ns,
-        return_ns: raw.return_ns,
-        args,
-        results,
-    })
+/// What decoding needs besides the call: the types, and runtime type address → type.
+pub struct Decoder<'p> {
+    plan: &'p ProbePlan,
+    types: &'p TypeTable,
+    runtime_types: HashMap<u64, TypeId>,
 }
 
-fn named(types: &TypeTable, planned: &PlannedValue, regs: &[u64; INT_REGS]) -> NamedValue {
-    let ty = types.get(planned.ty);
-    NamedValue {
-        name: planned.name.clone(),
-        type_name: ty.name.clone(),
-        value: value_at(types, planned.ty, &planned.location, regs),
+impl<'p> Decoder<'p> {
+    pub fn new(plan: &'p ProbePlan, types: &'p TypeTable, runtime_types: HashMap<u64, TypeId>) -> Self {
+        Decoder {
+            plan,
+            types,
+            runtime_types,
+        }
     }
-}
 
-fn value_at(types: &TypeTable, ty: TypeId, location: &Location, regs: &[u64; INT_REGS]) -> Value {
-    match location {
-        Location::Empty => decode_image(types, ty, &[]),
-        Location::Stack { .. } => Value::Unavailable(Unavailable {
-            unavailable: "passed on the stack (not captured yet)",
-        }),
-        Location::Registers(pieces) => {
-            let size = types.get(ty).size as usize;
-            let mut image = vec![0u8; size];
-            for piece in pieces {
-                let AbiReg::Int(index) = piece.reg else {
-                    return Value::Unavailable(Unavailable {
-                        unavailable: "passed in a float register, which uprobes cannot read",
-                    });
+    /// Decodes one call reported by the kernel side.
+    pub fn decode(&self, raw: &RawCall) -> Option<DecodedCall<'p>> {
+        let function = self.plan.functions.get(raw.function as usize)?;
+        let signature = function.signature.as_ref();
+        let entry = Site {
+            regs: &raw.entry_regs,
+            sp: raw.entry_sp,
+            memory: Memory::new(&raw.entry_captures),
+        };
+        let args = signature.map(|s| self.named_all(&s.params, &entry));
+        let results = match raw.kind {
+            CallKind::Returned => signature.map(|s| {
+                let exit = Site {
+                    regs: &raw.return_regs,
+                    sp: raw.return_sp,
+                    memory: Memory::new(&raw.return_captures),
                 };
-                let Some(reg) = regs.get(index as usize) else {
-                    return Value::Unavailable(Unavailable {
-                        unavailable: "register not captured",
-                    });
-                };
-                let start = piece.value_offset as usize;
-                let end = (start + piece.size as usize).min(size);
-                if start < end {
-                    image[start..end].copy_from_slice(&reg.to_le_bytes()[..end - start]);
+                self.named_all(&s.results, &exit)
+            }),
+            CallKind::Entered | CallKind::Abandoned => None,
+        };
+        Some(DecodedCall {
+            function: &function.name,
+            outcome: raw.kind,
+            pid: raw.pid,
+            tid: raw.entry_tid,
+            return_tid: raw.return_tid,
+            goid: raw.goid,
+            entry_ns: raw.entry_ns,
+            return_ns: raw.return_ns,
+            args,
+            results,
+        })
+    }
+
+    fn named_all(&self, values: &[PlannedValue], site: &Site<'_>) -> Vec<NamedValue> {
+        values
+            .iter()
+            // Compiler-internal parameters (the generic dictionary `.dict`) are not the user's.
+            .filter(|v| !v.name.starts_with('.'))
+            .map(|v| NamedValue {
+                name: v.name.clone(),
+                type_name: self.types.get(v.ty).name.clone(),
+                value: self.located(v.ty, &v.location, site),
+            })
+            .collect()
+    }
+
+    fn located(&self, ty: TypeId, location: &Location, site: &Site<'_>) -> Value {
+        let size = self.types.get(ty).size as usize;
+        let image = match location {
+            Location::Empty => Vec::new(),
+            Location::Stack { sp_offset } => match site.memory.read(site.sp + sp_offset, size) {
+                Read::Bytes(b) => b.to_vec(),
+                _ => return Value::Unavailable(Missing::NotCaptured),
+            },
+            Location::Registers(pieces) => {
+                let mut image = vec![0u8; size];
+                for piece in pieces {
+                    let AbiReg::Int(index) = piece.reg else {
+                        return Value::Unavailable(Missing::FloatRegister);
+                    };
+                    let Some(reg) = site.regs.get(index as usize) else {
+                        return Value::Unavailable(Missing::NotCaptured);
+                    };
+                    let start = piece.value_offset as usize;
+                    let end = (start + piece.size as usize).min(size);
+                    if start < end {
+                        image[start..end].copy_from_slice(&reg.to_le_bytes()[..end - start]);
+                    }
+                }
+                image
+            }
+        };
+        self.value(ty, &image, &site.memory, self.plan.limits.depth)
+    }
+
+    /// Reads a value of type `ty` from its little-endian memory image, following at most
+    /// `depth` more pointers — as many as the capture followed, so cyclic data stops too.
+    fn value(&self, ty: TypeId, image: &[u8], memory: &Memory<'_>, depth: u32) -> Value {
+        let t = self.types.get(ty);
+        let word = |at: usize| read_uint(image, at, 8);
+        match &t.kind {
+            TypeKind::Bool => Value::Bool(read_uint(image, 0, 1) != 0),
+            TypeKind::Int { signed: true } => Value::Int(sign_extend(read_uint(image, 0, t.size as usize), t.size)),
+            TypeKind::Int { signed: false } => Value::Uint(read_uint(image, 0, t.size as usize)),
+            TypeKind::Float => Value::Float(float(image, 0, t.size)),
+            TypeKind::Complex => {
+                let half = t.size / 2;
+                Value::Complex(float(image, 0, half), float(image, half as usize, half))
+            }
+            TypeKind::UnsafePointer | TypeKind::Chan { .. } | TypeKind::Func => Value::Address(word(0)),
+            TypeKind::String => Value::String(string_at(memory, word(0), word(8))),
+            TypeKind::Slice { elem } => {
+                let (ptr, len, cap) = (word(0), word(8), word(16));
+                let elems = if ptr == 0 { Ok(Vec::new()) } else { self.elements(*elem, ptr, len, memory, depth) };
+                Value::Slice {
+                    type_name: t.name.clone(),
+                    ptr,
+                    len,
+                    cap,
+                    elems,
                 }
             }
-            decode_image(types, ty, &image)
+            TypeKind::Array { elem, len } => {
+                let stride = self.types.get(*elem).size as usize;
+                Value::Array {
+                    type_name: t.name.clone(),
+                    elems: (0..*len as usize)
+                        .map(|i| self.value(*elem, image.get(i * stride..).unwrap_or(&[]), memory, depth))
+                        .collect(),
+                }
+            }
+            TypeKind::Struct { fields } => Value::Struct {
+                type_name: t.name.clone(),
+                fields: fields
+                    .iter()
+                    .map(|f| {
+                        let at = image.get(f.offset as usize..).unwrap_or(&[]);
+                        (f.name.clone(), self.value(f.ty, at, memory, depth))
+                    })
+                    .collect(),
+            },
+            TypeKind::Pointer { elem } => {
+                let addr = word(0);
+                let target = (addr != 0).then(|| self.pointee(*elem, addr, memory, depth));
+                Value::Pointer {
+                    type_name: t.name.clone(),
+                    addr,
+                    target,
+                }
+            }
+            TypeKind::Interface { empty } => self.interface(*empty, word(0), word(8), memory, depth),
+            TypeKind::Map { key, value } => self.map(t.name.clone(), *key, *value, word(0), memory, depth),
+            TypeKind::Unknown => Value::Unavailable(Missing::UnknownType),
         }
+    }
+
+    fn pointee(&self, ty: TypeId, addr: u64, memory: &Memory<'_>, depth: u32) -> Result<Box<Value>, Missing> {
+        let size = self.types.get(ty).size as usize;
+        if depth == 0 {
+            return Err(Missing::NotCaptured);
+        }
+        match memory.read(addr, size) {
+            Read::Bytes(bytes) => Ok(Box::new(self.value(ty, bytes, memory, depth - 1))),
+            Read::Fault => Err(Missing::Unreadable),
+            Read::Absent => Err(Missing::NotCaptured),
+        }
+    }
+
+    fn elements(&self, elem: TypeId, ptr: u64, len: u64, memory: &Memory<'_>, depth: u32) -> Result<Vec<Value>, Missing> {
+        let stride = self.types.get(elem).size;
+        if stride == 0 {
+            return Ok((0..len.min(1 << 16)).map(|_| self.value(elem, &[], memory, depth)).collect());
+        }
+        let available = match memory.read_prefix(ptr, len.saturating_mul(stride)) {
+            Read::Bytes(bytes) => bytes,
+            Read::Fault => return Err(Missing::Unreadable),
+            Read::Absent => return Err(Missing::NotCaptured),
+        };
+        Ok(available
+            .chunks_exact(stride as usize)
+            .map(|chunk| self.value(elem, chunk, memory, depth.saturating_sub(1)))
+            .collect())
+    }
+
+    fn interface(&self, empty: bool, tab: u64, data: u64, memory: &Memory<'_>, depth: u32) -> Value {
+        if tab == 0 {
+            return Value::Interface { dynamic: None };
+        }
+        let type_addr = if empty {
+            Some(tab)
+        } else {
+            match memory.read(tab + 8, 8) {
+                Read::Bytes(b) => Some(read_uint(b, 0, 8)),
+                _ => None,
+            }
+        };
+        let Some(ty) = type_addr.and_then(|a| self.runtime_types.get(&a).copied()) else {
+            let reason = if type_addr.is_some() { Missing::UnknownType } else { Missing::NotCaptured };
+            return Value::Interface {
+                dynamic: Some((format!("<type at {:#x}>", type_addr.unwrap_or(0)), Err(reason))),
+            };
+        };
+        let name = self.types.get(ty).name.clone();
+        let value = if depth == 0 {
+            Err(Missing::NotCaptured)
+        } else if is_pointer_shaped(self.types, ty) {
+            Ok(Box::new(self.value(ty, &data.to_le_bytes(), memory, depth - 1)))
+        } else {
+            self.pointee(ty, data, memory, depth)
+        };
+        Value::Interface {
+            dynamic: Some((name, value)),
+        }
+    }
+
+    fn map(&self, type_name: String, key: TypeId, value: TypeId, addr: u64, memory: &Memory<'_>, depth: u32) -> Value {
+        let mut map = Value::Map {
+            type_name,
+            addr,
+            len: Err(Missing::NotCaptured),
+            entries: Vec::new(),
+        };
+        if addr == 0 || depth == 0 {
+            return map;
+        }
+        let Value::Map { len, entries, .. } = &mut map else { unreachable!("constructed above") };
+        let header = match memory.read(addr, 48) {
+            Read::Bytes(h) => h,
+            Read::Fault => {
+                *len = Err(Missing::Unreadable);
+                return map;
+            }
+            Read::Absent => {
+                if !self.plan.classic_maps {
+                    *len = Err(Missing::MapLayout);
+                }
+                return map;
+            }
+        };
+        *len = Ok(read_uint(header, 0, 8));
+        let (key_size, value_size) = (self.types.get(key).size, self.types.get(value).size);
+        let bucket_size = map_bucket_size(key_size, value_size) as usize;
+        if let Read::Bytes(bucket) = memory.read(read_uint(header, 16, 8), bucket_size) {
+            for slot in 0..8usize {
+                // tophash values below 5 mark empty or evacuated slots.
+                if bucket[slot] < 5 {
+                    continue;
+                }
+                let k_at = 8 + slot * key_size as usize;
+                let v_at = 8 + 8 * key_size as usize + slot * value_size as usize;
+                entries.push((
+                    self.value(key, bucket.get(k_at..).unwrap_or(&[]), memory, depth - 1),
+                    self.value(value, bucket.get(v_at..).unwrap_or(&[]), memory, depth - 1),
+                ));
+            }
+        }
+        map
     }
 }
 
-/// Reads a value of type `ty` from its little-endian memory image.
-fn decode_image(types: &TypeTable, ty: TypeId, image: &[u8]) -> Value {
-    let t = types.get(ty);
-    let word = |at: usize| read_uint(image, at, 8);
-    match &t.kind {
-        TypeKind::Bool => Value::Bool(read_uint(image, 0, 1) != 0),
-        TypeKind::Int { signed: true } => Value::Int(sign_extend(read_uint(image, 0, t.size as usize), t.size)),
-        TypeKind::Int { signed: false } => Value::Uint(read_uint(image, 0, t.size as usize)),
-        TypeKind::Float => match t.size {
-            4 => Value::Float(f64::from(f32::from_bits(read_uint(image, 0, 4) as u32))),
-            _ => Value::Float(f64::from_bits(word(0))),
+struct Site<'a> {
+    regs: &'a [u64; INT_REGS],
+    sp: u64,
+    memory: Memory<'a>,
+}
+
+fn string_at(memory: &Memory<'_>, ptr: u64, len: u64) -> Bytes {
+    if len == 0 {
+        return Bytes { bytes: Vec::new(), missing: 0, error: None };
+    }
+    match memory.read_prefix(ptr, len) {
+        Read::Bytes(b) => Bytes {
+            bytes: b.to_vec(),
+            missing: len - b.len() as u64,
+            error: None,
         },
-        TypeKind::Pointer { .. } | TypeKind::UnsafePointer | TypeKind::Map { .. } | TypeKind::Chan { .. } | TypeKind::Func => {
-            Value::Address(Address { addr: word(0) })
-        }
-        TypeKind::String => Value::StringHeader(StringHeader { ptr: word(0), len: word(8) }),
-        TypeKind::Slice { .. } => Value::Slice(SliceHeader {
-            ptr: word(0),
-            len: word(8),
-            cap: word(16),
-        }),
-        TypeKind::Interface { .. } => Value::Interface(InterfaceHeader { tab: word(0), data: word(8) }),
-        TypeKind::Struct { fields } => Value::Struct(
-            fields
-                .iter()
-                .map(|f| StructField {
-                    name: f.name.clone(),
-                    value: decode_image(types, f.ty, image.get(f.offset as usize..).unwrap_or(&[])),
-                })
-                .collect(),
-        ),
-        TypeKind::Array { elem, len } => {
-            let stride = types.get(*elem).size as usize;
-            Value::Array(
-                (0..*len as usize)
-                    .map(|i| decode_image(types, *elem, image.get(i * stride..).unwrap_or(&[])))
-                    .collect(),
-            )
-        }
-        TypeKind::Complex | TypeKind::Unknown => Value::Unavailable(Unavailable {
-            unavailable: "type not decoded",
-        }),
+        Read::Fault => Bytes { bytes: Vec::new(), missing: len, error: Some(Missing::Unreadable) },
+        Read::Absent => Bytes { bytes: Vec::new(), missing: len, error: Some(Missing::NotCaptured) },
+    }
+}
+
+fn float(image: &[u8], at: usize, size: u64) -> f64 {
+    match size {
+        4 => f64::from(f32::from_bits(read_uint(image, at, 4) as u32)),
+        _ => f64::from_bits(read_uint(image, at, 8)),
     }
 }
 
@@ -214,84 +429,4 @@ fn sign_extend(value: u64, size: u64) -> i64 {
     let bits = (size.clamp(1, 8) * 8) as u32;
     let shift = 64 - bits;
     ((value << shift) as i64) >> shift
-}
-
-/// Renders a value the way Go's `%#v` would where it can (`55`, `true`, `0xc000010000`).
-pub fn go_syntax(value: &Value) -> String {
-    match value {
-        Value::Bool(b) => b.to_string(),
-        Value::Int(i) => i.to_string(),
-        Value::Uint(u) => u.to_string(),
-        Value::Float(f) => format_float(*f),
-        Value::Address(Address { addr: 0 }) => "nil".into(),
-        Value::Address(Address { addr }) => format!("{addr:#x}"),
-        Value::StringHeader(StringHeader { ptr, len }) => format!("string{{ptr:{ptr:#x}, len:{len}}}"),
-        Value::Slice(SliceHeader { ptr: 0, .. }) => "nil".into(),
-        Value::Slice(SliceHeader { ptr, len, cap }) => format!("[]{{ptr:{ptr:#x}}} (len {len} cap {cap})"),
-        Value::Interface(InterfaceHeader { tab: 0, .. }) => "nil".into(),
-        Value::Interface(InterfaceHeader { tab, data }) => format!("iface{{tab:{tab:#x}, data:{data:#x}}}"),
-        Value::Struct(fields) => {
-            let inner: Vec<String> = fields.iter().map(|f| format!("{}:{}", f.name, go_syntax(&f.value))).collect();
-            format!("{{{}}}", inner.join(", "))
-        }
-        Value::Array(elems) => {
-            let inner: Vec<String> = elems.iter().map(go_syntax).collect();
-            format!("[{}]", inner.join(", "))
-        }
-        Value::Unavailable(_) => "?".into(),
-    }
-}
-
-fn format_float(f: f64) -> String {
-    if f.is_finite() && f == f.trunc() && f.abs() < 1e21 {
-        format!("{f:.0}")
-    } else {
-        format!("{f}")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use gotrace_binary::abi::Piece;
-    use gotrace_binary::types::GoType;
-
-    fn int_type(types: &mut TypeTable, name: &str, size: u64, signed: bool) -> TypeId {
-        types.push(GoType {
-            name: name.into(),
-            size,
-            align: size,
-            kind: TypeKind::Int { signed },
-        })
-    }
-
-    fn in_reg(index: u8, size: u64) -> Location {
-        Location::Registers(vec![Piece {
-            reg: AbiReg::Int(index),
-            value_offset: 0,
-            size,
-        }])
-    }
-
-    #[test]
-    fn narrow_integers_are_masked_and_sign_extended() {
-        let mut types = TypeTable::default();
-        let int8 = int_type(&mut types, "int8", 1, true);
-        let uint16 = int_type(&mut types, "uint16", 2, false);
-        let mut regs = [0u64; INT_REGS];
-        regs[0] = 0xdead_beef_ffff_ff80; // garbage above the low byte: int8(-128)
-        regs[1] = 0x1234_0000_0001_fffe; // uint16(0xfffe)
-        assert_eq!(value_at(&types, int8, &in_reg(0, 1), &regs), Value::Int(-128));
-        assert_eq!(value_at(&types, uint16, &in_reg(1, 2), &regs), Value::Uint(0xfffe));
-    }
-
-    #[test]
-    fn stack_and_float_values_say_why_they_are_missing() {
-        let mut types = TypeTable::default();
-        let int = int_type(&mut types, "int", 8, true);
-        let regs = [0u64; INT_REGS];
-        let on_stack = value_at(&types, int, &Location::Stack { sp_offset: 8 }, &regs);
-        assert!(matches!(on_stack, Value::Unavailable(_)));
-        assert_eq!(go_syntax(&on_stack), "?");
-    }
 }

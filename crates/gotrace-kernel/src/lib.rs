@@ -3,6 +3,7 @@
 //! counters, and reads target processes through `/proc`.
 
 mod error;
+pub mod floor;
 pub mod proc;
 mod session;
 mod wait;

@@ -2,10 +2,12 @@
 
 use crate::skel::{types, GotraceSkel, GotraceSkelBuilder};
 use crate::KernelError;
-use gotrace_plan::{CallKind, ProbePlan, RawCall, Site, SiteKind, INT_REGS};
+use gotrace_plan::recipe::{CaptureOp, OpKind, Operand, Recipe};
+use gotrace_plan::{Capture, CaptureStatus, CallKind, ProbePlan, RawCall, Site, SiteKind};
 use gotrace_binary::sites::SkipCondition;
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, RingBuffer, RingBufferBuilder, UprobeMultiOpts, UprobeOpts};
+use std::collections::HashMap;
 use std::mem::MaybeUninit;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -122,7 +124,18 @@ impl Session {
         let use_multi = uprobe_multi_supported();
         open.progs.gotrace_site_multi.set_autoload(use_multi);
         open.progs.gotrace_site.set_autoload(!use_multi);
+        let tables = RecipeTables::new(plan);
+        let size = |map: &mut libbpf_rs::OpenMapMut<'_>, n: usize| {
+            map.set_max_entries(n.max(1) as u32)
+                .map_err(|e| KernelError::Load(format!("sizing a map: {e:#}")))
+        };
+        size(&mut open.maps.recipes, tables.recipes.len())?;
+        size(&mut open.maps.ops, tables.ops.len())?;
+        size(&mut open.maps.type_recipes, tables.type_recipes.len())?;
+        let cpus = libbpf_rs::num_possible_cpus().map_err(|e| KernelError::Load(format!("counting CPUs: {e:#}")))?;
+        size(&mut open.maps.scratch, cpus)?;
         let skel = open.load().map_err(|e| KernelError::from_libbpf(e, KernelError::Load))?;
+        tables.store(&skel)?;
 
         let started = Instant::now();
         let pid_arg = pid.map_or(-1, |p| p as i32);
@@ -169,9 +182,10 @@ impl Session {
     /// A stream of the calls the probes report; `on_call` runs for each as it is consumed.
     pub fn events<'a>(&'a self, mut on_call: impl FnMut(RawCall) + 'a) -> Result<EventStream<'a>, KernelError> {
         let mut builder = RingBufferBuilder::new();
+        let mut pairing = Pairing::default();
         builder
             .add(&self.skel.maps.events, move |bytes: &[u8]| {
-                if let Some(call) = raw_call(bytes) {
+                if let Some(call) = pairing.event(bytes) {
                     on_call(call);
                 }
                 0
@@ -235,32 +249,227 @@ impl EventStream<'_> {
     }
 }
 
-fn raw_call(bytes: &[u8]) -> Option<RawCall> {
-    if bytes.len() < std::mem::size_of::<types::gt_event>() {
-        return None;
+/// Entry captures wait here for their call's return event (the ring buffer keeps order, so
+/// an entry's data always comes before its return).
+#[derive(Default)]
+struct Pairing {
+    pending: HashMap<u64, Vec<Capture>>,
+}
+
+/// More entries waiting than this means returns are being lost: drop the oldest half.
+const MAX_PENDING: usize = 1 << 16;
+
+impl Pairing {
+    fn event(&mut self, bytes: &[u8]) -> Option<RawCall> {
+        let header_size = std::mem::size_of::<types::gt_event>();
+        let header = bytes.get(..header_size)?;
+        // SAFETY: gt_event is plain integers (any bit pattern is valid) and `header` holds
+        // exactly its size; read_unaligned makes no alignment assumption about the sample.
+        let e: types::gt_event = unsafe { std::ptr::read_unaligned(header.as_ptr().cast()) };
+        let payload = bytes.get(header_size..header_size + e.payload_len as usize).unwrap_or(&[]);
+        let captures = parse_captures(payload);
+        let kind = match types::gt_event_kind(e.kind) {
+            types::gt_event_kind::GT_EVENT_ENTRY_DATA => {
+                if self.pending.len() >= MAX_PENDING {
+                    let mut ids: Vec<u64> = self.pending.keys().copied().collect();
+                    ids.sort_unstable();
+                    for id in &ids[..ids.len() / 2] {
+                        self.pending.remove(id);
+                    }
+                }
+                self.pending.insert(e.call_id, captures);
+                return None;
+            }
+            types::gt_event_kind::GT_EVENT_CALL => CallKind::Returned,
+            types::gt_event_kind::GT_EVENT_ENTRY => CallKind::Entered,
+            types::gt_event_kind::GT_EVENT_ABANDONED => CallKind::Abandoned,
+            _ => return None,
+        };
+        let (entry_captures, return_captures) = match kind {
+            CallKind::Entered => (captures, Vec::new()),
+            CallKind::Returned => (self.pending.remove(&e.call_id).unwrap_or_default(), captures),
+            CallKind::Abandoned => (self.pending.remove(&e.call_id).unwrap_or_default(), Vec::new()),
+        };
+        Some(RawCall {
+            kind,
+            function: e.func,
+            pid: e.pid,
+            entry_tid: e.entry_tid,
+            return_tid: e.return_tid,
+            goid: e.goid,
+            entry_ns: e.entry_ns,
+            return_ns: e.return_ns,
+            entry_regs: e.entry_regs,
+            return_regs: e.return_regs,
+            entry_sp: e.entry_sp,
+            return_sp: e.return_sp,
+            entry_captures,
+            return_captures,
+        })
     }
-    // SAFETY: gt_event is plain integers (any bit pattern is valid) and the length was checked;
-    // read_unaligned makes no alignment assumption about the ring buffer sample.
-    let e: types::gt_event = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
-    let kind = match types::gt_event_kind(e.kind) {
-        types::gt_event_kind::GT_EVENT_CALL => CallKind::Returned,
-        types::gt_event_kind::GT_EVENT_ENTRY => CallKind::Entered,
-        types::gt_event_kind::GT_EVENT_ABANDONED => CallKind::Abandoned,
-        _ => return None,
+}
+
+/// The gt_capture records of an event's payload.
+fn parse_captures(mut payload: &[u8]) -> Vec<Capture> {
+    let header_size = std::mem::size_of::<types::gt_capture>();
+    let mut out = Vec::new();
+    while let Some(header) = payload.get(..header_size) {
+        // SAFETY: gt_capture is plain integers and `header` holds exactly its size.
+        let c: types::gt_capture = unsafe { std::ptr::read_unaligned(header.as_ptr().cast()) };
+        let len = c.len as usize;
+        let Some(bytes) = payload.get(header_size..header_size + len) else { break };
+        let status = match types::gt_capture_status(u32::from(c.status)) {
+            types::gt_capture_status::GT_CAPTURE_OK => CaptureStatus::Ok,
+            types::gt_capture_status::GT_CAPTURE_TRUNCATED => CaptureStatus::Truncated,
+            types::gt_capture_status::GT_CAPTURE_FAULT => CaptureStatus::Fault,
+            types::gt_capture_status::GT_CAPTURE_NIL => CaptureStatus::Nil,
+            _ => CaptureStatus::NoRoom,
+        };
+        out.push(Capture {
+            addr: c.addr,
+            want: c.want,
+            status,
+            bytes: bytes.to_vec(),
+        });
+        payload = payload.get(header_size + len.div_ceil(8) * 8..).unwrap_or(&[]);
+    }
+    out
+}
+
+/// A plan's recipes laid out as the BPF maps hold them.
+struct RecipeTables {
+    /// Indexed 2f (entry) and 2f+1 (returns) for function f.
+    recipes: Vec<types::gt_recipe>,
+    ops: Vec<types::gt_op>,
+    type_recipes: Vec<(u64, types::gt_recipe)>,
+}
+
+impl RecipeTables {
+    fn new(plan: &ProbePlan) -> RecipeTables {
+        let mut tables = RecipeTables {
+            recipes: Vec::with_capacity(plan.functions.len() * 2),
+            ops: Vec::new(),
+            type_recipes: Vec::with_capacity(plan.type_recipes.len()),
+        };
+        for f in &plan.functions {
+            let entry = tables.add(&f.entry_recipe);
+            let returns = tables.add(&f.return_recipe);
+            tables.recipes.extend([entry, returns]);
+        }
+        for (addr, recipe) in &plan.type_recipes {
+            let stored = tables.add(recipe);
+            tables.type_recipes.push((*addr, stored));
+        }
+        tables
+    }
+
+    fn add(&mut self, recipe: &Recipe) -> types::gt_recipe {
+        let first = self.ops.len() as u32;
+        self.ops.extend(recipe.ops.iter().map(gt_op));
+        types::gt_recipe {
+            first,
+            count: recipe.ops.len() as u32,
+        }
+    }
+
+    fn store(&self, skel: &GotraceSkel<'_>) -> Result<(), KernelError> {
+        let fill = |map: &libbpf_rs::MapMut<'_>, key: &[u8], value: &[u8]| {
+            map.update(key, value, MapFlags::ANY)
+                .map_err(|e| KernelError::Load(format!("filling a recipe map: {e:#}")))
+        };
+        for (i, recipe) in self.recipes.iter().enumerate() {
+            fill(&skel.maps.recipes, &(i as u32).to_ne_bytes(), bytes_of(recipe))?;
+        }
+        for (i, op) in self.ops.iter().enumerate() {
+            fill(&skel.maps.ops, &(i as u32).to_ne_bytes(), bytes_of(op))?;
+        }
+        for (addr, recipe) in &self.type_recipes {
+            fill(&skel.maps.type_recipes, &addr.to_ne_bytes(), bytes_of(recipe))?;
+        }
+        Ok(())
+    }
+}
+
+/// The bytes of a generated BPF type, as a map update wants them.
+fn bytes_of<T: Copy>(value: &T) -> &[u8] {
+    // SAFETY: only used with the skeleton's repr(C) types gt_recipe and gt_op, whose fields
+    // are integers laid out without implicit padding (gotrace.h pads explicitly), so every
+    // byte is initialised; the slice borrows `value` for its lifetime.
+    unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
+}
+
+fn gt_operand(operand: Operand) -> types::gt_operand {
+    use types::gt_operand_kind as K;
+    let (kind, reg, op, off, add) = match operand {
+        Operand::Const(v) => (K::GT_OPERAND_NONE, 0, 0, 0, v),
+        Operand::Reg { index, add } => (K::GT_OPERAND_REG, index, 0, 0, add),
+        Operand::Sp { add } => (K::GT_OPERAND_SP, 0, 0, 0, add),
+        Operand::Word { op, off, add } => (K::GT_OPERAND_WORD, 0, op, off, add),
+        Operand::Data { add } => (K::GT_OPERAND_DATA, 0, 0, 0, add),
     };
-    let regs = |r: [u64; INT_REGS]| r;
-    Some(RawCall {
-        kind,
-        function: e.func,
-        pid: e.pid,
-        entry_tid: e.entry_tid,
-        return_tid: e.return_tid,
-        goid: e.goid,
-        entry_ns: e.entry_ns,
-        return_ns: e.return_ns,
-        entry_regs: regs(e.entry_regs),
-        return_regs: regs(e.return_regs),
-    })
+    types::gt_operand {
+        kind: kind.0 as u8,
+        reg,
+        op,
+        off,
+        add,
+    }
+}
+
+fn gt_op(op: &CaptureOp) -> types::gt_op {
+    let (kind, elem_size, max_len) = match op.kind {
+        OpKind::Read { elem_size, max_len } => (types::gt_op_kind::GT_OP_READ, elem_size, max_len),
+        OpKind::Dynamic => (types::gt_op_kind::GT_OP_DYNAMIC, 0, 0),
+    };
+    let (guard, guard_above) = match op.guard {
+        Some((operand, above)) => (gt_operand(operand), above.clamp(0, i64::from(u32::MAX)) as u32),
+        None => (gt_operand(Operand::Const(0)), 0),
+    };
+    types::gt_op {
+        kind: kind.0 as u8,
+        pad: [0; 3],
+        elem_size,
+        max_len,
+        guard_above,
+        addr: gt_operand(op.addr),
+        len: gt_operand(op.len),
+        guard,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use gotrace_plan::recipe::{MAX_OPS, MAX_READ};
+
+    #[test]
+    fn plan_limits_match_the_bpf_program() {
+        assert_eq!(MAX_OPS as u32, types::gt_limits::GT_MAX_OPS.0);
+        assert_eq!(MAX_READ, types::gt_limits::GT_MAX_READ.0);
+    }
+
+    #[test]
+    fn captures_parse_back_with_padding() {
+        let mut payload = Vec::new();
+        for (addr, data) in [(0x1000u64, &b"hello"[..]), (0x2000, &b"12345678"[..])] {
+            let c = types::gt_capture {
+                addr,
+                want: data.len() as u64,
+                len: data.len() as u32,
+                op: 0,
+                status: 0,
+                pad: 0,
+            };
+            payload.extend_from_slice(bytes_of(&c));
+            payload.extend_from_slice(data);
+            payload.resize(payload.len().div_ceil(8) * 8, 0);
+        }
+        let parsed = parse_captures(&payload);
+        assert_eq!(parsed.len(), 2);
+        assert_eq!(parsed[0].bytes, b"hello");
+        assert_eq!(parsed[1].addr, 0x2000);
+        assert_eq!(parsed[1].bytes, b"12345678");
+    }
 }
 
 /// The site's cookie, laid out as `GT_COOKIE_*` in gotrace.h reads it.

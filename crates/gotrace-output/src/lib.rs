@@ -2,7 +2,7 @@
 //! buffer that the event loop flushes once per batch, and the summary printed at the end.
 
 use chrono::{DateTime, Local, Utc};
-use gotrace_decode::{go_syntax, DecodedCall, NamedValue, Value};
+use gotrace_decode::{go_syntax, DecodedCall, Missing, NamedValue, Value};
 use gotrace_plan::CallKind;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
@@ -126,6 +126,8 @@ impl Serialize for JsonCall<'_, '_> {
         map.serialize_entry("args", &c.args.as_deref().map(InOrder))?;
         map.serialize_entry("results", &c.results.as_deref().map(InOrder))?;
         map.serialize_entry("types", &TypesOf(c))?;
+        map.serialize_entry("truncated", &TruncatedNames(c))?;
+        map.serialize_entry("unavailable", &UnavailableReasons(c))?;
         map.serialize_entry("duration_ns", &c.duration_ns())?;
         if c.outcome == CallKind::Returned {
             map.serialize_entry("return_tid", &c.return_tid)?;
@@ -160,7 +162,8 @@ impl Serialize for TypesOf<'_, '_> {
     }
 }
 
-/// Values as JSON: numbers as numbers, booleans as booleans, structs as objects, nil as null.
+/// Values as JSON: numbers as numbers, strings as strings, structs as objects, pointers as
+/// what they point to, interfaces as {"type", "value"}, maps as {"len", "entries"}, nil as null.
 struct JsonValue<'a>(&'a Value);
 
 impl Serialize for JsonValue<'_> {
@@ -170,18 +173,89 @@ impl Serialize for JsonValue<'_> {
             Value::Int(i) => serializer.serialize_i64(*i),
             Value::Uint(u) => serializer.serialize_u64(*u),
             Value::Float(f) => serializer.serialize_f64(*f),
-            Value::Address(a) if a.addr == 0 => serializer.serialize_none(),
-            Value::Struct(fields) => {
+            Value::Complex(re, im) => [re, im].serialize(serializer),
+            Value::String(s) if s.error.is_some() => serializer.serialize_none(),
+            Value::String(s) => serializer.serialize_str(&String::from_utf8_lossy(&s.bytes)),
+            Value::Slice { ptr: 0, .. } => serializer.serialize_none(),
+            Value::Slice { elems: Ok(elems), .. } | Value::Array { elems, .. } => {
+                serializer.collect_seq(elems.iter().map(JsonValue))
+            }
+            Value::Slice { elems: Err(_), .. } => serializer.serialize_none(),
+            Value::Struct { fields, .. } => {
                 let mut map = serializer.serialize_map(Some(fields.len()))?;
-                for f in fields {
-                    map.serialize_entry(&f.name, &JsonValue(&f.value))?;
+                for (name, v) in fields {
+                    map.serialize_entry(name, &JsonValue(v))?;
                 }
                 map.end()
             }
-            Value::Array(elems) => serializer.collect_seq(elems.iter().map(JsonValue)),
+            Value::Pointer { target: None, .. } => serializer.serialize_none(),
+            Value::Pointer { target: Some(Ok(v)), .. } => JsonValue(v).serialize(serializer),
+            Value::Pointer { addr, target: Some(Err(missing)), .. } => {
+                let mut map = serializer.serialize_map(None)?;
+                map.serialize_entry("address", &format!("{addr:#x}"))?;
+                if *missing == Missing::Unreadable {
+                    map.serialize_entry("error", "unreadable")?;
+                }
+                map.end()
+            }
+            Value::Interface { dynamic: None } => serializer.serialize_none(),
+            Value::Interface { dynamic: Some((name, value)) } => {
+                let mut map = serializer.serialize_map(Some(2))?;
+                map.serialize_entry("type", name)?;
+                map.serialize_entry("value", &value.as_deref().ok().map(JsonValue))?;
+                map.end()
+            }
+            Value::Map { addr: 0, .. } => serializer.serialize_none(),
+            Value::Map { len, entries, .. } => {
+                let mut map = serializer.serialize_map(Some(2))?;
+                map.serialize_entry("len", &len.ok())?;
+                let pairs: Vec<[JsonValue; 2]> = entries.iter().map(|(k, v)| [JsonValue(k), JsonValue(v)]).collect();
+                map.serialize_entry("entries", &pairs)?;
+                map.end()
+            }
+            Value::Address(0) => serializer.serialize_none(),
+            Value::Address(addr) => serializer.serialize_str(&format!("{addr:#x}")),
             Value::Unavailable(_) => serializer.serialize_none(),
-            other => serializer.serialize_str(&go_syntax(other)),
         }
+    }
+}
+
+/// Whether anything inside `value` was cut to a capture limit.
+fn truncated(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.error.is_none() && s.missing > 0,
+        Value::Slice { len, elems: Ok(elems), .. } => elems.len() as u64 != *len || elems.iter().any(truncated),
+        Value::Array { elems, .. } => elems.iter().any(truncated),
+        Value::Struct { fields, .. } => fields.iter().any(|(_, v)| truncated(v)),
+        Value::Pointer { target: Some(Ok(v)), .. } => truncated(v),
+        Value::Interface { dynamic: Some((_, Ok(v))) } => truncated(v),
+        Value::Map { len: Ok(len), entries, .. } => entries.len() as u64 != *len || entries.iter().any(|(k, v)| truncated(k) || truncated(v)),
+        _ => false,
+    }
+}
+
+/// Names of the values with something cut, in the order of the signature.
+struct TruncatedNames<'a, 'p>(&'a DecodedCall<'p>);
+
+impl Serialize for TruncatedNames<'_, '_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let values = self.0.args.iter().chain(self.0.results.iter()).flatten();
+        serializer.collect_seq(values.filter(|v| truncated(&v.value)).map(|v| &v.name))
+    }
+}
+
+/// Name → why the value could not be read.
+struct UnavailableReasons<'a, 'p>(&'a DecodedCall<'p>);
+
+impl Serialize for UnavailableReasons<'_, '_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        for v in self.0.args.iter().chain(self.0.results.iter()).flatten() {
+            if let Value::Unavailable(missing) = &v.value {
+                map.serialize_entry(&v.name, missing.reason())?;
+            }
+        }
+        map.end()
     }
 }
 

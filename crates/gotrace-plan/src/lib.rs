@@ -4,13 +4,17 @@
 //! captured registers back through it.
 
 pub mod pattern;
+pub mod recipe;
 
 use gotrace_binary::abi::{self, Location};
 use gotrace_binary::dwarf::DwarfInfo;
 use gotrace_binary::sites::SkipCondition;
 use gotrace_binary::types::TypeId;
 use gotrace_binary::{BinaryError, FileOffset, Function, GoBinary, VirtAddr};
+use gotrace_binary::types::{TypeKind, TypeTable};
 use pattern::Pattern;
+pub use recipe::{Limits, Recipe};
+use recipe::Compiler;
 use serde::Serialize;
 
 /// Number of integer argument registers the kernel side captures (amd64's Go ABI).
@@ -68,6 +72,9 @@ pub struct PlannedFunction {
     pub entry: VirtAddr,
     /// `None` when the binary has no DWARF: names and types are unknown.
     pub signature: Option<PlannedSignature>,
+    /// Memory to read at entry (for the arguments) and at each return (for the results).
+    pub entry_recipe: Recipe,
+    pub return_recipe: Recipe,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -86,6 +93,11 @@ pub struct ProbePlan {
     pub entry_only: bool,
     /// Things the user should know that do not stop tracing (unreadable DWARF, …).
     pub warnings: Vec<String>,
+    pub limits: Limits,
+    /// Maps have the bucket layout of Go ≤ 1.23 (their entries are captured).
+    pub classic_maps: bool,
+    /// Recipes for the dynamic values of interfaces, by runtime type address (link-time).
+    pub type_recipes: Vec<(u64, Recipe)>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -93,6 +105,7 @@ pub struct PlanOptions {
     pub entry_only: bool,
     /// Functions matching any of these globs are left out.
     pub exclude: Vec<String>,
+    pub limits: Limits,
 }
 
 /// The functions `patterns` select: an exact name must exist (else an error with suggestions,
@@ -154,6 +167,11 @@ pub fn plan(binary: &GoBinary, patterns: &[String], options: PlanOptions) -> Res
         }
     };
     let selected = select(binary, patterns, &options.exclude)?;
+    // Swiss-table maps (Go 1.24+) have another layout; their entries are not captured.
+    let classic_maps = binary
+        .build_info()
+        .and_then(|b| b.go_version_minor())
+        .is_none_or(|minor| minor <= 23);
     let only_exact = patterns.iter().all(|p| !Pattern::new(p).is_glob());
     for function in selected {
         let index = functions.len() as u32;
@@ -186,22 +204,63 @@ pub fn plan(binary: &GoBinary, patterns: &[String], options: PlanOptions) -> Res
                 });
             }
         }
+        let signature = dwarf.and_then(|d| planned_signature(binary.arch(), d, function.entry));
+        let (entry_recipe, return_recipe) = match (&signature, dwarf) {
+            (Some(sig), Some(d)) => (
+                Compiler::new(d.types(), options.limits, classic_maps).site(&located(&sig.params)),
+                Compiler::new(d.types(), options.limits, classic_maps).site(&located(&sig.results)),
+            ),
+            _ => (Recipe::default(), Recipe::default()),
+        };
         functions.push(PlannedFunction {
             name: function.name.clone(),
             entry: function.entry,
-            signature: dwarf.and_then(|d| planned_signature(binary.arch(), d, function.entry)),
+            signature,
+            entry_recipe,
+            return_recipe,
         });
     }
     if functions.is_empty() {
         return Err(PlanError::NothingToTrace);
     }
+    let type_recipes = match dwarf {
+        Some(d) if functions.iter().any(|f| mentions_interface(d.types(), f)) => binary
+            .runtime_types()?
+            .into_iter()
+            .map(|(addr, ty)| (addr, Compiler::new(d.types(), options.limits, classic_maps).dynamic(ty)))
+            .filter(|(_, recipe)| !recipe.ops.is_empty())
+            .collect(),
+        _ => Vec::new(),
+    };
     Ok(ProbePlan {
         functions,
         sites,
         goid_offset,
         entry_only: options.entry_only,
         warnings,
+        limits: options.limits,
+        classic_maps,
+        type_recipes,
     })
+}
+
+fn located(values: &[PlannedValue]) -> Vec<(TypeId, &Location)> {
+    values.iter().map(|v| (v.ty, &v.location)).collect()
+}
+
+/// Whether any argument or result can hold an interface (then dynamic types need recipes).
+fn mentions_interface(types: &TypeTable, function: &PlannedFunction) -> bool {
+    fn walk(types: &TypeTable, ty: TypeId, budget: u32) -> bool {
+        budget > 0
+            && match &types.get(ty).kind {
+                TypeKind::Interface { .. } => true,
+                TypeKind::Pointer { elem } | TypeKind::Slice { elem } | TypeKind::Array { elem, .. } => walk(types, *elem, budget - 1),
+                TypeKind::Map { key, value } => walk(types, *key, budget - 1) || walk(types, *value, budget - 1),
+                TypeKind::Struct { fields } => fields.iter().any(|f| walk(types, f.ty, budget - 1)),
+                _ => false,
+            }
+    }
+    function.signature.as_ref().is_some_and(|s| s.params.iter().chain(&s.results).any(|v| walk(types, v.ty, 6)))
 }
 
 fn check_traceable(binary: &GoBinary) -> Result<(), PlanError> {
@@ -238,6 +297,30 @@ fn planned_signature(arch: gotrace_binary::Arch, dwarf: &DwarfInfo, entry: VirtA
     })
 }
 
+/// One region of the traced process's memory, read at a probe site.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Capture {
+    pub addr: u64,
+    /// Bytes the recipe asked for; more than `bytes.len()` when cut to a limit.
+    pub want: u64,
+    pub status: CaptureStatus,
+    pub bytes: Vec<u8>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CaptureStatus {
+    Ok,
+    /// Cut to a limit: `want` bytes asked for, fewer kept.
+    Truncated,
+    /// The address could not be read (unmapped, freed).
+    Fault,
+    /// The address was 0.
+    Nil,
+    /// The event had no room left for it.
+    NoRoom,
+}
+
 /// What the kernel reports for one call.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RawCall {
@@ -254,6 +337,11 @@ pub struct RawCall {
     pub return_ns: u64,
     pub entry_regs: [u64; INT_REGS],
     pub return_regs: [u64; INT_REGS],
+    pub entry_sp: u64,
+    pub return_sp: u64,
+    /// Memory read at entry (for the arguments) and at the return (for the results).
+    pub entry_captures: Vec<Capture>,
+    pub return_captures: Vec<Capture>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

@@ -65,6 +65,15 @@ pub struct TraceArgs {
     /// Trace entries only (arguments and counts; no results or durations): the cheapest mode.
     #[arg(long)]
     pub no_return: bool,
+    /// Bytes of a string or []byte kept; longer ones are cut and marked `…(+N bytes)`.
+    #[arg(long, value_name = "BYTES", default_value_t = 256, value_parser = clap::value_parser!(u32).range(0..=8192))]
+    pub string_max: u32,
+    /// Elements of a slice, array or map shown.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub elems: u32,
+    /// Pointers followed from an argument (through pointers, interfaces, maps).
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=8))]
+    pub depth: u32,
 }
 
 impl TraceArgs {
@@ -111,7 +120,12 @@ pub struct FuncsArgs {
     /// Only functions matching this glob (`main.*`, `net/http.(*conn).*`).
     #[arg(value_name = "PATTERN")]
     pub pattern: Option<String>,
-    /// JSON instead of text.
+    /// Also show each function's probe sites (entry, every RET, every deferreturn call) and
+    /// where each argument and result lives (registers, or a stack offset).
+    #[arg(long, short)]
+    pub verbose: bool,
+    /// One JSON object instead of text: `binary` (Go version, GOARCH, function table source)
+    /// and `functions`, each with signature, argument locations and probe sites.
     #[arg(long)]
     pub json: bool,
 }

@@ -68,6 +68,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
             functions: vec![FUNCTION.to_owned()],
             exclude: Vec::new(),
             entry_only: false,
+            limits: gotrace_plan::Limits::default(),
             count: None,
         };
         let mut sink = ChannelSink(lines_tx, crate::clock());

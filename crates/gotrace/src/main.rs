@@ -101,6 +101,11 @@ fn run_trace(args: TraceArgs) -> Result<()> {
         functions,
         exclude: args.exclude.clone(),
         entry_only: args.no_return,
+        limits: gotrace_plan::Limits {
+            string_max: args.string_max,
+            elems: args.elems,
+            depth: args.depth,
+        },
         count: args.count,
     };
     let format = if args.json { Format::Json } else { Format::Text };

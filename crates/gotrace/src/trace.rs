@@ -2,7 +2,7 @@
 
 use anyhow::{Context, Result};
 use gotrace_binary::GoBinary;
-use gotrace_decode::DecodedCall;
+use gotrace_decode::{DecodedCall, Decoder};
 use gotrace_kernel::{proc, AttachMethod, AttachReport, Session, Target, Wake, Waiter};
 use gotrace_output::Summary;
 use gotrace_plan::{CallKind, PlanOptions, ProbePlan};
@@ -19,6 +19,7 @@ pub struct TraceRequest {
     pub functions: Vec<String>,
     pub exclude: Vec<String>,
     pub entry_only: bool,
+    pub limits: gotrace_plan::Limits,
     /// Stop after this many calls.
     pub count: Option<u64>,
 }
@@ -53,6 +54,7 @@ pub fn prepare(request: &TraceRequest) -> Result<(GoBinary, PathBuf, ProbePlan)>
         PlanOptions {
             entry_only: request.entry_only,
             exclude: request.exclude.clone(),
+            limits: request.limits,
         },
     )?;
     Ok((binary, path, plan))
@@ -70,9 +72,12 @@ pub fn run(
     for warning in &plan.warnings {
         eprintln!("gotrace: warning: {warning}");
     }
-    let types = binary.dwarf().ok().flatten().map(|d| d.types());
     let empty_types = gotrace_binary::types::TypeTable::default();
-    let types = types.unwrap_or(&empty_types);
+    let types = match binary.dwarf() {
+        Ok(Some(d)) => d.types(),
+        _ => &empty_types,
+    };
+    let decoder = Decoder::new(&plan, types, binary.runtime_types().unwrap_or_default());
 
     let session = Session::attach(&plan, &path, &request.target)?;
     let report = session.report().clone();
@@ -103,7 +108,7 @@ pub fn run(
             if calls.get() >= limit {
                 return;
             }
-            let Some(call) = gotrace_decode::decode(&plan, types, &raw) else {
+            let Some(call) = decoder.decode(&raw) else {
                 return;
             };
             match call.outcome {

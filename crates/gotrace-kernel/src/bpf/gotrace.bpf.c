@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 /* gotrace's one BPF program: attached at every probe site (entry, each RET) of every traced
  * function, told which site fired by its cookie. Entries are remembered per goroutine frame;
- * a return emits the paired call. */
+ * a return emits the paired call. What user memory to read at a site (string bytes, pointed-to
+ * structs, slice elements, interface values) is data: a recipe of ops interpreted here. */
 #include <linux/types.h>
 #include <linux/bpf.h>
 #include <asm/ptrace.h>
@@ -19,10 +20,15 @@ const volatile __u8 entry_only = 0; /* emit entries at once; no return sites are
 
 /* Never read: they put the shared types into BTF so the skeleton generates them for Rust. */
 const volatile struct gt_event gt_event_type;
+const volatile struct gt_capture gt_capture_type;
 const volatile enum gt_event_kind gt_event_kind_type;
 const volatile enum gt_site_kind gt_site_kind_type;
 const volatile enum gt_skip gt_skip_type;
 const volatile enum gt_stat gt_stat_type;
+const volatile enum gt_operand_kind gt_operand_kind_type;
+const volatile enum gt_op_kind gt_op_kind_type;
+const volatile enum gt_capture_status gt_capture_status_type;
+const volatile enum gt_limits gt_limits_type;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -43,6 +49,59 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } stats SEC(".maps");
+
+/* Recipe of function f's entry at 2f, of its returns at 2f+1; sized by user space. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct gt_recipe);
+} recipes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct gt_op);
+} ops SEC(".maps");
+
+/* Runtime type address → recipe reading an interface's dynamic value of that type. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, __u64);
+	__type(value, struct gt_recipe);
+} type_recipes SEC(".maps");
+
+/* Where an event with captures is assembled; one per CPU (max_entries set by user space). */
+struct gt_scratch {
+	struct gt_event hdr; /* directly followed by the payload: output in one piece */
+	__u8 payload[GT_PAYLOAD_MAX + GT_MAX_READ + 64];
+	__u64 regs[GT_INT_REGS];
+	__u64 sp;
+	__u64 data_word;
+	__u32 pos[2 * GT_MAX_OPS]; /* payload offset of each op's bytes */
+	__u32 lens[2 * GT_MAX_OPS];
+	__u32 payload_len;
+	__u32 main_first, main_count, main_index;
+	__u32 dyn_first, dyn_count, dyn_index;
+	__u32 busy;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct gt_scratch);
+} scratch SEC(".maps");
+
+/* Per-CPU call numbers: call_id = cpu << 48 | n. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} call_seq SEC(".maps");
 
 static __always_inline void count(__u32 stat)
 {
@@ -71,6 +130,199 @@ static __always_inline void save_int_regs(__u64 *out, struct pt_regs *ctx)
 	out[8] = ctx->r11;
 }
 
+/* ---- The capture interpreter ---- */
+
+#define GT_NO_POS 0xffffffff
+#define GT_PAYLOAD_MASK (GT_PAYLOAD_MAX - 1)
+#define GT_MAX_STEPS (GT_MAX_OPS * 8)
+
+static __always_inline int operand_value(struct gt_scratch *s, struct gt_operand *o,
+					 __u32 slot_base, __u64 *out)
+{
+	__u64 v = 0;
+	switch (o->kind) {
+	case GT_OPERAND_NONE:
+		break;
+	case GT_OPERAND_REG:
+		if (o->reg >= GT_INT_REGS)
+			return -1;
+		v = s->regs[o->reg];
+		break;
+	case GT_OPERAND_SP:
+		v = s->sp;
+		break;
+	case GT_OPERAND_DATA:
+		v = s->data_word;
+		break;
+	case GT_OPERAND_WORD: {
+		__u32 slot = (slot_base + o->op) & (2 * GT_MAX_OPS - 1);
+		__u32 pos = s->pos[slot];
+		if (pos == GT_NO_POS || (__u64)o->off + 8 > s->lens[slot])
+			return -1;
+		__u32 at = (pos + o->off) & GT_PAYLOAD_MASK;
+		__builtin_memcpy(&v, &s->payload[at], sizeof(v));
+		break;
+	}
+	default:
+		return -1;
+	}
+	*out = v + o->add;
+	return 0;
+}
+
+static __always_inline void run_read(struct gt_scratch *s, struct gt_op *op, __u32 slot,
+				     __u32 slot_base)
+{
+	s->pos[slot] = GT_NO_POS;
+	s->lens[slot] = 0;
+	__u64 v;
+	if (op->guard.kind != GT_OPERAND_NONE &&
+	    (operand_value(s, &op->guard, slot_base, &v) || (__s64)v <= (__s64)op->guard_above))
+		return;
+	__u64 addr, want;
+	if (operand_value(s, &op->addr, slot_base, &addr) ||
+	    operand_value(s, &op->len, slot_base, &want))
+		return;
+	if (op->elem_size)
+		want = (__s64)want < 0 ? 0 : want * op->elem_size;
+	__u64 keep = want;
+	__u8 status = GT_CAPTURE_OK;
+	if (keep > op->max_len)
+		keep = op->max_len;
+	if (keep > GT_MAX_READ)
+		keep = GT_MAX_READ;
+	if (keep < want) {
+		status = GT_CAPTURE_TRUNCATED;
+		count(GT_STAT_TRUNCATED);
+	}
+	__u32 at = s->payload_len;
+	if (at + sizeof(struct gt_capture) + keep > GT_PAYLOAD_MAX) {
+		if (at + sizeof(struct gt_capture) > GT_PAYLOAD_MAX)
+			return;
+		status = GT_CAPTURE_NO_ROOM;
+		keep = 0;
+	}
+	if (addr == 0) {
+		status = GT_CAPTURE_NIL;
+		keep = 0;
+	}
+	at &= GT_PAYLOAD_MASK;
+	__u32 data_at = (at + sizeof(struct gt_capture)) & GT_PAYLOAD_MASK;
+	if (keep && bpf_probe_read_user(&s->payload[data_at], keep & (GT_MAX_READ * 2 - 1),
+					(void *)addr)) {
+		status = GT_CAPTURE_FAULT;
+		keep = 0;
+	}
+	struct gt_capture cap = {
+		.addr = addr,
+		.want = want,
+		.len = keep,
+		.op = slot,
+		.status = status,
+	};
+	__builtin_memcpy(&s->payload[at], &cap, sizeof(cap));
+	s->pos[slot] = data_at;
+	s->lens[slot] = keep;
+	s->payload_len = at + sizeof(struct gt_capture) + ((keep + 7) & ~7ULL);
+}
+
+static __always_inline void run_dynamic(struct gt_scratch *s, struct gt_op *op, __u32 slot_base)
+{
+	__u64 type_addr, data;
+	if (slot_base != 0 || operand_value(s, &op->addr, slot_base, &type_addr) ||
+	    operand_value(s, &op->len, slot_base, &data) || type_addr == 0)
+		return;
+	struct gt_recipe *r = bpf_map_lookup_elem(&type_recipes, &type_addr);
+	if (!r)
+		return;
+	s->dyn_first = r->first;
+	s->dyn_count = r->count < GT_MAX_OPS ? r->count : GT_MAX_OPS;
+	s->dyn_index = 0;
+	s->data_word = data;
+}
+
+static long capture_step(__u64 index, void *unused)
+{
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct gt_scratch *s = bpf_map_lookup_elem(&scratch, &cpu);
+	if (!s)
+		return 1;
+	__u32 op_index, slot, slot_base;
+	if (s->dyn_index < s->dyn_count) {
+		op_index = s->dyn_first + s->dyn_index;
+		slot_base = GT_DYNAMIC_BASE;
+		slot = GT_DYNAMIC_BASE + (s->dyn_index & (GT_MAX_OPS - 1));
+		s->dyn_index++;
+	} else if (s->main_index < s->main_count) {
+		op_index = s->main_first + s->main_index;
+		slot_base = 0;
+		slot = s->main_index & (GT_MAX_OPS - 1);
+		s->main_index++;
+	} else {
+		return 1;
+	}
+	struct gt_op *op = bpf_map_lookup_elem(&ops, &op_index);
+	if (!op)
+		return 1;
+	if (op->kind == GT_OP_READ)
+		run_read(s, op, slot, slot_base);
+	else if (op->kind == GT_OP_DYNAMIC)
+		run_dynamic(s, op, slot_base);
+	return 0;
+}
+
+/* Runs `recipe` against the registers of `ctx` and sends `hdr` plus the captures. */
+static __always_inline void emit_with_captures(struct pt_regs *ctx, struct gt_recipe *recipe,
+					       struct gt_event *hdr)
+{
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct gt_scratch *s = bpf_map_lookup_elem(&scratch, &cpu);
+	if (!s)
+		return;
+	/* A probe in another task that preempted this one on the same CPU: don't clobber. */
+	if (__sync_fetch_and_add(&s->busy, 1)) {
+		__sync_fetch_and_add(&s->busy, -1);
+		count(GT_STAT_LOST);
+		return;
+	}
+	__builtin_memcpy(&s->hdr, hdr, sizeof(*hdr));
+	save_int_regs(s->regs, ctx);
+	s->sp = ctx->rsp;
+	s->payload_len = 0;
+	s->main_first = recipe->first;
+	s->main_count = recipe->count < GT_MAX_OPS ? recipe->count : GT_MAX_OPS;
+	s->main_index = 0;
+	s->dyn_count = 0;
+	s->dyn_index = 0;
+	bpf_loop(GT_MAX_STEPS, capture_step, NULL, 0);
+	__u32 len = s->payload_len;
+	if (len > GT_PAYLOAD_MAX)
+		len = GT_PAYLOAD_MAX;
+	s->hdr.payload_len = len;
+	if (bpf_ringbuf_output(&events, &s->hdr, sizeof(s->hdr) + len, submit_flags()))
+		count(GT_STAT_LOST);
+	__sync_fetch_and_add(&s->busy, -1);
+}
+
+/* Sends `hdr` alone: the common case of a site without memory to read. */
+static __always_inline void emit_plain(struct gt_event *hdr)
+{
+	struct gt_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(GT_STAT_LOST);
+		return;
+	}
+	__builtin_memcpy(e, hdr, sizeof(*e));
+	bpf_ringbuf_submit(e, submit_flags());
+}
+
+static __always_inline struct gt_recipe *recipe_for(__u32 func, __u32 kind)
+{
+	__u32 key = func * 2 + kind;
+	struct gt_recipe *r = bpf_map_lookup_elem(&recipes, &key);
+	return r && r->count ? r : NULL;
+}
+
 #define EFLAGS_CF (1 << 0)
 #define EFLAGS_ZF (1 << 6)
 
@@ -86,27 +338,19 @@ static __always_inline int will_grow_stack(__u32 skip, __u64 eflags)
 	}
 }
 
-/* Emits a call that has no return: abandoned (frame reused) or entry-only. */
-static __always_inline void emit_unreturned(__u32 kind, struct gt_frame_key *key,
-					    struct gt_inflight *call)
+static __always_inline void fill_header(struct gt_event *e, __u32 kind, struct gt_frame_key *key,
+					struct gt_inflight *call)
 {
-	struct gt_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		count(GT_STAT_LOST);
-		return;
-	}
+	__builtin_memset(e, 0, sizeof(*e));
 	e->kind = kind;
 	e->entry_ns = call->entry_ns;
-	e->return_ns = 0;
 	e->goid = key->goid;
+	e->call_id = call->call_id;
+	e->entry_sp = call->sp;
 	e->pid = key->tgid;
 	e->entry_tid = call->tid;
-	e->return_tid = 0;
 	e->func = call->func;
-	e->pad = 0;
 	__builtin_memcpy(e->entry_regs, call->regs, sizeof(e->entry_regs));
-	__builtin_memset(e->return_regs, 0, sizeof(e->return_regs));
-	bpf_ringbuf_submit(e, submit_flags());
 }
 
 static __always_inline int on_entry(struct pt_regs *ctx, __u64 cookie, struct gt_frame_key *key,
@@ -116,22 +360,39 @@ static __always_inline int on_entry(struct pt_regs *ctx, __u64 cookie, struct gt
 		count(GT_STAT_GROWTH_SKIPPED);
 		return 0;
 	}
+	struct gt_inflight *old = bpf_map_lookup_elem(&inflight, key);
+	/* The same call again after a stack-growth restart: keep its first entry. */
+	if (old && GT_COOKIE_MAY_RESTART(cookie) && old->func == GT_COOKIE_FUNC(cookie))
+		return 0;
+
+	__u32 zero = 0;
+	__u64 *seq = bpf_map_lookup_elem(&call_seq, &zero);
+	__u64 n = seq ? ++*seq : 0;
 	struct gt_inflight call = {
 		.entry_ns = now,
+		.call_id = (__u64)bpf_get_smp_processor_id() << 48 | (n & ((1ULL << 48) - 1)),
+		.sp = ctx->rsp,
 		.func = GT_COOKIE_FUNC(cookie),
 		.tid = tid,
 	};
 	save_int_regs(call.regs, ctx);
+	struct gt_event hdr;
+	struct gt_recipe *recipe = recipe_for(call.func, GT_SITE_ENTRY);
 	if (entry_only) {
-		emit_unreturned(GT_EVENT_ENTRY, key, &call);
+		fill_header(&hdr, GT_EVENT_ENTRY, key, &call);
+		if (recipe)
+			emit_with_captures(ctx, recipe, &hdr);
+		else
+			emit_plain(&hdr);
 		return 0;
 	}
-	struct gt_inflight *old = bpf_map_lookup_elem(&inflight, key);
 	if (old) {
-		/* The same call again after a stack-growth restart: keep its first entry time. */
-		if (GT_COOKIE_MAY_RESTART(cookie) && old->func == GT_COOKIE_FUNC(cookie))
-			return 0;
-		emit_unreturned(GT_EVENT_ABANDONED, key, old);
+		fill_header(&hdr, GT_EVENT_ABANDONED, key, old);
+		emit_plain(&hdr);
+	}
+	if (recipe) {
+		fill_header(&hdr, GT_EVENT_ENTRY_DATA, key, &call);
+		emit_with_captures(ctx, recipe, &hdr);
 	}
 	if (bpf_map_update_elem(&inflight, key, &call, BPF_ANY))
 		count(GT_STAT_INFLIGHT_FULL);
@@ -146,25 +407,18 @@ static __always_inline int on_return(struct pt_regs *ctx, __u64 cookie, struct g
 		count(GT_STAT_UNMATCHED_RETURN);
 		return 0;
 	}
-	struct gt_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		count(GT_STAT_LOST);
-		bpf_map_delete_elem(&inflight, key);
-		return 0;
-	}
-	e->kind = GT_EVENT_CALL;
-	e->entry_ns = call->entry_ns;
-	e->return_ns = now;
-	e->goid = key->goid;
-	e->pid = key->tgid;
-	e->entry_tid = call->tid;
-	e->return_tid = tid;
-	e->func = call->func;
-	e->pad = 0;
-	__builtin_memcpy(e->entry_regs, call->regs, sizeof(e->entry_regs));
-	save_int_regs(e->return_regs, ctx);
-	bpf_ringbuf_submit(e, submit_flags());
+	struct gt_event hdr;
+	fill_header(&hdr, GT_EVENT_CALL, key, call);
+	hdr.return_ns = now;
+	hdr.return_tid = tid;
+	hdr.return_sp = ctx->rsp;
+	save_int_regs(hdr.return_regs, ctx);
 	bpf_map_delete_elem(&inflight, key);
+	struct gt_recipe *recipe = recipe_for(hdr.func, GT_SITE_RETURN);
+	if (recipe)
+		emit_with_captures(ctx, recipe, &hdr);
+	else
+		emit_plain(&hdr);
 	return 0;
 }
 

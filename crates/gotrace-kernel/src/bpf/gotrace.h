@@ -25,21 +25,26 @@ enum gt_skip {
 #define GT_COOKIE_MAY_RESTART(c) (((c) >> 48) & 1)
 
 enum gt_event_kind {
-	GT_EVENT_CALL = 1,      /* an entry paired with its return */
-	GT_EVENT_ENTRY = 2,     /* an entry, in entry-only mode */
-	GT_EVENT_ABANDONED = 3, /* an entry whose frame was reused before any return was seen */
+	GT_EVENT_CALL = 1,       /* an entry paired with its return (+ the return's captures) */
+	GT_EVENT_ENTRY = 2,      /* an entry, in entry-only mode (+ the entry's captures) */
+	GT_EVENT_ABANDONED = 3,  /* an entry whose frame was reused before any return was seen */
+	GT_EVENT_ENTRY_DATA = 4, /* the entry's captures of a call whose GT_EVENT_CALL follows */
 };
 
+/* Every event: this header, then `payload_len` bytes of gt_capture records. */
 struct gt_event {
 	__u64 entry_ns;
 	__u64 return_ns;
 	__u64 goid;
+	__u64 call_id; /* pairs a GT_EVENT_ENTRY_DATA with its call */
+	__u64 entry_sp;
+	__u64 return_sp;
 	__u32 pid;
 	__u32 entry_tid;
 	__u32 return_tid;
 	__u32 func;
 	__u32 kind;
-	__u32 pad;
+	__u32 payload_len;
 	__u64 entry_regs[GT_INT_REGS];
 	__u64 return_regs[GT_INT_REGS];
 };
@@ -55,19 +60,90 @@ struct gt_frame_key {
 
 struct gt_inflight {
 	__u64 entry_ns;
+	__u64 call_id;
+	__u64 sp;
 	__u32 func;
 	__u32 tid;
 	__u64 regs[GT_INT_REGS];
 };
 
+/* ---- Capture recipes: which user memory to read at a site, interpreted by one program. ---- */
+
+/* Where an operand's value comes from. */
+enum gt_operand_kind {
+	GT_OPERAND_NONE = 0,  /* the constant `add` */
+	GT_OPERAND_REG = 1,   /* integer ABI register `reg` */
+	GT_OPERAND_SP = 2,    /* the stack pointer */
+	GT_OPERAND_WORD = 3,  /* the 8-byte word at `off` in the bytes op `op` captured */
+	GT_OPERAND_DATA = 4,  /* the data word of the interface a dynamic recipe runs for */
+};
+
+struct gt_operand {
+	__u8 kind;
+	__u8 reg;
+	__u16 op;
+	__u32 off;
+	__s64 add;
+};
+
+enum gt_op_kind {
+	GT_OP_READ = 0,    /* read len×elem_size bytes (at most max_len) at addr */
+	GT_OP_DYNAMIC = 1, /* an interface: run the recipe registered for runtime type `addr`
+			      with `len` as its data word */
+};
+
+struct gt_op {
+	__u8 kind;
+	__u8 pad[3];
+	__u32 elem_size; /* READ: 0 means `len` is a byte count, not an element count */
+	__u32 max_len;
+	__u32 guard_above; /* run only if guard's value > guard_above (guard kind NONE: always) */
+	struct gt_operand addr;
+	struct gt_operand len;
+	struct gt_operand guard;
+};
+
+/* The ops of one site kind of one function (or of one dynamic type): a slice of `ops`. */
+struct gt_recipe {
+	__u32 first;
+	__u32 count;
+};
+
+enum gt_capture_status {
+	GT_CAPTURE_OK = 0,
+	GT_CAPTURE_TRUNCATED = 1, /* `want` bytes were asked for, `len` kept */
+	GT_CAPTURE_FAULT = 2,     /* the address could not be read */
+	GT_CAPTURE_NIL = 3,       /* the address was 0 */
+	GT_CAPTURE_NO_ROOM = 4,   /* the event's capture space was used up */
+};
+
+/* One captured memory region, followed by `len` bytes padded to 8. */
+struct gt_capture {
+	__u64 addr;
+	__u64 want;
+	__u32 len;
+	__u16 op; /* index of the op in its recipe; dynamic sub-ops: GT_DYNAMIC_BASE + index */
+	__u8 status;
+	__u8 pad;
+};
+
+/* An enum rather than #defines so that user space sees the same numbers through BTF. */
+enum gt_limits {
+	GT_MAX_OPS = 64,        /* per recipe */
+	GT_DYNAMIC_BASE = 64,   /* op numbers of a dynamic recipe's ops start here */
+	GT_MAX_READ = 8192,     /* bytes one op may read */
+	GT_PAYLOAD_MAX = 32768, /* bytes of capture records per event */
+};
+
 /* Indexes of the per-CPU counters in the `stats` map. */
 enum gt_stat {
-	GT_STAT_LOST = 0,            /* ring buffer full: event dropped */
-	GT_STAT_INFLIGHT_FULL = 1,   /* no room to remember a call: its return will be unmatched */
-	GT_STAT_UNMATCHED_RETURN = 2,/* a return with no entry (call began before attaching) */
-	GT_STAT_GROWTH_SKIPPED = 3,  /* entry passes ignored because the stack was about to grow */
-	GT_STAT_READ_FAILED = 4,     /* the goroutine's g could not be read */
-	GT_STAT_COUNT = 5,
+	GT_STAT_LOST = 0,             /* ring buffer full: event dropped */
+	GT_STAT_INFLIGHT_FULL = 1,    /* no room to remember a call: its return will be unmatched */
+	GT_STAT_UNMATCHED_RETURN = 2, /* a return with no entry (call began before attaching) */
+	GT_STAT_GROWTH_SKIPPED = 3,   /* entry passes ignored because the stack was about to grow */
+	GT_STAT_READ_FAILED = 4,      /* the goroutine's g could not be read */
+	GT_STAT_TRUNCATED = 5,        /* captures cut to their limit */
+	GT_STAT_COUNT = 6,
 };
 
 #endif

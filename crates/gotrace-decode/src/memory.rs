@@ -1,0 +1,55 @@
+//! The traced process's memory as the BPF program captured it at one probe site.
+
+use gotrace_plan::{Capture, CaptureStatus};
+
+pub struct Memory<'a> {
+    captures: &'a [Capture],
+}
+
+/// What a read finds.
+pub enum Read<'a> {
+    Bytes(&'a [u8]),
+    /// The program tried and the address was unreadable.
+    Fault,
+    /// Nothing was captured there.
+    Absent,
+}
+
+impl<'a> Memory<'a> {
+    pub fn new(captures: &'a [Capture]) -> Self {
+        Memory { captures }
+    }
+
+    /// Exactly `len` bytes at `addr`.
+    pub fn read(&self, addr: u64, len: usize) -> Read<'a> {
+        match self.read_prefix(addr, len as u64) {
+            Read::Bytes(b) if b.len() == len => Read::Bytes(b),
+            Read::Bytes(_) => Read::Absent,
+            other => other,
+        }
+    }
+
+    /// Up to `len` bytes at `addr`: fewer when the capture was cut to a limit.
+    pub fn read_prefix(&self, addr: u64, len: u64) -> Read<'a> {
+        let mut fault = false;
+        for c in self.captures {
+            if addr < c.addr {
+                continue;
+            }
+            let skip = addr - c.addr;
+            match c.status {
+                CaptureStatus::Fault if skip == 0 => fault = true,
+                CaptureStatus::Ok | CaptureStatus::Truncated if skip < c.bytes.len() as u64 || (skip == 0 && len == 0) => {
+                    let end = c.bytes.len().min((skip + len) as usize);
+                    return Read::Bytes(&c.bytes[skip as usize..end]);
+                }
+                _ => {}
+            }
+        }
+        if fault {
+            Read::Fault
+        } else {
+            Read::Absent
+        }
+    }
+}
