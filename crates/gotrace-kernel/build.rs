@@ -7,14 +7,20 @@ use std::path::PathBuf;
 const SRC: &str = "src/bpf/gotrace.bpf.c";
 
 fn main() {
-    let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("gotrace.skel.rs");
+    let out =
+        PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR")).join("gotrace.skel.rs");
     // Debian keeps the uapi <asm/*.h> headers under the multiarch directory.
-    let multiarch = format!("-I/usr/include/{}-linux-gnu", env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_else(|_| "x86_64".into()));
+    let multiarch = format!(
+        "-I/usr/include/{}-linux-gnu",
+        env::var("CARGO_CFG_TARGET_ARCH").unwrap_or_else(|_| "x86_64".into())
+    );
     SkeletonBuilder::new()
         .source(SRC)
         .clang_args([multiarch.as_str(), "-mcpu=v3", "-Wall", "-Werror"])
         .build_and_generate(&out)
-        .unwrap_or_else(|e| panic!("building {SRC} failed (is clang installed? run scripts/setup.sh): {e:#}"));
+        .unwrap_or_else(|e| {
+            panic!("building {SRC} failed (is clang installed? run scripts/setup.sh): {e:#}")
+        });
     // The empty program `make bench` measures the cost floor with (see src/floor.rs).
     SkeletonBuilder::new()
         .source("src/bpf/floor.bpf.c")

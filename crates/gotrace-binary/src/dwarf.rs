@@ -382,11 +382,17 @@ impl<'a> Reader<'a, '_> {
                 Some(AttributeValue::Flag(true))
             );
             let var = Variable { name, ty };
-            if is_result {
-                sig.results.push(var);
+            let list = if is_result {
+                &mut sig.results
             } else {
-                sig.params.push(var);
+                &mut sig.params
+            };
+            // The compiler writes a named result that a closure captures twice; Go names are
+            // unique in a signature except the blank `_`.
+            if var.name != "_" && list.iter().any(|v| v.name == var.name) {
+                continue;
             }
+            list.push(var);
         }
         let name = self.name(&die, function)?.unwrap_or_default();
         if let Some(at) = dictionary_position(&name, f.go_minor) {

@@ -138,7 +138,11 @@ pub struct Decoder<'p> {
 }
 
 impl<'p> Decoder<'p> {
-    pub fn new(plan: &'p ProbePlan, types: &'p TypeTable, runtime_types: HashMap<u64, TypeId>) -> Self {
+    pub fn new(
+        plan: &'p ProbePlan,
+        types: &'p TypeTable,
+        runtime_types: HashMap<u64, TypeId>,
+    ) -> Self {
         Decoder {
             plan,
             types,
@@ -165,7 +169,7 @@ impl<'p> Decoder<'p> {
                 };
                 self.named_all(&s.results, &exit)
             }),
-            CallKind::Entered | CallKind::Abandoned => None,
+            CallKind::Entered | CallKind::Panicked | CallKind::Exited => None,
         };
         Some(DecodedCall {
             function: &function.name,
@@ -230,18 +234,26 @@ impl<'p> Decoder<'p> {
         let word = |at: usize| read_uint(image, at, 8);
         match &t.kind {
             TypeKind::Bool => Value::Bool(read_uint(image, 0, 1) != 0),
-            TypeKind::Int { signed: true } => Value::Int(sign_extend(read_uint(image, 0, t.size as usize), t.size)),
+            TypeKind::Int { signed: true } => {
+                Value::Int(sign_extend(read_uint(image, 0, t.size as usize), t.size))
+            }
             TypeKind::Int { signed: false } => Value::Uint(read_uint(image, 0, t.size as usize)),
             TypeKind::Float => Value::Float(float(image, 0, t.size)),
             TypeKind::Complex => {
                 let half = t.size / 2;
                 Value::Complex(float(image, 0, half), float(image, half as usize, half))
             }
-            TypeKind::UnsafePointer | TypeKind::Chan { .. } | TypeKind::Func => Value::Address(word(0)),
+            TypeKind::UnsafePointer | TypeKind::Chan { .. } | TypeKind::Func => {
+                Value::Address(word(0))
+            }
             TypeKind::String => Value::String(string_at(memory, word(0), word(8))),
             TypeKind::Slice { elem } => {
                 let (ptr, len, cap) = (word(0), word(8), word(16));
-                let elems = if ptr == 0 { Ok(Vec::new()) } else { self.elements(*elem, ptr, len, memory, depth) };
+                let elems = if ptr == 0 {
+                    Ok(Vec::new())
+                } else {
+                    self.elements(*elem, ptr, len, memory, depth)
+                };
                 Value::Slice {
                     type_name: t.name.clone(),
                     ptr,
@@ -255,7 +267,9 @@ impl<'p> Decoder<'p> {
                 Value::Array {
                     type_name: t.name.clone(),
                     elems: (0..*len as usize)
-                        .map(|i| self.value(*elem, image.get(i * stride..).unwrap_or(&[]), memory, depth))
+                        .map(|i| {
+                            self.value(*elem, image.get(i * stride..).unwrap_or(&[]), memory, depth)
+                        })
                         .collect(),
                 }
             }
@@ -278,13 +292,23 @@ impl<'p> Decoder<'p> {
                     target,
                 }
             }
-            TypeKind::Interface { empty } => self.interface(*empty, word(0), word(8), memory, depth),
-            TypeKind::Map { key, value } => self.map(t.name.clone(), *key, *value, word(0), memory, depth),
+            TypeKind::Interface { empty } => {
+                self.interface(*empty, word(0), word(8), memory, depth)
+            }
+            TypeKind::Map { key, value } => {
+                self.map(t.name.clone(), *key, *value, word(0), memory, depth)
+            }
             TypeKind::Unknown => Value::Unavailable(Missing::UnknownType),
         }
     }
 
-    fn pointee(&self, ty: TypeId, addr: u64, memory: &Memory<'_>, depth: u32) -> Result<Box<Value>, Missing> {
+    fn pointee(
+        &self,
+        ty: TypeId,
+        addr: u64,
+        memory: &Memory<'_>,
+        depth: u32,
+    ) -> Result<Box<Value>, Missing> {
         let size = self.types.get(ty).size as usize;
         if depth == 0 {
             return Err(Missing::NotCaptured);
@@ -296,10 +320,19 @@ impl<'p> Decoder<'p> {
         }
     }
 
-    fn elements(&self, elem: TypeId, ptr: u64, len: u64, memory: &Memory<'_>, depth: u32) -> Result<Vec<Value>, Missing> {
+    fn elements(
+        &self,
+        elem: TypeId,
+        ptr: u64,
+        len: u64,
+        memory: &Memory<'_>,
+        depth: u32,
+    ) -> Result<Vec<Value>, Missing> {
         let stride = self.types.get(elem).size;
         if stride == 0 {
-            return Ok((0..len.min(1 << 16)).map(|_| self.value(elem, &[], memory, depth)).collect());
+            return Ok((0..len.min(1 << 16))
+                .map(|_| self.value(elem, &[], memory, depth))
+                .collect());
         }
         let available = match memory.read_prefix(ptr, len.saturating_mul(stride)) {
             Read::Bytes(bytes) => bytes,
@@ -312,7 +345,14 @@ impl<'p> Decoder<'p> {
             .collect())
     }
 
-    fn interface(&self, empty: bool, tab: u64, data: u64, memory: &Memory<'_>, depth: u32) -> Value {
+    fn interface(
+        &self,
+        empty: bool,
+        tab: u64,
+        data: u64,
+        memory: &Memory<'_>,
+        depth: u32,
+    ) -> Value {
         if tab == 0 {
             return Value::Interface { dynamic: None };
         }
@@ -325,16 +365,28 @@ impl<'p> Decoder<'p> {
             }
         };
         let Some(ty) = type_addr.and_then(|a| self.runtime_types.get(&a).copied()) else {
-            let reason = if type_addr.is_some() { Missing::UnknownType } else { Missing::NotCaptured };
+            let reason = if type_addr.is_some() {
+                Missing::UnknownType
+            } else {
+                Missing::NotCaptured
+            };
             return Value::Interface {
-                dynamic: Some((format!("<type at {:#x}>", type_addr.unwrap_or(0)), Err(reason))),
+                dynamic: Some((
+                    format!("<type at {:#x}>", type_addr.unwrap_or(0)),
+                    Err(reason),
+                )),
             };
         };
         let name = self.types.get(ty).name.clone();
         let value = if depth == 0 {
             Err(Missing::NotCaptured)
         } else if is_pointer_shaped(self.types, ty) {
-            Ok(Box::new(self.value(ty, &data.to_le_bytes(), memory, depth - 1)))
+            Ok(Box::new(self.value(
+                ty,
+                &data.to_le_bytes(),
+                memory,
+                depth - 1,
+            )))
         } else {
             self.pointee(ty, data, memory, depth)
         };
@@ -343,7 +395,15 @@ impl<'p> Decoder<'p> {
         }
     }
 
-    fn map(&self, type_name: String, key: TypeId, value: TypeId, addr: u64, memory: &Memory<'_>, depth: u32) -> Value {
+    fn map(
+        &self,
+        type_name: String,
+        key: TypeId,
+        value: TypeId,
+        addr: u64,
+        memory: &Memory<'_>,
+        depth: u32,
+    ) -> Value {
         let mut map = Value::Map {
             type_name,
             addr,
@@ -353,7 +413,9 @@ impl<'p> Decoder<'p> {
         if addr == 0 || depth == 0 {
             return map;
         }
-        let Value::Map { len, entries, .. } = &mut map else { unreachable!("constructed above") };
+        let Value::Map { len, entries, .. } = &mut map else {
+            unreachable!("constructed above")
+        };
         let header = match memory.read(addr, 48) {
             Read::Bytes(h) => h,
             Read::Fault => {
@@ -396,7 +458,11 @@ struct Site<'a> {
 
 fn string_at(memory: &Memory<'_>, ptr: u64, len: u64) -> Bytes {
     if len == 0 {
-        return Bytes { bytes: Vec::new(), missing: 0, error: None };
+        return Bytes {
+            bytes: Vec::new(),
+            missing: 0,
+            error: None,
+        };
     }
     match memory.read_prefix(ptr, len) {
         Read::Bytes(b) => Bytes {
@@ -404,8 +470,16 @@ fn string_at(memory: &Memory<'_>, ptr: u64, len: u64) -> Bytes {
             missing: len - b.len() as u64,
             error: None,
         },
-        Read::Fault => Bytes { bytes: Vec::new(), missing: len, error: Some(Missing::Unreadable) },
-        Read::Absent => Bytes { bytes: Vec::new(), missing: len, error: Some(Missing::NotCaptured) },
+        Read::Fault => Bytes {
+            bytes: Vec::new(),
+            missing: len,
+            error: Some(Missing::Unreadable),
+        },
+        Read::Absent => Bytes {
+            bytes: Vec::new(),
+            missing: len,
+            error: Some(Missing::NotCaptured),
+        },
     }
 }
 

@@ -39,7 +39,9 @@ impl<'a> Memory<'a> {
             let skip = addr - c.addr;
             match c.status {
                 CaptureStatus::Fault if skip == 0 => fault = true,
-                CaptureStatus::Ok | CaptureStatus::Truncated if skip < c.bytes.len() as u64 || (skip == 0 && len == 0) => {
+                CaptureStatus::Ok | CaptureStatus::Truncated
+                    if skip < c.bytes.len() as u64 || (skip == 0 && len == 0) =>
+                {
                     let end = c.bytes.len().min((skip + len) as usize);
                     return Read::Bytes(&c.bytes[skip as usize..end]);
                 }

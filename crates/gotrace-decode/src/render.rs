@@ -36,7 +36,13 @@ fn write_value(f: &mut fmt::Formatter<'_>, value: &Value) -> fmt::Result {
         }
         Value::String(bytes) => write_string(f, bytes),
         Value::Slice { ptr: 0, .. } => f.write_str("nil"),
-        Value::Slice { type_name, len, cap, elems, .. } => {
+        Value::Slice {
+            type_name,
+            len,
+            cap,
+            elems,
+            ..
+        } => {
             let byte_slice = type_name == "[]uint8";
             f.write_str(if byte_slice { "[]byte" } else { type_name })?;
             match elems {
@@ -63,14 +69,18 @@ fn write_value(f: &mut fmt::Formatter<'_>, value: &Value) -> fmt::Result {
         }
         Value::Array { type_name, elems } => {
             f.write_str(type_name)?;
-            write_list(f, elems.iter(), |f, e| write_value(f, e))
+            write_list(f, elems.iter(), write_value)
         }
         Value::Struct { type_name, fields } => {
             f.write_str(type_name)?;
             write_fields(f, fields)
         }
         Value::Pointer { target: None, .. } => f.write_str("nil"),
-        Value::Pointer { type_name, addr, target: Some(target) } => match target {
+        Value::Pointer {
+            type_name,
+            addr,
+            target: Some(target),
+        } => match target {
             Ok(v) => {
                 f.write_char('&')?;
                 write_value(f, v)
@@ -79,10 +89,15 @@ fn write_value(f: &mut fmt::Formatter<'_>, value: &Value) -> fmt::Result {
             Err(_) => write!(f, "({type_name})({addr:#x})"),
         },
         Value::Interface { dynamic: None } => f.write_str("nil"),
-        Value::Interface { dynamic: Some((name, value)) } => match value {
+        Value::Interface {
+            dynamic: Some((name, value)),
+        } => match value {
             // A pointer to a struct reads as its type and fields: *errors.errorString{s:"boom"}.
             Ok(v) => match v.as_ref() {
-                Value::Pointer { target: Some(Ok(target)), .. } => match target.as_ref() {
+                Value::Pointer {
+                    target: Some(Ok(target)),
+                    ..
+                } => match target.as_ref() {
                     Value::Struct { fields, .. } => {
                         f.write_str(name)?;
                         write_fields(f, fields)
@@ -93,7 +108,11 @@ fn write_value(f: &mut fmt::Formatter<'_>, value: &Value) -> fmt::Result {
                         f.write_char(')')
                     }
                 },
-                Value::Struct { .. } | Value::Pointer { .. } | Value::Slice { .. } | Value::Map { .. } | Value::Array { .. } => write_value(f, v),
+                Value::Struct { .. }
+                | Value::Pointer { .. }
+                | Value::Slice { .. }
+                | Value::Map { .. }
+                | Value::Array { .. } => write_value(f, v),
                 scalar => {
                     write!(f, "{name}(")?;
                     write_value(f, scalar)?;
@@ -107,7 +126,12 @@ fn write_value(f: &mut fmt::Formatter<'_>, value: &Value) -> fmt::Result {
             }
         },
         Value::Map { addr: 0, .. } => f.write_str("nil"),
-        Value::Map { type_name, len, entries, .. } => {
+        Value::Map {
+            type_name,
+            len,
+            entries,
+            ..
+        } => {
             f.write_str(type_name)?;
             match len {
                 Ok(len) => {
@@ -223,14 +247,21 @@ mod tests {
     use super::*;
 
     fn string(s: &str, missing: u64) -> Value {
-        Value::String(Bytes { bytes: s.as_bytes().to_vec(), missing, error: None })
+        Value::String(Bytes {
+            bytes: s.as_bytes().to_vec(),
+            missing,
+            error: None,
+        })
     }
 
     #[test]
     fn strings_are_quoted_like_go_and_say_when_cut() {
         assert_eq!(go_syntax(&string("hello", 0)), "\"hello\"");
         assert_eq!(go_syntax(&string("a\"b\n", 0)), "\"a\\\"b\\n\"");
-        assert_eq!(go_syntax(&string("hello wor", 1234)), "\"hello wor\"…(+1234 bytes)");
+        assert_eq!(
+            go_syntax(&string("hello wor", 1234)),
+            "\"hello wor\"…(+1234 bytes)"
+        );
         assert_eq!(go_syntax(&string("héllo", 0)), "\"héllo\"");
     }
 
@@ -248,13 +279,24 @@ mod tests {
             type_name: "main.Point".into(),
             fields: vec![("X".into(), Value::Int(1)), ("Y".into(), Value::Int(2))],
         };
-        let p = Value::Pointer { type_name: "*main.Point".into(), addr: 0xc000, target: Some(Ok(Box::new(point))) };
+        let p = Value::Pointer {
+            type_name: "*main.Point".into(),
+            addr: 0xc000,
+            target: Some(Ok(Box::new(point))),
+        };
         assert_eq!(go_syntax(&p), "&main.Point{X:1, Y:2}");
-        let err_struct = Value::Struct { type_name: "errors.errorString".into(), fields: vec![("s".into(), string("boom", 0))] };
+        let err_struct = Value::Struct {
+            type_name: "errors.errorString".into(),
+            fields: vec![("s".into(), string("boom", 0))],
+        };
         let err = Value::Interface {
             dynamic: Some((
                 "*errors.errorString".into(),
-                Ok(Box::new(Value::Pointer { type_name: "*errors.errorString".into(), addr: 1, target: Some(Ok(Box::new(err_struct))) })),
+                Ok(Box::new(Value::Pointer {
+                    type_name: "*errors.errorString".into(),
+                    addr: 1,
+                    target: Some(Ok(Box::new(err_struct))),
+                })),
             )),
         };
         assert_eq!(go_syntax(&err), "*errors.errorString{s:\"boom\"}");

@@ -26,7 +26,10 @@ impl KernelError {
     }
 
     /// Classifies a libbpf error: permission problems get their own message.
-    pub(crate) fn from_libbpf(e: libbpf_rs::Error, make: impl FnOnce(String) -> KernelError) -> KernelError {
+    pub(crate) fn from_libbpf(
+        e: libbpf_rs::Error,
+        make: impl FnOnce(String) -> KernelError,
+    ) -> KernelError {
         use libbpf_rs::ErrorKind;
         match e.kind() {
             ErrorKind::PermissionDenied => KernelError::NoPrivileges,

@@ -35,14 +35,17 @@ impl Floor {
             Target::Process(pid) => *pid as i32,
         };
         // Leaked for the same reason as a session's: the skeleton borrows it for its lifetime.
-        let storage: &'static mut MaybeUninit<libbpf_rs::OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
+        let storage: &'static mut MaybeUninit<libbpf_rs::OpenObject> =
+            Box::leak(Box::new(MaybeUninit::uninit()));
         let mut open = FloorSkelBuilder::default()
             .open(storage)
             .map_err(|e| KernelError::from_libbpf(e, KernelError::Load))?;
         let multi = uprobe_multi_supported();
         open.progs.floor_site_multi.set_autoload(multi);
         open.progs.floor_site.set_autoload(!multi);
-        let skel = open.load().map_err(|e| KernelError::from_libbpf(e, KernelError::Load))?;
+        let skel = open
+            .load()
+            .map_err(|e| KernelError::from_libbpf(e, KernelError::Load))?;
 
         let started = Instant::now();
         let attach_error = |e: libbpf_rs::Error| KernelError::Attach {
@@ -51,7 +54,11 @@ impl Floor {
         };
         let links = if multi {
             let opts = UprobeMultiOpts {
-                offsets: plan.sites.iter().map(|s| s.file_offset.0 as usize).collect(),
+                offsets: plan
+                    .sites
+                    .iter()
+                    .map(|s| s.file_offset.0 as usize)
+                    .collect(),
                 // The program never reads its cookie; one per site keeps the kernel's work the same.
                 cookies: (0..plan.sites.len() as u64).collect(),
                 ..Default::default()
@@ -100,6 +107,9 @@ fn uprobe_multi_supported() -> bool {
     let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
         return false;
     };
-    let mut parts = release.trim().split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
+    let mut parts = release
+        .trim()
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
     (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (6, 6)
 }

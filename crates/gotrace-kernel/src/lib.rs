@@ -9,9 +9,9 @@ mod session;
 mod wait;
 
 pub use error::KernelError;
-pub use session::{AttachMethod, AttachReport, Counters, Session, Target};
 pub use session::{check_environment, EventStream};
-pub use wait::{pidfd, Wake, Waiter};
+pub use session::{AttachMethod, AttachReport, Counters, Session, Target};
+pub use wait::{pidfd, Waiter, Wake};
 
 mod skel {
     #![allow(clippy::all, unused_imports, dead_code)]
@@ -21,7 +21,10 @@ mod skel {
 /// CLOCK_REALTIME − CLOCK_MONOTONIC in nanoseconds: converts BPF timestamps to wall time.
 pub fn realtime_minus_monotonic_ns() -> i128 {
     let read = |clock| {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
         // SAFETY: clock_gettime writes into a valid timespec we own.
         unsafe { libc::clock_gettime(clock, &mut ts) };
         i128::from(ts.tv_sec) * 1_000_000_000 + i128::from(ts.tv_nsec)

@@ -26,22 +26,33 @@ pub fn read_memory(pid: u32, addr: u64, len: usize) -> Result<Vec<u8>, KernelErr
     let file = fs::File::open(&path).map_err(KernelError::io(format!("opening {path}")))?;
     let mut buf = vec![0; len];
     file.read_exact_at(&mut buf, addr)
-        .map_err(KernelError::io(format!("reading {len} bytes at {addr:#x} of {path}")))?;
+        .map_err(KernelError::io(format!(
+            "reading {len} bytes at {addr:#x} of {path}"
+        )))?;
     Ok(buf)
 }
 
 /// Where file offset `offset` of `binary` is mapped in the process, if it is.
 pub fn runtime_address(pid: u32, binary: &Path, offset: u64) -> Result<Option<u64>, KernelError> {
-    let meta = fs::metadata(binary).map_err(KernelError::io(format!("reading {}", binary.display())))?;
+    let meta =
+        fs::metadata(binary).map_err(KernelError::io(format!("reading {}", binary.display())))?;
     let maps_path = format!("/proc/{pid}/maps");
-    let maps = fs::read_to_string(&maps_path).map_err(KernelError::io(format!("reading {maps_path}")))?;
+    let maps =
+        fs::read_to_string(&maps_path).map_err(KernelError::io(format!("reading {maps_path}")))?;
     for line in maps.lines() {
-        let Some(mapping) = Mapping::parse(line) else { continue };
-        let dev = (u64::from(libc::major(meta.dev())), u64::from(libc::minor(meta.dev())));
+        let Some(mapping) = Mapping::parse(line) else {
+            continue;
+        };
+        let dev = (
+            u64::from(libc::major(meta.dev())),
+            u64::from(libc::minor(meta.dev())),
+        );
         if mapping.inode != meta.ino() || mapping.dev != dev {
             continue;
         }
-        if offset >= mapping.file_offset && offset < mapping.file_offset + (mapping.end - mapping.start) {
+        if offset >= mapping.file_offset
+            && offset < mapping.file_offset + (mapping.end - mapping.start)
+        {
             return Ok(Some(mapping.start + (offset - mapping.file_offset)));
         }
     }
@@ -69,7 +80,10 @@ impl Mapping {
             start: u64::from_str_radix(start, 16).ok()?,
             end: u64::from_str_radix(end, 16).ok()?,
             file_offset: u64::from_str_radix(offset, 16).ok()?,
-            dev: (u64::from_str_radix(major, 16).ok()?, u64::from_str_radix(minor, 16).ok()?),
+            dev: (
+                u64::from_str_radix(major, 16).ok()?,
+                u64::from_str_radix(minor, 16).ok()?,
+            ),
             inode,
         })
     }

@@ -2,11 +2,13 @@
 
 use crate::skel::{types, GotraceSkel, GotraceSkelBuilder};
 use crate::KernelError;
-use gotrace_plan::recipe::{CaptureOp, OpKind, Operand, Recipe};
-use gotrace_plan::{Capture, CaptureStatus, CallKind, ProbePlan, RawCall, Site, SiteKind};
 use gotrace_binary::sites::SkipCondition;
+use gotrace_plan::recipe::{CaptureOp, OpKind, Operand, Recipe};
+use gotrace_plan::{CallKind, Capture, CaptureStatus, ProbePlan, RawCall, Site, SiteKind};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-use libbpf_rs::{Link, MapCore, MapFlags, RingBuffer, RingBufferBuilder, UprobeMultiOpts, UprobeOpts};
+use libbpf_rs::{
+    Link, MapCore, MapFlags, RingBuffer, RingBufferBuilder, UprobeMultiOpts, UprobeOpts,
+};
 use std::collections::HashMap;
 use std::mem::MaybeUninit;
 use std::path::{Path, PathBuf};
@@ -99,7 +101,11 @@ fn has_bpf_capabilities() -> bool {
 
 impl Session {
     /// Loads the program and attaches it at every site of `plan` in `binary`.
-    pub fn attach(plan: &ProbePlan, binary: &Path, target: &Target) -> Result<Session, KernelError> {
+    pub fn attach(
+        plan: &ProbePlan,
+        binary: &Path,
+        target: &Target,
+    ) -> Result<Session, KernelError> {
         check_environment()?;
         let pid = match target {
             Target::Binary(_) => None,
@@ -112,7 +118,8 @@ impl Session {
         }
         // The skeleton borrows its backing storage for as long as it lives; a session lives
         // about as long as the process, so the few bytes are leaked rather than self-referenced.
-        let storage: &'static mut MaybeUninit<libbpf_rs::OpenObject> = Box::leak(Box::new(MaybeUninit::uninit()));
+        let storage: &'static mut MaybeUninit<libbpf_rs::OpenObject> =
+            Box::leak(Box::new(MaybeUninit::uninit()));
         let mut open = GotraceSkelBuilder::default()
             .open(storage)
             .map_err(|e| KernelError::from_libbpf(e, KernelError::Load))?;
@@ -132,9 +139,12 @@ impl Session {
         size(&mut open.maps.recipes, tables.recipes.len())?;
         size(&mut open.maps.ops, tables.ops.len())?;
         size(&mut open.maps.type_recipes, tables.type_recipes.len())?;
-        let cpus = libbpf_rs::num_possible_cpus().map_err(|e| KernelError::Load(format!("counting CPUs: {e:#}")))?;
+        let cpus = libbpf_rs::num_possible_cpus()
+            .map_err(|e| KernelError::Load(format!("counting CPUs: {e:#}")))?;
         size(&mut open.maps.scratch, cpus)?;
-        let skel = open.load().map_err(|e| KernelError::from_libbpf(e, KernelError::Load))?;
+        let skel = open
+            .load()
+            .map_err(|e| KernelError::from_libbpf(e, KernelError::Load))?;
         tables.store(&skel)?;
 
         let started = Instant::now();
@@ -149,7 +159,7 @@ impl Session {
             attach_per_site(&skel, plan, binary, pid_arg, false)?
         };
         let attached = if method == AttachMethod::UprobeMulti {
-            plan.sites.len()
+            plan.all_sites().count()
         } else {
             links.len()
         };
@@ -180,7 +190,10 @@ impl Session {
     }
 
     /// A stream of the calls the probes report; `on_call` runs for each as it is consumed.
-    pub fn events<'a>(&'a self, mut on_call: impl FnMut(RawCall) + 'a) -> Result<EventStream<'a>, KernelError> {
+    pub fn events<'a>(
+        &'a self,
+        mut on_call: impl FnMut(RawCall) + 'a,
+    ) -> Result<EventStream<'a>, KernelError> {
         let mut builder = RingBufferBuilder::new();
         let mut pairing = Pairing::default();
         builder
@@ -210,7 +223,11 @@ impl Session {
                 .unwrap_or_default();
             Ok(per_cpu
                 .iter()
-                .filter_map(|v| v.get(..8).and_then(|b| b.try_into().ok()).map(u64::from_ne_bytes))
+                .filter_map(|v| {
+                    v.get(..8)
+                        .and_then(|b| b.try_into().ok())
+                        .map(u64::from_ne_bytes)
+                })
                 .sum())
         };
         Ok(Counters {
@@ -266,7 +283,9 @@ impl Pairing {
         // SAFETY: gt_event is plain integers (any bit pattern is valid) and `header` holds
         // exactly its size; read_unaligned makes no alignment assumption about the sample.
         let e: types::gt_event = unsafe { std::ptr::read_unaligned(header.as_ptr().cast()) };
-        let payload = bytes.get(header_size..header_size + e.payload_len as usize).unwrap_or(&[]);
+        let payload = bytes
+            .get(header_size..header_size + e.payload_len as usize)
+            .unwrap_or(&[]);
         let captures = parse_captures(payload);
         let kind = match types::gt_event_kind(e.kind) {
             types::gt_event_kind::GT_EVENT_ENTRY_DATA => {
@@ -282,13 +301,20 @@ impl Pairing {
             }
             types::gt_event_kind::GT_EVENT_CALL => CallKind::Returned,
             types::gt_event_kind::GT_EVENT_ENTRY => CallKind::Entered,
-            types::gt_event_kind::GT_EVENT_ABANDONED => CallKind::Abandoned,
+            types::gt_event_kind::GT_EVENT_PANICKED => CallKind::Panicked,
+            types::gt_event_kind::GT_EVENT_EXITED => CallKind::Exited,
             _ => return None,
         };
         let (entry_captures, return_captures) = match kind {
             CallKind::Entered => (captures, Vec::new()),
-            CallKind::Returned => (self.pending.remove(&e.call_id).unwrap_or_default(), captures),
-            CallKind::Abandoned => (self.pending.remove(&e.call_id).unwrap_or_default(), Vec::new()),
+            CallKind::Returned => (
+                self.pending.remove(&e.call_id).unwrap_or_default(),
+                captures,
+            ),
+            CallKind::Panicked | CallKind::Exited => (
+                self.pending.remove(&e.call_id).unwrap_or_default(),
+                Vec::new(),
+            ),
         };
         Some(RawCall {
             kind,
@@ -317,7 +343,9 @@ fn parse_captures(mut payload: &[u8]) -> Vec<Capture> {
         // SAFETY: gt_capture is plain integers and `header` holds exactly its size.
         let c: types::gt_capture = unsafe { std::ptr::read_unaligned(header.as_ptr().cast()) };
         let len = c.len as usize;
-        let Some(bytes) = payload.get(header_size..header_size + len) else { break };
+        let Some(bytes) = payload.get(header_size..header_size + len) else {
+            break;
+        };
         let status = match types::gt_capture_status(u32::from(c.status)) {
             types::gt_capture_status::GT_CAPTURE_OK => CaptureStatus::Ok,
             types::gt_capture_status::GT_CAPTURE_TRUNCATED => CaptureStatus::Truncated,
@@ -331,7 +359,9 @@ fn parse_captures(mut payload: &[u8]) -> Vec<Capture> {
             status,
             bytes: bytes.to_vec(),
         });
-        payload = payload.get(header_size + len.div_ceil(8) * 8..).unwrap_or(&[]);
+        payload = payload
+            .get(header_size + len.div_ceil(8) * 8..)
+            .unwrap_or(&[]);
     }
     out
 }
@@ -378,13 +408,21 @@ impl RecipeTables {
                 .map_err(|e| KernelError::Load(format!("filling a recipe map: {e:#}")))
         };
         for (i, recipe) in self.recipes.iter().enumerate() {
-            fill(&skel.maps.recipes, &(i as u32).to_ne_bytes(), bytes_of(recipe))?;
+            fill(
+                &skel.maps.recipes,
+                &(i as u32).to_ne_bytes(),
+                bytes_of(recipe),
+            )?;
         }
         for (i, op) in self.ops.iter().enumerate() {
             fill(&skel.maps.ops, &(i as u32).to_ne_bytes(), bytes_of(op))?;
         }
         for (addr, recipe) in &self.type_recipes {
-            fill(&skel.maps.type_recipes, &addr.to_ne_bytes(), bytes_of(recipe))?;
+            fill(
+                &skel.maps.type_recipes,
+                &addr.to_ne_bytes(),
+                bytes_of(recipe),
+            )?;
         }
         Ok(())
     }
@@ -395,7 +433,9 @@ fn bytes_of<T: Copy>(value: &T) -> &[u8] {
     // SAFETY: only used with the skeleton's repr(C) types gt_recipe and gt_op, whose fields
     // are integers laid out without implicit padding (gotrace.h pads explicitly), so every
     // byte is initialised; the slice borrows `value` for its lifetime.
-    unsafe { std::slice::from_raw_parts((value as *const T).cast::<u8>(), std::mem::size_of::<T>()) }
+    unsafe {
+        std::slice::from_raw_parts((value as *const T).cast::<u8>(), std::mem::size_of::<T>())
+    }
 }
 
 fn gt_operand(operand: Operand) -> types::gt_operand {
@@ -422,7 +462,10 @@ fn gt_op(op: &CaptureOp) -> types::gt_op {
         OpKind::Dynamic => (types::gt_op_kind::GT_OP_DYNAMIC, 0, 0),
     };
     let (guard, guard_above) = match op.guard {
-        Some((operand, above)) => (gt_operand(operand), above.clamp(0, i64::from(u32::MAX)) as u32),
+        Some((operand, above)) => (
+            gt_operand(operand),
+            above.clamp(0, i64::from(u32::MAX)) as u32,
+        ),
         None => (gt_operand(Operand::Const(0)), 0),
     };
     types::gt_op {
@@ -434,6 +477,119 @@ fn gt_op(op: &CaptureOp) -> types::gt_op {
         addr: gt_operand(op.addr),
         len: gt_operand(op.len),
         guard,
+    }
+}
+
+/// The site's cookie, laid out as `GT_COOKIE_*` in gotrace.h reads it.
+fn cookie(site: &Site) -> u64 {
+    let kind = match site.kind {
+        SiteKind::Entry => types::gt_site_kind::GT_SITE_ENTRY,
+        SiteKind::Return => types::gt_site_kind::GT_SITE_RETURN,
+        SiteKind::GoPanic => types::gt_site_kind::GT_SITE_GOPANIC,
+        SiteKind::GoExit => types::gt_site_kind::GT_SITE_GOEXIT,
+        SiteKind::FatalPanic => types::gt_site_kind::GT_SITE_FATALPANIC,
+    };
+    let skip = match site.skip_if {
+        None => types::gt_skip::GT_SKIP_NEVER,
+        Some(SkipCondition::CarrySet) => types::gt_skip::GT_SKIP_IF_CF,
+        Some(SkipCondition::CarryOrZeroSet) => types::gt_skip::GT_SKIP_IF_CF_ZF,
+    };
+    u64::from(site.function)
+        | u64::from(kind.0 & 0xff) << 32
+        | u64::from(skip.0 & 0xff) << 40
+        | u64::from(site.may_restart) << 48
+}
+
+fn uprobe_multi_supported() -> bool {
+    if std::env::var_os("GOTRACE_NO_UPROBE_MULTI").is_some() {
+        return false;
+    }
+    // Linux 6.6 added uprobe_multi links.
+    let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
+        return false;
+    };
+    let mut parts = release
+        .trim()
+        .split(['.', '-'])
+        .map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) >= (6, 6)
+}
+
+fn attach_multi(
+    skel: &GotraceSkel<'_>,
+    plan: &ProbePlan,
+    binary: &Path,
+    pid: i32,
+) -> Result<Link, libbpf_rs::Error> {
+    let opts = UprobeMultiOpts {
+        offsets: plan.all_sites().map(|s| s.file_offset.0 as usize).collect(),
+        cookies: plan.all_sites().map(cookie).collect(),
+        ..Default::default()
+    };
+    skel.progs
+        .gotrace_site_multi
+        .attach_uprobe_multi_with_opts(pid, binary, "", opts)
+}
+
+type PerSiteOutcome = (Vec<Link>, AttachMethod, Vec<(Site, String)>);
+
+fn attach_per_site(
+    skel: &GotraceSkel<'_>,
+    plan: &ProbePlan,
+    binary: &Path,
+    pid: i32,
+    multi_loaded: bool,
+) -> Result<PerSiteOutcome, KernelError> {
+    raise_open_file_limit();
+    let prog = if multi_loaded {
+        // Only the multi program was loaded; a uprobe_multi link per site still finds the
+        // refused ones.
+        &skel.progs.gotrace_site_multi
+    } else {
+        &skel.progs.gotrace_site
+    };
+    let mut links = Vec::new();
+    let mut failed = Vec::new();
+    for site in plan.all_sites() {
+        let result = if multi_loaded {
+            let opts = UprobeMultiOpts {
+                offsets: vec![site.file_offset.0 as usize],
+                cookies: vec![cookie(site)],
+                ..Default::default()
+            };
+            prog.attach_uprobe_multi_with_opts(pid, binary, "", opts)
+        } else {
+            let opts = UprobeOpts {
+                cookie: cookie(site),
+                ..Default::default()
+            };
+            prog.attach_uprobe_with_opts(pid, binary, site.file_offset.0 as usize, opts)
+        };
+        match result {
+            Ok(link) => links.push(link),
+            Err(e) if e.kind() == libbpf_rs::ErrorKind::PermissionDenied => {
+                return Err(KernelError::NoPrivileges)
+            }
+            Err(e) => failed.push((site.clone(), format!("{e:#}"))),
+        }
+    }
+    Ok((links, AttachMethod::PerSite, failed))
+}
+
+/// Each per-site link holds file descriptors: lift the soft limit to the hard one.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
     }
 }
 
@@ -469,95 +625,5 @@ mod tests {
         assert_eq!(parsed[0].bytes, b"hello");
         assert_eq!(parsed[1].addr, 0x2000);
         assert_eq!(parsed[1].bytes, b"12345678");
-    }
-}
-
-/// The site's cookie, laid out as `GT_COOKIE_*` in gotrace.h reads it.
-fn cookie(site: &Site) -> u64 {
-    let kind = match site.kind {
-        SiteKind::Entry => types::gt_site_kind::GT_SITE_ENTRY,
-        SiteKind::Return => types::gt_site_kind::GT_SITE_RETURN,
-    };
-    let skip = match site.skip_if {
-        None => types::gt_skip::GT_SKIP_NEVER,
-        Some(SkipCondition::CarrySet) => types::gt_skip::GT_SKIP_IF_CF,
-        Some(SkipCondition::CarryOrZeroSet) => types::gt_skip::GT_SKIP_IF_CF_ZF,
-    };
-    u64::from(site.function)
-        | u64::from(kind.0 & 0xff) << 32
-        | u64::from(skip.0 & 0xff) << 40
-        | u64::from(site.may_restart) << 48
-}
-
-fn uprobe_multi_supported() -> bool {
-    if std::env::var_os("GOTRACE_NO_UPROBE_MULTI").is_some() {
-        return false;
-    }
-    // Linux 6.6 added uprobe_multi links.
-    let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
-        return false;
-    };
-    let mut parts = release.trim().split(['.', '-']).map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    (major, minor) >= (6, 6)
-}
-
-fn attach_multi(skel: &GotraceSkel<'_>, plan: &ProbePlan, binary: &Path, pid: i32) -> Result<Link, libbpf_rs::Error> {
-    let opts = UprobeMultiOpts {
-        offsets: plan.sites.iter().map(|s| s.file_offset.0 as usize).collect(),
-        cookies: plan.sites.iter().map(cookie).collect(),
-        ..Default::default()
-    };
-    skel.progs
-        .gotrace_site_multi
-        .attach_uprobe_multi_with_opts(pid, binary, "", opts)
-}
-
-type PerSiteOutcome = (Vec<Link>, AttachMethod, Vec<(Site, String)>);
-
-fn attach_per_site(skel: &GotraceSkel<'_>, plan: &ProbePlan, binary: &Path, pid: i32, multi_loaded: bool) -> Result<PerSiteOutcome, KernelError> {
-    raise_open_file_limit();
-    let prog = if multi_loaded {
-        // Only the multi program was loaded; a uprobe_multi link per site still finds the
-        // refused ones.
-        &skel.progs.gotrace_site_multi
-    } else {
-        &skel.progs.gotrace_site
-    };
-    let mut links = Vec::new();
-    let mut failed = Vec::new();
-    for site in &plan.sites {
-        let result = if multi_loaded {
-            let opts = UprobeMultiOpts {
-                offsets: vec![site.file_offset.0 as usize],
-                cookies: vec![cookie(site)],
-                ..Default::default()
-            };
-            prog.attach_uprobe_multi_with_opts(pid, binary, "", opts)
-        } else {
-            let opts = UprobeOpts {
-                cookie: cookie(site),
-                ..Default::default()
-            };
-            prog.attach_uprobe_with_opts(pid, binary, site.file_offset.0 as usize, opts)
-        };
-        match result {
-            Ok(link) => links.push(link),
-            Err(e) if e.kind() == libbpf_rs::ErrorKind::PermissionDenied => return Err(KernelError::NoPrivileges),
-            Err(e) => failed.push((site.clone(), format!("{e:#}"))),
-        }
-    }
-    Ok((links, AttachMethod::PerSite, failed))
-}
-
-/// Each per-site link holds file descriptors: lift the soft limit to the hard one.
-fn raise_open_file_limit() {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit/setrlimit with a valid pointer to a local rlimit.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
-            limit.rlim_cur = limit.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
     }
 }

@@ -24,11 +24,17 @@ const DRAIN_TOKEN: u64 = u64::MAX;
 impl Waiter {
     /// `events_fd` wakes for draining; every fd in `stop_fds` wakes for stopping. `interval`
     /// bounds how long events may sit in the ring buffer before they are printed.
-    pub fn new(events_fd: RawFd, stop_fds: &[RawFd], interval: Duration) -> Result<Waiter, KernelError> {
+    pub fn new(
+        events_fd: RawFd,
+        stop_fds: &[RawFd],
+        interval: Duration,
+    ) -> Result<Waiter, KernelError> {
         // SAFETY: epoll_create1 returns a new descriptor or -1.
         let raw = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if raw < 0 {
-            return Err(KernelError::io("epoll_create1")(std::io::Error::last_os_error()));
+            return Err(KernelError::io("epoll_create1")(
+                std::io::Error::last_os_error(),
+            ));
         }
         // SAFETY: `raw` is a freshly created descriptor that nothing else owns.
         let epoll = unsafe { OwnedFd::from_raw_fd(raw) };
@@ -50,7 +56,8 @@ impl Waiter {
             u64: token,
         };
         // SAFETY: both descriptors are open; `ev` is a valid epoll_event for the call.
-        if unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) } != 0 {
+        if unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut ev) } != 0
+        {
             return Err(KernelError::io("epoll_ctl")(std::io::Error::last_os_error()));
         }
         Ok(())
@@ -60,7 +67,14 @@ impl Waiter {
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; 4];
         let timeout = self.interval.as_millis().min(i32::MAX as u128) as i32;
         // SAFETY: `events` is a writable array of the length passed.
-        let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, timeout) };
+        let n = unsafe {
+            libc::epoll_wait(
+                self.epoll.as_raw_fd(),
+                events.as_mut_ptr(),
+                events.len() as i32,
+                timeout,
+            )
+        };
         if n < 0 {
             let err = std::io::Error::last_os_error();
             if err.kind() == std::io::ErrorKind::Interrupted {
@@ -69,7 +83,10 @@ impl Waiter {
             return Err(KernelError::io("epoll_wait")(err));
         }
         let fired = &events[..n as usize];
-        if fired.iter().any(|e| self.stop_fds.iter().any(|&fd| e.u64 == fd as u64)) {
+        if fired
+            .iter()
+            .any(|e| self.stop_fds.iter().any(|&fd| e.u64 == fd as u64))
+        {
             return Ok(Wake::Stop);
         }
         Ok(Wake::Drain)

@@ -47,7 +47,13 @@ impl<W: Write> Printer<W> {
                 writeln!(self.out, "{line}")
             }
             Format::Json => {
-                serde_json::to_writer(&mut self.out, &JsonCall { call, clock: self.clock })?;
+                serde_json::to_writer(
+                    &mut self.out,
+                    &JsonCall {
+                        call,
+                        clock: self.clock,
+                    },
+                )?;
                 self.out.write_all(b"\n")
             }
         }
@@ -64,21 +70,34 @@ impl<W: Write> Printer<W> {
 
 /// `12:01:02.345678 pid=4242 goid=37 main.Fibonacci(n=10) = 55  1.3µs`
 pub fn text_line(call: &DecodedCall<'_>, clock: Clock) -> String {
-    let time = clock.wall(call.entry_ns).with_timezone(&Local).format("%H:%M:%S%.6f");
+    let time = clock
+        .wall(call.entry_ns)
+        .with_timezone(&Local)
+        .format("%H:%M:%S%.6f");
     let args = match &call.args {
         Some(args) => join_named(args),
         None => "?".into(),
     };
-    let head = format!("{time} pid={} goid={} {}({args})", call.pid, call.goid, call.function);
+    let head = format!(
+        "{time} pid={} goid={} {}({args})",
+        call.pid, call.goid, call.function
+    );
     match call.outcome {
         CallKind::Entered => head,
-        CallKind::Abandoned => format!("{head} did not return (panicked, or its goroutine exited)"),
+        CallKind::Panicked => format!("{head} panicked"),
+        CallKind::Exited => format!("{head} exited (runtime.Goexit)"),
         CallKind::Returned => {
             let results = match call.results.as_deref() {
                 None => " = ?".to_owned(),
                 Some([]) => String::new(),
                 Some([one]) => format!(" = {}", go_syntax(&one.value)),
-                Some(many) => format!(" = ({})", many.iter().map(|v| go_syntax(&v.value)).collect::<Vec<_>>().join(", ")),
+                Some(many) => format!(
+                    " = ({})",
+                    many.iter()
+                        .map(|v| go_syntax(&v.value))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
             };
             let duration = call.duration_ns().map(format_duration).unwrap_or_default();
             format!("{head}{results}  {duration}")
@@ -117,7 +136,13 @@ impl Serialize for JsonCall<'_, '_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let c = self.call;
         let mut map = serializer.serialize_map(None)?;
-        map.serialize_entry("ts", &self.clock.wall(c.entry_ns).to_rfc3339_opts(chrono::SecondsFormat::Nanos, true))?;
+        map.serialize_entry(
+            "ts",
+            &self
+                .clock
+                .wall(c.entry_ns)
+                .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
+        )?;
         map.serialize_entry("pid", &c.pid)?;
         map.serialize_entry("tid", &c.tid)?;
         map.serialize_entry("goid", &c.goid)?;
@@ -177,9 +202,10 @@ impl Serialize for JsonValue<'_> {
             Value::String(s) if s.error.is_some() => serializer.serialize_none(),
             Value::String(s) => serializer.serialize_str(&String::from_utf8_lossy(&s.bytes)),
             Value::Slice { ptr: 0, .. } => serializer.serialize_none(),
-            Value::Slice { elems: Ok(elems), .. } | Value::Array { elems, .. } => {
-                serializer.collect_seq(elems.iter().map(JsonValue))
+            Value::Slice {
+                elems: Ok(elems), ..
             }
+            | Value::Array { elems, .. } => serializer.collect_seq(elems.iter().map(JsonValue)),
             Value::Slice { elems: Err(_), .. } => serializer.serialize_none(),
             Value::Struct { fields, .. } => {
                 let mut map = serializer.serialize_map(Some(fields.len()))?;
@@ -189,8 +215,15 @@ impl Serialize for JsonValue<'_> {
                 map.end()
             }
             Value::Pointer { target: None, .. } => serializer.serialize_none(),
-            Value::Pointer { target: Some(Ok(v)), .. } => JsonValue(v).serialize(serializer),
-            Value::Pointer { addr, target: Some(Err(missing)), .. } => {
+            Value::Pointer {
+                target: Some(Ok(v)),
+                ..
+            } => JsonValue(v).serialize(serializer),
+            Value::Pointer {
+                addr,
+                target: Some(Err(missing)),
+                ..
+            } => {
                 let mut map = serializer.serialize_map(None)?;
                 map.serialize_entry("address", &format!("{addr:#x}"))?;
                 if *missing == Missing::Unreadable {
@@ -199,7 +232,9 @@ impl Serialize for JsonValue<'_> {
                 map.end()
             }
             Value::Interface { dynamic: None } => serializer.serialize_none(),
-            Value::Interface { dynamic: Some((name, value)) } => {
+            Value::Interface {
+                dynamic: Some((name, value)),
+            } => {
                 let mut map = serializer.serialize_map(Some(2))?;
                 map.serialize_entry("type", name)?;
                 map.serialize_entry("value", &value.as_deref().ok().map(JsonValue))?;
@@ -209,7 +244,10 @@ impl Serialize for JsonValue<'_> {
             Value::Map { len, entries, .. } => {
                 let mut map = serializer.serialize_map(Some(2))?;
                 map.serialize_entry("len", &len.ok())?;
-                let pairs: Vec<[JsonValue; 2]> = entries.iter().map(|(k, v)| [JsonValue(k), JsonValue(v)]).collect();
+                let pairs: Vec<[JsonValue; 2]> = entries
+                    .iter()
+                    .map(|(k, v)| [JsonValue(k), JsonValue(v)])
+                    .collect();
                 map.serialize_entry("entries", &pairs)?;
                 map.end()
             }
@@ -224,12 +262,28 @@ impl Serialize for JsonValue<'_> {
 fn truncated(value: &Value) -> bool {
     match value {
         Value::String(s) => s.error.is_none() && s.missing > 0,
-        Value::Slice { len, elems: Ok(elems), .. } => elems.len() as u64 != *len || elems.iter().any(truncated),
+        Value::Slice {
+            len,
+            elems: Ok(elems),
+            ..
+        } => elems.len() as u64 != *len || elems.iter().any(truncated),
         Value::Array { elems, .. } => elems.iter().any(truncated),
         Value::Struct { fields, .. } => fields.iter().any(|(_, v)| truncated(v)),
-        Value::Pointer { target: Some(Ok(v)), .. } => truncated(v),
-        Value::Interface { dynamic: Some((_, Ok(v))) } => truncated(v),
-        Value::Map { len: Ok(len), entries, .. } => entries.len() as u64 != *len || entries.iter().any(|(k, v)| truncated(k) || truncated(v)),
+        Value::Pointer {
+            target: Some(Ok(v)),
+            ..
+        } => truncated(v),
+        Value::Interface {
+            dynamic: Some((_, Ok(v))),
+        } => truncated(v),
+        Value::Map {
+            len: Ok(len),
+            entries,
+            ..
+        } => {
+            entries.len() as u64 != *len
+                || entries.iter().any(|(k, v)| truncated(k) || truncated(v))
+        }
         _ => false,
     }
 }
@@ -263,7 +317,7 @@ impl Serialize for UnavailableReasons<'_, '_> {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Summary {
     pub calls: u64,
-    pub abandoned: u64,
+    pub unreturned: u64,
     pub lost_events: u64,
     pub unmatched_returns: u64,
     pub inflight_full: u64,
@@ -280,10 +334,22 @@ impl Summary {
             self.calls, self.lost_events
         );
         let extras = [
-            (self.abandoned, "calls did not return (panic or goroutine exit)"),
-            (self.unmatched_returns, "returns without a traced entry (calls begun before attaching)"),
-            (self.inflight_full, "calls not tracked (in-flight table full)"),
-            (self.read_failures, "probe hits where the goroutine could not be read"),
+            (
+                self.unreturned,
+                "calls did not return (unwound by a panic, or runtime.Goexit)",
+            ),
+            (
+                self.unmatched_returns,
+                "returns without a traced entry (calls begun before attaching)",
+            ),
+            (
+                self.inflight_full,
+                "calls not tracked (in-flight table full)",
+            ),
+            (
+                self.read_failures,
+                "probe hits where the goroutine could not be read",
+            ),
             (self.sites_failed as u64, "probe sites failed to attach"),
         ];
         for (n, what) in extras {
@@ -308,7 +374,11 @@ mod tests {
     }
 
     fn call(outcome: CallKind) -> DecodedCall<'static> {
-        let int = |name: &str, v| NamedValue { name: name.into(), type_name: "int".into(), value: Value::Int(v) };
+        let int = |name: &str, v| NamedValue {
+            name: name.into(),
+            type_name: "int".into(),
+            value: Value::Int(v),
+        };
         DecodedCall {
             function: "main.Fibonacci",
             outcome,
@@ -325,14 +395,21 @@ mod tests {
 
     #[test]
     fn text_line_has_the_documented_shape() {
-        let clock = Clock { realtime_minus_monotonic_ns: 0 };
+        let clock = Clock {
+            realtime_minus_monotonic_ns: 0,
+        };
         let line = text_line(&call(CallKind::Returned), clock);
-        assert!(line.ends_with("pid=4242 goid=37 main.Fibonacci(n=10) = 55  1.3µs"), "{line}");
+        assert!(
+            line.ends_with("pid=4242 goid=37 main.Fibonacci(n=10) = 55  1.3µs"),
+            "{line}"
+        );
     }
 
     #[test]
     fn json_line_has_every_documented_field() {
-        let clock = Clock { realtime_minus_monotonic_ns: 1_700_000_000_000_000_000 };
+        let clock = Clock {
+            realtime_minus_monotonic_ns: 1_700_000_000_000_000_000,
+        };
         let mut printer = Printer::new(Vec::new(), Format::Json, clock);
         printer.call(&call(CallKind::Returned)).unwrap();
         let v: serde_json::Value = serde_json::from_slice(&printer.into_inner()).unwrap();

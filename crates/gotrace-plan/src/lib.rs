@@ -10,11 +10,11 @@ use gotrace_binary::abi::{self, Location};
 use gotrace_binary::dwarf::DwarfInfo;
 use gotrace_binary::sites::SkipCondition;
 use gotrace_binary::types::TypeId;
-use gotrace_binary::{BinaryError, FileOffset, Function, GoBinary, VirtAddr};
 use gotrace_binary::types::{TypeKind, TypeTable};
+use gotrace_binary::{BinaryError, FileOffset, Function, GoBinary, VirtAddr};
 use pattern::Pattern;
-pub use recipe::{Limits, Recipe};
 use recipe::Compiler;
+pub use recipe::{Limits, Recipe};
 use serde::Serialize;
 
 /// Number of integer argument registers the kernel side captures (amd64's Go ABI).
@@ -29,11 +29,15 @@ pub enum PlanError {
     UnsupportedArch(String),
     #[error("{binary} was built by {version}; gotrace needs Go 1.17 or newer (the register ABI)")]
     TooOldGo { binary: String, version: String },
-    #[error("cannot find the goroutine id's offset in runtime.g for {0} (no DWARF and no Go version)")]
+    #[error(
+        "cannot find the goroutine id's offset in runtime.g for {0} (no DWARF and no Go version)"
+    )]
     NoGoidOffset(String),
     #[error("no function matches {pattern:?}")]
     NoMatch { pattern: String },
-    #[error("nothing left to trace: every function matched was excluded or has no usable probe sites")]
+    #[error(
+        "nothing left to trace: every function matched was excluded or has no usable probe sites"
+    )]
     NothingToTrace,
 }
 
@@ -42,12 +46,37 @@ pub enum PlanError {
 pub enum SiteKind {
     Entry,
     Return,
+    /// `runtime.gopanic`: the goroutine's traced calls may be unwound.
+    GoPanic,
+    /// `runtime.goexit1`: the goroutine ends; calls still in flight were cut short (Goexit).
+    GoExit,
+    /// `runtime.fatalpanic`: an unrecovered panic; calls in flight panicked.
+    FatalPanic,
 }
+
+impl SiteKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            SiteKind::Entry => "entry",
+            SiteKind::Return => "return",
+            SiteKind::GoPanic => "runtime.gopanic",
+            SiteKind::GoExit => "runtime.goexit1",
+            SiteKind::FatalPanic => "runtime.fatalpanic",
+        }
+    }
+}
+
+/// The runtime functions whose entries tell how calls that never return ended.
+const RUNTIME_HOOKS: [(&str, SiteKind); 3] = [
+    ("runtime.gopanic", SiteKind::GoPanic),
+    ("runtime.goexit1", SiteKind::GoExit),
+    ("runtime.fatalpanic", SiteKind::FatalPanic),
+];
 
 /// One address to attach the BPF program at.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Site {
-    /// Index into [`ProbePlan::functions`].
+    /// Index into [`ProbePlan::functions`] (unused for runtime hooks).
     pub function: u32,
     pub kind: SiteKind,
     pub addr: VirtAddr,
@@ -86,7 +115,10 @@ pub struct PlannedSignature {
 #[derive(Clone, Debug, Serialize)]
 pub struct ProbePlan {
     pub functions: Vec<PlannedFunction>,
+    /// The traced functions' sites.
     pub sites: Vec<Site>,
+    /// Entries of runtime functions that end calls without a return (panics, Goexit).
+    pub runtime_hooks: Vec<Site>,
     /// Offset of `goid` in `runtime.g`.
     pub goid_offset: u64,
     /// Attach entry sites only: arguments and counts, no results or durations.
@@ -144,7 +176,11 @@ pub fn select<'b>(
 }
 
 /// Plans probes for the functions `patterns` select (exact Go names or globs).
-pub fn plan(binary: &GoBinary, patterns: &[String], options: PlanOptions) -> Result<ProbePlan, PlanError> {
+pub fn plan(
+    binary: &GoBinary,
+    patterns: &[String],
+    options: PlanOptions,
+) -> Result<ProbePlan, PlanError> {
     check_traceable(binary)?;
     let goid_offset = binary
         .goid_offset()
@@ -162,7 +198,9 @@ pub fn plan(binary: &GoBinary, patterns: &[String], options: PlanOptions) -> Res
             None
         }
         Err(e) => {
-            warnings.push(format!("cannot read DWARF ({e}): arguments and results shown as ?"));
+            warnings.push(format!(
+                "cannot read DWARF ({e}): arguments and results shown as ?"
+            ));
             None
         }
     };
@@ -223,11 +261,38 @@ pub fn plan(binary: &GoBinary, patterns: &[String], options: PlanOptions) -> Res
     if functions.is_empty() {
         return Err(PlanError::NothingToTrace);
     }
+    let mut runtime_hooks = Vec::new();
+    if !options.entry_only {
+        for (name, kind) in RUNTIME_HOOKS {
+            let site = binary
+                .function(name)
+                .and_then(|f| binary.probe_sites(f))
+                .and_then(|s| Ok((s.entry, binary.file_offset(s.entry.addr)?)));
+            match site {
+                Ok((entry, file_offset)) => runtime_hooks.push(Site {
+                    function: u32::MAX,
+                    kind,
+                    addr: entry.addr,
+                    file_offset,
+                    skip_if: entry.skip_if,
+                    may_restart: false,
+                }),
+                Err(e) => warnings.push(format!(
+                    "cannot probe {name} ({e}): calls unwound by panics or Goexit may go unreported"
+                )),
+            }
+        }
+    }
     let type_recipes = match dwarf {
         Some(d) if functions.iter().any(|f| mentions_interface(d.types(), f)) => binary
             .runtime_types()?
             .into_iter()
-            .map(|(addr, ty)| (addr, Compiler::new(d.types(), options.limits, classic_maps).dynamic(ty)))
+            .map(|(addr, ty)| {
+                (
+                    addr,
+                    Compiler::new(d.types(), options.limits, classic_maps).dynamic(ty),
+                )
+            })
             .filter(|(_, recipe)| !recipe.ops.is_empty())
             .collect(),
         _ => Vec::new(),
@@ -235,6 +300,7 @@ pub fn plan(binary: &GoBinary, patterns: &[String], options: PlanOptions) -> Res
     Ok(ProbePlan {
         functions,
         sites,
+        runtime_hooks,
         goid_offset,
         entry_only: options.entry_only,
         warnings,
@@ -254,18 +320,29 @@ fn mentions_interface(types: &TypeTable, function: &PlannedFunction) -> bool {
         budget > 0
             && match &types.get(ty).kind {
                 TypeKind::Interface { .. } => true,
-                TypeKind::Pointer { elem } | TypeKind::Slice { elem } | TypeKind::Array { elem, .. } => walk(types, *elem, budget - 1),
-                TypeKind::Map { key, value } => walk(types, *key, budget - 1) || walk(types, *value, budget - 1),
+                TypeKind::Pointer { elem }
+                | TypeKind::Slice { elem }
+                | TypeKind::Array { elem, .. } => walk(types, *elem, budget - 1),
+                TypeKind::Map { key, value } => {
+                    walk(types, *key, budget - 1) || walk(types, *value, budget - 1)
+                }
                 TypeKind::Struct { fields } => fields.iter().any(|f| walk(types, f.ty, budget - 1)),
                 _ => false,
             }
     }
-    function.signature.as_ref().is_some_and(|s| s.params.iter().chain(&s.results).any(|v| walk(types, v.ty, 6)))
+    function.signature.as_ref().is_some_and(|s| {
+        s.params
+            .iter()
+            .chain(&s.results)
+            .any(|v| walk(types, v.ty, 6))
+    })
 }
 
 fn check_traceable(binary: &GoBinary) -> Result<(), PlanError> {
     if binary.arch() != gotrace_binary::Arch::Amd64 {
-        return Err(PlanError::UnsupportedArch(binary.path().display().to_string()));
+        return Err(PlanError::UnsupportedArch(
+            binary.path().display().to_string(),
+        ));
     }
     if let Some(info) = binary.build_info() {
         if info.go_version_minor().is_some_and(|minor| minor < 17) {
@@ -278,7 +355,11 @@ fn check_traceable(binary: &GoBinary) -> Result<(), PlanError> {
     Ok(())
 }
 
-fn planned_signature(arch: gotrace_binary::Arch, dwarf: &DwarfInfo, entry: VirtAddr) -> Option<PlannedSignature> {
+fn planned_signature(
+    arch: gotrace_binary::Arch,
+    dwarf: &DwarfInfo,
+    entry: VirtAddr,
+) -> Option<PlannedSignature> {
     let signature = dwarf.signature(entry)?;
     let assignment = abi::assign(arch, signature, dwarf.types());
     let zip = |vars: &[gotrace_binary::types::Variable], locations: Vec<Location>| {
@@ -295,6 +376,13 @@ fn planned_signature(arch: gotrace_binary::Arch, dwarf: &DwarfInfo, entry: VirtA
         params: zip(&signature.params, assignment.params),
         results: zip(&signature.results, assignment.results),
     })
+}
+
+impl ProbePlan {
+    /// Every site to attach: the functions' and the runtime hooks.
+    pub fn all_sites(&self) -> impl Iterator<Item = &Site> {
+        self.sites.iter().chain(&self.runtime_hooks)
+    }
 }
 
 /// One region of the traced process's memory, read at a probe site.
@@ -351,7 +439,8 @@ pub enum CallKind {
     Returned,
     /// Entered; returns are not traced (entry-only mode).
     Entered,
-    /// Entered, and its frame was reused before any return: it panicked or its goroutine
-    /// exited through it.
-    Abandoned,
+    /// Unwound by a panic: it never returned.
+    Panicked,
+    /// Cut short by runtime.Goexit.
+    Exited,
 }

@@ -8,7 +8,9 @@ pub struct Pattern {
 
 impl Pattern {
     pub fn new(text: &str) -> Pattern {
-        Pattern { text: text.to_owned() }
+        Pattern {
+            text: text.to_owned(),
+        }
     }
 
     pub fn is_glob(&self) -> bool {

@@ -47,22 +47,40 @@ impl Default for Limits {
 pub enum Operand {
     Const(i64),
     /// Integer ABI register `index` (RAX, RBX, RCX, RDI, RSI, R8–R11) plus `add`.
-    Reg { index: u8, add: i64 },
+    Reg {
+        index: u8,
+        add: i64,
+    },
     /// The stack pointer plus `add`.
-    Sp { add: i64 },
+    Sp {
+        add: i64,
+    },
     /// The 8-byte word at `off` in the bytes op `op` of the same recipe captured, plus `add`.
-    Word { op: u16, off: u32, add: i64 },
+    Word {
+        op: u16,
+        off: u32,
+        add: i64,
+    },
     /// The data word of the interface a dynamic-type recipe runs for, plus `add`.
-    Data { add: i64 },
+    Data {
+        add: i64,
+    },
 }
 
 impl Operand {
     fn plus(self, by: i64) -> Operand {
         match self {
             Operand::Const(v) => Operand::Const(v + by),
-            Operand::Reg { index, add } => Operand::Reg { index, add: add + by },
+            Operand::Reg { index, add } => Operand::Reg {
+                index,
+                add: add + by,
+            },
             Operand::Sp { add } => Operand::Sp { add: add + by },
-            Operand::Word { op, off, add } => Operand::Word { op, off, add: add + by },
+            Operand::Word { op, off, add } => Operand::Word {
+                op,
+                off,
+                add: add + by,
+            },
             Operand::Data { add } => Operand::Data { add: add + by },
         }
     }
@@ -178,7 +196,14 @@ impl<'t> Compiler<'t> {
                 }
                 Location::Stack { sp_offset } => {
                     let size = self.types.get(ty).size;
-                    if let Some(op) = self.read(Operand::Sp { add: *sp_offset as i64 }, Operand::Const(size as i64), 0, size as u32) {
+                    if let Some(op) = self.read(
+                        Operand::Sp {
+                            add: *sp_offset as i64,
+                        },
+                        Operand::Const(size as i64),
+                        0,
+                        size as u32,
+                    ) {
                         self.value(&Home::Captured { op, base: 0 }, ty, self.limits.depth);
                     }
                 }
@@ -195,8 +220,17 @@ impl<'t> Compiler<'t> {
         }
         if is_pointer_shaped(self.types, ty) {
             self.value(&Home::DataWord, ty, self.limits.depth.saturating_sub(1));
-        } else if let Some(op) = self.read(Operand::Data { add: 0 }, Operand::Const(size as i64), 0, size.min(u64::from(MAX_READ)) as u32) {
-            self.value(&Home::Captured { op, base: 0 }, ty, self.limits.depth.saturating_sub(1));
+        } else if let Some(op) = self.read(
+            Operand::Data { add: 0 },
+            Operand::Const(size as i64),
+            0,
+            size.min(u64::from(MAX_READ)) as u32,
+        ) {
+            self.value(
+                &Home::Captured { op, base: 0 },
+                ty,
+                self.limits.depth.saturating_sub(1),
+            );
         }
         self.recipe
     }
@@ -233,7 +267,9 @@ impl<'t> Compiler<'t> {
             }
             TypeKind::Slice { elem } => {
                 let elem_size = self.types.get(*elem).size;
-                let (Some(ptr), Some(len)) = (home.word(0), home.word(8)) else { return };
+                let (Some(ptr), Some(len)) = (home.word(0), home.word(8)) else {
+                    return;
+                };
                 if elem_size == 0 || elem_size > u64::from(MAX_READ) {
                     return;
                 }
@@ -243,12 +279,21 @@ impl<'t> Compiler<'t> {
                 } else {
                     (shown * elem_size) as u32
                 };
-                let Some(op) = self.read(ptr, len, elem_size as u32, max) else { return };
+                let Some(op) = self.read(ptr, len, elem_size as u32, max) else {
+                    return;
+                };
                 if depth > 0 && has_pointers(self.types, *elem) {
                     let saved = self.guard;
                     for i in 0..shown {
                         self.guard = Some((len, i as i64));
-                        self.value(&Home::Captured { op, base: (i * elem_size) as u32 }, *elem, depth - 1);
+                        self.value(
+                            &Home::Captured {
+                                op,
+                                base: (i * elem_size) as u32,
+                            },
+                            *elem,
+                            depth - 1,
+                        );
                     }
                     self.guard = saved;
                 }
@@ -275,11 +320,15 @@ impl<'t> Compiler<'t> {
                     return;
                 }
                 let kept = size.min(u64::from(MAX_READ));
-                let Some(op) = self.read(ptr, Operand::Const(kept as i64), 0, kept as u32) else { return };
+                let Some(op) = self.read(ptr, Operand::Const(kept as i64), 0, kept as u32) else {
+                    return;
+                };
                 self.value(&Home::Captured { op, base: 0 }, *elem, depth - 1);
             }
             TypeKind::Interface { empty } => {
-                let (Some(tab), Some(data)) = (home.word(0), home.word(8)) else { return };
+                let (Some(tab), Some(data)) = (home.word(0), home.word(8)) else {
+                    return;
+                };
                 let saved = self.guard;
                 // Nothing to read behind a nil interface.
                 self.guard = Some((tab, 0));
@@ -304,19 +353,44 @@ impl<'t> Compiler<'t> {
                 if depth == 0 || !self.classic_maps {
                     return;
                 }
-                let Some(header) = self.read(ptr, Operand::Const(HMAP_SIZE as i64), 0, HMAP_SIZE as u32) else { return };
-                let (key_size, value_size) = (self.types.get(*key).size, self.types.get(*value).size);
+                let Some(header) =
+                    self.read(ptr, Operand::Const(HMAP_SIZE as i64), 0, HMAP_SIZE as u32)
+                else {
+                    return;
+                };
+                let (key_size, value_size) =
+                    (self.types.get(*key).size, self.types.get(*value).size);
                 if key_size > MAP_MAX_INLINE || value_size > MAP_MAX_INLINE {
                     return;
                 }
                 let bucket = map_bucket_size(key_size, value_size);
-                let buckets = Operand::Word { op: header, off: HMAP_BUCKETS, add: 0 };
-                let Some(op) = self.read(buckets, Operand::Const(bucket as i64), 0, bucket.min(u64::from(MAX_READ)) as u32) else { return };
+                let buckets = Operand::Word {
+                    op: header,
+                    off: HMAP_BUCKETS,
+                    add: 0,
+                };
+                let Some(op) = self.read(
+                    buckets,
+                    Operand::Const(bucket as i64),
+                    0,
+                    bucket.min(u64::from(MAX_READ)) as u32,
+                ) else {
+                    return;
+                };
                 let slots = 8u64.min(u64::from(self.limits.elems));
-                for (ty, first, size) in [(*key, 8, key_size), (*value, 8 + 8 * key_size, value_size)] {
+                for (ty, first, size) in
+                    [(*key, 8, key_size), (*value, 8 + 8 * key_size, value_size)]
+                {
                     if has_pointers(self.types, ty) {
                         for i in 0..slots {
-                            self.value(&Home::Captured { op, base: (first + i * size) as u32 }, ty, depth - 1);
+                            self.value(
+                                &Home::Captured {
+                                    op,
+                                    base: (first + i * size) as u32,
+                                },
+                                ty,
+                                depth - 1,
+                            );
                         }
                     }
                 }
@@ -356,9 +430,15 @@ fn has_pointers_within(types: &TypeTable, ty: TypeId, budget: u32) -> bool {
         return false;
     }
     match &types.get(ty).kind {
-        TypeKind::String | TypeKind::Slice { .. } | TypeKind::Pointer { .. } | TypeKind::Interface { .. } | TypeKind::Map { .. } => true,
+        TypeKind::String
+        | TypeKind::Slice { .. }
+        | TypeKind::Pointer { .. }
+        | TypeKind::Interface { .. }
+        | TypeKind::Map { .. } => true,
         TypeKind::Array { elem, len } => *len > 0 && has_pointers_within(types, *elem, budget - 1),
-        TypeKind::Struct { fields } => fields.iter().any(|f| has_pointers_within(types, f.ty, budget - 1)),
+        TypeKind::Struct { fields } => fields
+            .iter()
+            .any(|f| has_pointers_within(types, f.ty, budget - 1)),
         _ => false,
     }
 }
@@ -368,7 +448,11 @@ fn has_pointers_within(types: &TypeTable, ty: TypeId, budget: u32) -> bool {
 pub fn is_pointer_shaped(types: &TypeTable, ty: TypeId) -> bool {
     let t = types.get(ty);
     match &t.kind {
-        TypeKind::Pointer { .. } | TypeKind::Map { .. } | TypeKind::Chan { .. } | TypeKind::Func | TypeKind::UnsafePointer => true,
+        TypeKind::Pointer { .. }
+        | TypeKind::Map { .. }
+        | TypeKind::Chan { .. }
+        | TypeKind::Func
+        | TypeKind::UnsafePointer => true,
         TypeKind::Struct { fields } if fields.len() == 1 => is_pointer_shaped(types, fields[0].ty),
         TypeKind::Array { elem, len: 1 } => is_pointer_shaped(types, *elem),
         _ => false,

@@ -41,12 +41,14 @@ fn hint(e: &anyhow::Error) -> Option<&'static str> {
     use gotrace_binary::BinaryError as B;
     use gotrace_kernel::KernelError as K;
     use gotrace_plan::PlanError as P;
-    let binary_hint = |b: &B| match b {
+    let binary_hint = |b: &B| {
+        match b {
         B::Inlined { .. } => Some("rebuild with -gcflags=all=-l to keep it out of line, or trace a function that calls it"),
         B::NotGo { .. } => Some("gotrace traces programs built by the Go toolchain"),
         B::NotElf { .. } => Some("give the path of a Linux executable (ELF), not a script or a source file"),
         B::NoSuchFunction { .. } => Some("`gotrace funcs BINARY PATTERN` lists the functions that can be traced"),
         _ => None,
+    }
     };
     for cause in e.chain() {
         if let Some(b) = cause.downcast_ref::<B>() {
@@ -64,7 +66,8 @@ fn hint(e: &anyhow::Error) -> Option<&'static str> {
 
 /// A pipe that becomes readable on SIGINT or SIGTERM: the event loop stops cleanly on it.
 pub fn signal_pipe() -> Result<OwnedFd> {
-    let (read, write) = std::os::unix::net::UnixStream::pair().context("creating the signal pipe")?;
+    let (read, write) =
+        std::os::unix::net::UnixStream::pair().context("creating the signal pipe")?;
     write.set_nonblocking(true)?;
     let write_fd: OwnedFd = write.into();
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -89,7 +92,9 @@ impl<W: Write> trace::CallSink for PrinterSink<W> {
 
 fn run_trace(args: TraceArgs) -> Result<()> {
     let Some((binary, functions)) = args.binary_and_functions() else {
-        anyhow::bail!("usage: gotrace trace <BINARY | --pid PID> <FUNCTION>... (see gotrace trace --help)");
+        anyhow::bail!(
+            "usage: gotrace trace <BINARY | --pid PID> <FUNCTION>... (see gotrace trace --help)"
+        );
     };
     let target = match (binary, args.pid) {
         (_, Some(pid)) => Target::Process(pid),
@@ -108,13 +113,20 @@ fn run_trace(args: TraceArgs) -> Result<()> {
         },
         count: args.count,
     };
-    let format = if args.json { Format::Json } else { Format::Text };
+    let format = if args.json {
+        Format::Json
+    } else {
+        Format::Text
+    };
     let stdout = std::io::stdout();
     let mut sink = PrinterSink(Printer::new(BufWriter::new(stdout.lock()), format, clock()));
     let stop = signal_pipe()?;
     let summary = trace::run(&request, &mut sink, &[stop.as_raw_fd()], |plan, report| {
         let path = trace::target_binary(&request.target)?;
-        eprintln!("gotrace: tracing {} — Ctrl-C to stop", trace::describe_attach(plan, report, &path));
+        eprintln!(
+            "gotrace: tracing {} — Ctrl-C to stop",
+            trace::describe_attach(plan, report, &path)
+        );
         if let Some(ready) = &args.ready_file {
             trace::write_ready_file(ready)?;
         }

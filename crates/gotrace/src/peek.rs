@@ -31,7 +31,10 @@ fn snapshot(arch: Arch, bytes: &[u8], addr: VirtAddr) -> Snapshot {
     let asm = disassemble_one(arch, bytes, addr)
         .map(|(_, text)| text)
         .unwrap_or_else(|| "(undecodable)".into());
-    Snapshot { bytes: hex(bytes), asm }
+    Snapshot {
+        bytes: hex(bytes),
+        asm,
+    }
 }
 
 /// Attaches to `function`'s sites in process `pid`, reads the code three times, detaches.
@@ -42,7 +45,9 @@ pub fn peek(pid: u32, function: &str) -> Result<(String, Vec<PeekedSite>)> {
     let arch = binary.arch();
     let mut sites = Vec::new();
     for site in &plan.sites {
-        let window = binary.bytes_at(site.addr, 16).or_else(|_| binary.bytes_at(site.addr, 1))?;
+        let window = binary
+            .bytes_at(site.addr, 16)
+            .or_else(|_| binary.bytes_at(site.addr, 1))?;
         let len = disassemble_one(arch, window, site.addr).map_or(1, |(len, _)| len);
         let runtime_addr = proc::runtime_address(pid, &path, site.file_offset.0)?
             .with_context(|| format!("{} is not mapped in process {pid}", site.addr))?;
@@ -75,12 +80,8 @@ pub fn render(function: &str, pid: u32, sites: &[PeekedSite]) -> String {
     let rows: Vec<[String; 5]> = sites
         .iter()
         .map(|site| {
-            let kind = match site.kind {
-                SiteKind::Entry => "entry",
-                SiteKind::Return => "return",
-            };
             [
-                kind.to_owned(),
+                site.kind.label().to_owned(),
                 format!("{:#x}", site.runtime_addr),
                 cell(&site.file),
                 cell(&site.probed),
@@ -88,14 +89,35 @@ pub fn render(function: &str, pid: u32, sites: &[PeekedSite]) -> String {
             ]
         })
         .collect();
-    let header = ["site", "address", "in the file", "live, while probed", "live, after detaching"].map(String::from);
+    let header = [
+        "site",
+        "address",
+        "in the file",
+        "live, while probed",
+        "live, after detaching",
+    ]
+    .map(String::from);
     let widths: Vec<usize> = (0..5)
-        .map(|i| rows.iter().chain([&header]).map(|r| r[i].chars().count()).max().unwrap_or(0))
+        .map(|i| {
+            rows.iter()
+                .chain([&header])
+                .map(|r| r[i].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut s = String::new();
-    let _ = writeln!(s, "{function} in process {pid}: {} probe sites", sites.len());
+    let _ = writeln!(
+        s,
+        "{function} in process {pid}: {} probe sites",
+        sites.len()
+    );
     for row in [&header].into_iter().chain(&rows) {
-        let cells: Vec<String> = row.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
         let _ = writeln!(s, "  {}", cells.join("   ").trim_end());
     }
     let explanation = [

@@ -3,7 +3,7 @@
 use anyhow::{Context, Result};
 use gotrace_binary::GoBinary;
 use gotrace_decode::{DecodedCall, Decoder};
-use gotrace_kernel::{proc, AttachMethod, AttachReport, Session, Target, Wake, Waiter};
+use gotrace_kernel::{proc, AttachMethod, AttachReport, Session, Target, Waiter, Wake};
 use gotrace_output::Summary;
 use gotrace_plan::{CallKind, PlanOptions, ProbePlan};
 use std::cell::{Cell, RefCell};
@@ -36,7 +36,10 @@ pub fn target_binary(target: &Target) -> Result<PathBuf> {
     match target {
         Target::Binary(path) => {
             if !path.exists() {
-                anyhow::bail!("{}: no such file; give the path of a Go executable", path.display());
+                anyhow::bail!(
+                    "{}: no such file; give the path of a Go executable",
+                    path.display()
+                );
             }
             Ok(path.clone())
         }
@@ -82,9 +85,14 @@ pub fn run(
     let session = Session::attach(&plan, &path, &request.target)?;
     let report = session.report().clone();
     for (site, reason) in &report.failed {
+        let owner = plan
+            .functions
+            .get(site.function as usize)
+            .map_or("", |f| f.name.as_str());
         eprintln!(
-            "gotrace: warning: could not attach the {:?} probe of {} at {}: {reason}",
-            site.kind, plan.functions[site.function as usize].name, site.addr
+            "gotrace: warning: could not attach the {} probe {owner} at {}: {reason}",
+            site.kind.label(),
+            site.addr
         );
     }
     on_attached(&plan, &report)?;
@@ -101,7 +109,7 @@ pub fn run(
     };
     let limit = request.count.unwrap_or(u64::MAX);
     let calls = Cell::new(0u64);
-    let abandoned = Cell::new(0u64);
+    let unreturned = Cell::new(0u64);
     let sink = RefCell::new(sink);
     {
         let events = session.events(|raw| {
@@ -112,7 +120,7 @@ pub fn run(
                 return;
             };
             match call.outcome {
-                CallKind::Abandoned => abandoned.set(abandoned.get() + 1),
+                CallKind::Panicked | CallKind::Exited => unreturned.set(unreturned.get() + 1),
                 CallKind::Returned | CallKind::Entered => calls.set(calls.get() + 1),
             }
             sink.borrow_mut().call(&call);
@@ -133,7 +141,7 @@ pub fn run(
         }
     }
     summary.calls = calls.get();
-    summary.abandoned = abandoned.get();
+    summary.unreturned = unreturned.get();
     let counters = session.counters()?;
     summary.lost_events = counters.lost;
     summary.unmatched_returns = counters.unmatched_returns;
@@ -150,13 +158,18 @@ pub fn describe_attach(plan: &ProbePlan, report: &AttachReport, binary: &Path) -
         [one] => one.name.clone(),
         many => format!("{} functions", many.len()),
     };
-    let entries = plan.sites.iter().filter(|s| s.kind == gotrace_plan::SiteKind::Entry).count();
+    let entries = plan
+        .sites
+        .iter()
+        .filter(|s| s.kind == gotrace_plan::SiteKind::Entry)
+        .count();
+    let hooks = plan.runtime_hooks.len();
     let method = match report.method {
         AttachMethod::UprobeMulti => "one uprobe_multi link",
         AttachMethod::PerSite => "one uprobe per site",
     };
     format!(
-        "{} in {} ({} sites: {entries} entry, {} return; {method}, attached in {:.1?})",
+        "{} in {} ({} sites: {entries} entry, {} return, {hooks} runtime; {method}, attached in {:.1?})",
         names,
         binary.display(),
         report.attached,

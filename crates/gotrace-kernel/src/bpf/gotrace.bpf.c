@@ -44,6 +44,13 @@ struct {
 } inflight SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct gt_goroutine_key);
+	__type(value, struct gt_shadow);
+} shadows SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, GT_STAT_COUNT);
 	__type(key, __u32);
@@ -353,6 +360,65 @@ static __always_inline void fill_header(struct gt_event *e, __u32 kind, struct g
 	__builtin_memcpy(e->entry_regs, call->regs, sizeof(e->entry_regs));
 }
 
+static __always_inline struct gt_shadow *shadow_of(struct gt_frame_key *key)
+{
+	struct gt_goroutine_key gkey = { .tgid = key->tgid, .goid = key->goid };
+	struct gt_shadow *shadow = bpf_map_lookup_elem(&shadows, &gkey);
+	if (shadow)
+		return shadow;
+	struct gt_shadow empty = {};
+	bpf_map_update_elem(&shadows, &gkey, &empty, BPF_NOEXIST);
+	return bpf_map_lookup_elem(&shadows, &gkey);
+}
+
+/* Reports and forgets the goroutine's calls in flight deeper than `frame` (or as deep, when
+ * `inclusive`): their frames are gone without a return. */
+static __always_inline void unwind(struct gt_shadow *shadow, struct gt_frame_key *key, __u64 frame,
+				   int inclusive, __u32 kind)
+{
+	for (int i = 0; i < GT_SHADOW; i++) {
+		if (!shadow->count)
+			break;
+		__u64 top = shadow->frames[(shadow->count - 1) & (GT_SHADOW - 1)];
+		if (inclusive ? top < frame : top <= frame)
+			break;
+		shadow->count--;
+		struct gt_frame_key gone = { .tgid = key->tgid, .goid = key->goid, .frame = top };
+		struct gt_inflight *call = bpf_map_lookup_elem(&inflight, &gone);
+		if (!call)
+			continue;
+		struct gt_event hdr;
+		fill_header(&hdr, shadow->panicking || kind != GT_EVENT_EXITED ? GT_EVENT_PANICKED : kind,
+			    &gone, call);
+		emit_plain(&hdr);
+		bpf_map_delete_elem(&inflight, &gone);
+	}
+}
+
+/* runtime.gopanic, runtime.goexit1, runtime.fatalpanic: the goroutine's traced calls in flight
+ * will be unwound (a panic), or are now (Goexit, an unrecovered panic). */
+static __always_inline int on_runtime_hook(__u32 kind, struct gt_frame_key *key)
+{
+	struct gt_goroutine_key gkey = { .tgid = key->tgid, .goid = key->goid };
+	struct gt_shadow *shadow = bpf_map_lookup_elem(&shadows, &gkey);
+	if (!shadow)
+		return 0;
+	switch (kind) {
+	case GT_SITE_GOPANIC:
+		shadow->panicking = 1;
+		break;
+	case GT_SITE_FATALPANIC:
+		shadow->panicking = 1;
+		unwind(shadow, key, 0, 0, GT_EVENT_PANICKED);
+		break;
+	case GT_SITE_GOEXIT:
+		unwind(shadow, key, 0, 0, GT_EVENT_EXITED);
+		bpf_map_delete_elem(&shadows, &gkey);
+		break;
+	}
+	return 0;
+}
+
 static __always_inline int on_entry(struct pt_regs *ctx, __u64 cookie, struct gt_frame_key *key,
 				    __u32 tid, __u64 now)
 {
@@ -386,8 +452,19 @@ static __always_inline int on_entry(struct pt_regs *ctx, __u64 cookie, struct gt
 			emit_plain(&hdr);
 		return 0;
 	}
+	struct gt_shadow *shadow = shadow_of(key);
+	if (shadow) {
+		/* A frame at or below this one that is still in flight was unwound. */
+		unwind(shadow, key, key->frame, 1, GT_EVENT_PANICKED);
+		if (shadow->count < GT_SHADOW)
+			shadow->frames[shadow->count++ & (GT_SHADOW - 1)] = key->frame;
+		else
+			count(GT_STAT_SHADOW_FULL);
+	}
+	/* Still there: a call at this very frame that the shadow stack did not hold. */
+	old = bpf_map_lookup_elem(&inflight, key);
 	if (old) {
-		fill_header(&hdr, GT_EVENT_ABANDONED, key, old);
+		fill_header(&hdr, GT_EVENT_PANICKED, key, old);
 		emit_plain(&hdr);
 	}
 	if (recipe) {
@@ -406,6 +483,15 @@ static __always_inline int on_return(struct pt_regs *ctx, __u64 cookie, struct g
 	if (!call || call->func != GT_COOKIE_FUNC(cookie)) {
 		count(GT_STAT_UNMATCHED_RETURN);
 		return 0;
+	}
+	struct gt_shadow *shadow = shadow_of(key);
+	if (shadow) {
+		unwind(shadow, key, key->frame, 0, GT_EVENT_PANICKED);
+		__u32 top = (shadow->count - 1) & (GT_SHADOW - 1);
+		if (shadow->count && shadow->frames[top] == key->frame)
+			shadow->count--;
+		if (!shadow->count)
+			shadow->panicking = 0;
 	}
 	struct gt_event hdr;
 	fill_header(&hdr, GT_EVENT_CALL, key, call);
@@ -444,9 +530,14 @@ static __always_inline int on_site(struct pt_regs *ctx)
 		.frame = stack_hi - ctx->rsp,
 	};
 	__u64 cookie = bpf_get_attach_cookie(ctx);
-	if (GT_COOKIE_KIND(cookie) == GT_SITE_ENTRY)
+	switch (GT_COOKIE_KIND(cookie)) {
+	case GT_SITE_ENTRY:
 		return on_entry(ctx, cookie, &key, (__u32)pid_tgid, now);
-	return on_return(ctx, cookie, &key, (__u32)pid_tgid, now);
+	case GT_SITE_RETURN:
+		return on_return(ctx, cookie, &key, (__u32)pid_tgid, now);
+	default:
+		return on_runtime_hook(GT_COOKIE_KIND(cookie), &key);
+	}
 }
 
 /* The same body for both attach methods: one uprobe_multi link for all sites, or (older

@@ -11,6 +11,9 @@
 enum gt_site_kind {
 	GT_SITE_ENTRY = 0,
 	GT_SITE_RETURN = 1,
+	GT_SITE_GOPANIC = 2,    /* runtime.gopanic: the goroutine starts panicking */
+	GT_SITE_GOEXIT = 3,     /* runtime.goexit1: the goroutine ends (returned or Goexit) */
+	GT_SITE_FATALPANIC = 4, /* runtime.fatalpanic: an unrecovered panic kills the process */
 };
 
 enum gt_skip {
@@ -27,8 +30,9 @@ enum gt_skip {
 enum gt_event_kind {
 	GT_EVENT_CALL = 1,       /* an entry paired with its return (+ the return's captures) */
 	GT_EVENT_ENTRY = 2,      /* an entry, in entry-only mode (+ the entry's captures) */
-	GT_EVENT_ABANDONED = 3,  /* an entry whose frame was reused before any return was seen */
+	GT_EVENT_PANICKED = 3,   /* a call unwound by a panic: it never returned */
 	GT_EVENT_ENTRY_DATA = 4, /* the entry's captures of a call whose GT_EVENT_CALL follows */
+	GT_EVENT_EXITED = 5,     /* a call cut short by runtime.Goexit */
 };
 
 /* Every event: this header, then `payload_len` bytes of gt_capture records. */
@@ -65,6 +69,22 @@ struct gt_inflight {
 	__u32 func;
 	__u32 tid;
 	__u64 regs[GT_INT_REGS];
+};
+
+/* The frames (as in gt_frame_key) of a goroutine's traced calls in flight, outermost first:
+ * a return or an entry at some frame proves every deeper one was unwound. */
+#define GT_SHADOW 16
+
+struct gt_goroutine_key {
+	__u32 tgid;
+	__u32 pad;
+	__u64 goid;
+};
+
+struct gt_shadow {
+	__u64 frames[GT_SHADOW];
+	__u32 count;
+	__u32 panicking;
 };
 
 /* ---- Capture recipes: which user memory to read at a site, interpreted by one program. ---- */
@@ -143,7 +163,8 @@ enum gt_stat {
 	GT_STAT_GROWTH_SKIPPED = 3,   /* entry passes ignored because the stack was about to grow */
 	GT_STAT_READ_FAILED = 4,      /* the goroutine's g could not be read */
 	GT_STAT_TRUNCATED = 5,        /* captures cut to their limit */
-	GT_STAT_COUNT = 6,
+	GT_STAT_SHADOW_FULL = 6,      /* nested deeper than GT_SHADOW: unwinding not detected */
+	GT_STAT_COUNT = 7,
 };
 
 #endif
