@@ -154,10 +154,11 @@ impl<'p> Decoder<'p> {
     pub fn decode(&self, raw: &RawCall) -> Option<DecodedCall<'p>> {
         let function = self.plan.functions.get(raw.function as usize)?;
         let signature = function.signature.as_ref();
+        let bias = raw.load_bias;
         let entry = Site {
             regs: &raw.entry_regs,
             sp: raw.entry_sp,
-            memory: Memory::new(&raw.entry_captures),
+            memory: Memory::new(&raw.entry_captures, bias),
         };
         let args = signature.map(|s| self.named_all(&s.params, &entry));
         let results = match raw.kind {
@@ -165,7 +166,7 @@ impl<'p> Decoder<'p> {
                 let exit = Site {
                     regs: &raw.return_regs,
                     sp: raw.return_sp,
-                    memory: Memory::new(&raw.return_captures),
+                    memory: Memory::new(&raw.return_captures, bias),
                 };
                 self.named_all(&s.results, &exit)
             }),
@@ -364,7 +365,7 @@ impl<'p> Decoder<'p> {
                 _ => None,
             }
         };
-        let Some(ty) = type_addr.and_then(|a| self.runtime_types.get(&a).copied()) else {
+        let Some(ty) = type_addr.and_then(|a| self.runtime_types.get(&memory.link_address(a)).copied()) else {
             let reason = if type_addr.is_some() {
                 Missing::UnknownType
             } else {

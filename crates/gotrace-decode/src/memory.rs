@@ -4,6 +4,8 @@ use gotrace_plan::{Capture, CaptureStatus};
 
 pub struct Memory<'a> {
     captures: &'a [Capture],
+    /// The process's load bias: runtime − link-time address (0 unless position-independent).
+    bias: u64,
 }
 
 /// What a read finds.
@@ -16,8 +18,13 @@ pub enum Read<'a> {
 }
 
 impl<'a> Memory<'a> {
-    pub fn new(captures: &'a [Capture]) -> Self {
-        Memory { captures }
+    pub fn new(captures: &'a [Capture], bias: u64) -> Self {
+        Memory { captures, bias }
+    }
+
+    /// The binary's (link-time) address of a runtime address in this process.
+    pub fn link_address(&self, runtime: u64) -> u64 {
+        runtime.wrapping_sub(self.bias)
     }
 
     /// Exactly `len` bytes at `addr`.

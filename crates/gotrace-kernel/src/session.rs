@@ -127,6 +127,7 @@ impl Session {
             rodata.goid_offset = plan.goid_offset;
             rodata.target_tgid = pid.unwrap_or(0);
             rodata.entry_only = u8::from(plan.entry_only);
+            rodata.position_independent = u8::from(plan.position_independent);
         }
         let use_multi = uprobe_multi_supported();
         open.progs.gotrace_site_multi.set_autoload(use_multi);
@@ -139,6 +140,7 @@ impl Session {
         size(&mut open.maps.recipes, tables.recipes.len())?;
         size(&mut open.maps.ops, tables.ops.len())?;
         size(&mut open.maps.type_recipes, tables.type_recipes.len())?;
+        size(&mut open.maps.entry_sites, plan.functions.len())?;
         let cpus = libbpf_rs::num_possible_cpus()
             .map_err(|e| KernelError::Load(format!("counting CPUs: {e:#}")))?;
         size(&mut open.maps.scratch, cpus)?;
@@ -146,6 +148,7 @@ impl Session {
             .load()
             .map_err(|e| KernelError::from_libbpf(e, KernelError::Load))?;
         tables.store(&skel)?;
+        store_entry_sites(&skel, plan)?;
 
         let started = Instant::now();
         let pid_arg = pid.map_or(-1, |p| p as i32);
@@ -329,6 +332,7 @@ impl Pairing {
             return_regs: e.return_regs,
             entry_sp: e.entry_sp,
             return_sp: e.return_sp,
+            load_bias: e.load_bias,
             entry_captures,
             return_captures,
         })
@@ -426,6 +430,17 @@ impl RecipeTables {
         }
         Ok(())
     }
+}
+
+/// Each function's entry-site address, from which the BPF side learns a PIE process's bias.
+fn store_entry_sites(skel: &GotraceSkel<'_>, plan: &ProbePlan) -> Result<(), KernelError> {
+    for site in plan.sites.iter().filter(|s| s.kind == SiteKind::Entry) {
+        skel.maps
+            .entry_sites
+            .update(&site.function.to_ne_bytes(), &site.addr.0.to_ne_bytes(), MapFlags::ANY)
+            .map_err(|e| KernelError::Load(format!("filling entry sites: {e:#}")))?;
+    }
+    Ok(())
 }
 
 /// The bytes of a generated BPF type, as a map update wants them.

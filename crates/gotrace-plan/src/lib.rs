@@ -128,6 +128,8 @@ pub struct ProbePlan {
     pub limits: Limits,
     /// Maps have the bucket layout of Go ≤ 1.23 (their entries are captured).
     pub classic_maps: bool,
+    /// The binary is position-independent: runtime addresses differ per process.
+    pub position_independent: bool,
     /// Recipes for the dynamic values of interfaces, by runtime type address (link-time).
     pub type_recipes: Vec<(u64, Recipe)>,
 }
@@ -306,6 +308,7 @@ pub fn plan(
         warnings,
         limits: options.limits,
         classic_maps,
+        position_independent: binary.is_pie(),
         type_recipes,
     })
 }
@@ -427,6 +430,8 @@ pub struct RawCall {
     pub return_regs: [u64; INT_REGS],
     pub entry_sp: u64,
     pub return_sp: u64,
+    /// Runtime − link-time address of the process's binary (0 unless position-independent).
+    pub load_bias: u64,
     /// Memory read at entry (for the arguments) and at the return (for the results).
     pub entry_captures: Vec<Capture>,
     pub return_captures: Vec<Capture>,

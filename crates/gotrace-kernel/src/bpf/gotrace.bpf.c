@@ -17,6 +17,7 @@ const volatile __u64 stack_hi_offset = 8;
 const volatile __u32 target_tgid = 0; /* 0: every process */
 const volatile __u64 wakeup_bytes = 1 << 16;
 const volatile __u8 entry_only = 0; /* emit entries at once; no return sites are attached */
+const volatile __u8 position_independent = 0; /* the binary is PIE: learn each process's bias */
 
 /* Never read: they put the shared types into BTF so the skeleton generates them for Rust. */
 const volatile struct gt_event gt_event_type;
@@ -79,6 +80,42 @@ struct {
 	__type(key, __u64);
 	__type(value, struct gt_recipe);
 } type_recipes SEC(".maps");
+
+/* Load bias (runtime − link-time address) of each process of a position-independent binary,
+ * learnt at its first traced entry: runtime type addresses are turned back into the link-time
+ * ones `type_recipes` is keyed by, and user space gets it in every event. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u64);
+} load_biases SEC(".maps");
+
+/* Link-time address of each function's entry site (the probed address tells the bias). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} entry_sites SEC(".maps");
+
+static __always_inline __u64 load_bias(__u32 tgid)
+{
+	__u64 *bias = bpf_map_lookup_elem(&load_biases, &tgid);
+	return bias ? *bias : 0;
+}
+
+/* At an entry site, ctx->rip is the probed instruction's runtime address. */
+static __always_inline void learn_load_bias(struct pt_regs *ctx, __u32 tgid, __u32 func)
+{
+	if (!position_independent || bpf_map_lookup_elem(&load_biases, &tgid))
+		return;
+	__u64 *site = bpf_map_lookup_elem(&entry_sites, &func);
+	if (!site)
+		return;
+	__u64 bias = ctx->rip - *site;
+	bpf_map_update_elem(&load_biases, &tgid, &bias, BPF_NOEXIST);
+}
 
 /* Where an event with captures is assembled; one per CPU (max_entries set by user space). */
 struct gt_scratch {
@@ -239,6 +276,7 @@ static __always_inline void run_dynamic(struct gt_scratch *s, struct gt_op *op, 
 	if (slot_base != 0 || operand_value(s, &op->addr, slot_base, &type_addr) ||
 	    operand_value(s, &op->len, slot_base, &data) || type_addr == 0)
 		return;
+	type_addr -= s->hdr.load_bias;
 	struct gt_recipe *r = bpf_map_lookup_elem(&type_recipes, &type_addr);
 	if (!r)
 		return;
@@ -354,6 +392,7 @@ static __always_inline void fill_header(struct gt_event *e, __u32 kind, struct g
 	e->goid = key->goid;
 	e->call_id = call->call_id;
 	e->entry_sp = call->sp;
+	e->load_bias = position_independent ? load_bias(key->tgid) : 0;
 	e->pid = key->tgid;
 	e->entry_tid = call->tid;
 	e->func = call->func;
@@ -532,6 +571,7 @@ static __always_inline int on_site(struct pt_regs *ctx)
 	__u64 cookie = bpf_get_attach_cookie(ctx);
 	switch (GT_COOKIE_KIND(cookie)) {
 	case GT_SITE_ENTRY:
+		learn_load_bias(ctx, tgid, GT_COOKIE_FUNC(cookie));
 		return on_entry(ctx, cookie, &key, (__u32)pid_tgid, now);
 	case GT_SITE_RETURN:
 		return on_return(ctx, cookie, &key, (__u32)pid_tgid, now);

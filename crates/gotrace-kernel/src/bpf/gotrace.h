@@ -43,6 +43,7 @@ struct gt_event {
 	__u64 call_id; /* pairs a GT_EVENT_ENTRY_DATA with its call */
 	__u64 entry_sp;
 	__u64 return_sp;
+	__u64 load_bias; /* runtime − link-time address of a position-independent binary */
 	__u32 pid;
 	__u32 entry_tid;
 	__u32 return_tid;
