@@ -6,9 +6,9 @@
 set -euo pipefail
 
 packages=(
-  clang llvm libelf-dev zlib1g-dev pkg-config make linux-libc-dev binutils curl
+  clang llvm libelf-dev zlib1g-dev pkg-config make linux-libc-dev binutils binutils-aarch64-linux-gnu curl
   golang-go golang-1.21-go golang-1.22-go golang-1.23-go
-  golang-github-gin-gonic-gin-dev
+  golang-github-gin-gonic-gin-dev bpftrace
 )
 
 missing=()

@@ -149,12 +149,28 @@ impl ElfImage {
     /// Decompressed contents of a (possibly compressed) debug section.
     pub fn debug_section(&self, name: &str) -> Result<Cow<'_, [u8]>, BinaryError> {
         let file = self.object();
-        match file.section_by_name(name) {
-            Some(section) => section
-                .uncompressed_data()
-                .map_err(|e| BinaryError::Dwarf(format!("{name}: {e}"))),
-            None => Ok(Cow::Borrowed(&[])),
+        let Some(section) = file.section_by_name(name) else {
+            return Ok(Cow::Borrowed(&[]));
+        };
+        let compressed = section
+            .compressed_data()
+            .map_err(|e| BinaryError::Dwarf(format!("{name}: {e}")))?;
+        // A corrupt header could claim gigabytes; deflate cannot expand more than ~1032×.
+        let limit = (compressed.data.len() as u64)
+            .saturating_mul(1032)
+            .saturating_add(4096);
+        if compressed.format != object::CompressionFormat::None
+            && compressed.uncompressed_size > limit
+        {
+            return Err(BinaryError::Dwarf(format!(
+                "{name}: claims {} bytes uncompressed from {} compressed",
+                compressed.uncompressed_size,
+                compressed.data.len()
+            )));
         }
+        compressed
+            .decompress()
+            .map_err(|e| BinaryError::Dwarf(format!("{name}: {e}")))
     }
 
     /// Address of a symbol by exact name, from `.symtab`.

@@ -197,7 +197,9 @@ impl GoBinary {
 
     /// Runtime type descriptor address (link-time) → DWARF type: how an interface's dynamic
     /// type is named. Empty without DWARF.
-    pub fn runtime_types(&self) -> Result<std::collections::HashMap<u64, types::TypeId>, BinaryError> {
+    pub fn runtime_types(
+        &self,
+    ) -> Result<std::collections::HashMap<u64, types::TypeId>, BinaryError> {
         let Some(dwarf) = self.dwarf()? else {
             return Ok(Default::default());
         };

@@ -100,6 +100,53 @@ impl Missing {
     }
 }
 
+impl Value {
+    /// Why this value, or the first part of it that is, cannot be shown.
+    pub fn unavailable_part(&self) -> Option<Missing> {
+        match self {
+            Value::Unavailable(missing) => Some(*missing),
+            Value::Array { elems, .. }
+            | Value::Slice {
+                elems: Ok(elems), ..
+            } => elems.iter().find_map(Value::unavailable_part),
+            Value::Struct { fields, .. } => fields.iter().find_map(|(_, v)| v.unavailable_part()),
+            _ => None,
+        }
+    }
+
+    /// Whether anything inside was cut to a capture limit (string bytes, elements, entries).
+    pub fn is_truncated(&self) -> bool {
+        match self {
+            Value::String(s) => s.error.is_none() && s.missing > 0,
+            Value::Slice {
+                len,
+                elems: Ok(elems),
+                ..
+            } => elems.len() as u64 != *len || elems.iter().any(Value::is_truncated),
+            Value::Array { elems, .. } => elems.iter().any(Value::is_truncated),
+            Value::Struct { fields, .. } => fields.iter().any(|(_, v)| v.is_truncated()),
+            Value::Pointer {
+                target: Some(Ok(v)),
+                ..
+            } => v.is_truncated(),
+            Value::Interface {
+                dynamic: Some((_, Ok(v))),
+            } => v.is_truncated(),
+            Value::Map {
+                len: Ok(len),
+                entries,
+                ..
+            } => {
+                entries.len() as u64 != *len
+                    || entries
+                        .iter()
+                        .any(|(k, v)| k.is_truncated() || v.is_truncated())
+            }
+            _ => false,
+        }
+    }
+}
+
 /// A named, typed, decoded parameter or result.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NamedValue {
@@ -209,23 +256,63 @@ impl<'p> Decoder<'p> {
             },
             Location::Registers(pieces) => {
                 let mut image = vec![0u8; size];
+                let mut in_float_regs = Vec::new();
                 for piece in pieces {
+                    let start = piece.value_offset as usize;
+                    let end = (start + piece.size as usize).min(size);
                     let AbiReg::Int(index) = piece.reg else {
-                        return Value::Unavailable(Missing::FloatRegister);
+                        in_float_regs.push(start..end);
+                        continue;
                     };
                     let Some(reg) = site.regs.get(index as usize) else {
                         return Value::Unavailable(Missing::NotCaptured);
                     };
-                    let start = piece.value_offset as usize;
-                    let end = (start + piece.size as usize).min(size);
                     if start < end {
                         image[start..end].copy_from_slice(&reg.to_le_bytes()[..end - start]);
                     }
                 }
-                image
+                let mut value = self.value(ty, &image, &site.memory, self.plan.limits.depth);
+                // The parts that travelled in float registers are unknown, the rest is shown.
+                if !in_float_regs.is_empty() {
+                    self.mask_float_parts(ty, 0, &in_float_regs, &mut value);
+                }
+                return value;
             }
         };
         self.value(ty, &image, &site.memory, self.plan.limits.depth)
+    }
+
+    /// Replaces the parts of `value` (at `offset` in its register image) that came from float
+    /// registers, which uprobes cannot read, by "unavailable".
+    fn mask_float_parts(
+        &self,
+        ty: TypeId,
+        offset: usize,
+        unknown: &[std::ops::Range<usize>],
+        value: &mut Value,
+    ) {
+        let t = self.types.get(ty);
+        let range = offset..offset + t.size as usize;
+        if !unknown
+            .iter()
+            .any(|u| u.start < range.end && range.start < u.end)
+        {
+            return;
+        }
+        match (&t.kind, value) {
+            (TypeKind::Struct { fields: types }, Value::Struct { fields, .. }) => {
+                for (field, (_, v)) in types.iter().zip(fields.iter_mut()) {
+                    self.mask_float_parts(field.ty, offset + field.offset as usize, unknown, v);
+                }
+            }
+            (TypeKind::Array { elem, .. }, Value::Array { elems, .. }) => {
+                let stride = self.types.get(*elem).size as usize;
+                for (i, v) in elems.iter_mut().enumerate() {
+                    self.mask_float_parts(*elem, offset + i * stride, unknown, v);
+                }
+            }
+            (_, v) => *v = Value::Unavailable(Missing::FloatRegister),
+        }
     }
 
     /// Reads a value of type `ty` from its little-endian memory image, following at most
@@ -365,7 +452,9 @@ impl<'p> Decoder<'p> {
                 _ => None,
             }
         };
-        let Some(ty) = type_addr.and_then(|a| self.runtime_types.get(&memory.link_address(a)).copied()) else {
+        let Some(ty) =
+            type_addr.and_then(|a| self.runtime_types.get(&memory.link_address(a)).copied())
+        else {
             let reason = if type_addr.is_some() {
                 Missing::UnknownType
             } else {
@@ -434,7 +523,8 @@ impl<'p> Decoder<'p> {
         let (key_size, value_size) = (self.types.get(key).size, self.types.get(value).size);
         let bucket_size = map_bucket_size(key_size, value_size) as usize;
         if let Read::Bytes(bucket) = memory.read(read_uint(header, 16, 8), bucket_size) {
-            for slot in 0..8usize {
+            let shown = (self.plan.limits.elems as usize).min(8);
+            for slot in 0..shown {
                 // tophash values below 5 mark empty or evacuated slots.
                 if bucket[slot] < 5 {
                     continue;

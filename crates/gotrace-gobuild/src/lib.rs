@@ -85,7 +85,12 @@ pub enum Flavour {
 }
 
 impl Flavour {
-    pub const ALL: [Flavour; 4] = [Flavour::Plain, Flavour::Stripped, Flavour::Pie, Flavour::Cgo];
+    pub const ALL: [Flavour; 4] = [
+        Flavour::Plain,
+        Flavour::Stripped,
+        Flavour::Pie,
+        Flavour::Cgo,
+    ];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -115,7 +120,8 @@ pub struct Build<'a> {
 impl Build<'_> {
     /// Builds (or reuses the cached build of) the program and returns the binary's path.
     pub fn run(&self) -> Result<PathBuf, BuildError> {
-        fs::create_dir_all(self.out_dir).map_err(io_err(format!("creating {}", self.out_dir.display())))?;
+        fs::create_dir_all(self.out_dir)
+            .map_err(io_err(format!("creating {}", self.out_dir.display())))?;
         let name = self
             .source_dir
             .file_name()
@@ -147,7 +153,14 @@ impl Build<'_> {
             .env("GOFLAGS", "")
             .env("GOTOOLCHAIN", "local")
             .env("GOARCH", arch)
-            .env("CGO_ENABLED", if self.flavour == Flavour::Cgo { "1" } else { "0" });
+            .env(
+                "CGO_ENABLED",
+                if self.flavour == Flavour::Cgo {
+                    "1"
+                } else {
+                    "0"
+                },
+            );
         match self.flavour {
             Flavour::Plain | Flavour::Cgo => {}
             Flavour::Stripped => {
@@ -201,7 +214,10 @@ fn go_files(dir: &Path) -> Result<Vec<PathBuf>, BuildError> {
         .map_err(io_err(format!("reading {}", dir.display())))?
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "go" || e == "c" || e == "h" || e == "s"))
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|e| e == "go" || e == "c" || e == "h" || e == "s")
+        })
         .collect();
     files.sort();
     Ok(files)
@@ -239,7 +255,9 @@ impl FileLock {
             .map_err(io_err(format!("opening {}", path.display())))?;
         // SAFETY: flock on a file descriptor we own; it is released when the file is closed.
         if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(io_err(format!("locking {}", path.display()))(io::Error::last_os_error()));
+            return Err(io_err(format!("locking {}", path.display()))(
+                io::Error::last_os_error(),
+            ));
         }
         Ok(FileLock { _file: file })
     }

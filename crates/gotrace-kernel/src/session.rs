@@ -437,7 +437,11 @@ fn store_entry_sites(skel: &GotraceSkel<'_>, plan: &ProbePlan) -> Result<(), Ker
     for site in plan.sites.iter().filter(|s| s.kind == SiteKind::Entry) {
         skel.maps
             .entry_sites
-            .update(&site.function.to_ne_bytes(), &site.addr.0.to_ne_bytes(), MapFlags::ANY)
+            .update(
+                &site.function.to_ne_bytes(),
+                &site.addr.0.to_ne_bytes(),
+                MapFlags::ANY,
+            )
             .map_err(|e| KernelError::Load(format!("filling entry sites: {e:#}")))?;
     }
     Ok(())

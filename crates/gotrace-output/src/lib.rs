@@ -258,43 +258,13 @@ impl Serialize for JsonValue<'_> {
     }
 }
 
-/// Whether anything inside `value` was cut to a capture limit.
-fn truncated(value: &Value) -> bool {
-    match value {
-        Value::String(s) => s.error.is_none() && s.missing > 0,
-        Value::Slice {
-            len,
-            elems: Ok(elems),
-            ..
-        } => elems.len() as u64 != *len || elems.iter().any(truncated),
-        Value::Array { elems, .. } => elems.iter().any(truncated),
-        Value::Struct { fields, .. } => fields.iter().any(|(_, v)| truncated(v)),
-        Value::Pointer {
-            target: Some(Ok(v)),
-            ..
-        } => truncated(v),
-        Value::Interface {
-            dynamic: Some((_, Ok(v))),
-        } => truncated(v),
-        Value::Map {
-            len: Ok(len),
-            entries,
-            ..
-        } => {
-            entries.len() as u64 != *len
-                || entries.iter().any(|(k, v)| truncated(k) || truncated(v))
-        }
-        _ => false,
-    }
-}
-
 /// Names of the values with something cut, in the order of the signature.
 struct TruncatedNames<'a, 'p>(&'a DecodedCall<'p>);
 
 impl Serialize for TruncatedNames<'_, '_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let values = self.0.args.iter().chain(self.0.results.iter()).flatten();
-        serializer.collect_seq(values.filter(|v| truncated(&v.value)).map(|v| &v.name))
+        serializer.collect_seq(values.filter(|v| v.value.is_truncated()).map(|v| &v.name))
     }
 }
 
@@ -305,7 +275,7 @@ impl Serialize for UnavailableReasons<'_, '_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(None)?;
         for v in self.0.args.iter().chain(self.0.results.iter()).flatten() {
-            if let Value::Unavailable(missing) = &v.value {
+            if let Some(missing) = v.value.unavailable_part() {
                 map.serialize_entry(&v.name, missing.reason())?;
             }
         }
@@ -318,6 +288,8 @@ impl Serialize for UnavailableReasons<'_, '_> {
 pub struct Summary {
     pub calls: u64,
     pub unreturned: u64,
+    /// Arguments and results with something cut to --string-max, --elems or --depth.
+    pub truncated_values: u64,
     pub lost_events: u64,
     pub unmatched_returns: u64,
     pub inflight_full: u64,
@@ -351,6 +323,10 @@ impl Summary {
                 "probe hits where the goroutine could not be read",
             ),
             (self.sites_failed as u64, "probe sites failed to attach"),
+            (
+                self.truncated_values,
+                "values truncated to --string-max or --elems",
+            ),
         ];
         for (n, what) in extras {
             if n > 0 {

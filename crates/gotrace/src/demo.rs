@@ -72,11 +72,16 @@ pub fn run(args: &DemoArgs) -> Result<()> {
             count: None,
         };
         let mut sink = ChannelSink(lines_tx, crate::clock());
-        trace::run(&request, &mut sink, &[stop_read.as_raw_fd()], |plan, report| {
-            let path = trace::target_binary(&request.target)?;
-            let _ = attached_tx.send(trace::describe_attach(plan, report, &path));
-            Ok(())
-        })
+        trace::run(
+            &request,
+            &mut sink,
+            &[stop_read.as_raw_fd()],
+            |plan, report| {
+                let path = trace::target_binary(&request.target)?;
+                let _ = attached_tx.send(trace::describe_attach(plan, report, &path));
+                Ok(())
+            },
+        )
     });
     match attached.recv_timeout(Duration::from_secs(30)) {
         Ok(description) => println!("gotrace: tracing {description}"),
@@ -93,11 +98,19 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         let (status, body) = http_get(addr, &format!("/fibonacci?num={num}"))?;
         println!("\n$ curl 'http://{addr}/fibonacci?num={num}'\n  HTTP {status} {body}");
         // A valid request's call arrives within the flush interval; a rejected one never does.
-        let wait = if status == 200 { Duration::from_secs(5) } else { Duration::from_millis(300) };
+        let wait = if status == 200 {
+            Duration::from_secs(5)
+        } else {
+            Duration::from_millis(300)
+        };
         match lines.recv_timeout(wait) {
             Ok(line) => println!("  traced: {line}"),
-            Err(_) if status == 200 => println!("  traced: nothing (unexpected: the call should have been seen)"),
-            Err(_) => println!("  traced: no call — the handler rejected the input before calling {FUNCTION}"),
+            Err(_) if status == 200 => {
+                println!("  traced: nothing (unexpected: the call should have been seen)")
+            }
+            Err(_) => println!(
+                "  traced: no call — the handler rejected the input before calling {FUNCTION}"
+            ),
         }
     }
 
@@ -132,7 +145,10 @@ fn build_service(args: &DemoArgs) -> Result<PathBuf> {
     let source_dir = dir.join("fibonacci");
     std::fs::create_dir_all(&source_dir)?;
     std::fs::write(source_dir.join("main.go"), SERVICE_SOURCE)?;
-    println!("Building the seed's Fibonacci service with Go {} (-gcflags '-l')...", toolchain.version);
+    println!(
+        "Building the seed's Fibonacci service with Go {} (-gcflags '-l')...",
+        toolchain.version
+    );
     let binary = Build {
         source_dir: &source_dir,
         toolchain: &toolchain,
@@ -176,6 +192,9 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String)> {
         .nth(1)
         .and_then(|s| s.parse().ok())
         .context("malformed HTTP response")?;
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.trim().to_owned()).unwrap_or_default();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.trim().to_owned())
+        .unwrap_or_default();
     Ok((status, body))
 }

@@ -110,6 +110,7 @@ pub fn run(
     let limit = request.count.unwrap_or(u64::MAX);
     let calls = Cell::new(0u64);
     let unreturned = Cell::new(0u64);
+    let truncated = Cell::new(0u64);
     let sink = RefCell::new(sink);
     {
         let events = session.events(|raw| {
@@ -123,6 +124,14 @@ pub fn run(
                 CallKind::Panicked | CallKind::Exited => unreturned.set(unreturned.get() + 1),
                 CallKind::Returned | CallKind::Entered => calls.set(calls.get() + 1),
             }
+            let cut = call
+                .args
+                .iter()
+                .chain(call.results.iter())
+                .flatten()
+                .filter(|v| v.value.is_truncated())
+                .count();
+            truncated.set(truncated.get() + cut as u64);
             sink.borrow_mut().call(&call);
         })?;
         let mut watched: Vec<RawFd> = stop_fds.to_vec();
@@ -142,6 +151,7 @@ pub fn run(
     }
     summary.calls = calls.get();
     summary.unreturned = unreturned.get();
+    summary.truncated_values = truncated.get();
     let counters = session.counters()?;
     summary.lost_events = counters.lost;
     summary.unmatched_returns = counters.unmatched_returns;

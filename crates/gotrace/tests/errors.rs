@@ -45,12 +45,23 @@ fn an_elf_that_is_not_go() {
 fn no_such_function_suggests_close_names() {
     let service = fibonacci_service(&newest_toolchain());
     let out = run_gotrace(&["trace", service.to_str().unwrap(), "main.Fibonaci"]);
-    assert_fails_saying(&out, &["no function named \"main.Fibonaci\"", "did you mean main.Fibonacci"]);
+    assert_fails_saying(
+        &out,
+        &[
+            "no function named \"main.Fibonaci\"",
+            "did you mean main.Fibonacci",
+        ],
+    );
 }
 
 #[test]
 fn inlined_function_says_so_and_how_to_keep_it() {
-    let binary = build_go("fixtures/go/inlined", &newest_toolchain(), Flavour::Plain, "");
+    let binary = build_go(
+        "fixtures/go/inlined",
+        &newest_toolchain(),
+        Flavour::Plain,
+        "",
+    );
     let out = run_gotrace(&["trace", binary.to_str().unwrap(), "main.double"]);
     assert_fails_saying(&out, &["inlined", "-gcflags=all=-l"]);
 }
@@ -89,12 +100,21 @@ fn root_without_privileges_says_which_are_needed() {
     let service_bin = fibonacci_service(&newest_toolchain());
     // Drop to nobody with no capabilities at all.
     let out = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
         .arg(GOTRACE)
         .args(["trace", service_bin.to_str().unwrap(), "main.Fibonacci"])
         .output()
         .expect("setpriv (util-linux) runs");
-    assert_fails_saying(&out, &["not enough privileges", "root", "CAP_BPF", "CAP_PERFMON"]);
+    assert_fails_saying(
+        &out,
+        &["not enough privileges", "root", "CAP_BPF", "CAP_PERFMON"],
+    );
 }
 
 #[test]

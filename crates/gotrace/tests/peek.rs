@@ -13,17 +13,35 @@ fn root_peek_shows_int3_while_attached_and_original_bytes_after() {
     let service_bin = fibonacci_service(&newest_toolchain());
     let addr = free_addr();
     let service = start_service(&service_bin, addr);
-    let out = run_gotrace(&["peek", "--json", "--pid", &service.pid().to_string(), "main.Fibonacci"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run_gotrace(&[
+        "peek",
+        "--json",
+        "--pid",
+        &service.pid().to_string(),
+        "main.Fibonacci",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let sites: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(sites.len() >= 2, "an entry and at least one return: {sites:?}");
+    assert!(
+        sites.len() >= 2,
+        "an entry and at least one return: {sites:?}"
+    );
     assert_eq!(sites.iter().filter(|s| s["kind"] == "entry").count(), 1);
-    assert!(sites.iter().any(|s| s["kind"] == "return" && s["file"]["asm"] == "ret"));
+    assert!(sites
+        .iter()
+        .any(|s| s["kind"] == "return" && s["file"]["asm"] == "ret"));
     for site in &sites {
         let file = site["file"]["bytes"].as_str().unwrap();
         let probed = site["probed"]["bytes"].as_str().unwrap();
         let detached = site["detached"]["bytes"].as_str().unwrap();
-        assert!(probed.starts_with("cc"), "not a breakpoint while attached: {site}");
+        assert!(
+            probed.starts_with("cc"),
+            "not a breakpoint while attached: {site}"
+        );
         assert_eq!(site["probed"]["asm"], "int3", "{site}");
         assert!(!file.starts_with("cc"), "{site}");
         assert_eq!(detached, file, "original bytes not restored: {site}");
@@ -43,9 +61,18 @@ fn root_peek_text_explains_what_the_user_sees() {
     let service_bin = fibonacci_service(&newest_toolchain());
     let addr = free_addr();
     let service = start_service(&service_bin, addr);
-    let out = run_gotrace(&["peek", "--pid", &service.pid().to_string(), "main.Fibonacci"]);
+    let out = run_gotrace(&[
+        "peek",
+        "--pid",
+        &service.pid().to_string(),
+        "main.Fibonacci",
+    ]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("int3"), "{text}");
     assert!(text.contains("0xcc"), "{text}");
     assert!(text.contains("original bytes are back"), "{text}");

@@ -38,7 +38,10 @@ fn assert_calls_match(calls: &[Value], answered: &[(i64, i64)], pid: u32) {
             assert!(c["goid"].as_u64().unwrap() > 0, "{c}");
             assert!(c["duration_ns"].as_u64().unwrap() > 0, "{c}");
             assert_eq!(c["types"]["n"], "int", "{c}");
-            (c["args"]["n"].as_i64().unwrap(), c["results"]["~r0"].as_i64().unwrap())
+            (
+                c["args"]["n"].as_i64().unwrap(),
+                c["results"]["~r0"].as_i64().unwrap(),
+            )
         })
         .collect();
     assert_eq!(seen, answered, "traced calls vs HTTP answers");
@@ -84,9 +87,19 @@ fn root_seed_service_traced_by_binary_including_processes_started_later() {
     let answered_after = send_requests(after_addr);
     let answered_before = send_requests(before_addr);
     let out = tracer.interrupt_and_collect();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let calls = json_calls(&out.stdout);
-    let of = |pid: u32| calls.iter().filter(|c| c["pid"] == pid).cloned().collect::<Vec<_>>();
+    let of = |pid: u32| {
+        calls
+            .iter()
+            .filter(|c| c["pid"] == pid)
+            .cloned()
+            .collect::<Vec<_>>()
+    };
     assert_calls_match(&of(after.pid()), &answered_after, after.pid());
     assert_calls_match(&of(before.pid()), &answered_before, before.pid());
     assert_eq!(calls.len(), 2 * VALID.len());
@@ -105,7 +118,12 @@ fn root_text_output_reads_like_the_documented_line() {
     http_get(addr, "/fibonacci?num=10");
     let out = tracer.interrupt_and_collect();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let line = stdout.lines().next().unwrap_or_else(|| panic!("no output; stderr: {}", String::from_utf8_lossy(&out.stderr)));
+    let line = stdout.lines().next().unwrap_or_else(|| {
+        panic!(
+            "no output; stderr: {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
     // 12:01:02.345678 pid=4242 goid=37 main.Fibonacci(n=10) = 55  1.3µs
     let fields: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(fields[0].len(), "12:01:02.345678".len(), "{line}");
@@ -123,7 +141,14 @@ fn root_count_stops_after_n_calls() {
     let service_bin = fibonacci_service(&newest_toolchain());
     let addr = free_addr();
     let service = start_service(&service_bin, addr);
-    let mut tracer = start_gotrace(&["--json", "--count", "2", "--pid", &service.pid().to_string(), "main.Fibonacci"]);
+    let mut tracer = start_gotrace(&[
+        "--json",
+        "--count",
+        "2",
+        "--pid",
+        &service.pid().to_string(),
+        "main.Fibonacci",
+    ]);
     for n in [3, 4, 5] {
         http_get(addr, &format!("/fibonacci?num={n}"));
     }

@@ -31,7 +31,10 @@ pub fn fixtures_out_dir() -> PathBuf {
 
 pub fn toolchains() -> Vec<Toolchain> {
     let all = gotrace_gobuild::toolchains();
-    assert!(!all.is_empty(), "no Go toolchain installed: run scripts/setup.sh");
+    assert!(
+        !all.is_empty(),
+        "no Go toolchain installed: run scripts/setup.sh"
+    );
     all
 }
 
@@ -40,7 +43,12 @@ pub fn newest_toolchain() -> Toolchain {
 }
 
 /// Builds a program under the repository (e.g. `examples/fibonacci`) with `-gcflags=<gcflags>`.
-pub fn build_go(relative_dir: &str, toolchain: &Toolchain, flavour: Flavour, gcflags: &str) -> PathBuf {
+pub fn build_go(
+    relative_dir: &str,
+    toolchain: &Toolchain,
+    flavour: Flavour,
+    gcflags: &str,
+) -> PathBuf {
     let source_dir = gotrace_gobuild::repo_root().join(relative_dir);
     Build {
         source_dir: &source_dir,
@@ -75,7 +83,10 @@ impl Running {
     /// Sends SIGINT and waits for the process to finish, returning its output.
     pub fn interrupt_and_collect(mut self) -> Output {
         self.signal(libc::SIGINT);
-        let child = std::mem::replace(&mut self.0, Command::new("true").spawn().expect("spawn true"));
+        let child = std::mem::replace(
+            &mut self.0,
+            Command::new("true").spawn().expect("spawn true"),
+        );
         child.wait_with_output().expect("waiting for child")
     }
 }
@@ -88,7 +99,10 @@ impl Drop for Running {
 }
 
 pub fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
 }
 
 pub fn start_service(binary: &Path, addr: SocketAddr) -> Running {
@@ -102,7 +116,10 @@ pub fn start_service(binary: &Path, addr: SocketAddr) -> Running {
     let running = Running(child);
     let deadline = Instant::now() + Duration::from_secs(20);
     while TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "service did not listen on {addr}");
+        assert!(
+            Instant::now() < deadline,
+            "service did not listen on {addr}"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     running
@@ -125,10 +142,19 @@ pub fn start_gotrace(args: &[&str]) -> Running {
     while !ready.exists() {
         if let Some(status) = running.0.try_wait().unwrap() {
             let mut err = String::new();
-            running.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            running
+                .0
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
             panic!("gotrace exited before attaching ({status}): {err}");
         }
-        assert!(Instant::now() < deadline, "gotrace did not attach within 60 s");
+        assert!(
+            Instant::now() < deadline,
+            "gotrace did not attach within 60 s"
+        );
         std::thread::sleep(Duration::from_millis(10));
     }
     running
@@ -151,14 +177,19 @@ pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let status = response.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.trim().to_owned()).unwrap_or_default();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.trim().to_owned())
+        .unwrap_or_default();
     (status, body)
 }
 
 /// The `ret` field of the service's JSON answer.
 pub fn ret_of(body: &str) -> i64 {
     let v: serde_json::Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{body}: {e}"));
-    v["ret"].as_i64().unwrap_or_else(|| panic!("no ret in {body}"))
+    v["ret"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no ret in {body}"))
 }
 
 /// Parses gotrace's JSON lines.
@@ -171,5 +202,8 @@ pub fn json_calls(stdout: &[u8]) -> Vec<serde_json::Value> {
 }
 
 pub fn run_gotrace(args: &[&str]) -> Output {
-    Command::new(GOTRACE).args(args).output().expect("running gotrace")
+    Command::new(GOTRACE)
+        .args(args)
+        .output()
+        .expect("running gotrace")
 }

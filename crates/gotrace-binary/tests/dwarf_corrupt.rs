@@ -1,0 +1,265 @@
+//! Broken DWARF: bytes of `.debug_info` and `.debug_abbrev` in a real binary are flipped,
+//! overwritten and cut short in memory, and `GoBinary::from_bytes(..).dwarf()` — plus what
+//! callers then do with the result (signatures, ABI assignment, `runtime.g` offsets) — must
+//! give an error or a partial result: never a panic, never a hang.
+//!
+//! Go compresses its DWARF sections, so most byte changes would only break the zlib stream.
+//! The main input is therefore a copy decompressed by `objcopy --decompress-debug-sections`,
+//! where mutations reach gimli and gotrace's reader; a quarter of the inputs mutate the
+//! compressed original (compression header and stream) instead.
+//!
+//! Runs for `GOTRACE_FUZZ_SECONDS` (default 2) after a minimum number of inputs, like
+//! `fuzz_parsers.rs`; inputs derive from `GOTRACE_FUZZ_SEED` and the iteration number.
+
+use gotrace_binary::{abi, GoBinary};
+use gotrace_gobuild::{repo_root, toolchains, workspace_target_dir, Build, Flavour};
+use object::{Object, ObjectSection};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+/// One input parsing longer than this is a hang (an unbounded loop on a cycle, say); a whole
+/// healthy parse takes well under a second even unoptimised.
+const HANG: Duration = Duration::from_secs(30);
+const MIN_INPUTS: u64 = 40;
+
+/// xorshift64* seeded through splitmix64: deterministic, so a failure names its input.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        Rng((z ^ (z >> 31)) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// The sig_kinds fixture (every type kind) built by the newest toolchain, with its DWARF.
+fn fixture() -> PathBuf {
+    let toolchain = toolchains()
+        .pop()
+        .expect("no Go toolchain under /usr/lib/go-1.*: run scripts/setup.sh");
+    let source_dir = repo_root().join("fixtures/go/sig_kinds");
+    let out_dir = workspace_target_dir().join("go-fixtures");
+    Build {
+        source_dir: &source_dir,
+        toolchain: &toolchain,
+        flavour: Flavour::Plain,
+        goarch: None,
+        gcflags: "-l",
+        out_dir: &out_dir,
+    }
+    .run()
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn decompressed(path: &Path) -> Vec<u8> {
+    let mut out = path.as_os_str().to_owned();
+    out.push(format!(".decompressed-{}", std::process::id()));
+    let out = PathBuf::from(out);
+    let status = Command::new("objcopy")
+        .arg("--decompress-debug-sections")
+        .arg(path)
+        .arg(&out)
+        .status()
+        .expect("running objcopy (binutils; scripts/setup.sh installs it)");
+    assert!(status.success(), "objcopy failed on {}", path.display());
+    let data = std::fs::read(&out).unwrap();
+    let _ = std::fs::remove_file(&out);
+    data
+}
+
+/// A section's place in the file: its bytes, and its section-header entry (for truncation).
+#[derive(Clone, Copy, Debug)]
+struct Target {
+    offset: usize,
+    size: usize,
+    /// File offset of the section header's `sh_size` field.
+    size_field: usize,
+}
+
+fn targets(image: &[u8], names: &[&str]) -> Vec<Target> {
+    let file = object::File::parse(image).unwrap();
+    let shoff = u64::from_le_bytes(image[0x28..0x30].try_into().unwrap()) as usize;
+    let shentsize = u16::from_le_bytes(image[0x3a..0x3c].try_into().unwrap()) as usize;
+    names
+        .iter()
+        .map(|name| {
+            let section = file
+                .section_by_name(name)
+                .unwrap_or_else(|| panic!("{name} missing"));
+            let (offset, size) = section.file_range().unwrap();
+            Target {
+                offset: offset as usize,
+                size: size as usize,
+                // Elf64_Shdr: name, type (4 bytes each), flags, addr, offset (8 each), size.
+                size_field: shoff + section.index().0 * shentsize + 32,
+            }
+        })
+        .collect()
+}
+
+const INTERESTING: [u64; 7] = [0, 1, 0x7f, 0x80, 0xffff, 0xffff_ffff, u64::MAX];
+
+/// One mutation inside `t` (or of its size): abbreviation codes, attribute forms, unit
+/// lengths, offsets and LEB128 bytes are all just bytes here.
+fn mutate(rng: &mut Rng, image: &mut [u8], t: Target) {
+    // Headers (unit lengths, versions, abbreviation offsets; the compression header) decide
+    // the most: hit the first bytes more often.
+    let at = t.offset
+        + if rng.below(3) == 0 {
+            rng.below(t.size.min(64))
+        } else {
+            rng.below(t.size)
+        };
+    match rng.below(5) {
+        0 | 1 => {
+            for _ in 0..1 + rng.below(4) {
+                let at = t.offset + rng.below(t.size);
+                image[at] ^= 1 << rng.below(8);
+            }
+        }
+        2 => {
+            let value = INTERESTING[rng.below(INTERESTING.len())].to_le_bytes();
+            let width = [1, 2, 4, 8][rng.below(4)];
+            let end = (at + width).min(t.offset + t.size);
+            image[at..end].copy_from_slice(&value[..end - at]);
+        }
+        3 => {
+            let len = rng.below(256).min(t.offset + t.size - at);
+            for b in &mut image[at..at + len] {
+                *b = rng.next() as u8;
+            }
+        }
+        _ => {
+            // Cut the section short: its header states a smaller size.
+            let keep = rng.below(t.size) as u64;
+            image[t.size_field..t.size_field + 8].copy_from_slice(&keep.to_le_bytes());
+        }
+    }
+}
+
+/// Opens the image and uses its DWARF as `gotrace funcs` and `trace` would. `Ok(true)` when
+/// DWARF loaded (whole or partial), `Ok(false)` when it was rejected with an error.
+fn exercise(image: Vec<u8>) -> bool {
+    let Ok(bin) = GoBinary::from_bytes(Path::new("corrupt"), image) else {
+        return false;
+    };
+    let loaded = match bin.dwarf() {
+        Ok(Some(d)) => d,
+        Ok(None) | Err(_) => return false,
+    };
+    for f in bin.functions() {
+        if let Some(sig) = loaded.signature(f.entry) {
+            abi::assign(bin.arch(), sig, loaded.types());
+        }
+    }
+    loaded.member_offset("runtime.g", "goid");
+    bin.goid_offset();
+    true
+}
+
+#[test]
+fn broken_dwarf_is_an_error_or_partial_never_a_panic() {
+    let path = fixture();
+    let original = std::fs::read(&path).unwrap();
+    let plain = decompressed(&path);
+    let names = [".debug_info", ".debug_abbrev"];
+    let inputs = [
+        (&plain, targets(&plain, &names)),
+        (&original, targets(&original, &names)),
+    ];
+    // The undamaged inputs load, or the outcomes below would prove nothing.
+    for (image, _) in &inputs {
+        assert!(
+            exercise(image.to_vec()),
+            "{}: DWARF does not load",
+            path.display()
+        );
+    }
+
+    let seed = env_u64("GOTRACE_FUZZ_SEED", 0x607A_CE00);
+    let deadline = Instant::now() + Duration::from_secs(env_u64("GOTRACE_FUZZ_SECONDS", 2));
+    let (mut loaded, mut rejected) = (0u64, 0u64);
+    let mut iteration: u64 = 0;
+    while iteration < MIN_INPUTS || Instant::now() < deadline {
+        let mut rng = Rng::new(seed ^ iteration.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let (image, targets) = &inputs[usize::from(rng.below(4) == 0)];
+        let mut image = image.to_vec();
+        for _ in 0..1 + rng.below(3) {
+            let t = targets[rng.below(targets.len())];
+            mutate(&mut rng, &mut image, t);
+        }
+        let saved = image.clone();
+        // In a thread, so a hang is reported instead of stalling the test run.
+        let (send, receive) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = send.send(catch_unwind(AssertUnwindSafe(|| exercise(image))));
+        });
+        let context = format!("GOTRACE_FUZZ_SEED={seed} iteration {iteration}");
+        match receive.recv_timeout(HANG) {
+            Ok(Ok(true)) => loaded += 1,
+            Ok(Ok(false)) => rejected += 1,
+            outcome => {
+                let file = workspace_target_dir().join("dwarf-corrupt-crash.bin");
+                let _ = std::fs::write(&file, &saved);
+                let what = match outcome {
+                    Err(_) => "hung",
+                    _ => "panicked",
+                };
+                panic!("{what} on {context}; input saved to {}", file.display());
+            }
+        }
+        iteration += 1;
+    }
+    eprintln!("dwarf: {iteration} inputs, {loaded} loaded (whole or partial), {rejected} rejected");
+    // Both outcomes occur, or the mutations are not reaching the reader.
+    assert!(
+        loaded > 0 && rejected > 0,
+        "{loaded} loaded, {rejected} rejected"
+    );
+}
+
+/// Found by the test above: a compression header claiming 16 GiB made `dwarf()` allocate and
+/// zero all of it before zlib failed (about a minute and 16 GiB of memory here; the OOM killer
+/// on a smaller machine). Deflate never expands more than 1032:1, so a claim beyond that is
+/// corrupt and can be rejected before decompressing.
+#[test]
+fn compressed_section_claiming_gigabytes_is_rejected_quickly() {
+    let mut image = std::fs::read(fixture()).unwrap();
+    let info = targets(&image, &[".debug_info"])[0];
+    // Elf64_Chdr: ch_type u32, ch_reserved u32, ch_size u64.
+    let ch_size = info.offset + 8;
+    image[ch_size..ch_size + 8].copy_from_slice(&(16u64 << 30).to_le_bytes());
+    let (send, receive) = mpsc::channel();
+    std::thread::spawn(move || {
+        let bin = GoBinary::from_bytes(Path::new("huge"), image).unwrap();
+        let _ = send.send(bin.dwarf().is_err());
+    });
+    assert_eq!(
+        receive.recv_timeout(Duration::from_secs(5)),
+        Ok(true),
+        "a 16 GiB ch_size was not rejected within 5 s"
+    );
+}

@@ -1,0 +1,843 @@
+//! Go values decoded like a debugger, end to end: `fixtures/go/values` calls functions taking and
+//! returning every kind of Go value from many goroutines and prints, for every call, its own
+//! exact record of what it passed and got back (in gotrace's JSON conventions). gotrace traces
+//! the same binary; every call must appear exactly once in its output with every value equal,
+//! within the documented limits:
+//!
+//! - a float or complex may be `null` (with a reason in `unavailable`) only where it travelled in
+//!   X0–X14, which uprobes cannot read; elsewhere it must be the exact number;
+//! - a string longer than `--string-max` must be its prefix of exactly that many bytes, and a
+//!   slice longer than `--elems` its first elements, with the argument named in `truncated`;
+//! - a map shows its exact length and some of its real entries;
+//! - `{"address": …}` replaces a value only beyond `--depth`: required beyond that many Go
+//!   pointers, allowed beyond that many indirections of any kind (pointers, interface boxes,
+//!   maps), as gotrace's help counts them;
+//! - `{"address": …, "error": "unreadable"}` only for the bad pointers the program passed.
+//!
+//! The program's record also says where pointers were followed (`derefs`) and which floats were
+//! in registers (`reg_floats`), so these rules are checked position by position.
+
+mod common;
+
+use common::*;
+use gotrace_gobuild::{Flavour, Toolchain};
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+/// Every traced function is named F*; methods too (`main.Point.FScale`, `main.(*Counter).FAdd`).
+const TRACED: [&str; 2] = ["main.F*", "main.*.F*"];
+
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    string_max: usize,
+    elems: usize,
+    depth: u64,
+}
+
+/// gotrace's defaults, which the main comparison runs with (no limit flags given).
+const DEFAULTS: Limits = Limits {
+    string_max: 256,
+    elems: 16,
+    depth: 3,
+};
+
+fn values_program(toolchain: &Toolchain) -> std::path::PathBuf {
+    build_go("fixtures/go/values", toolchain, Flavour::Plain, "-l")
+}
+
+/// One traced run: what the program recorded and what gotrace printed.
+struct Session {
+    program: Vec<Value>,
+    traced: Vec<Value>,
+    pid: u32,
+    stderr: String,
+}
+
+/// Starts gotrace on the binary (attached before the program starts, so no call is missed), runs
+/// the program to completion, then stops gotrace.
+fn run_traced(
+    binary: &Path,
+    gotrace_args: &[&str],
+    functions: &[&str],
+    program_args: &[&str],
+) -> Session {
+    let mut args = vec!["--json"];
+    args.extend_from_slice(gotrace_args);
+    args.push(binary.to_str().unwrap());
+    args.extend_from_slice(functions);
+    let tracer = start_gotrace(&args);
+    let child = Command::new(binary)
+        .args(program_args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting the values program");
+    let pid = child.id();
+    let program_out = child
+        .wait_with_output()
+        .expect("running the values program");
+    assert!(
+        program_out.status.success(),
+        "the values program failed while traced ({}): {}",
+        program_out.status,
+        String::from_utf8_lossy(&program_out.stderr)
+    );
+    let out = tracer.interrupt_and_collect();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "gotrace failed: {stderr}");
+    Session {
+        program: json_calls(&program_out.stdout),
+        traced: json_calls(&out.stdout),
+        pid,
+        stderr,
+    }
+}
+
+/// Compares every program record with gotrace's record of the same call; returns the problems,
+/// one line each.
+fn compare_session(session: &Session, limits: Limits) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut by_call: HashMap<(String, i64), Vec<&Value>> = HashMap::new();
+    // Binary mode traces every process of the binary: another test may run the same build.
+    for got in session.traced.iter().filter(|g| g["pid"] == session.pid) {
+        let func = got["func"].as_str().unwrap_or("?").to_owned();
+        match got["args"]["id"].as_i64() {
+            Some(id) => by_call.entry((func, id)).or_default().push(got),
+            None => problems.push(format!(
+                "{func}: gotrace record without a numeric args.id: {}",
+                short(got)
+            )),
+        }
+    }
+    for exp in &session.program {
+        let func = exp["func"]
+            .as_str()
+            .expect("program record has func")
+            .to_owned();
+        let id = exp["id"].as_i64().expect("program record has id");
+        match by_call.remove(&(func.clone(), id)).as_deref() {
+            None | Some([]) => {
+                problems.push(format!("{func} id={id}: no gotrace record for this call"))
+            }
+            Some([got]) => {
+                if got["pid"] != session.pid {
+                    problems.push(format!(
+                        "{func} id={id}: pid {} instead of {}",
+                        got["pid"], session.pid
+                    ));
+                }
+                problems.extend(
+                    compare_call(exp, got, limits)
+                        .into_iter()
+                        .map(|p| format!("{func} id={id} {p}")),
+                );
+            }
+            Some(many) => problems.push(format!(
+                "{func} id={id}: {} gotrace records for one call",
+                many.len()
+            )),
+        }
+    }
+    let mut extra: Vec<_> = by_call.into_iter().collect();
+    extra.sort_by(|a, b| a.0.cmp(&b.0));
+    for ((func, id), records) in extra {
+        problems.push(format!(
+            "{func} id={id}: {} gotrace record(s) for a call the program never made",
+            records.len()
+        ));
+    }
+    problems
+}
+
+/// Compares one call: names, types, every value, and the `truncated` and `unavailable` notes.
+fn compare_call(exp: &Value, got: &Value, limits: Limits) -> Vec<String> {
+    let mut cmp = Comparison {
+        limits,
+        derefs: parse_derefs(&exp["derefs"]),
+        reg_floats: exp["reg_floats"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|p| p.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default(),
+        problems: Vec::new(),
+        cut: BTreeSet::new(),
+        partial: BTreeSet::new(),
+        unavailable_floats: BTreeSet::new(),
+        top: String::new(),
+        byte_slice: false,
+    };
+    if got["outcome"] != "returned" {
+        cmp.problems.push(format!(
+            "outcome {} instead of \"returned\"",
+            got["outcome"]
+        ));
+    }
+    for section in ["args", "results"] {
+        let (Some(exp_values), Some(got_values)) =
+            (exp[section].as_object(), got[section].as_object())
+        else {
+            cmp.problems.push(format!(
+                "{section}: expected an object, got {}",
+                short(&got[section])
+            ));
+            continue;
+        };
+        for name in got_values.keys().filter(|n| !exp_values.contains_key(*n)) {
+            cmp.problems
+                .push(format!("{section}/{name}: not a parameter of the function"));
+        }
+        for (name, exp_value) in exp_values {
+            let Some(got_value) = got_values.get(name) else {
+                cmp.problems.push(format!(
+                    "{section}/{name}: missing (expected {})",
+                    short(exp_value)
+                ));
+                continue;
+            };
+            let exp_type = exp["types"][name].as_str().unwrap_or("?");
+            if got["types"][name] != exp_type {
+                cmp.problems.push(format!(
+                    "{section}/{name}: type {} instead of {exp_type:?}",
+                    got["types"][name]
+                ));
+            }
+            cmp.top = name.clone();
+            cmp.byte_slice = exp_type == "[]uint8";
+            cmp.value(&format!("{section}/{name}"), exp_value, got_value);
+        }
+    }
+
+    let truncated: BTreeSet<String> = got["truncated"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|n| n.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    for name in cmp.cut.difference(&truncated) {
+        cmp.problems.push(format!(
+            "{name}: cut to a limit but not listed in \"truncated\" ({})",
+            got["truncated"]
+        ));
+    }
+    for name in truncated
+        .iter()
+        .filter(|n| !cmp.cut.contains(*n) && !cmp.partial.contains(*n))
+    {
+        cmp.problems.push(format!(
+            "{name}: listed in \"truncated\" but nothing in it was cut"
+        ));
+    }
+    let unavailable = got["unavailable"].as_object().cloned().unwrap_or_default();
+    for name in &cmp.unavailable_floats {
+        let reason = unavailable.get(name).and_then(Value::as_str);
+        if reason.is_none_or(str::is_empty) {
+            cmp.problems.push(format!(
+                "{name}: a float shown as null without a reason in \"unavailable\""
+            ));
+        }
+    }
+    for name in unavailable
+        .keys()
+        .filter(|n| !cmp.unavailable_floats.contains(*n))
+    {
+        cmp.problems.push(format!(
+            "{name}: in \"unavailable\" ({}) but only floats in registers may be",
+            unavailable[name]
+        ));
+    }
+    cmp.problems
+}
+
+/// `derefs`: path → every pointer followed to produce the value there, as
+/// (pointer levels, memory indirections counting interfaces and maps too, address).
+type Derefs = HashMap<String, Vec<(u64, u64, u64)>>;
+
+fn parse_derefs(v: &Value) -> Derefs {
+    let mut derefs = Derefs::new();
+    for (path, list) in v.as_object().into_iter().flatten() {
+        for d in list.as_array().into_iter().flatten() {
+            let (Some(strict), Some(loose), Some(addr)) = (
+                d[0].as_u64(),
+                d[1].as_u64(),
+                d[2].as_str().and_then(parse_addr),
+            ) else {
+                panic!("bad derefs entry in the program's record: {d}");
+            };
+            derefs
+                .entry(path.clone())
+                .or_default()
+                .push((strict, loose, addr));
+        }
+    }
+    derefs
+}
+
+struct Comparison {
+    limits: Limits,
+    derefs: Derefs,
+    reg_floats: HashSet<String>,
+    problems: Vec<String>,
+    /// Arguments/results in which a string or slice was cut: must be listed in `truncated`.
+    cut: BTreeSet<String>,
+    /// Arguments/results shown partly for other reasons (map entries, depth): may be listed.
+    partial: BTreeSet<String>,
+    /// Arguments/results with a register float shown as null: must have a reason.
+    unavailable_floats: BTreeSet<String>,
+    /// The argument or result being compared.
+    top: String,
+    /// It is a []byte, which `--string-max` may limit instead of `--elems`.
+    byte_slice: bool,
+}
+
+impl Comparison {
+    fn problem(&mut self, path: &str, exp: &Value, got: &Value, why: &str) {
+        self.problems.push(format!(
+            "{path}: expected {}, got {} ({why})",
+            short(exp),
+            short(got)
+        ));
+    }
+
+    fn value(&mut self, path: &str, exp: &Value, got: &Value) {
+        if let Some(bad) = bad_pointer(exp) {
+            let ok = got["error"] == "unreadable"
+                && got["address"].as_str().and_then(parse_addr) == Some(bad);
+            if !ok {
+                self.problem(
+                    path,
+                    exp,
+                    got,
+                    "a bad pointer must show its address and \"unreadable\"",
+                );
+            }
+            return;
+        }
+        let derefs = self.derefs.get(path).cloned().unwrap_or_default();
+        if !exp.is_null() && got.get("address").is_some() {
+            let addr = got["address"].as_str().and_then(parse_addr);
+            let depth = self.limits.depth;
+            if got.get("error").is_some() {
+                self.problem(path, exp, got, "readable memory shown as an error");
+            } else if derefs
+                .iter()
+                .any(|&(_, loose, a)| loose > depth && Some(a) == addr)
+            {
+                self.partial.insert(self.top.clone());
+            } else if derefs.iter().any(|&(_, loose, _)| loose > depth) {
+                self.problem(
+                    path,
+                    exp,
+                    got,
+                    "cut at --depth, but not at the address of the pointer followed there",
+                );
+            } else {
+                self.problem(
+                    path,
+                    exp,
+                    got,
+                    &format!("cut although within --depth {depth}"),
+                );
+            }
+            return;
+        }
+        if !exp.is_null()
+            && derefs
+                .iter()
+                .any(|&(strict, _, _)| strict > self.limits.depth)
+        {
+            self.problem(
+                path,
+                exp,
+                got,
+                &format!(
+                    "beyond --depth {}: must be {{\"address\": …}}",
+                    self.limits.depth
+                ),
+            );
+            return;
+        }
+        match exp {
+            Value::Null | Value::Bool(_) => {
+                if got != exp {
+                    self.problem(path, exp, got, "differs");
+                }
+            }
+            Value::Number(_) => {
+                if got.is_null() && self.reg_floats.contains(path) {
+                    self.unavailable_floats.insert(self.top.clone());
+                } else if !numbers_equal(exp, got) {
+                    let why = if self.reg_floats.contains(path) {
+                        "a float in a register: null or the exact value, never another number"
+                    } else {
+                        "differs"
+                    };
+                    self.problem(path, exp, got, why);
+                }
+            }
+            Value::String(e) => self.string(path, e, got),
+            Value::Array(e) => {
+                if got.is_null() && self.reg_floats.contains(path) {
+                    self.unavailable_floats.insert(self.top.clone()); // a complex in registers
+                } else if let Some(g) = got.as_array() {
+                    self.elems(path, e, g, exp, got);
+                } else {
+                    self.problem(path, exp, got, "expected an array");
+                }
+            }
+            Value::Object(e) => match got.as_object() {
+                Some(g) if is_map(e) => self.map(path, e, g, exp, got),
+                Some(g) if is_interface(e) => {
+                    if g.get("type") != e.get("type") {
+                        self.problem(path, exp, got, "dynamic type differs");
+                    } else {
+                        self.value(
+                            &format!("{path}/value"),
+                            &e["value"],
+                            g.get("value").unwrap_or(&Value::Null),
+                        );
+                    }
+                }
+                Some(g) => {
+                    let (ek, gk): (BTreeSet<_>, BTreeSet<_>) =
+                        (e.keys().collect(), g.keys().collect());
+                    if ek != gk {
+                        self.problem(path, exp, got, "struct fields differ");
+                        return;
+                    }
+                    for (field, ev) in e {
+                        self.value(&format!("{path}/{field}"), ev, &g[field]);
+                    }
+                }
+                None => self.problem(path, exp, got, "expected an object"),
+            },
+        }
+    }
+
+    /// A string within the limit must be equal; a longer one exactly its first --string-max
+    /// bytes (fewer only so as not to split a UTF-8 character), and marked.
+    fn string(&mut self, path: &str, exp: &str, got: &Value) {
+        let Some(g) = got.as_str() else {
+            return self.problem(path, &Value::from(exp), got, "expected a string");
+        };
+        let max = self.limits.string_max;
+        if exp.len() <= max {
+            if g != exp {
+                self.problem(path, &Value::from(exp), got, "differs");
+            }
+        } else if g
+            != &exp[..(0..=max)
+                .rev()
+                .find(|&i| exp.is_char_boundary(i))
+                .unwrap_or(0)]
+        {
+            let why = format!(
+                "longer than --string-max {max}: must be its first {max} bytes, got {} bytes",
+                g.len()
+            );
+            self.problem(path, &Value::from(exp), got, &why);
+        } else {
+            self.cut.insert(self.top.clone());
+        }
+    }
+
+    /// Slices and arrays: the first min(len, --elems) elements, marked when cut.
+    fn elems(&mut self, path: &str, exp: &[Value], got: &[Value], exp_v: &Value, got_v: &Value) {
+        let want = exp.len().min(self.limits.elems);
+        // A []byte is a byte string: its limit may be --string-max instead.
+        let want_bytes = exp.len().min(self.limits.string_max);
+        let top_level_bytes =
+            self.byte_slice && !path[path.find('/').map_or(0, |i| i + 1)..].contains('/');
+        if got.len() != want && !(top_level_bytes && got.len() == want_bytes) {
+            let why = format!(
+                "{} elements; expected the first {want} of {} (--elems {})",
+                got.len(),
+                exp.len(),
+                self.limits.elems
+            );
+            return self.problem(path, exp_v, got_v, &why);
+        }
+        if got.len() < exp.len() {
+            self.cut.insert(self.top.clone());
+        }
+        for (i, (e, g)) in exp.iter().zip(got).enumerate() {
+            self.value(&format!("{path}/{i}"), e, g);
+        }
+    }
+
+    /// Maps: the exact length and some (at least one, if any) of the real entries, no duplicates.
+    fn map(
+        &mut self,
+        path: &str,
+        exp: &Map<String, Value>,
+        got: &Map<String, Value>,
+        exp_v: &Value,
+        got_v: &Value,
+    ) {
+        if got.get("len") != exp.get("len") {
+            return self.problem(path, exp_v, got_v, "map length differs");
+        }
+        let exp_entries = exp["entries"].as_array().expect("program map has entries");
+        let Some(got_entries) = got.get("entries").and_then(Value::as_array) else {
+            return self.problem(path, exp_v, got_v, "map without entries");
+        };
+        if got_entries.is_empty() && !exp_entries.is_empty() {
+            return self.problem(
+                path,
+                exp_v,
+                got_v,
+                "a non-empty map shown without any entry",
+            );
+        }
+        let mut seen = Vec::new();
+        for entry in got_entries {
+            let (Some(key), Some(value)) = (entry.get(0), entry.get(1)) else {
+                return self.problem(path, exp_v, entry, "map entry is not [key, value]");
+            };
+            if seen.contains(&key) {
+                return self.problem(path, exp_v, key, "map key shown twice");
+            }
+            seen.push(key);
+            match exp_entries
+                .iter()
+                .find(|e| numbers_equal(&e[0], key) || e[0] == *key)
+            {
+                Some(e) => self.value(&format!("{path}/entries[{key}]"), &e[1], value),
+                None => self.problem(path, exp_v, key, "map key not in the map"),
+            }
+        }
+        if got_entries.len() < exp_entries.len() {
+            self.partial.insert(self.top.clone());
+        }
+    }
+}
+
+fn is_map(o: &Map<String, Value>) -> bool {
+    o.len() == 2 && o.contains_key("len") && o.contains_key("entries")
+}
+
+fn is_interface(o: &Map<String, Value>) -> bool {
+    o.len() == 2 && o.contains_key("type") && o.contains_key("value")
+}
+
+/// The program renders the bad pointers it passed as `{"address": …, "error": "unreadable"}`.
+fn bad_pointer(exp: &Value) -> Option<u64> {
+    let o = exp.as_object()?;
+    (o.len() == 2 && o.get("error")? == "unreadable").then_some(())?;
+    parse_addr(o.get("address")?.as_str()?)
+}
+
+fn parse_addr(s: &str) -> Option<u64> {
+    u64::from_str_radix(s.strip_prefix("0x")?, 16).ok()
+}
+
+/// Equal numbers: integers exactly; floats exactly (the fixture's floats are exact in binary);
+/// an integer written as a float only where that float is exact.
+fn numbers_equal(exp: &Value, got: &Value) -> bool {
+    match (exp, got) {
+        (Value::Number(e), Value::Number(g)) => {
+            if let (Some(e), Some(g)) = (e.as_i64(), g.as_i64()) {
+                return e == g;
+            }
+            if let (Some(e), Some(g)) = (e.as_u64(), g.as_u64()) {
+                return e == g;
+            }
+            match (e.as_f64(), g.as_f64()) {
+                (Some(e), Some(g)) => e == g && e.abs() < 2f64.powi(53),
+                _ => false,
+            }
+        }
+        _ => false,
+    }
+}
+
+/// A value for a one-line message.
+fn short(v: &Value) -> String {
+    let s = v.to_string();
+    if s.len() <= 160 {
+        return s;
+    }
+    let mut end = 120;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…({} bytes)", &s[..end], s.len())
+}
+
+/// Lists the problems, most frequent kinds first, then every line (capped).
+fn report(problems: &[String]) -> String {
+    let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+    for p in problems {
+        // "main.F id=N path: …" → "main.F path"
+        let words: Vec<&str> = p.split_whitespace().collect();
+        let kind = match words.as_slice() {
+            [func, id, what, ..] if id.starts_with("id=") && !id.ends_with(':') => {
+                let what = what.trim_end_matches(':').split('/').take(2);
+                format!("{func} {}", what.collect::<Vec<_>>().join("/"))
+            }
+            [func, id, ..] if id.starts_with("id=") => format!("{func} (the call)"),
+            _ => p.split(':').next().unwrap_or("").to_owned(),
+        };
+        *kinds.entry(kind).or_default() += 1;
+    }
+    let mut kinds: Vec<_> = kinds.into_iter().collect();
+    kinds.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+    let mut out = String::from("by function and argument:\n");
+    for (kind, n) in kinds {
+        out += &format!("  {n:5}  {kind}\n");
+    }
+    out += "every problem:\n";
+    for p in problems.iter().take(300) {
+        out += &format!("  {p}\n");
+    }
+    if problems.len() > 300 {
+        out += &format!("  … and {} more\n", problems.len() - 300);
+    }
+    out
+}
+
+#[test]
+fn root_values_equal_the_programs_own_record_on_every_toolchain() {
+    if !have_root() {
+        return;
+    }
+    let mut failures = Vec::new();
+    for toolchain in toolchains() {
+        let binary = values_program(&toolchain);
+        let session = run_traced(&binary, &[], &TRACED, &[]);
+        let problems = compare_session(&session, DEFAULTS);
+        eprintln!(
+            "Go {}: {} calls made, {} traced, {} problems",
+            toolchain.version,
+            session.program.len(),
+            session.traced.len(),
+            problems.len()
+        );
+        if !problems.is_empty() {
+            failures.push(format!(
+                "Go {}: {} problems in {} calls\n{}gotrace's stderr:\n{}",
+                toolchain.version,
+                problems.len(),
+                session.program.len(),
+                report(&problems),
+                session.stderr
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "gotrace's values differ from the program's:\n{}",
+        failures.join("\n")
+    );
+}
+
+/// The limits given as flags, not the defaults: the 1 MiB string is cut at --string-max 4096,
+/// slices at --elems 4, pointers at --depth 1; all marked, everything else still equal.
+#[test]
+fn root_limits_cut_strings_slices_and_pointers_and_mark_them() {
+    if !have_root() {
+        return;
+    }
+    let limits = Limits {
+        string_max: 4096,
+        elems: 4,
+        depth: 1,
+    };
+    let binary = values_program(&newest_toolchain());
+    let session = run_traced(
+        &binary,
+        &["--string-max", "4096", "--elems", "4", "--depth", "1"],
+        &TRACED,
+        &["-workers", "4", "-rounds", "1", "-big", "2"],
+    );
+
+    let big: Vec<&Value> = session
+        .traced
+        .iter()
+        .filter(|c| c["func"] == "main.FBig")
+        .collect();
+    assert_eq!(big.len(), 8, "one record per 1 MiB call (4 goroutines × 2)");
+    for call in big {
+        let s = call["args"]["s"]
+            .as_str()
+            .unwrap_or_else(|| panic!("s is not a string: {}", short(call)));
+        let id = call["args"]["id"].as_i64().unwrap();
+        assert_eq!(s.len(), 4096, "the 1 MiB string is kept up to --string-max");
+        assert!(
+            s.starts_with(&format!("[{id}:0][{id}:1]")),
+            "{}",
+            short(&Value::from(s))
+        );
+        assert!(
+            call["truncated"]
+                .as_array()
+                .is_some_and(|t| t.contains(&Value::from("s"))),
+            "{}",
+            short(call)
+        );
+        assert_eq!(call["results"]["n"], 1 << 20);
+    }
+    let mut problems = compare_session(&session, limits);
+    // The issue: "the summary counts truncations".
+    if !session.stderr.contains("truncat") {
+        problems.push(format!(
+            "summary: truncations not counted in {:?}",
+            session.stderr
+        ));
+    }
+    assert!(
+        problems.is_empty(),
+        "with {limits:?}:\n{}",
+        report(&problems)
+    );
+}
+
+/// The text output renders values the Go way, as the issue shows them.
+#[test]
+fn root_text_output_renders_go_values() {
+    if !have_root() {
+        return;
+    }
+    let binary = values_program(&newest_toolchain());
+    let tracer = start_gotrace(&[binary.to_str().unwrap(), "main.FText"]);
+    let status = Command::new(&binary)
+        .args(["-workers", "1", "-rounds", "1", "-big", "0"])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = tracer.interrupt_and_collect();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // Spacing after commas is a matter of taste: compare without it.
+    let lines: Vec<String> = stdout.lines().map(|l| l.replace(", ", ",")).collect();
+    assert_eq!(
+        lines.len(),
+        2,
+        "two calls of main.FText:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in &lines {
+        for expected in [
+            "main.FText(",
+            "s=\"hello\"",
+            "b=[]byte{0x68,0x69} (len 2 cap 8)",
+            "p=&main.Point{X:1,Y:2}",
+        ] {
+            assert!(line.contains(expected), "{expected:?} not in {line:?}");
+        }
+    }
+    let with_error = lines
+        .iter()
+        .filter(|l| l.contains("err=*errors.errorString{s:\"boom\"}"))
+        .count();
+    let without = lines.iter().filter(|l| l.contains("err=nil")).count();
+    assert_eq!(
+        (with_error, without),
+        (1, 1),
+        "one call with errors.New(\"boom\"), one with nil:\n{stdout}"
+    );
+}
+
+/// The comparison itself, on a hand-made call: it accepts what the rules allow and catches each
+/// kind of mistake (so a passing end-to-end test means something). Needs no root.
+#[test]
+fn comparison_accepts_the_rules_and_rejects_each_kind_of_mistake() {
+    let limits = Limits {
+        string_max: 4,
+        elems: 2,
+        depth: 1,
+    };
+    let exp = serde_json::json!({
+        "func": "main.F", "id": 7,
+        "args": {"id": 7, "f": 1.5, "s": "abcdef", "xs": [1, 2, 3], "p": {"X": 1, "Next": {"X": 2, "Next": null}},
+                 "m": {"len": 2, "entries": [["a", 1], ["b", 2]]}, "e": {"type": "*main.E", "value": {"s": "x"}},
+                 "bad": {"address": "0x1008", "error": "unreadable"}},
+        "results": {"~r0": -1},
+        "types": {"id": "int", "f": "float64", "s": "string", "xs": "[]int", "p": "*main.N", "m": "map[string]int",
+                  "e": "error", "bad": "*main.N", "~r0": "int"},
+        "derefs": {"args/p": [[1, 1, "0x10"]], "args/p/Next": [[2, 2, "0x20"]], "args/m": [[0, 1, "0x30"]],
+                   "args/e": [[0, 1, "0x40"]], "args/e/value": [[0, 1, "0x40"], [1, 2, "0x40"]]},
+        "reg_floats": ["args/f"],
+    });
+    let good = serde_json::json!({
+        "func": "main.F", "outcome": "returned",
+        "args": {"id": 7, "f": null, "s": "abcd", "xs": [1, 2], "p": {"X": 1, "Next": {"address": "0x20"}},
+                 "m": {"len": 2, "entries": [["b", 2]]}, "e": {"type": "*main.E", "value": {"address": "0x40"}},
+                 "bad": {"address": "0x1008", "error": "unreadable"}},
+        "results": {"~r0": -1},
+        "types": exp["types"].clone(),
+        "truncated": ["s", "xs", "m"],
+        "unavailable": {"f": "in a float register"},
+    });
+    assert_eq!(compare_call(&exp, &good, limits), Vec::<String>::new());
+
+    type Mutation = fn(&mut Value);
+    let mistakes: [(&str, Mutation); 14] = [
+        ("wrong int", |g| g["results"]["~r0"] = (-1i64 as u64).into()),
+        ("wrong register float", |g| g["args"]["f"] = 1.25.into()),
+        ("null float without a reason", |g| {
+            g["unavailable"] = serde_json::json!({})
+        }),
+        ("null int", |g| g["args"]["id"] = Value::Null),
+        ("string cut short", |g| g["args"]["s"] = "abc".into()),
+        ("string not cut", |g| g["args"]["s"] = "abcdef".into()),
+        ("cut not marked", |g| {
+            g["truncated"] = serde_json::json!(["xs", "m"])
+        }),
+        ("marked, not cut", |g| {
+            g["truncated"] = serde_json::json!(["s", "xs", "id"])
+        }),
+        ("wrong element", |g| {
+            g["args"]["xs"] = serde_json::json!([1, 3])
+        }),
+        ("cut within depth", |g| {
+            g["args"]["p"] = serde_json::json!({"address": "0x10"})
+        }),
+        ("shown beyond depth", |g| {
+            g["args"]["p"]["Next"] = serde_json::json!({"X": 2, "Next": null})
+        }),
+        ("map entry not in the map", |g| {
+            g["args"]["m"]["entries"] = serde_json::json!([["c", 2]])
+        }),
+        ("bad pointer read", |g| {
+            g["args"]["bad"] = serde_json::json!({"X": 0, "Next": null})
+        }),
+        ("wrong dynamic type", |g| {
+            g["args"]["e"]["type"] = "*main.F".into()
+        }),
+    ];
+    for (what, mutate) in mistakes {
+        let mut got = good.clone();
+        mutate(&mut got);
+        assert!(
+            !compare_call(&exp, &got, limits).is_empty(),
+            "not caught: {what}"
+        );
+    }
+
+    let session = |traced: Vec<Value>| Session {
+        program: vec![exp.clone()],
+        traced,
+        pid: 0,
+        stderr: String::new(),
+    };
+    let with_pid = |mut v: Value| {
+        v["pid"] = 0.into();
+        v
+    };
+    assert!(compare_session(&session(vec![with_pid(good.clone())]), limits).is_empty());
+    assert!(
+        !compare_session(&session(vec![]), limits).is_empty(),
+        "missing call"
+    );
+    assert!(
+        !compare_session(&session(vec![with_pid(good.clone()); 2]), limits).is_empty(),
+        "duplicate"
+    );
+}
