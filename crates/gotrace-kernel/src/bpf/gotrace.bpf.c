@@ -316,21 +316,27 @@ static long capture_step(__u64 index, void *unused)
 	return 0;
 }
 
-/* Runs `recipe` against the registers of `ctx` and sends `hdr` plus the captures. */
-static __always_inline void emit_with_captures(struct pt_regs *ctx, struct gt_recipe *recipe,
-					       struct gt_event *hdr)
+/* The CPU's scratch event, claimed for this probe hit; NULL (counted as lost) if it is not
+ * there or a probe hit in another task that preempted this one on this CPU holds it. */
+static __always_inline struct gt_scratch *claim_scratch(void)
 {
 	__u32 cpu = bpf_get_smp_processor_id();
 	struct gt_scratch *s = bpf_map_lookup_elem(&scratch, &cpu);
 	if (!s)
-		return;
-	/* A probe in another task that preempted this one on the same CPU: don't clobber. */
+		return NULL;
 	if (__sync_fetch_and_add(&s->busy, 1)) {
 		__sync_fetch_and_add(&s->busy, -1);
 		count(GT_STAT_LOST);
-		return;
+		return NULL;
 	}
-	__builtin_memcpy(&s->hdr, hdr, sizeof(*hdr));
+	return s;
+}
+
+/* Runs `recipe` against the registers of `ctx`, sends the scratch event with its captures and
+ * releases the scratch space. */
+static __always_inline void send_scratch(struct pt_regs *ctx, struct gt_scratch *s,
+					 struct gt_recipe *recipe)
+{
 	save_int_regs(s->regs, ctx);
 	s->sp = ctx->rsp;
 	s->payload_len = 0;
@@ -349,17 +355,34 @@ static __always_inline void emit_with_captures(struct pt_regs *ctx, struct gt_re
 	__sync_fetch_and_add(&s->busy, -1);
 }
 
-/* Sends `hdr` alone: the common case of a site without memory to read. */
-static __always_inline void emit_plain(struct gt_event *hdr)
+static __always_inline struct gt_event *reserve_event(void)
 {
 	struct gt_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
+	if (!e)
 		count(GT_STAT_LOST);
-		return;
-	}
-	__builtin_memcpy(e, hdr, sizeof(*e));
-	bpf_ringbuf_submit(e, submit_flags());
+	return e;
 }
+
+/* Fills an event in place with FILL (which writes through `e`) and sends it: straight from the
+ * ring buffer when the site reads no memory, through the scratch space when it runs a recipe. */
+#define EMIT(ctx, recipe, FILL)                                                  \
+	do {                                                                     \
+		if (recipe) {                                                    \
+			struct gt_scratch *scratch_ = claim_scratch();           \
+			if (scratch_) {                                          \
+				struct gt_event *e = &scratch_->hdr;             \
+				FILL;                                            \
+				send_scratch(ctx, scratch_, recipe);             \
+			}                                                        \
+		} else {                                                         \
+			struct gt_event *e = reserve_event();                    \
+			if (e) {                                                 \
+				FILL;                                            \
+				e->payload_len = 0;                              \
+				bpf_ringbuf_submit(e, submit_flags());           \
+			}                                                        \
+		}                                                                \
+	} while (0)
 
 static __always_inline struct gt_recipe *recipe_for(__u32 func, __u32 kind)
 {
@@ -383,10 +406,10 @@ static __always_inline int will_grow_stack(__u32 skip, __u64 eflags)
 	}
 }
 
+/* The entry half of an event, from a call in flight; the return half zeroed. */
 static __always_inline void fill_header(struct gt_event *e, __u32 kind, struct gt_frame_key *key,
 					struct gt_inflight *call)
 {
-	__builtin_memset(e, 0, sizeof(*e));
 	e->kind = kind;
 	e->entry_ns = call->entry_ns;
 	e->goid = key->goid;
@@ -397,6 +420,31 @@ static __always_inline void fill_header(struct gt_event *e, __u32 kind, struct g
 	e->entry_tid = call->tid;
 	e->func = call->func;
 	__builtin_memcpy(e->entry_regs, call->regs, sizeof(e->entry_regs));
+	e->return_ns = 0;
+	e->return_sp = 0;
+	e->return_tid = 0;
+	__builtin_memset(e->return_regs, 0, sizeof(e->return_regs));
+}
+
+static __always_inline void fill_return(struct gt_event *e, struct pt_regs *ctx, __u64 now,
+					__u32 tid)
+{
+	e->return_ns = now;
+	e->return_tid = tid;
+	e->return_sp = ctx->rsp;
+	save_int_regs(e->return_regs, ctx);
+}
+
+/* A call that ended without a return: only what its entry recorded. */
+static __always_inline void emit_unreturned(__u32 kind, struct gt_frame_key *key,
+					    struct gt_inflight *call)
+{
+	struct gt_event *e = reserve_event();
+	if (!e)
+		return;
+	fill_header(e, kind, key, call);
+	e->payload_len = 0;
+	bpf_ringbuf_submit(e, submit_flags());
 }
 
 static __always_inline struct gt_shadow *shadow_of(struct gt_frame_key *key)
@@ -426,10 +474,8 @@ static __always_inline void unwind(struct gt_shadow *shadow, struct gt_frame_key
 		struct gt_inflight *call = bpf_map_lookup_elem(&inflight, &gone);
 		if (!call)
 			continue;
-		struct gt_event hdr;
-		fill_header(&hdr, shadow->panicking || kind != GT_EVENT_EXITED ? GT_EVENT_PANICKED : kind,
-			    &gone, call);
-		emit_plain(&hdr);
+		__u32 outcome = shadow->panicking || kind != GT_EVENT_EXITED ? GT_EVENT_PANICKED : kind;
+		emit_unreturned(outcome, &gone, call);
 		bpf_map_delete_elem(&inflight, &gone);
 	}
 }
@@ -461,10 +507,6 @@ static __always_inline int on_runtime_hook(__u32 kind, struct gt_frame_key *key)
 static __always_inline int on_entry(struct pt_regs *ctx, __u64 cookie, struct gt_frame_key *key,
 				    __u32 tid, __u64 now)
 {
-	if (will_grow_stack(GT_COOKIE_SKIP(cookie), ctx->eflags)) {
-		count(GT_STAT_GROWTH_SKIPPED);
-		return 0;
-	}
 	struct gt_inflight *old = bpf_map_lookup_elem(&inflight, key);
 	/* The same call again after a stack-growth restart: keep its first entry. */
 	if (old && GT_COOKIE_MAY_RESTART(cookie) && old->func == GT_COOKIE_FUNC(cookie))
@@ -481,16 +523,6 @@ static __always_inline int on_entry(struct pt_regs *ctx, __u64 cookie, struct gt
 		.tid = tid,
 	};
 	save_int_regs(call.regs, ctx);
-	struct gt_event hdr;
-	struct gt_recipe *recipe = recipe_for(call.func, GT_SITE_ENTRY);
-	if (entry_only) {
-		fill_header(&hdr, GT_EVENT_ENTRY, key, &call);
-		if (recipe)
-			emit_with_captures(ctx, recipe, &hdr);
-		else
-			emit_plain(&hdr);
-		return 0;
-	}
 	struct gt_shadow *shadow = shadow_of(key);
 	if (shadow) {
 		/* A frame at or below this one that is still in flight was unwound. */
@@ -502,13 +534,16 @@ static __always_inline int on_entry(struct pt_regs *ctx, __u64 cookie, struct gt
 	}
 	/* Still there: a call at this very frame that the shadow stack did not hold. */
 	old = bpf_map_lookup_elem(&inflight, key);
-	if (old) {
-		fill_header(&hdr, GT_EVENT_PANICKED, key, old);
-		emit_plain(&hdr);
-	}
+	if (old)
+		emit_unreturned(GT_EVENT_PANICKED, key, old);
+	struct gt_recipe *recipe = recipe_for(call.func, GT_SITE_ENTRY);
 	if (recipe) {
-		fill_header(&hdr, GT_EVENT_ENTRY_DATA, key, &call);
-		emit_with_captures(ctx, recipe, &hdr);
+		/* The entry's memory goes now; its registers travel with the call record. */
+		struct gt_scratch *scratch_ = claim_scratch();
+		if (scratch_) {
+			fill_header(&scratch_->hdr, GT_EVENT_ENTRY_DATA, key, &call);
+			send_scratch(ctx, scratch_, recipe);
+		}
 	}
 	if (bpf_map_update_elem(&inflight, key, &call, BPF_ANY))
 		count(GT_STAT_INFLIGHT_FULL);
@@ -532,18 +567,33 @@ static __always_inline int on_return(struct pt_regs *ctx, __u64 cookie, struct g
 		if (!shadow->count)
 			shadow->panicking = 0;
 	}
-	struct gt_event hdr;
-	fill_header(&hdr, GT_EVENT_CALL, key, call);
-	hdr.return_ns = now;
-	hdr.return_tid = tid;
-	hdr.return_sp = ctx->rsp;
-	save_int_regs(hdr.return_regs, ctx);
+	struct gt_recipe *recipe = recipe_for(call->func, GT_SITE_RETURN);
+	EMIT(ctx, recipe, fill_header(e, GT_EVENT_CALL, key, call); fill_return(e, ctx, now, tid));
 	bpf_map_delete_elem(&inflight, key);
-	struct gt_recipe *recipe = recipe_for(hdr.func, GT_SITE_RETURN);
-	if (recipe)
-		emit_with_captures(ctx, recipe, &hdr);
-	else
-		emit_plain(&hdr);
+	return 0;
+}
+
+/* Entry-only tracing: no pairing, so no frame, no tables: the cheapest path to an event. */
+static __always_inline int on_entry_only(struct pt_regs *ctx, __u64 cookie, __u32 tgid, __u32 tid,
+					 __u64 goid, __u64 now)
+{
+	__u32 func = GT_COOKIE_FUNC(cookie);
+	struct gt_recipe *recipe = recipe_for(func, GT_SITE_ENTRY);
+	EMIT(ctx, recipe, {
+		e->kind = GT_EVENT_ENTRY;
+		e->entry_ns = now;
+		e->return_ns = 0;
+		e->goid = goid;
+		e->call_id = 0;
+		e->entry_sp = ctx->rsp;
+		e->return_sp = 0;
+		e->load_bias = position_independent ? load_bias(tgid) : 0;
+		e->pid = tgid;
+		e->entry_tid = tid;
+		e->return_tid = 0;
+		e->func = func;
+		save_int_regs(e->entry_regs, ctx);
+	});
 	return 0;
 }
 
@@ -554,12 +604,26 @@ static __always_inline int on_site(struct pt_regs *ctx)
 	__u32 tgid = pid_tgid >> 32;
 	if (target_tgid && tgid != target_tgid)
 		return 0;
+	__u64 cookie = bpf_get_attach_cookie(ctx);
+	__u32 kind = GT_COOKIE_KIND(cookie);
+	if (kind == GT_SITE_ENTRY) {
+		if (will_grow_stack(GT_COOKIE_SKIP(cookie), ctx->eflags)) {
+			count(GT_STAT_GROWTH_SKIPPED);
+			return 0;
+		}
+		learn_load_bias(ctx, tgid, GT_COOKIE_FUNC(cookie));
+	}
 
 	/* R14 holds the current goroutine's g at every ABIInternal entry and RET. */
 	void *g = (void *)ctx->r14;
 	__u64 goid = 0, stack_hi = 0;
-	if (bpf_probe_read_user(&goid, sizeof(goid), g + goid_offset) ||
-	    bpf_probe_read_user(&stack_hi, sizeof(stack_hi), g + stack_hi_offset)) {
+	if (bpf_probe_read_user(&goid, sizeof(goid), g + goid_offset)) {
+		count(GT_STAT_READ_FAILED);
+		return 0;
+	}
+	if (entry_only)
+		return on_entry_only(ctx, cookie, tgid, (__u32)pid_tgid, goid, now);
+	if (bpf_probe_read_user(&stack_hi, sizeof(stack_hi), g + stack_hi_offset)) {
 		count(GT_STAT_READ_FAILED);
 		return 0;
 	}
@@ -568,15 +632,13 @@ static __always_inline int on_site(struct pt_regs *ctx)
 		.goid = goid,
 		.frame = stack_hi - ctx->rsp,
 	};
-	__u64 cookie = bpf_get_attach_cookie(ctx);
-	switch (GT_COOKIE_KIND(cookie)) {
+	switch (kind) {
 	case GT_SITE_ENTRY:
-		learn_load_bias(ctx, tgid, GT_COOKIE_FUNC(cookie));
 		return on_entry(ctx, cookie, &key, (__u32)pid_tgid, now);
 	case GT_SITE_RETURN:
 		return on_return(ctx, cookie, &key, (__u32)pid_tgid, now);
 	default:
-		return on_runtime_hook(GT_COOKIE_KIND(cookie), &key);
+		return on_runtime_hook(kind, &key);
 	}
 }
 

@@ -1,0 +1,417 @@
+//! `make bench`: what tracing costs, measured in one run and printed as one report.
+//!
+//! For each traced function of the loop program (fixtures/go/bench_loop): untraced; the empty
+//! BPF program on gotrace's own sites (the floor), full and entry-only; the real gotrace CLI,
+//! full and `--no-return`; the seed's bpftrace one-liner (plain, with async preemption off,
+//! and entry-only). Then throughput through the ring buffer, and attach/detach times for
+//! 1,000 and 10,000 sites. Needs root.
+
+mod many;
+mod report;
+mod run;
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use gotrace_binary::GoBinary;
+use gotrace_gobuild::{Build, Flavour};
+use gotrace_plan::{PlanOptions, ProbePlan, SiteKind};
+use report::{FunctionBench, Probes, Row, Throughput, Tracer};
+use run::{LoopOutput, LoopTarget, TargetRun, Traced};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+/// Functions in the generated program for the attach timings (two sites each).
+const MANY_FUNCTIONS: usize = 5_200;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "gotrace-bench",
+    about = "Per-call cost of gotrace vs the uprobe floor and bpftrace; throughput; attach/detach times (needs root)"
+)]
+struct Args {
+    /// How long each run of the loop program loops, in seconds.
+    #[arg(long, default_value_t = 1.0)]
+    seconds: f64,
+    /// The gotrace binary to run (default: next to this one).
+    #[arg(long)]
+    gotrace: Option<PathBuf>,
+    /// Go toolchain for the targets (default: the newest installed).
+    #[arg(long)]
+    go: Option<String>,
+    /// Runs of each floor and gotrace mode; the median (by ns/call) is shown.
+    #[arg(long, default_value_t = 3)]
+    repeat: usize,
+    /// Skip the per-site (perf-event) attach/detach timing, which takes minutes to detach.
+    #[arg(long)]
+    skip_per_site: bool,
+    /// Skip the bpftrace runs.
+    #[arg(long)]
+    skip_bpftrace: bool,
+}
+
+fn main() -> ExitCode {
+    match bench(&Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("gotrace-bench: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn bench(args: &Args) -> Result<()> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("the benchmark loads BPF programs and attaches uprobes: run it as root");
+    }
+    let gotrace = match &args.gotrace {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?.with_file_name("gotrace"),
+    };
+    if !gotrace.exists() {
+        bail!(
+            "{} not found: build it (cargo build --release -p gotrace) or pass --gotrace",
+            gotrace.display()
+        );
+    }
+    let work_dir = gotrace_gobuild::workspace_target_dir().join("bench");
+    std::fs::create_dir_all(&work_dir)?;
+    let toolchain = gotrace_gobuild::toolchain(args.go.as_deref())?;
+    let build = |source_dir: &Path| {
+        Build {
+            source_dir,
+            toolchain: &toolchain,
+            flavour: Flavour::Plain,
+            goarch: None,
+            gcflags: "-l",
+            out_dir: &gotrace_gobuild::workspace_target_dir().join("go-fixtures"),
+        }
+        .run()
+    };
+    let target = LoopTarget {
+        binary: build(&gotrace_gobuild::repo_root().join("fixtures/go/bench_loop"))?,
+        seconds: args.seconds,
+    };
+    let binary = GoBinary::open(&target.binary)?;
+    let load_before = load_average();
+    note(&format!(
+        "target {} (Go {})",
+        target.binary.display(),
+        toolchain.version
+    ));
+
+    let mut functions = Vec::new();
+    for (function, func) in [("main.Fibonacci", "fib"), ("main.Work", "work")] {
+        functions.push(per_call(
+            args, &gotrace, &work_dir, &binary, &target, function, func,
+        )?);
+    }
+    let throughput = throughput(&gotrace, &work_dir, &binary, &target)?;
+    let attach = attach_timings(args, &build, &work_dir)?;
+
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    println!(
+        "\n# gotrace bench — kernel {}, {} CPUs, Go {}, {} s per run, median of {}\n",
+        kernel.trim(),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        toolchain.version,
+        args.seconds,
+        args.repeat.max(1),
+    );
+    println!("Load average before / after: {load_before} / {} (other work on the machine moves every figure).\n", load_average());
+    println!("Per-call cost, one goroutine calling the function in a tight loop. overhead = traced − untraced ns/call;");
+    println!("ratio to floor = overhead / the empty program's overhead on the same sites (full or entry-only).\n");
+    let mut ratios = Vec::new();
+    for f in &functions {
+        println!("## {} — gotrace's sites: {}\n", f.function, f.sites);
+        println!("{}", f.table());
+        ratios.extend(f.ratios());
+    }
+    println!(
+        "## Throughput: JSON lines gotrace wrote / wall time (target start → gotrace exited)\n"
+    );
+    println!("{}", report::throughput_table(&throughput));
+    println!("## Attach and detach (`Session::attach` / `detach`, the program running)\n");
+    println!("{}", report::attach_table(&attach));
+    ratios.extend(report::scale_ratios(&throughput, &attach));
+    println!("## Goals (issue 6)\n");
+    print!("{}", report::ratio_lines(&ratios));
+    Ok(())
+}
+
+/// The 1-minute load average.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".into())
+}
+
+fn note(text: &str) {
+    eprintln!("gotrace-bench: {text}");
+}
+
+fn plan_for(binary: &GoBinary, pattern: &str, entry_only: bool) -> Result<ProbePlan> {
+    gotrace_plan::plan(
+        binary,
+        &[pattern.to_owned()],
+        PlanOptions {
+            entry_only,
+            ..Default::default()
+        },
+    )
+    .with_context(|| format!("planning {pattern}"))
+}
+
+/// Every run against one function of the loop program.
+fn per_call(
+    args: &Args,
+    gotrace: &Path,
+    work_dir: &Path,
+    binary: &GoBinary,
+    target: &LoopTarget,
+    function: &str,
+    func: &str,
+) -> Result<FunctionBench> {
+    let full_plan = plan_for(binary, function, false)?;
+    let entry_plan = plan_for(binary, function, true)?;
+    let mut rows = Vec::new();
+
+    let repeat = args.repeat.max(1);
+    note(&format!("{function}: untraced (median of {repeat})"));
+    let untraced = median(repeat, || target.run(func, 1, &[]), |r| r)?;
+    let reference = untraced.output;
+    if reference.is_none() || !untraced.status.success() {
+        bail!(
+            "the untraced loop program failed: {}",
+            untraced.describe(None)
+        );
+    }
+    rows.push(row(
+        Tracer::Untraced,
+        Probes::None,
+        &untraced,
+        None,
+        None,
+        reference.as_ref(),
+    ));
+
+    for (probes, plan) in [(Probes::Full, &full_plan), (Probes::EntryOnly, &entry_plan)] {
+        note(&format!(
+            "{function}: floor, {} sites (median of {repeat})",
+            plan.sites.len()
+        ));
+        let run = median(repeat, || run::under_floor(plan, target, func), |r| r)?;
+        rows.push(row(
+            Tracer::Floor,
+            probes,
+            &run,
+            None,
+            None,
+            reference.as_ref(),
+        ));
+    }
+    for (probes, entry_only) in [(Probes::Full, false), (Probes::EntryOnly, true)] {
+        note(&format!(
+            "{function}: gotrace{} (median of {repeat})",
+            if entry_only { " --no-return" } else { "" }
+        ));
+        let t = median(
+            repeat,
+            || run::under_gotrace(gotrace, work_dir, target, function, func, 1, entry_only),
+            |t| &t.target,
+        )?;
+        rows.push(traced_row(Tracer::Gotrace, probes, &t, reference.as_ref()));
+    }
+    if !args.skip_bpftrace {
+        for (probes, async_preempt_off) in [
+            (Probes::Full, false),
+            (Probes::Full, true),
+            (Probes::EntryOnly, false),
+        ] {
+            let tracer = Tracer::Bpftrace { async_preempt_off };
+            let entry_only = probes == Probes::EntryOnly;
+            note(&format!(
+                "{function}: bpftrace{}",
+                if entry_only { " entry-only" } else { "" }
+            ));
+            let t = run::under_bpftrace(
+                work_dir,
+                target,
+                function,
+                func,
+                entry_only,
+                async_preempt_off,
+            )?;
+            rows.push(traced_row(tracer, probes, &t, reference.as_ref()));
+        }
+    }
+    Ok(FunctionBench {
+        function: function.to_owned(),
+        sites: describe_sites(binary, &full_plan),
+        rows,
+    })
+}
+
+/// Runs `once` `n` times and keeps the run with the median ns/call — or the first run that
+/// harmed the target, which must not be hidden.
+fn median<T>(
+    n: usize,
+    mut once: impl FnMut() -> Result<T>,
+    run: impl Fn(&T) -> &TargetRun,
+) -> Result<T> {
+    let mut runs = (0..n).map(|_| once()).collect::<Result<Vec<T>>>()?;
+    if let Some(i) = runs
+        .iter()
+        .position(|r| !run(r).status.success() || run(r).output.is_none())
+    {
+        return Ok(runs.swap_remove(i));
+    }
+    let ns = |r: &T| run(r).output.map_or(f64::INFINITY, |o| o.ns_per_call);
+    runs.sort_by(|a, b| ns(a).total_cmp(&ns(b)));
+    Ok(runs.swap_remove(n / 2))
+}
+
+fn row(
+    tracer: Tracer,
+    probes: Probes,
+    run: &TargetRun,
+    delivered: Option<u64>,
+    lost: Option<u64>,
+    reference: Option<&LoopOutput>,
+) -> Row {
+    let harmed = run.harmed(reference);
+    Row {
+        tracer,
+        probes,
+        // A run that died part-way has no meaningful per-call figure.
+        ns_per_call: run
+            .output
+            .filter(|_| run.status.success())
+            .map(|o| o.ns_per_call),
+        calls: run.output.map(|o| o.calls),
+        delivered,
+        lost,
+        status: run.describe(reference),
+        harmed,
+    }
+}
+
+fn traced_row(tracer: Tracer, probes: Probes, t: &Traced, reference: Option<&LoopOutput>) -> Row {
+    row(
+        tracer,
+        probes,
+        &t.target,
+        Some(t.delivered),
+        t.lost,
+        reference,
+    )
+}
+
+/// `entry jl, return ret ×2`: the instruction under each site decides what a hit costs
+/// (emulated jumps ≈ 0.6 µs, single-stepped instructions ≈ 10 µs on a KVM guest).
+fn describe_sites(binary: &GoBinary, plan: &ProbePlan) -> String {
+    let mut parts: Vec<(String, usize)> = Vec::new();
+    for site in &plan.sites {
+        let kind = match site.kind {
+            SiteKind::Entry => "entry".to_owned(),
+            SiteKind::Return => "return".to_owned(),
+            #[allow(unreachable_patterns)] // the plan may add kinds (runtime hooks)
+            other => format!("{other:?}").to_lowercase(),
+        };
+        let text = format!(
+            "{kind} {}",
+            mnemonic(binary, site.addr).unwrap_or_else(|| "?".into())
+        );
+        match parts.iter_mut().find(|(t, _)| *t == text) {
+            Some((_, n)) => *n += 1,
+            None => parts.push((text, 1)),
+        }
+    }
+    parts
+        .into_iter()
+        .map(|(t, n)| if n > 1 { format!("{t} ×{n}") } else { t })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn mnemonic(binary: &GoBinary, addr: gotrace_binary::VirtAddr) -> Option<String> {
+    let end = binary.function_at(addr)?.end;
+    let bytes = binary.bytes_at(addr, (end.0 - addr.0).min(15)).ok()?;
+    let mut decoder = iced_x86::Decoder::with_ip(64, bytes, addr.0, iced_x86::DecoderOptions::NONE);
+    let ins = decoder.decode();
+    (!ins.is_invalid()).then(|| format!("{:?}", ins.mnemonic()).to_lowercase())
+}
+
+/// Eight functions called by several goroutines, traced with a glob.
+fn throughput(
+    gotrace: &Path,
+    work_dir: &Path,
+    binary: &GoBinary,
+    target: &LoopTarget,
+) -> Result<Vec<Throughput>> {
+    const GOROUTINES: u32 = 4;
+    let pattern = "main.Op*";
+    let mut out = Vec::new();
+    for entry_only in [true, false] {
+        let sites = plan_for(binary, pattern, entry_only)?.sites.len();
+        let mode = if entry_only {
+            "gotrace --no-return"
+        } else {
+            "gotrace, full"
+        };
+        note(&format!(
+            "throughput: {mode}, {pattern}, {GOROUTINES} goroutines"
+        ));
+        let t = run::under_gotrace(
+            gotrace, work_dir, target, pattern, "ops", GOROUTINES, entry_only,
+        )?;
+        out.push(Throughput {
+            mode: format!("{mode} '{pattern}'"),
+            goroutines: GOROUTINES,
+            sites,
+            calls: t.target.output.map(|o| o.calls),
+            events: t.delivered,
+            lost: t.lost,
+            wall: t.wall,
+            gotrace_cpu: t.tracer_cpu,
+            status: t.target.describe(None),
+        });
+    }
+    Ok(out)
+}
+
+fn attach_timings(
+    args: &Args,
+    build: &dyn Fn(&Path) -> Result<PathBuf, gotrace_gobuild::BuildError>,
+    work_dir: &Path,
+) -> Result<Vec<report::AttachTiming>> {
+    let source_dir = work_dir.join("bench_many");
+    many::generate(&source_dir, MANY_FUNCTIONS)?;
+    note(&format!(
+        "building a program with {MANY_FUNCTIONS} functions"
+    ));
+    let path = build(&source_dir)?;
+    let binary = GoBinary::open(&path)?;
+    let plan = plan_for(&binary, "main.F*", false)?;
+    note(&format!(
+        "{} functions, {} sites",
+        plan.functions.len(),
+        plan.sites.len()
+    ));
+    let mut out = Vec::new();
+    for sites in [1_000, 10_000] {
+        note(&format!("attach/detach {sites} sites, uprobe_multi"));
+        out.push(many::time_attach(&path, &plan, sites, false)?);
+    }
+    if args.skip_per_site {
+        return Ok(out);
+    }
+    note("attach/detach 1000 sites, one perf-event uprobe each");
+    let mut per_site = many::time_attach(&path, &plan, 1_000, true)?;
+    per_site
+        .note
+        .push_str("; 10,000 not run: ≈ 20 min to detach (costs doc)");
+    out.push(per_site);
+    Ok(out)
+}
