@@ -149,9 +149,9 @@ impl Value {
 
 /// A named, typed, decoded parameter or result.
 #[derive(Clone, Debug, PartialEq)]
-pub struct NamedValue {
-    pub name: String,
-    pub type_name: String,
+pub struct NamedValue<'p> {
+    pub name: &'p str,
+    pub type_name: &'p str,
     pub value: Value,
 }
 
@@ -167,8 +167,8 @@ pub struct DecodedCall<'p> {
     pub entry_ns: u64,
     pub return_ns: u64,
     /// `None` when the binary has no DWARF: the signature is unknown.
-    pub args: Option<Vec<NamedValue>>,
-    pub results: Option<Vec<NamedValue>>,
+    pub args: Option<Vec<NamedValue<'p>>>,
+    pub results: Option<Vec<NamedValue<'p>>>,
 }
 
 impl DecodedCall<'_> {
@@ -233,14 +233,14 @@ impl<'p> Decoder<'p> {
         })
     }
 
-    fn named_all(&self, values: &[PlannedValue], site: &Site<'_>) -> Vec<NamedValue> {
+    fn named_all(&self, values: &'p [PlannedValue], site: &Site<'_>) -> Vec<NamedValue<'p>> {
         values
             .iter()
             // Compiler-internal parameters (the generic dictionary `.dict`) are not the user's.
             .filter(|v| !v.name.starts_with('.'))
             .map(|v| NamedValue {
-                name: v.name.clone(),
-                type_name: self.types.get(v.ty).name.clone(),
+                name: &v.name,
+                type_name: &self.types.get(v.ty).name,
                 value: self.located(v.ty, &v.location, site),
             })
             .collect()

@@ -2,7 +2,7 @@
 //! buffer that the event loop flushes once per batch, and the summary printed at the end.
 
 use chrono::{DateTime, Local, Utc};
-use gotrace_decode::{go_syntax, DecodedCall, Missing, NamedValue, Value};
+use gotrace_decode::{DecodedCall, GoSyntax, Missing, NamedValue, Value};
 use gotrace_plan::CallKind;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
@@ -16,9 +16,45 @@ pub struct Clock {
 }
 
 impl Clock {
-    fn wall(&self, monotonic_ns: u64) -> DateTime<Utc> {
-        let ns = i128::from(monotonic_ns) + self.realtime_minus_monotonic_ns;
-        DateTime::from_timestamp_nanos(ns.clamp(0, i128::from(i64::MAX)) as i64)
+    /// Wall-clock (seconds, nanoseconds) since the Unix epoch.
+    fn wall(&self, monotonic_ns: u64) -> (i64, u32) {
+        let ns = (i128::from(monotonic_ns) + self.realtime_minus_monotonic_ns).max(0);
+        ((ns / 1_000_000_000) as i64, (ns % 1_000_000_000) as u32)
+    }
+}
+
+/// Formatted timestamps, redone only when the second changes: events come in bursts within
+/// the same second, and calendar arithmetic per event would dominate the output cost.
+#[derive(Debug)]
+struct Stamps {
+    clock: Clock,
+    second: Option<i64>,
+    /// `2026-11-25T12:01:02` (UTC).
+    utc: String,
+    /// `12:01:02` (local time).
+    local: String,
+}
+
+impl Stamps {
+    fn new(clock: Clock) -> Self {
+        Stamps {
+            clock,
+            second: None,
+            utc: String::new(),
+            local: String::new(),
+        }
+    }
+
+    /// The second's prefixes and the nanoseconds within it.
+    fn at(&mut self, monotonic_ns: u64) -> (&str, &str, u32) {
+        let (second, nanos) = self.clock.wall(monotonic_ns);
+        if self.second != Some(second) {
+            let utc = DateTime::<Utc>::from_timestamp(second, 0).unwrap_or_default();
+            self.utc = utc.format("%Y-%m-%dT%H:%M:%S").to_string();
+            self.local = utc.with_timezone(&Local).format("%H:%M:%S").to_string();
+            self.second = Some(second);
+        }
+        (&self.utc, &self.local, nanos)
     }
 }
 
@@ -28,32 +64,31 @@ pub enum Format {
     Json,
 }
 
-/// Writes calls in one format.
+/// Writes calls in one format, without building intermediate strings per call.
 pub struct Printer<W: Write> {
     out: W,
     format: Format,
-    clock: Clock,
+    stamps: Stamps,
 }
 
 impl<W: Write> Printer<W> {
     pub fn new(out: W, format: Format, clock: Clock) -> Self {
-        Printer { out, format, clock }
+        Printer {
+            out,
+            format,
+            stamps: Stamps::new(clock),
+        }
     }
 
     pub fn call(&mut self, call: &DecodedCall<'_>) -> io::Result<()> {
+        let (utc, local, nanos) = self.stamps.at(call.entry_ns);
         match self.format {
             Format::Text => {
-                let line = text_line(call, self.clock);
-                writeln!(self.out, "{line}")
+                write_text(&mut self.out, call, local, nanos)?;
+                self.out.write_all(b"\n")
             }
             Format::Json => {
-                serde_json::to_writer(
-                    &mut self.out,
-                    &JsonCall {
-                        call,
-                        clock: self.clock,
-                    },
-                )?;
+                write_json(&mut self.out, call, utc, nanos)?;
                 self.out.write_all(b"\n")
             }
         }
@@ -70,47 +105,62 @@ impl<W: Write> Printer<W> {
 
 /// `12:01:02.345678 pid=4242 goid=37 main.Fibonacci(n=10) = 55  1.3µs`
 pub fn text_line(call: &DecodedCall<'_>, clock: Clock) -> String {
-    let time = clock
-        .wall(call.entry_ns)
-        .with_timezone(&Local)
-        .format("%H:%M:%S%.6f");
-    let args = match &call.args {
-        Some(args) => join_named(args),
-        None => "?".into(),
-    };
-    let head = format!(
-        "{time} pid={} goid={} {}({args})",
-        call.pid, call.goid, call.function
-    );
-    match call.outcome {
-        CallKind::Entered => head,
-        CallKind::Panicked => format!("{head} panicked"),
-        CallKind::Exited => format!("{head} exited (runtime.Goexit)"),
-        CallKind::Returned => {
-            let results = match call.results.as_deref() {
-                None => " = ?".to_owned(),
-                Some([]) => String::new(),
-                Some([one]) => format!(" = {}", go_syntax(&one.value)),
-                Some(many) => format!(
-                    " = ({})",
-                    many.iter()
-                        .map(|v| go_syntax(&v.value))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            };
-            let duration = call.duration_ns().map(format_duration).unwrap_or_default();
-            format!("{head}{results}  {duration}")
-        }
-    }
+    let mut stamps = Stamps::new(clock);
+    let (_, local, nanos) = stamps.at(call.entry_ns);
+    let mut line = Vec::new();
+    // Writing into a Vec cannot fail.
+    let _ = write_text(&mut line, call, local, nanos);
+    String::from_utf8_lossy(&line).into_owned()
 }
 
-fn join_named(values: &[NamedValue]) -> String {
-    values
-        .iter()
-        .map(|v| format!("{}={}", v.name, go_syntax(&v.value)))
-        .collect::<Vec<_>>()
-        .join(", ")
+fn write_text(
+    out: &mut impl Write,
+    call: &DecodedCall<'_>,
+    local: &str,
+    nanos: u32,
+) -> io::Result<()> {
+    write!(
+        out,
+        "{local}.{:06} pid={} goid={} {}(",
+        nanos / 1000,
+        call.pid,
+        call.goid,
+        call.function
+    )?;
+    match &call.args {
+        Some(args) => {
+            for (i, v) in args.iter().enumerate() {
+                let sep = if i > 0 { ", " } else { "" };
+                write!(out, "{sep}{}={}", v.name, GoSyntax(&v.value))?;
+            }
+        }
+        None => out.write_all(b"?")?,
+    }
+    out.write_all(b")")?;
+    match call.outcome {
+        CallKind::Entered => Ok(()),
+        CallKind::Panicked => out.write_all(b" panicked"),
+        CallKind::Exited => out.write_all(b" exited (runtime.Goexit)"),
+        CallKind::Returned => {
+            match call.results.as_deref() {
+                None => out.write_all(b" = ?")?,
+                Some([]) => {}
+                Some([one]) => write!(out, " = {}", GoSyntax(&one.value))?,
+                Some(many) => {
+                    out.write_all(b" = (")?;
+                    for (i, v) in many.iter().enumerate() {
+                        let sep = if i > 0 { ", " } else { "" };
+                        write!(out, "{sep}{}", GoSyntax(&v.value))?;
+                    }
+                    out.write_all(b")")?;
+                }
+            }
+            match call.duration_ns() {
+                Some(ns) => write!(out, "  {}", format_duration(ns)),
+                None => Ok(()),
+            }
+        }
+    }
 }
 
 /// Durations the way Go prints them: `850ns`, `1.3µs`, `2.25ms`, `1.5s`.
@@ -127,63 +177,127 @@ pub fn format_duration(ns: u64) -> String {
     }
 }
 
-struct JsonCall<'a, 'p> {
-    call: &'a DecodedCall<'p>,
-    clock: Clock,
+/// One call as a JSON object, written field by field: the keys are constants, the numbers
+/// go through itoa, and only names and values that need it go through JSON escaping.
+fn write_json(
+    out: &mut impl Write,
+    call: &DecodedCall<'_>,
+    utc: &str,
+    nanos: u32,
+) -> io::Result<()> {
+    let mut n = itoa::Buffer::new();
+    write!(out, "{{\"ts\":\"{utc}.{nanos:09}Z\",\"pid\":")?;
+    out.write_all(n.format(call.pid).as_bytes())?;
+    out.write_all(b",\"tid\":")?;
+    out.write_all(n.format(call.tid).as_bytes())?;
+    out.write_all(b",\"goid\":")?;
+    out.write_all(n.format(call.goid).as_bytes())?;
+    out.write_all(b",\"func\":")?;
+    write_json_str(out, call.function)?;
+    let outcome: &[u8] = match call.outcome {
+        CallKind::Returned => b",\"outcome\":\"returned\"",
+        CallKind::Entered => b",\"outcome\":\"entered\"",
+        CallKind::Panicked => b",\"outcome\":\"panicked\"",
+        CallKind::Exited => b",\"outcome\":\"exited\"",
+    };
+    out.write_all(outcome)?;
+    for (key, values) in [("args", &call.args), ("results", &call.results)] {
+        write!(out, ",\"{key}\":")?;
+        match values {
+            None => out.write_all(b"null")?,
+            Some(values) => write_object(out, values, |out, v| write_json_value(out, &v.value))?,
+        }
+    }
+    let all: Vec<&NamedValue<'_>> = call
+        .args
+        .iter()
+        .chain(call.results.iter())
+        .flatten()
+        .collect();
+    out.write_all(b",\"types\":")?;
+    write_object(out, all.iter().copied(), |out, v| {
+        write_json_str(out, v.type_name)
+    })?;
+    out.write_all(b",\"truncated\":[")?;
+    for (i, v) in all.iter().filter(|v| v.value.is_truncated()).enumerate() {
+        if i > 0 {
+            out.write_all(b",")?;
+        }
+        write_json_str(out, v.name)?;
+    }
+    out.write_all(b"],\"unavailable\":")?;
+    let unavailable = all
+        .iter()
+        .filter_map(|v| v.value.unavailable_part().map(|m| (v.name, m)));
+    write_object(out, unavailable, |out, (_, m)| {
+        write_json_str(out, m.reason())
+    })?;
+    out.write_all(b",\"duration_ns\":")?;
+    match call.duration_ns() {
+        Some(ns) => out.write_all(n.format(ns).as_bytes())?,
+        None => out.write_all(b"null")?,
+    }
+    if call.outcome == CallKind::Returned {
+        out.write_all(b",\"return_tid\":")?;
+        out.write_all(n.format(call.return_tid).as_bytes())?;
+    }
+    out.write_all(b"}")
 }
 
-impl Serialize for JsonCall<'_, '_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let c = self.call;
-        let mut map = serializer.serialize_map(None)?;
-        map.serialize_entry(
-            "ts",
-            &self
-                .clock
-                .wall(c.entry_ns)
-                .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
-        )?;
-        map.serialize_entry("pid", &c.pid)?;
-        map.serialize_entry("tid", &c.tid)?;
-        map.serialize_entry("goid", &c.goid)?;
-        map.serialize_entry("func", c.function)?;
-        map.serialize_entry("outcome", &c.outcome)?;
-        map.serialize_entry("args", &c.args.as_deref().map(InOrder))?;
-        map.serialize_entry("results", &c.results.as_deref().map(InOrder))?;
-        map.serialize_entry("types", &TypesOf(c))?;
-        map.serialize_entry("truncated", &TruncatedNames(c))?;
-        map.serialize_entry("unavailable", &UnavailableReasons(c))?;
-        map.serialize_entry("duration_ns", &c.duration_ns())?;
-        if c.outcome == CallKind::Returned {
-            map.serialize_entry("return_tid", &c.return_tid)?;
-        }
-        map.end()
+/// Something with a name, written as one key of a JSON object.
+trait Keyed {
+    fn key(&self) -> &str;
+}
+
+impl Keyed for &NamedValue<'_> {
+    fn key(&self) -> &str {
+        self.name
     }
 }
 
-/// Name → value, in declaration order.
-struct InOrder<'a>(&'a [NamedValue]);
-
-impl Serialize for InOrder<'_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(self.0.len()))?;
-        for v in self.0 {
-            map.serialize_entry(&v.name, &JsonValue(&v.value))?;
-        }
-        map.end()
+impl Keyed for (&str, Missing) {
+    fn key(&self) -> &str {
+        self.0
     }
 }
 
-/// Name → Go type name, for every argument and result.
-struct TypesOf<'a, 'p>(&'a DecodedCall<'p>);
-
-impl Serialize for TypesOf<'_, '_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(None)?;
-        for v in self.0.args.iter().chain(self.0.results.iter()).flatten() {
-            map.serialize_entry(&v.name, &v.type_name)?;
+/// `{"key":value,…}` in the items' order.
+fn write_object<O: Write, T: Keyed>(
+    out: &mut O,
+    items: impl IntoIterator<Item = T>,
+    mut value: impl FnMut(&mut O, &T) -> io::Result<()>,
+) -> io::Result<()> {
+    out.write_all(b"{")?;
+    for (i, item) in items.into_iter().enumerate() {
+        if i > 0 {
+            out.write_all(b",")?;
         }
-        map.end()
+        write_json_str(out, item.key())?;
+        out.write_all(b":")?;
+        value(out, &item)?;
+    }
+    out.write_all(b"}")
+}
+
+fn write_json_value(out: &mut impl Write, value: &Value) -> io::Result<()> {
+    let mut n = itoa::Buffer::new();
+    match value {
+        Value::Int(i) => out.write_all(n.format(*i).as_bytes()),
+        Value::Uint(u) => out.write_all(n.format(*u).as_bytes()),
+        Value::Bool(b) => out.write_all(if *b { b"true" } else { b"false" }),
+        other => serde_json::to_writer(out, &JsonValue(other)).map_err(io::Error::from),
+    }
+}
+
+/// A JSON string; Go identifiers and type names rarely need escaping, so check before paying
+/// for it.
+fn write_json_str(out: &mut impl Write, s: &str) -> io::Result<()> {
+    if s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\') {
+        out.write_all(b"\"")?;
+        out.write_all(s.as_bytes())?;
+        out.write_all(b"\"")
+    } else {
+        serde_json::to_writer(out, s).map_err(io::Error::from)
     }
 }
 
@@ -258,31 +372,6 @@ impl Serialize for JsonValue<'_> {
     }
 }
 
-/// Names of the values with something cut, in the order of the signature.
-struct TruncatedNames<'a, 'p>(&'a DecodedCall<'p>);
-
-impl Serialize for TruncatedNames<'_, '_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let values = self.0.args.iter().chain(self.0.results.iter()).flatten();
-        serializer.collect_seq(values.filter(|v| v.value.is_truncated()).map(|v| &v.name))
-    }
-}
-
-/// Name → why the value could not be read.
-struct UnavailableReasons<'a, 'p>(&'a DecodedCall<'p>);
-
-impl Serialize for UnavailableReasons<'_, '_> {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(None)?;
-        for v in self.0.args.iter().chain(self.0.results.iter()).flatten() {
-            if let Some(missing) = v.value.unavailable_part() {
-                map.serialize_entry(&v.name, missing.reason())?;
-            }
-        }
-        map.end()
-    }
-}
-
 /// What a session saw, printed when it ends.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Summary {
@@ -350,9 +439,9 @@ mod tests {
     }
 
     fn call(outcome: CallKind) -> DecodedCall<'static> {
-        let int = |name: &str, v| NamedValue {
-            name: name.into(),
-            type_name: "int".into(),
+        let int = |name: &'static str, v| NamedValue {
+            name,
+            type_name: "int",
             value: Value::Int(v),
         };
         DecodedCall {

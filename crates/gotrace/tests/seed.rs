@@ -102,7 +102,11 @@ fn root_seed_service_traced_by_binary_including_processes_started_later() {
     };
     assert_calls_match(&of(after.pid()), &answered_after, after.pid());
     assert_calls_match(&of(before.pid()), &answered_before, before.pid());
-    assert_eq!(calls.len(), 2 * VALID.len());
+    // Other tests may run the same build meanwhile: binary mode traces them too, by design.
+    assert_eq!(
+        of(after.pid()).len() + of(before.pid()).len(),
+        2 * VALID.len()
+    );
 }
 
 #[test]
