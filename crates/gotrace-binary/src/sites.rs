@@ -122,25 +122,35 @@ fn entry_site_amd64<'a>(
         skip_if: None,
         may_restart: false,
     };
+    // The last stack-growth jump seen so far. Frames over 4 KiB check twice (`sub r12; jb`
+    // for underflow, then `cmp r12,[r14+16]; jbe`): only the last jump is passed by exactly the
+    // passes that run the body.
+    let mut stack_check: Option<EntrySite> = None;
     let mut info = InstructionInfoFactory::new();
-    for ins in instructions.iter().take(4) {
+    for ins in instructions.iter().take(8) {
         match ins.flow_control() {
-            FlowControl::ConditionalBranch | FlowControl::UnconditionalBranch => {
-                let grows_stack = ins.flow_control() == FlowControl::ConditionalBranch
-                    && calls_morestack(instructions, ins.near_branch_target(), function_at);
-                let skip_if = match (grows_stack, ins.condition_code()) {
-                    (false, _) => None,
-                    (true, ConditionCode::be) => Some(SkipCondition::CarryOrZeroSet),
-                    (true, ConditionCode::b) => Some(SkipCondition::CarrySet),
+            FlowControl::ConditionalBranch
+                if calls_morestack(instructions, ins.near_branch_target(), function_at) =>
+            {
+                let skip_if = match ins.condition_code() {
+                    ConditionCode::be => SkipCondition::CarryOrZeroSet,
+                    ConditionCode::b => SkipCondition::CarrySet,
                     // A stack check we cannot evaluate: probing the first instruction instead
                     // is slower but still right.
-                    (true, _) => return fallback,
+                    _ => return fallback,
                 };
-                return EntrySite {
+                stack_check = Some(EntrySite {
                     addr: VirtAddr(ins.ip()),
-                    skip_if,
+                    skip_if: Some(skip_if),
                     may_restart: false,
-                };
+                });
+            }
+            FlowControl::ConditionalBranch | FlowControl::UnconditionalBranch => {
+                return stack_check.unwrap_or(EntrySite {
+                    addr: VirtAddr(ins.ip()),
+                    skip_if: None,
+                    may_restart: false,
+                });
             }
             FlowControl::Next => {
                 let writes_only_scratch = info.info(ins).used_registers().iter().all(|r| {
@@ -149,13 +159,13 @@ fn entry_site_amd64<'a>(
                         || r.register().full_register() == Register::R12
                 });
                 if !writes_only_scratch || ins.code() == Code::Nopd {
-                    return fallback;
+                    break;
                 }
             }
-            _ => return fallback,
+            _ => break,
         }
     }
-    fallback
+    stack_check.unwrap_or(fallback)
 }
 
 /// Whether the code at `target` (inside this function) reaches a call of runtime.morestack*
@@ -342,6 +352,34 @@ mod tests {
             }
         );
         assert_eq!(sites.returns, vec![VirtAddr(0x1007)]);
+    }
+
+    #[test]
+    fn big_frames_enter_on_the_second_stack_check() {
+        // mov r12,rsp; sub r12,0x2000; jb grow; cmp r12,[r14+0x10]; jbe grow; ret;
+        // grow: call runtime.morestack_noctxt; jmp entry
+        let code: &[u8] = &[
+            0x49, 0x89, 0xe4, // mov r12,rsp
+            0x49, 0x81, 0xec, 0x00, 0x20, 0x00, 0x00, // sub r12,0x2000
+            0x72, 0x07, // jb +7 -> 0x1013
+            0x4d, 0x3b, 0x66, 0x10, // cmp r12,[r14+0x10]
+            0x76, 0x01, // jbe +1 -> 0x1013
+            0xc3, // ret
+            0xe8, 0xe8, 0x0f, 0x00, 0x00, // call 0x2000
+            0xeb, 0xe6, // jmp 0x1000
+        ];
+        let sites = find(Arch::Amd64, &func(code), code, |a| {
+            (a == VirtAddr(0x2000)).then_some("runtime.morestack_noctxt")
+        })
+        .unwrap();
+        assert_eq!(
+            sites.entry,
+            EntrySite {
+                addr: VirtAddr(0x1010),
+                skip_if: Some(SkipCondition::CarryOrZeroSet),
+                may_restart: false,
+            }
+        );
     }
 
     #[test]

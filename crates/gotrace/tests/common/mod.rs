@@ -207,3 +207,55 @@ pub fn run_gotrace(args: &[&str]) -> Output {
         .output()
         .expect("running gotrace")
 }
+
+/// `start_gotrace` with extra environment variables (e.g. `GOTRACE_NO_UPROBE_MULTI=1`).
+pub fn start_gotrace_with_env(args: &[&str], env: &[(&str, &str)]) -> Running {
+    let ready = tempfile_path("ready");
+    let child = Command::new(GOTRACE)
+        .arg("trace")
+        .args(args)
+        .arg("--ready-file")
+        .arg(&ready)
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting gotrace");
+    let mut running = Running(child);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ready.exists() {
+        if let Some(status) = running.0.try_wait().unwrap() {
+            let mut err = String::new();
+            let mut stderr = running.0.stderr.take().unwrap();
+            stderr.read_to_string(&mut err).unwrap();
+            panic!("gotrace exited before attaching ({status}): {err}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gotrace did not attach within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    running
+}
+
+/// Runs a command to completion, killing it (and failing) after `limit`.
+pub fn output_within(command: &mut Command, limit: Duration) -> Output {
+    let child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("starting {command:?}: {e}"));
+    let pid = child.id() as i32;
+    let (done, result) = std::sync::mpsc::channel();
+    std::thread::spawn(move || done.send(child.wait_with_output()));
+    match result.recv_timeout(limit) {
+        Ok(output) => output.expect("waiting for the command"),
+        Err(_) => {
+            // SAFETY: kill(2) on our child, which the waiting thread has not reaped (it is
+            // still running: the wait has not returned).
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            panic!("{command:?} did not finish within {limit:?}");
+        }
+    }
+}
