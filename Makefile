@@ -1,7 +1,7 @@
 # The README's two commands: `make demo` and `make test`. Both install what they need first.
 CARGO ?= cargo
 
-.PHONY: setup build demo test lint bench
+.PHONY: setup build demo test bench
 
 setup:
 	./scripts/setup.sh
@@ -15,9 +15,7 @@ demo: build
 
 # Everything CI checks: formatting, lints, unit tests and the end-to-end tests (as root).
 test: setup
-	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	GOTRACE_REQUIRE_ROOT=1 $(CARGO) test --workspace --release
+	./scripts/test.sh
 
 # Per-call cost of gotrace against the uprobe floor (an empty BPF program on the same sites)
 # and the seed's bpftrace one-liner, events delivered, throughput, attach/detach of 1,000 and
