@@ -284,7 +284,8 @@ pub fn under_bpftrace(
     async_preempt_off: bool,
 ) -> Result<Traced> {
     let out_path = work_dir.join("bpftrace.out");
-    let ready = work_dir.join("bpftrace.ready");
+    // bpftrace limits strings to 64 bytes: keep the path short whatever the checkout's is.
+    let ready = std::env::temp_dir().join(format!("gtb-{}.ready", std::process::id()));
     let _ = fs::remove_file(&ready);
     let bin = target.binary.display();
     // BEGIN fires once every probe is attached; bpftrace buffers its output file, so the

@@ -268,10 +268,14 @@ pub fn workspace_target_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
         return PathBuf::from(dir);
     }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target")
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target");
+    // Short, clean paths: some consumers (bpftrace strings) limit their length.
+    std::fs::create_dir_all(&dir).ok();
+    dir.canonicalize().unwrap_or(dir)
 }
 
 /// The repository root (for fixture sources).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    dir.canonicalize().unwrap_or(dir)
 }

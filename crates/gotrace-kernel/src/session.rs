@@ -128,6 +128,11 @@ impl Session {
             rodata.target_tgid = pid.unwrap_or(0);
             rodata.entry_only = u8::from(plan.entry_only);
             rodata.position_independent = u8::from(plan.position_independent);
+            rodata.has_recipes = u8::from(
+                plan.functions
+                    .iter()
+                    .any(|f| !f.entry_recipe.ops.is_empty() || !f.return_recipe.ops.is_empty()),
+            );
         }
         let use_multi = uprobe_multi_supported();
         open.progs.gotrace_site_multi.set_autoload(use_multi);

@@ -17,6 +17,7 @@ const volatile __u64 stack_hi_offset = 8;
 const volatile __u32 target_tgid = 0; /* 0: every process */
 const volatile __u64 wakeup_bytes = 1 << 16;
 const volatile __u8 entry_only = 0; /* emit entries at once; no return sites are attached */
+const volatile __u8 has_recipes = 0; /* some site reads memory: worth looking recipes up */
 const volatile __u8 position_independent = 0; /* the binary is PIE: learn each process's bias */
 
 /* Never read: they put the shared types into BTF so the skeleton generates them for Rust. */
@@ -386,6 +387,8 @@ static __always_inline struct gt_event *reserve_event(void)
 
 static __always_inline struct gt_recipe *recipe_for(__u32 func, __u32 kind)
 {
+	if (!has_recipes)
+		return NULL;
 	__u32 key = func * 2 + kind;
 	struct gt_recipe *r = bpf_map_lookup_elem(&recipes, &key);
 	return r && r->count ? r : NULL;
