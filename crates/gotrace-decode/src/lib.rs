@@ -12,7 +12,7 @@ pub use render::{go_syntax, GoSyntax};
 
 use gotrace_binary::abi::{AbiReg, Location};
 use gotrace_binary::types::{TypeId, TypeKind, TypeTable};
-use gotrace_plan::recipe::{is_pointer_shaped, map_bucket_size};
+use gotrace_plan::recipe::{is_pointer_shaped, map_bucket_size, map_slots_shown, MAP_BUCKETS_READ};
 use gotrace_plan::{CallKind, PlannedValue, ProbePlan, RawCall, INT_REGS};
 use memory::Read;
 use std::collections::HashMap;
@@ -171,6 +171,23 @@ pub struct DecodedCall<'p> {
     pub results: Option<Vec<NamedValue<'p>>>,
 }
 
+impl Default for DecodedCall<'_> {
+    fn default() -> Self {
+        DecodedCall {
+            function: "",
+            outcome: CallKind::Entered,
+            pid: 0,
+            tid: 0,
+            return_tid: 0,
+            goid: 0,
+            entry_ns: 0,
+            return_ns: 0,
+            args: None,
+            results: None,
+        }
+    }
+}
+
 impl DecodedCall<'_> {
     pub fn duration_ns(&self) -> Option<u64> {
         (self.outcome == CallKind::Returned).then(|| self.return_ns.saturating_sub(self.entry_ns))
@@ -199,7 +216,16 @@ impl<'p> Decoder<'p> {
 
     /// Decodes one call reported by the kernel side.
     pub fn decode(&self, raw: &RawCall) -> Option<DecodedCall<'p>> {
-        let function = self.plan.functions.get(raw.function as usize)?;
+        let mut call = DecodedCall::default();
+        self.decode_into(raw, &mut call).then_some(call)
+    }
+
+    /// Decodes into `out`, reusing its buffers: the per-event path allocates nothing for calls
+    /// whose values are all scalars. False when the call names no planned function.
+    pub fn decode_into(&self, raw: &RawCall, out: &mut DecodedCall<'p>) -> bool {
+        let Some(function) = self.plan.functions.get(raw.function as usize) else {
+            return false;
+        };
         let signature = function.signature.as_ref();
         let bias = raw.load_bias;
         let entry = Site {
@@ -207,43 +233,49 @@ impl<'p> Decoder<'p> {
             sp: raw.entry_sp,
             memory: Memory::new(&raw.entry_captures, bias),
         };
-        let args = signature.map(|s| self.named_all(&s.params, &entry));
-        let results = match raw.kind {
+        out.args = signature.map(|s| self.named_all(&s.params, &entry, out.args.take()));
+        out.results = match raw.kind {
             CallKind::Returned => signature.map(|s| {
                 let exit = Site {
                     regs: &raw.return_regs,
                     sp: raw.return_sp,
                     memory: Memory::new(&raw.return_captures, bias),
                 };
-                self.named_all(&s.results, &exit)
+                self.named_all(&s.results, &exit, out.results.take())
             }),
             CallKind::Entered | CallKind::Panicked | CallKind::Exited => None,
         };
-        Some(DecodedCall {
-            function: &function.name,
-            outcome: raw.kind,
-            pid: raw.pid,
-            tid: raw.entry_tid,
-            return_tid: raw.return_tid,
-            goid: raw.goid,
-            entry_ns: raw.entry_ns,
-            return_ns: raw.return_ns,
-            args,
-            results,
-        })
+        out.function = &function.name;
+        out.outcome = raw.kind;
+        out.pid = raw.pid;
+        out.tid = raw.entry_tid;
+        out.return_tid = raw.return_tid;
+        out.goid = raw.goid;
+        out.entry_ns = raw.entry_ns;
+        out.return_ns = raw.return_ns;
+        true
     }
 
-    fn named_all(&self, values: &'p [PlannedValue], site: &Site<'_>) -> Vec<NamedValue<'p>> {
-        values
-            .iter()
-            // Compiler-internal parameters (the generic dictionary `.dict`) are not the user's.
-            .filter(|v| !v.name.starts_with('.'))
-            .map(|v| NamedValue {
-                name: &v.name,
-                type_name: &self.types.get(v.ty).name,
-                value: self.located(v.ty, &v.location, site),
-            })
-            .collect()
+    fn named_all(
+        &self,
+        values: &'p [PlannedValue],
+        site: &Site<'_>,
+        buffer: Option<Vec<NamedValue<'p>>>,
+    ) -> Vec<NamedValue<'p>> {
+        let mut out = buffer.unwrap_or_default();
+        out.clear();
+        out.extend(
+            values
+                .iter()
+                // Compiler-internal parameters (the generic dictionary `.dict`) are not the user's.
+                .filter(|v| !v.name.starts_with('.'))
+                .map(|v| NamedValue {
+                    name: &v.name,
+                    type_name: &self.types.get(v.ty).name,
+                    value: self.located(v.ty, &v.location, site),
+                }),
+        );
+        out
     }
 
     fn located(&self, ty: TypeId, location: &Location, site: &Site<'_>) -> Value {
@@ -521,12 +553,21 @@ impl<'p> Decoder<'p> {
         };
         *len = Ok(read_uint(header, 0, 8));
         let (key_size, value_size) = (self.types.get(key).size, self.types.get(value).size);
-        let bucket_size = map_bucket_size(key_size, value_size) as usize;
-        if let Read::Bytes(bucket) = memory.read(read_uint(header, 16, 8), bucket_size) {
-            let shown = (self.plan.limits.elems as usize).min(8);
-            for slot in 0..shown {
+        let bucket_size = map_bucket_size(key_size, value_size);
+        let (buckets, log2_buckets) = (read_uint(header, 16, 8), read_uint(header, 9, 1));
+        let in_use = 1u64
+            .checked_shl(log2_buckets as u32)
+            .unwrap_or(u64::MAX)
+            .min(MAP_BUCKETS_READ);
+        let slots = map_slots_shown(self.plan.limits) as usize;
+        for b in 0..in_use {
+            let Read::Bytes(bucket) = memory.read(buckets + b * bucket_size, bucket_size as usize)
+            else {
+                continue;
+            };
+            for slot in 0..slots {
                 // tophash values below 5 mark empty or evacuated slots.
-                if bucket[slot] < 5 {
+                if bucket[slot] < 5 || entries.len() >= self.plan.limits.elems as usize {
                     continue;
                 }
                 let k_at = 8 + slot * key_size as usize;

@@ -364,33 +364,34 @@ impl<'t> Compiler<'t> {
                     return;
                 }
                 let bucket = map_bucket_size(key_size, value_size);
-                let buckets = Operand::Word {
-                    op: header,
-                    off: HMAP_BUCKETS,
-                    add: 0,
-                };
-                let Some(op) = self.read(
-                    buckets,
-                    Operand::Const(bucket as i64),
-                    0,
-                    bucket.min(u64::from(MAX_READ)) as u32,
-                ) else {
-                    return;
-                };
-                let slots = 8u64.min(u64::from(self.limits.elems));
-                for (ty, first, size) in
-                    [(*key, 8, key_size), (*value, 8 + 8 * key_size, value_size)]
-                {
-                    if has_pointers(self.types, ty) {
-                        for i in 0..slots {
-                            self.value(
-                                &Home::Captured {
-                                    op,
-                                    base: (first + i * size) as u32,
-                                },
-                                ty,
-                                depth - 1,
-                            );
+                // Each bucket its own read: one past the end of a small map's array may fault
+                // without losing the first.
+                for b in 0..MAP_BUCKETS_READ {
+                    let at = Operand::Word {
+                        op: header,
+                        off: HMAP_BUCKETS,
+                        add: (b * bucket) as i64,
+                    };
+                    let kept = bucket.min(u64::from(MAX_READ));
+                    let Some(op) = self.read(at, Operand::Const(kept as i64), 0, kept as u32)
+                    else {
+                        return;
+                    };
+                    let slots = map_slots_shown(self.limits);
+                    for (ty, first, size) in
+                        [(*key, 8, key_size), (*value, 8 + 8 * key_size, value_size)]
+                    {
+                        if has_pointers(self.types, ty) {
+                            for i in 0..slots {
+                                self.value(
+                                    &Home::Captured {
+                                        op,
+                                        base: (first + i * size) as u32,
+                                    },
+                                    ty,
+                                    depth - 1,
+                                );
+                            }
                         }
                     }
                 }
@@ -405,6 +406,15 @@ impl<'t> Compiler<'t> {
             | TypeKind::Unknown => {}
         }
     }
+}
+
+/// Buckets of a classic map read from the start of its bucket array: a map of a few dozen
+/// entries spreads them over several, and any one may be empty.
+pub const MAP_BUCKETS_READ: u64 = 2;
+
+/// Slots of each bucket read (a bucket holds 8).
+pub fn map_slots_shown(limits: Limits) -> u64 {
+    8u64.min(u64::from(limits.elems))
 }
 
 /// Bytes of one classic map bucket: 8 tophash bytes, 8 keys, 8 values, the overflow pointer.

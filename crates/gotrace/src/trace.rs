@@ -3,16 +3,20 @@
 use anyhow::{Context, Result};
 use gotrace_binary::GoBinary;
 use gotrace_decode::{DecodedCall, Decoder};
-use gotrace_kernel::{proc, AttachMethod, AttachReport, Session, Target, Waiter, Wake};
+use gotrace_kernel::{proc, AttachMethod, AttachReport, Counters, Session, Target, Waiter, Wake};
 use gotrace_output::Summary;
 use gotrace_plan::{CallKind, PlanOptions, ProbePlan};
 use std::cell::{Cell, RefCell};
 use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How long an event may wait in the ring buffer before it is printed.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
+/// Plans this big get a line before attaching (per-site attaching can take a while).
+const LARGE_PLAN: usize = 1000;
+/// How often the BPF side's loss counters are checked while tracing.
+const COUNTER_INTERVAL: Duration = Duration::from_secs(1);
 
 pub struct TraceRequest {
     pub target: Target,
@@ -82,6 +86,13 @@ pub fn run(
     };
     let decoder = Decoder::new(&plan, types, binary.runtime_types().unwrap_or_default());
 
+    let site_count = plan.all_sites().count();
+    if site_count >= LARGE_PLAN {
+        eprintln!(
+            "gotrace: attaching {site_count} sites in {} functions…",
+            plan.functions.len()
+        );
+    }
     let session = Session::attach(&plan, &path, &request.target)?;
     let report = session.report().clone();
     for (site, reason) in &report.failed {
@@ -112,14 +123,13 @@ pub fn run(
     let unreturned = Cell::new(0u64);
     let truncated = Cell::new(0u64);
     let sink = RefCell::new(sink);
+    // Reused for every event: decoding a call of scalars allocates nothing.
+    let mut call = DecodedCall::default();
     {
         let events = session.events(|raw| {
-            if calls.get() >= limit {
+            if calls.get() >= limit || !decoder.decode_into(&raw, &mut call) {
                 return;
             }
-            let Some(call) = decoder.decode(&raw) else {
-                return;
-            };
             match call.outcome {
                 CallKind::Panicked | CallKind::Exited => unreturned.set(unreturned.get() + 1),
                 CallKind::Returned | CallKind::Entered => calls.set(calls.get() + 1),
@@ -140,12 +150,18 @@ pub fn run(
             watched.push(fd.as_raw_fd());
         }
         let waiter = Waiter::new(events.fd(), &watched, FLUSH_INTERVAL)?;
+        let mut reported = Counters::default();
+        let mut last_check = Instant::now();
         loop {
             let wake = waiter.wait()?;
             events.consume()?;
             sink.borrow_mut().flush();
             if wake == Wake::Stop || calls.get() >= limit {
                 break;
+            }
+            if last_check.elapsed() >= COUNTER_INTERVAL {
+                last_check = Instant::now();
+                report_losses(&session.counters()?, &mut reported);
             }
         }
     }
@@ -160,6 +176,23 @@ pub fn run(
     summary.read_failures = counters.read_failures;
     session.detach();
     Ok(summary)
+}
+
+/// Says so on stderr, while tracing, when the BPF side had to drop something since last time.
+fn report_losses(now: &Counters, reported: &mut Counters) {
+    if now.lost > reported.lost {
+        eprintln!(
+            "gotrace: {} events lost so far: the ring buffer was full (output cannot keep up; trace fewer functions or use --no-return)",
+            now.lost
+        );
+    }
+    if now.inflight_full > reported.inflight_full {
+        eprintln!(
+            "gotrace: {} calls not tracked so far: too many calls in flight at once",
+            now.inflight_full
+        );
+    }
+    *reported = *now;
 }
 
 /// `main.Fibonacci in /srv/app (3 sites: 1 entry, 2 returns; uprobe_multi, 1.2ms)`
