@@ -29,7 +29,9 @@ impl CallSink for ChannelSink {
         let _ = self.0.send(gotrace_output::text_line(call, self.1));
     }
 
-    fn flush(&mut self) {}
+    fn flush(&mut self) -> bool {
+        true
+    }
 }
 
 /// The service process; killed if the demo stops early.

@@ -77,16 +77,24 @@ pub fn signal_pipe() -> Result<OwnedFd> {
     Ok(read.into())
 }
 
-struct PrinterSink<W: Write>(Printer<W>);
+/// Prints calls; remembers when the output went away (`| head` closed the pipe).
+struct PrinterSink<W: Write> {
+    printer: Printer<W>,
+    closed: bool,
+}
 
 impl<W: Write> trace::CallSink for PrinterSink<W> {
     fn call(&mut self, call: &gotrace_decode::DecodedCall<'_>) {
-        // A closed stdout (`| head`) ends output; the summary still reports the counts.
-        let _ = self.0.call(call);
+        if !self.closed && self.printer.call(call).is_err() {
+            self.closed = true;
+        }
     }
 
-    fn flush(&mut self) {
-        let _ = self.0.flush();
+    fn flush(&mut self) -> bool {
+        if !self.closed && self.printer.flush().is_err() {
+            self.closed = true;
+        }
+        !self.closed
     }
 }
 
@@ -119,7 +127,10 @@ fn run_trace(args: TraceArgs) -> Result<()> {
         Format::Text
     };
     let stdout = std::io::stdout();
-    let mut sink = PrinterSink(Printer::new(BufWriter::new(stdout.lock()), format, clock()));
+    let mut sink = PrinterSink {
+        printer: Printer::new(BufWriter::new(stdout.lock()), format, clock()),
+        closed: false,
+    };
     let stop = signal_pipe()?;
     let summary = trace::run(&request, &mut sink, &[stop.as_raw_fd()], |plan, report| {
         let path = trace::target_binary(&request.target)?;

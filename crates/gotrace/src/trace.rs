@@ -31,8 +31,9 @@ pub struct TraceRequest {
 /// Where decoded calls go.
 pub trait CallSink {
     fn call(&mut self, call: &DecodedCall<'_>);
-    /// End of a batch: a good moment to write out buffered output.
-    fn flush(&mut self);
+    /// End of a batch: a good moment to write out buffered output. False when the output is
+    /// gone (a closed pipe): tracing stops.
+    fn flush(&mut self) -> bool;
 }
 
 /// The binary a target runs: the path to read its ELF from and to attach uprobes to.
@@ -155,8 +156,8 @@ pub fn run(
         loop {
             let wake = waiter.wait()?;
             events.consume()?;
-            sink.borrow_mut().flush();
-            if wake == Wake::Stop || calls.get() >= limit {
+            let output_open = sink.borrow_mut().flush();
+            if wake == Wake::Stop || calls.get() >= limit || !output_open {
                 break;
             }
             if last_check.elapsed() >= COUNTER_INTERVAL {

@@ -165,3 +165,34 @@ fn root_count_stops_after_n_calls() {
     assert_eq!(calls[0]["args"]["n"], 3);
     assert_eq!(calls[1]["args"]["n"], 4);
 }
+
+#[test]
+fn root_closed_output_ends_the_session() {
+    if !have_root() {
+        return;
+    }
+    let service_bin = fibonacci_service(&newest_toolchain());
+    let addr = free_addr();
+    let service = start_service(&service_bin, addr);
+    let mut tracer = start_gotrace(&["--pid", &service.pid().to_string(), "main.Fibonacci"]);
+    http_get(addr, "/fibonacci?num=3");
+    let mut first = String::new();
+    let stdout = tracer.0.stdout.take().expect("piped stdout");
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut first).unwrap();
+    assert!(first.contains("main.Fibonacci(n=3) = 2"), "{first}");
+    // The reader is gone (as with `| head -1`): the next batch of output fails and gotrace
+    // detaches and exits instead of tracing into the void.
+    http_get(addr, "/fibonacci?num=4");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = tracer.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gotrace kept running with its output closed"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}");
+}
