@@ -3,12 +3,16 @@
 //! For each traced function of the loop program (fixtures/go/bench_loop): untraced; the empty
 //! BPF program on gotrace's own sites (the floor), full and entry-only; the real gotrace CLI,
 //! full and `--no-return`; the seed's bpftrace one-liner (plain, with async preemption off,
-//! and entry-only). Then throughput through the ring buffer, and attach/detach times for
-//! 1,000 and 10,000 sites. Needs root.
+//! and entry-only); the empty program on each kind of instruction a probe can sit on (gotrace's
+//! entry jump, the function's first instruction, its returns). A function given a 1 MiB
+//! string. Then throughput through the ring buffer, and attach/detach times for 1,000 and
+//! 10,000 sites. Needs root.
 
 mod many;
+mod placement;
 mod report;
 mod run;
+mod text;
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
@@ -16,7 +20,7 @@ use gotrace_binary::GoBinary;
 use gotrace_gobuild::{Build, Flavour};
 use gotrace_plan::{PlanOptions, ProbePlan, SiteKind};
 use report::{FunctionBench, Probes, Row, Throughput, Tracer};
-use run::{LoopOutput, LoopTarget, TargetRun, Traced};
+use run::{GotraceOptions, LoopOutput, LoopTarget, TargetRun, Traced};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -47,6 +51,12 @@ struct Args {
     /// Skip the bpftrace runs.
     #[arg(long)]
     skip_bpftrace: bool,
+    /// Skip the empty program on each kind of instruction (first instruction, returns).
+    #[arg(long)]
+    skip_placement: bool,
+    /// Skip the 1 MiB string argument.
+    #[arg(long)]
+    skip_string: bool,
 }
 
 fn main() -> ExitCode {
@@ -101,11 +111,31 @@ fn bench(args: &Args) -> Result<()> {
     ));
 
     let mut functions = Vec::new();
+    let mut placements = Vec::new();
     for (function, func) in [("main.Fibonacci", "fib"), ("main.Work", "work")] {
-        functions.push(per_call(
-            args, &gotrace, &work_dir, &binary, &target, function, func,
-        )?);
+        let bench = per_call(args, &gotrace, &work_dir, &binary, &target, function, func)?;
+        if !args.skip_placement {
+            placements.extend(placement::measure(
+                args.repeat.max(1),
+                &binary,
+                &target,
+                &bench,
+                func,
+            )?);
+        }
+        functions.push(bench);
     }
+    let string = if args.skip_string {
+        None
+    } else {
+        Some(text::measure(
+            args.repeat.max(1),
+            &gotrace,
+            &work_dir,
+            &binary,
+            &target,
+        )?)
+    };
     let throughput = throughput(&gotrace, &work_dir, &binary, &target)?;
     let attach = attach_timings(args, &build, &work_dir)?;
 
@@ -127,6 +157,34 @@ fn bench(args: &Args) -> Result<()> {
         println!("{}", f.table());
         ratios.extend(f.ratios());
     }
+    if !placements.is_empty() {
+        println!("## Probe placement: the empty program on each kind of instruction\n");
+        println!("One run per row, each call hitting exactly one of the run's sites: ns/hit = floor ns/call − untraced ns/call.");
+        println!("The kernel emulates jumps, calls, NOPs and `push reg`; it single-steps anything else out of line.\n");
+        println!("{}", report::placement_table(&placements));
+    }
+    let mut string_ratios = Vec::new();
+    if let Some(s) = &string {
+        println!(
+            "## {} with a 1 MiB string argument — gotrace's sites: {}\n",
+            s.bench.function, s.bench.sites
+        );
+        println!(
+            "Text(s) returns leaf(len(s)): a stack check like Work's. gotrace's JSON went to {}{}.\n",
+            s.output_dir.display(),
+            if s.output_dir.starts_with("/dev/shm") {
+                " (a tmpfs: at 8 KiB a line a disk file falls behind its writeback and events are lost)"
+            } else {
+                ""
+            }
+        );
+        println!("{}", s.bench.table());
+        println!(
+            "{}",
+            report::capture_lines(&s.bench.function, text::ARG, &s.checks)
+        );
+        string_ratios = report::string_ratios(&s.bench, &s.checks);
+    }
     println!(
         "## Throughput: JSON lines gotrace wrote / wall time (target start → gotrace exited)\n"
     );
@@ -136,6 +194,10 @@ fn bench(args: &Args) -> Result<()> {
     ratios.extend(report::scale_ratios(&throughput, &attach));
     println!("## Goals (issue 6)\n");
     print!("{}", report::ratio_lines(&ratios));
+    if !string_ratios.is_empty() {
+        println!("\n## Goals (issue 4)\n");
+        print!("{}", report::ratio_lines(&string_ratios));
+    }
     Ok(())
 }
 
@@ -216,9 +278,13 @@ fn per_call(
             "{function}: gotrace{} (median of {repeat})",
             if entry_only { " --no-return" } else { "" }
         ));
+        let options = GotraceOptions {
+            entry_only,
+            ..Default::default()
+        };
         let t = median(
             repeat,
-            || run::under_gotrace(gotrace, work_dir, target, function, func, 1, entry_only),
+            || run::under_gotrace(gotrace, work_dir, target, function, func, 1, &options),
             |t| &t.target,
         )?;
         rows.push(traced_row(Tracer::Gotrace, probes, &t, reference.as_ref()));
@@ -294,6 +360,7 @@ fn row(
         lost,
         status: run.describe(reference),
         harmed,
+        options: String::new(),
     }
 }
 
@@ -363,8 +430,12 @@ fn throughput(
         note(&format!(
             "throughput: {mode}, {pattern}, {GOROUTINES} goroutines"
         ));
+        let options = GotraceOptions {
+            entry_only,
+            ..Default::default()
+        };
         let t = run::under_gotrace(
-            gotrace, work_dir, target, pattern, "ops", GOROUTINES, entry_only,
+            gotrace, work_dir, target, pattern, "ops", GOROUTINES, &options,
         )?;
         out.push(Throughput {
             mode: format!("{mode} '{pattern}'"),

@@ -43,6 +43,8 @@ pub struct Row {
     pub status: String,
     /// The target died or computed a wrong result.
     pub harmed: bool,
+    /// Options beyond the mode's own (`--string-max 8192`), shown after it.
+    pub options: String,
 }
 
 impl Row {
@@ -52,7 +54,7 @@ impl Row {
             Probes::Full => "full",
             Probes::EntryOnly => "entry-only",
         };
-        match self.tracer {
+        let mode: String = match self.tracer {
             Tracer::Untraced => "untraced".into(),
             Tracer::Floor => format!("floor (empty BPF), {probes}"),
             Tracer::Gotrace if self.probes == Probes::EntryOnly => "gotrace --no-return".into(),
@@ -70,6 +72,11 @@ impl Row {
                 };
                 format!("bpftrace {style}{godebug}")
             }
+        };
+        if self.options.is_empty() {
+            mode
+        } else {
+            format!("{mode} {}", self.options)
         }
     }
 }
@@ -371,6 +378,166 @@ pub fn ratio_lines(ratios: &[Ratio]) -> String {
     s
 }
 
+/// How the kernel runs a probed instruction when the probe fires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Handling {
+    /// The kernel computes the instruction's effect itself (jumps, calls, NOPs, `push reg`).
+    Emulated,
+    /// A copy runs out of line under the trap flag: a debug exception more (a VM exit on KVM).
+    SingleStepped,
+}
+
+impl Handling {
+    pub fn label(self) -> &'static str {
+        match self {
+            Handling::Emulated => "emulated",
+            Handling::SingleStepped => "single-stepped",
+        }
+    }
+}
+
+/// Where the empty program sat in one placement run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PlacementSite {
+    /// gotrace's own entry site (the stack check's conditional jump, or the first jump after
+    /// flag-setting instructions).
+    GotraceEntry,
+    /// The function's first instruction, where a symbol uprobe goes.
+    FirstInstruction,
+    /// Every RET of the function (one fires per call).
+    Returns { sites: usize },
+}
+
+impl PlacementSite {
+    pub fn label(self) -> String {
+        match self {
+            PlacementSite::GotraceEntry => "entry, gotrace's site".into(),
+            PlacementSite::FirstInstruction => "entry, first instruction".into(),
+            PlacementSite::Returns { sites: 1 } => "return".into(),
+            PlacementSite::Returns { sites } => format!("return ×{sites}"),
+        }
+    }
+}
+
+/// The empty program on one kind of site of one function.
+#[derive(Clone, Debug)]
+pub struct Placement {
+    pub function: String,
+    pub site: PlacementSite,
+    /// `jbe 0x48e40f`, `cmp rsp, [r14+0x10]`
+    pub instruction: String,
+    /// `None` where the benchmark cannot tell (not x86-64, undecodable).
+    pub handling: Option<Handling>,
+    /// The empty program's overhead per call, which is its cost per hit: exactly one of the
+    /// run's sites fires per call.
+    pub ns_per_hit: Option<f64>,
+    pub status: String,
+}
+
+pub fn placement_table(runs: &[Placement]) -> String {
+    let rows = runs
+        .iter()
+        .map(|p| {
+            let emulated_entry = runs
+                .iter()
+                .find(|q| q.function == p.function && q.site == PlacementSite::GotraceEntry)
+                .and_then(|q| q.ns_per_hit);
+            vec![
+                p.function.clone(),
+                p.site.label(),
+                format!("`{}`", p.instruction),
+                p.handling.map_or("?", Handling::label).to_owned(),
+                opt(p.ns_per_hit, ns),
+                opt(
+                    p.ns_per_hit
+                        .zip(emulated_entry)
+                        .and_then(|(a, b)| divide(a, b)),
+                    |v| format!("{v:.1}"),
+                ),
+                p.status.clone(),
+            ]
+        })
+        .collect();
+    markdown(
+        &[
+            "function",
+            "probe on",
+            "instruction",
+            "kernel",
+            "empty program ns/hit",
+            "× gotrace's entry",
+            "target",
+        ],
+        rows,
+    )
+}
+
+/// What gotrace's JSON held for the 1 MiB string argument, over every run of one mode.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct CaptureCheck {
+    /// `--string-max`
+    pub string_max: usize,
+    pub runs: usize,
+    /// Calls the program made.
+    pub calls: u64,
+    /// JSON lines gotrace wrote.
+    pub delivered: u64,
+    /// Lines whose argument is exactly the string's first `string_max` bytes and which list
+    /// the argument in "truncated".
+    pub complete: u64,
+    /// Lines with the argument null: its memory never reached gotrace.
+    pub null_args: u64,
+}
+
+impl CaptureCheck {
+    /// Share of the delivered calls captured up to the limit and marked truncated.
+    pub fn complete_share(&self) -> Option<f64> {
+        divide(self.complete as f64, self.delivered as f64)
+    }
+}
+
+pub fn capture_lines(function: &str, arg: &str, checks: &[CaptureCheck]) -> String {
+    let mut s = String::new();
+    for c in checks {
+        let runs = if c.runs == 1 { "run" } else { "runs" };
+        let _ = write!(
+            s,
+            "- {function} `--string-max {}`, {} {runs}: {} calls made, {} delivered, {} with `{arg}` = its first {} bytes and `\"truncated\":[\"{arg}\"]`",
+            c.string_max, c.runs, c.calls, c.delivered, c.complete, c.string_max,
+        );
+        if c.null_args > 0 {
+            let _ = write!(s, ", {} with `{arg}` null", c.null_args);
+        }
+        s.push('\n');
+    }
+    s
+}
+
+/// The goals for the long string: within the full-tracing budget, every delivered call
+/// captured up to the limit and marked truncated.
+pub fn string_ratios(bench: &FunctionBench, checks: &[CaptureCheck]) -> Vec<Ratio> {
+    let f = &bench.function;
+    let mut out: Vec<Ratio> = bench
+        .rows
+        .iter()
+        .filter(|r| r.tracer == Tracer::Gotrace)
+        .map(|r| Ratio {
+            name: format!("{f}, 1 MiB string: {} / floor full (overhead)", r.mode()),
+            value: bench.ratio_to_floor(r),
+            goal: Goal::AtMost(1.3),
+        })
+        .collect();
+    out.extend(checks.iter().map(|c| Ratio {
+        name: format!(
+            "{f}, 1 MiB string, --string-max {}: share of delivered calls with the first {} bytes, marked truncated",
+            c.string_max, c.string_max
+        ),
+        value: c.complete_share(),
+        goal: Goal::AtLeast(1.0),
+    }));
+    out
+}
+
 fn divide(a: f64, b: f64) -> Option<f64> {
     (b > 0.0).then(|| a / b)
 }
@@ -446,6 +613,7 @@ mod tests {
             lost: (tracer == Tracer::Gotrace).then_some(0),
             status: status.into(),
             harmed: status != "ok",
+            options: String::new(),
         }
     }
 
@@ -576,5 +744,91 @@ mod tests {
             "{table}"
         );
         assert!(attach_table(&[a]).contains("| 1.50 s "));
+    }
+
+    #[test]
+    fn placement_table_compares_each_instruction_with_gotraces_entry() {
+        let p = |site, instruction: &str, handling, ns| Placement {
+            function: "main.Work".into(),
+            site,
+            instruction: instruction.into(),
+            handling: Some(handling),
+            ns_per_hit: ns,
+            status: "ok".into(),
+        };
+        let table = placement_table(&[
+            p(
+                PlacementSite::GotraceEntry,
+                "jbe 0x48e40f",
+                Handling::Emulated,
+                Some(500.0),
+            ),
+            p(
+                PlacementSite::FirstInstruction,
+                "cmp rsp, [r14+0x10]",
+                Handling::SingleStepped,
+                Some(10_250.0),
+            ),
+            p(
+                PlacementSite::Returns { sites: 2 },
+                "ret",
+                Handling::SingleStepped,
+                None,
+            ),
+        ]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 5, "{table}");
+        assert!(
+            lines[2].contains("| entry, gotrace's site ")
+                && lines[2].contains("| `jbe 0x48e40f` ")
+                && lines[2].contains("| emulated ")
+                && lines[2].contains("| 500 ")
+                && lines[2].contains("| 1.0 "),
+            "{table}"
+        );
+        assert!(
+            lines[3].contains("| `cmp rsp, [r14+0x10]` ")
+                && lines[3].contains("| single-stepped ")
+                && lines[3].contains("| 10250 ")
+                && lines[3].contains("| 20.5 "),
+            "{table}"
+        );
+        assert!(
+            lines[4].contains("| return ×2 ") && lines[4].contains("| — "),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn string_goals_and_capture_lines() {
+        let mut bench = recorded();
+        bench.function = "main.Text".into();
+        bench.rows.truncate(4); // untraced, floor full and entry-only, gotrace full
+        bench.rows[3].options = "--string-max 8192".into();
+        let check = CaptureCheck {
+            string_max: 8192,
+            runs: 3,
+            calls: 300,
+            delivered: 300,
+            complete: 299,
+            null_args: 1,
+        };
+        let r = string_ratios(&bench, std::slice::from_ref(&check));
+        assert_eq!(r.len(), 2);
+        assert!(
+            r[0].name
+                .contains("gotrace, full --string-max 8192 / floor full"),
+            "{}",
+            r[0].name
+        );
+        assert_eq!(r[0].met(), Some(true));
+        assert_eq!(r[1].met(), Some(false), "one call was not captured right");
+        let lines = capture_lines("main.Text", "s", &[check]);
+        assert!(
+            lines.starts_with("- main.Text `--string-max 8192`, 3 runs: 300 calls made, 300 delivered, 299 with `s` = its first 8192 bytes"),
+            "{lines}"
+        );
+        assert!(lines.ends_with(", 1 with `s` null\n"), "{lines}");
+        assert!(bench.table().contains("| gotrace, full --string-max 8192 "));
     }
 }

@@ -6,7 +6,7 @@ use gotrace_kernel::floor::Floor;
 use gotrace_kernel::Target;
 use gotrace_plan::ProbePlan;
 use std::fs;
-use std::io::Read as _;
+use std::io::{BufRead as _, BufReader, Read as _};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -221,10 +221,23 @@ pub struct Traced {
     pub wall: Duration,
     /// CPU time the tracer's own process used (user + system), attach and detach included.
     pub tracer_cpu: Duration,
+    /// Delivered lines that passed [`GotraceOptions::check`].
+    pub checked: Option<u64>,
 }
 
-/// `gotrace trace --json [--no-return] BINARY PATTERN > file`, the target started once it is
-/// attached, gotrace interrupted once the target has finished.
+/// How to run gotrace beyond the function pattern.
+#[derive(Clone, Copy, Default)]
+pub struct GotraceOptions<'a> {
+    /// `--no-return`
+    pub entry_only: bool,
+    /// More options for `gotrace trace` (`--string-max 8192`).
+    pub extra_args: &'a [&'a str],
+    /// Run on every JSON line gotrace wrote; the lines it holds for are counted.
+    pub check: Option<&'a dyn Fn(&str) -> bool>,
+}
+
+/// `gotrace trace --json [--no-return] [OPTIONS] BINARY PATTERN > file`, the target started
+/// once it is attached, gotrace interrupted once the target has finished.
 pub fn under_gotrace(
     gotrace: &Path,
     work_dir: &Path,
@@ -232,7 +245,7 @@ pub fn under_gotrace(
     pattern: &str,
     func: &str,
     goroutines: u32,
-    entry_only: bool,
+    options: &GotraceOptions<'_>,
 ) -> Result<Traced> {
     let out_path = work_dir.join("gotrace.jsonl");
     let ready = work_dir.join("gotrace.ready");
@@ -241,9 +254,10 @@ pub fn under_gotrace(
         fs::File::create(&out_path).with_context(|| format!("creating {}", out_path.display()))?;
     let mut cmd = Command::new(gotrace);
     cmd.args(["trace", "--json", "--ready-file"]).arg(&ready);
-    if entry_only {
+    if options.entry_only {
         cmd.arg("--no-return");
     }
+    cmd.args(options.extra_args);
     cmd.arg(&target.binary).arg(pattern);
     let mut child = Child::spawn(cmd.stdout(out), work_dir.join("gotrace.stderr"))?;
     child.wait_until("gotrace", || ready.exists())?;
@@ -251,7 +265,13 @@ pub fn under_gotrace(
     let run = target.run(func, goroutines, &[])?;
     let (stderr, tracer_cpu) = child.stop()?;
     let wall = started.elapsed();
-    let delivered = count_lines(&out_path)?;
+    let (delivered, checked) = match options.check {
+        None => (count_lines(&out_path)?, None),
+        Some(check) => {
+            let (lines, passed) = check_lines(&out_path, check)?;
+            (lines, Some(passed))
+        }
+    };
     let _ = fs::remove_file(&out_path);
     Ok(Traced {
         target: run,
@@ -259,6 +279,7 @@ pub fn under_gotrace(
         lost: summary_number(&stderr, "events lost"),
         wall,
         tracer_cpu,
+        checked,
     })
 }
 
@@ -341,6 +362,7 @@ pub fn under_bpftrace(
         lost: Some(lost),
         wall,
         tracer_cpu,
+        checked: None,
     })
 }
 
@@ -354,6 +376,22 @@ pub fn count_lines(path: &Path) -> Result<u64> {
             return Ok(lines);
         }
         lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
+    }
+}
+
+/// Lines in the file, and how many of them `check` holds for.
+pub fn check_lines(path: &Path, check: &dyn Fn(&str) -> bool) -> Result<(u64, u64)> {
+    let file = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut line = String::new();
+    let (mut lines, mut passed) = (0u64, 0u64);
+    loop {
+        line.clear();
+        if reader.read_line(&mut line)? == 0 {
+            return Ok((lines, passed));
+        }
+        lines += 1;
+        passed += u64::from(check(line.trim_end_matches('\n')));
     }
 }
 

@@ -12,7 +12,9 @@ pub use render::{go_syntax, GoSyntax};
 
 use gotrace_binary::abi::{AbiReg, Location};
 use gotrace_binary::types::{TypeId, TypeKind, TypeTable};
-use gotrace_plan::recipe::{is_pointer_shaped, map_bucket_size, map_slots_shown, MAP_BUCKETS_READ};
+use gotrace_plan::recipe::{
+    has_pointers, is_pointer_shaped, map_bucket_size, map_slots_shown, MAP_BUCKETS_READ,
+};
 use gotrace_plan::{CallKind, PlannedValue, ProbePlan, RawCall, INT_REGS};
 use memory::Read;
 use std::collections::HashMap;
@@ -84,6 +86,8 @@ pub enum Missing {
     Unreadable,
     /// Go 1.24+ maps (Swiss tables) are not decoded.
     MapLayout,
+    /// The memory read at entry was dropped: the ring buffer was full.
+    Lost,
     /// The binary has no DWARF type for the dynamic type.
     UnknownType,
 }
@@ -95,6 +99,7 @@ impl Missing {
             Missing::NotCaptured => "not captured (beyond --depth/--elems or the per-site limit)",
             Missing::Unreadable => "unreadable memory (bad or freed pointer)",
             Missing::MapLayout => "map layout of Go 1.24+ not decoded",
+            Missing::Lost => "memory read at entry was lost (ring buffer full)",
             Missing::UnknownType => "dynamic type not described in DWARF",
         }
     }
@@ -233,7 +238,8 @@ impl<'p> Decoder<'p> {
             sp: raw.entry_sp,
             memory: Memory::new(&raw.entry_captures, bias),
         };
-        out.args = signature.map(|s| self.named_all(&s.params, &entry, out.args.take()));
+        out.args = signature
+            .map(|s| self.named_all(&s.params, &entry, raw.entry_data_lost, out.args.take()));
         out.results = match raw.kind {
             CallKind::Returned => signature.map(|s| {
                 let exit = Site {
@@ -241,7 +247,7 @@ impl<'p> Decoder<'p> {
                     sp: raw.return_sp,
                     memory: Memory::new(&raw.return_captures, bias),
                 };
-                self.named_all(&s.results, &exit, out.results.take())
+                self.named_all(&s.results, &exit, false, out.results.take())
             }),
             CallKind::Entered | CallKind::Panicked | CallKind::Exited => None,
         };
@@ -260,6 +266,7 @@ impl<'p> Decoder<'p> {
         &self,
         values: &'p [PlannedValue],
         site: &Site<'_>,
+        memory_lost: bool,
         buffer: Option<Vec<NamedValue<'p>>>,
     ) -> Vec<NamedValue<'p>> {
         let mut out = buffer.unwrap_or_default();
@@ -272,7 +279,12 @@ impl<'p> Decoder<'p> {
                 .map(|v| NamedValue {
                     name: &v.name,
                     type_name: &self.types.get(v.ty).name,
-                    value: self.located(v.ty, &v.location, site),
+                    // Registers came with the call record; what was read through them did not.
+                    value: if memory_lost && has_pointers(self.types, v.ty) {
+                        Value::Unavailable(Missing::Lost)
+                    } else {
+                        self.located(v.ty, &v.location, site)
+                    },
                 }),
         );
         out

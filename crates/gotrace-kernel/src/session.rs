@@ -59,6 +59,8 @@ pub struct Session {
     links: Vec<Link>,
     skel: GotraceSkel<'static>,
     report: AttachReport,
+    /// Per function: its entry reads memory, sent ahead of the call record.
+    entry_data: Vec<bool>,
 }
 
 fn uprobe_sysfs_type() -> PathBuf {
@@ -182,6 +184,11 @@ impl Session {
             });
         }
         Ok(Session {
+            entry_data: plan
+                .functions
+                .iter()
+                .map(|f| !f.entry_recipe.ops.is_empty())
+                .collect(),
             links,
             skel,
             report: AttachReport {
@@ -203,7 +210,10 @@ impl Session {
         mut on_call: impl FnMut(RawCall) + 'a,
     ) -> Result<EventStream<'a>, KernelError> {
         let mut builder = RingBufferBuilder::new();
-        let mut pairing = Pairing::default();
+        let mut pairing = Pairing {
+            pending: HashMap::new(),
+            entry_data: self.entry_data.clone(),
+        };
         builder
             .add(&self.skel.maps.events, move |bytes: &[u8]| {
                 if let Some(call) = pairing.event(bytes) {
@@ -279,6 +289,7 @@ impl EventStream<'_> {
 #[derive(Default)]
 struct Pairing {
     pending: HashMap<u64, Vec<Capture>>,
+    entry_data: Vec<bool>,
 }
 
 /// More entries waiting than this means returns are being lost: drop the oldest half.
@@ -314,16 +325,17 @@ impl Pairing {
             _ => return None,
         };
         let (entry_captures, return_captures) = match kind {
-            CallKind::Entered => (captures, Vec::new()),
-            CallKind::Returned => (
-                self.pending.remove(&e.call_id).unwrap_or_default(),
-                captures,
-            ),
-            CallKind::Panicked | CallKind::Exited => (
-                self.pending.remove(&e.call_id).unwrap_or_default(),
-                Vec::new(),
-            ),
+            CallKind::Entered => (Some(captures), Vec::new()),
+            CallKind::Returned => (self.pending.remove(&e.call_id), captures),
+            CallKind::Panicked | CallKind::Exited => (self.pending.remove(&e.call_id), Vec::new()),
         };
+        // The entry's memory was dropped (ring buffer full) though its call record arrived.
+        let entry_data_lost = entry_captures.is_none()
+            && self
+                .entry_data
+                .get(e.func as usize)
+                .copied()
+                .unwrap_or(false);
         Some(RawCall {
             kind,
             function: e.func,
@@ -338,8 +350,9 @@ impl Pairing {
             entry_sp: e.entry_sp,
             return_sp: e.return_sp,
             load_bias: e.load_bias,
-            entry_captures,
+            entry_captures: entry_captures.unwrap_or_default(),
             return_captures,
+            entry_data_lost,
         })
     }
 }
@@ -626,6 +639,30 @@ mod tests {
     fn plan_limits_match_the_bpf_program() {
         assert_eq!(MAX_OPS as u32, types::gt_limits::GT_MAX_OPS.0);
         assert_eq!(MAX_READ, types::gt_limits::GT_MAX_READ.0);
+    }
+
+    fn event(kind: types::gt_event_kind, call_id: u64) -> Vec<u8> {
+        let e = types::gt_event {
+            kind: kind.0,
+            call_id,
+            ..Default::default()
+        };
+        bytes_of(&e).to_vec()
+    }
+
+    #[test]
+    fn a_call_whose_entry_data_was_dropped_says_so() {
+        use types::gt_event_kind as K;
+        let mut pairing = Pairing {
+            pending: HashMap::new(),
+            entry_data: vec![true],
+        };
+        let call = pairing.event(&event(K::GT_EVENT_CALL, 7)).unwrap();
+        assert!(call.entry_data_lost);
+        assert!(pairing.event(&event(K::GT_EVENT_ENTRY_DATA, 8)).is_none());
+        let call = pairing.event(&event(K::GT_EVENT_CALL, 8)).unwrap();
+        assert!(!call.entry_data_lost);
+        assert!(pairing.pending.is_empty());
     }
 
     #[test]

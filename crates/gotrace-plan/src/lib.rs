@@ -435,6 +435,8 @@ pub struct RawCall {
     /// Memory read at entry (for the arguments) and at the return (for the results).
     pub entry_captures: Vec<Capture>,
     pub return_captures: Vec<Capture>,
+    /// The entry read memory but that record was lost: arguments that need it are unknown.
+    pub entry_data_lost: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
