@@ -2,6 +2,7 @@
 //! of a [`ProbePlan`], the same way a [`Session`](crate::Session) attaches them. A traced call
 //! can cost no less than it costs under this; `make bench` compares gotrace with it.
 
+use crate::session::uprobe_multi_supported;
 use crate::{KernelError, Target};
 use gotrace_plan::ProbePlan;
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
@@ -97,19 +98,4 @@ impl Floor {
         self.links.clear();
         started.elapsed()
     }
-}
-
-/// Mirrors the session's choice: uprobe_multi on Linux 6.6+, unless GOTRACE_NO_UPROBE_MULTI.
-fn uprobe_multi_supported() -> bool {
-    if std::env::var_os("GOTRACE_NO_UPROBE_MULTI").is_some() {
-        return false;
-    }
-    let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
-        return false;
-    };
-    let mut parts = release
-        .trim()
-        .split(['.', '-'])
-        .map(|p| p.parse::<u32>().unwrap_or(0));
-    (parts.next().unwrap_or(0), parts.next().unwrap_or(0)) >= (6, 6)
 }

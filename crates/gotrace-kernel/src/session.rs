@@ -537,7 +537,8 @@ fn cookie(site: &Site) -> u64 {
         | u64::from(site.may_restart) << 48
 }
 
-fn uprobe_multi_supported() -> bool {
+/// uprobe_multi links on Linux 6.6+, unless GOTRACE_NO_UPROBE_MULTI asks for per-site probes.
+pub(crate) fn uprobe_multi_supported() -> bool {
     if std::env::var_os("GOTRACE_NO_UPROBE_MULTI").is_some() {
         return false;
     }
