@@ -11,10 +11,6 @@ pub struct VirtAddr(pub u64);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct FileOffset(pub u64);
 
-/// An address in a running process (a virtual address plus the process's load bias).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-pub struct RuntimeAddr(pub u64);
-
 impl VirtAddr {
     pub fn offset(self, by: u64) -> VirtAddr {
         VirtAddr(self.0 + by)
@@ -28,12 +24,6 @@ impl fmt::Display for VirtAddr {
 }
 
 impl fmt::Display for FileOffset {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:#x}", self.0)
-    }
-}
-
-impl fmt::Display for RuntimeAddr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:#x}", self.0)
     }

@@ -147,11 +147,6 @@ impl DwarfInfo {
         self.signatures.get(&entry)
     }
 
-    /// How many functions with code have a signature.
-    pub fn signature_count(&self) -> usize {
-        self.signatures.len()
-    }
-
     /// The struct type named `name` (`runtime.g`, `main.Point`).
     pub fn struct_type(&self, name: &str) -> Option<TypeId> {
         self.structs.get(name).copied()

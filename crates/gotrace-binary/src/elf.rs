@@ -4,7 +4,7 @@
 use crate::{BinaryError, FileOffset, Function, VirtAddr};
 use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol, SymbolKind};
 use std::borrow::Cow;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -32,7 +32,6 @@ struct Segment {
 /// The whole file in memory plus what was indexed from its headers. `object::File` borrows the
 /// bytes, so it is re-made on demand (that only parses headers).
 pub struct ElfImage {
-    path: PathBuf,
     data: Vec<u8>,
     arch: Arch,
     pie: bool,
@@ -72,7 +71,6 @@ impl ElfImage {
             })
             .collect();
         Ok(ElfImage {
-            path: path.to_owned(),
             data,
             arch,
             pie,
@@ -83,10 +81,6 @@ impl ElfImage {
     pub fn object(&self) -> object::File<'_> {
         // Parsed successfully once in `parse`; the bytes have not changed since.
         object::File::parse(&*self.data).expect("ELF headers were validated in ElfImage::parse")
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     pub fn arch(&self) -> Arch {

@@ -16,7 +16,7 @@ pub mod sites;
 mod suggest;
 pub mod types;
 
-pub use addr::{FileOffset, RuntimeAddr, VirtAddr};
+pub use addr::{FileOffset, VirtAddr};
 pub use buildinfo::BuildInfo;
 pub use elf::Arch;
 pub use error::BinaryError;

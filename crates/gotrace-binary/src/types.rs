@@ -24,19 +24,6 @@ impl TypeTable {
         self.types.push(ty);
         id
     }
-
-    /// Replaces a placeholder pushed earlier (used to close cycles while reading DWARF).
-    pub fn set(&mut self, id: TypeId, ty: GoType) {
-        self.types[id.0 as usize] = ty;
-    }
-
-    pub fn len(&self) -> usize {
-        self.types.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.types.is_empty()
-    }
 }
 
 /// One Go type: its Go name (`int`, `*main.Point`, `[]uint8`, `map[string]int`), its size in
