@@ -2,25 +2,12 @@
 //! both architectures must report the version `go version` prints and the settings they were
 //! built with.
 
-use gotrace_binary::GoBinary;
-use gotrace_gobuild::{repo_root, toolchains, workspace_target_dir, Build, Flavour, Toolchain};
-use std::path::PathBuf;
-use std::process::Command;
+mod common;
 
-fn build(toolchain: &Toolchain, flavour: Flavour, goarch: Option<&str>) -> PathBuf {
-    let source_dir = repo_root().join("fixtures/go/pcln_kinds");
-    let out_dir = workspace_target_dir().join("go-fixtures");
-    Build {
-        source_dir: &source_dir,
-        toolchain,
-        flavour,
-        goarch,
-        gcflags: "",
-        out_dir: &out_dir,
-    }
-    .run()
-    .unwrap_or_else(|e| panic!("{e}"))
-}
+use common::{all_toolchains, pcln_kinds};
+use gotrace_binary::GoBinary;
+use gotrace_gobuild::{Flavour, Toolchain};
+use std::process::Command;
 
 /// `go1.23.5` from `go version go1.23.5 linux/amd64`.
 fn reported_version(toolchain: &Toolchain) -> String {
@@ -38,12 +25,7 @@ fn reported_version(toolchain: &Toolchain) -> String {
 
 #[test]
 fn build_info_matches_how_each_binary_was_built() {
-    let all = toolchains();
-    assert!(
-        !all.is_empty(),
-        "no Go toolchain under /usr/lib/go-1.*; run scripts/setup.sh"
-    );
-    for toolchain in all {
+    for toolchain in all_toolchains() {
         let version = reported_version(&toolchain);
         let minor: u32 = toolchain.version.trim_start_matches("1.").parse().unwrap();
         let builds = [
@@ -56,7 +38,7 @@ fn build_info_matches_how_each_binary_was_built() {
         ];
         for (flavour, goarch) in builds {
             let what = format!("Go {} {flavour:?} {goarch:?}", toolchain.version);
-            let bin = GoBinary::open(&build(&toolchain, flavour, goarch)).unwrap();
+            let bin = GoBinary::open(&pcln_kinds(&toolchain, flavour, goarch)).unwrap();
             let info = bin
                 .build_info()
                 .unwrap_or_else(|| panic!("{what}: no build info"));

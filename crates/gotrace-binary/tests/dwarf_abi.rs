@@ -5,6 +5,9 @@
 //! parameter: at the entry PC it names the register(s) or the frame slot holding it. The
 //! witness is read here with gimli directly, not through `gotrace_binary`.
 
+mod common;
+
+use common::{all_toolchains, sig_kinds};
 use gimli::{
     BaseAddresses, CfaRule, DebugFrame, EndianSlice, LittleEndian, Operation, UnwindContext,
     UnwindSection,
@@ -13,33 +16,10 @@ use gotrace_binary::abi::{self, AbiReg, Location, Piece};
 use gotrace_binary::dwarf::DwarfInfo;
 use gotrace_binary::types::{TypeId, TypeKind, TypeTable};
 use gotrace_binary::{Arch, GoBinary};
-use gotrace_gobuild::{repo_root, toolchains, workspace_target_dir, Build, Flavour, Toolchain};
+use gotrace_gobuild::Toolchain;
 use object::{Object, ObjectSection};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
-
-fn all_toolchains() -> Vec<Toolchain> {
-    let all = toolchains();
-    assert!(
-        !all.is_empty(),
-        "no Go toolchain under /usr/lib/go-1.*: run scripts/setup.sh"
-    );
-    all
-}
-
-fn build(toolchain: &Toolchain, goarch: Option<&str>) -> PathBuf {
-    let source = repo_root().join("fixtures/go/sig_kinds");
-    let out = workspace_target_dir().join("go-fixtures");
-    let build = Build {
-        source_dir: &source,
-        toolchain,
-        flavour: Flavour::Plain,
-        goarch,
-        gcflags: "-l",
-        out_dir: &out,
-    };
-    build.run().unwrap_or_else(|e| panic!("{e}"))
-}
+use std::path::Path;
 
 fn minor(toolchain: &Toolchain) -> u32 {
     toolchain
@@ -118,7 +98,7 @@ fn signature_lines(bin: &GoBinary, function: &str) -> (Vec<String>, Vec<String>)
 fn signatures_read_from_dwarf_are_what_the_source_says() {
     for tc in all_toolchains() {
         let go = minor(&tc);
-        let bin = open(&build(&tc, None));
+        let bin = open(&sig_kinds(&tc, None));
         // Go 1.19 names shapes `go.shape.int_0`; later versions `go.shape.int`.
         let shape = |s: &str| {
             if go <= 19 {
@@ -327,7 +307,7 @@ fn signatures_read_from_dwarf_are_what_the_source_says() {
 #[test]
 fn goid_offset_in_runtime_g_matches_the_go_version() {
     for tc in all_toolchains() {
-        let bin = open(&build(&tc, None));
+        let bin = open(&sig_kinds(&tc, None));
         let expected = if minor(&tc) >= 23 { 160 } else { 152 };
         assert_eq!(
             dwarf(&bin).member_offset("runtime.g", "goid"),
@@ -342,7 +322,7 @@ fn goid_offset_in_runtime_g_matches_the_go_version() {
 #[test]
 fn packed_struct_pieces_carry_field_offsets_and_sizes() {
     for tc in all_toolchains() {
-        let bin = open(&build(&tc, None));
+        let bin = open(&sig_kinds(&tc, None));
         let d = dwarf(&bin);
         let f = bin.function("main.Structs").expect("main.Structs");
         let sig = d.signature(f.entry).expect("signature");
@@ -770,7 +750,7 @@ fn pairs(list: &[(String, String)]) -> Vec<(&str, &str)> {
 fn check_fixture(goarch: Option<&str>) {
     for tc in all_toolchains() {
         let go = minor(&tc);
-        let tally = cross_check(&build(&tc, goarch), true);
+        let tally = cross_check(&sig_kinds(&tc, goarch), true);
         let context = format!("Go {} {goarch:?}: {tally:#?}", tc.version);
         let disagree: Vec<(String, String)> = tally
             .disagree
@@ -822,7 +802,7 @@ fn all_function_locations_agree_with_dwarf() {
     for tc in all_toolchains() {
         let go = minor(&tc);
         for goarch in [None, Some("arm64")] {
-            let tally = cross_check(&build(&tc, goarch), false);
+            let tally = cross_check(&sig_kinds(&tc, goarch), false);
             let context = format!(
                 "Go {} {goarch:?}: disagree {:#?}",
                 tc.version, tally.disagree

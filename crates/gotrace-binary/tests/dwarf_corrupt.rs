@@ -11,8 +11,11 @@
 //! Runs for `GOTRACE_FUZZ_SECONDS` (default 2) after a minimum number of inputs, like
 //! `fuzz_parsers.rs`; inputs derive from `GOTRACE_FUZZ_SEED` and the iteration number.
 
+mod common;
+
+use common::{all_toolchains, env_u64, sig_kinds, Rng};
 use gotrace_binary::{abi, GoBinary};
-use gotrace_gobuild::{repo_root, toolchains, workspace_target_dir, Build, Flavour};
+use gotrace_gobuild::workspace_target_dir;
 use object::{Object, ObjectSection};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
@@ -25,53 +28,10 @@ use std::time::{Duration, Instant};
 const HANG: Duration = Duration::from_secs(30);
 const MIN_INPUTS: u64 = 40;
 
-/// xorshift64* seeded through splitmix64: deterministic, so a failure names its input.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        Rng((z ^ (z >> 31)) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
 /// The sig_kinds fixture (every type kind) built by the newest toolchain, with its DWARF.
 fn fixture() -> PathBuf {
-    let toolchain = toolchains()
-        .pop()
-        .expect("no Go toolchain under /usr/lib/go-1.*: run scripts/setup.sh");
-    let source_dir = repo_root().join("fixtures/go/sig_kinds");
-    let out_dir = workspace_target_dir().join("go-fixtures");
-    Build {
-        source_dir: &source_dir,
-        toolchain: &toolchain,
-        flavour: Flavour::Plain,
-        goarch: None,
-        gcflags: "-l",
-        out_dir: &out_dir,
-    }
-    .run()
-    .unwrap_or_else(|e| panic!("{e}"))
+    let newest = all_toolchains().pop().expect("at least one toolchain");
+    sig_kinds(&newest, None)
 }
 
 fn decompressed(path: &Path) -> Vec<u8> {

@@ -7,45 +7,16 @@
 //! `GOTRACE_FUZZ_SEED` (default fixed) and the iteration number, so a failure names what
 //! reproduces it; the crashing input is also written under the target directory.
 
+mod common;
+
+use common::{all_toolchains, env_u64, pcln_kinds, Rng};
 use gotrace_binary::pclntab::Pclntab;
 use gotrace_binary::{buildinfo, Arch, GoBinary};
-use gotrace_gobuild::{repo_root, toolchains, workspace_target_dir, Build, Flavour};
+use gotrace_gobuild::{workspace_target_dir, Flavour};
 use object::{Object, ObjectSection};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-/// xorshift64*: small, deterministic, good enough to pick mutations.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        // splitmix64 of the seed, so nearby seeds give unrelated streams (and never zero).
-        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        Rng((z ^ (z >> 31)) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform-ish in `0..n` (`n` > 0).
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 fn budget() -> Duration {
     Duration::from_secs(env_u64("GOTRACE_FUZZ_SECONDS", 2))
@@ -126,25 +97,10 @@ fn mutate(rng: &mut Rng, data: &mut Vec<u8>, header: usize) {
     }
 }
 
+/// `pcln_kinds` built by the toolchain at `toolchain_index` (clamped: `usize::MAX` is the newest).
 fn fixture(toolchain_index: usize, flavour: Flavour, goarch: Option<&str>) -> PathBuf {
-    let all = toolchains();
-    assert!(
-        !all.is_empty(),
-        "no Go toolchain under /usr/lib/go-1.*; run scripts/setup.sh"
-    );
-    let toolchain = &all[toolchain_index.min(all.len() - 1)];
-    let source_dir = repo_root().join("fixtures/go/pcln_kinds");
-    let out_dir = workspace_target_dir().join("go-fixtures");
-    Build {
-        source_dir: &source_dir,
-        toolchain,
-        flavour,
-        goarch,
-        gcflags: "",
-        out_dir: &out_dir,
-    }
-    .run()
-    .unwrap_or_else(|e| panic!("{e}"))
+    let all = all_toolchains();
+    pcln_kinds(&all[toolchain_index.min(all.len() - 1)], flavour, goarch)
 }
 
 fn section(path: &Path, names: &[&str]) -> Vec<u8> {

@@ -2,37 +2,15 @@
 //! installed Go toolchain, in every flavour: the symbol table of an unstripped build is the
 //! reference the function table must agree with.
 
+mod common;
+
+use common::{all_toolchains, pcln_kinds};
 use gotrace_binary::pclntab::Pclntab;
 use gotrace_binary::{Arch, BinaryError, Function, FunctionSource, GoBinary};
-use gotrace_gobuild::{repo_root, toolchains, workspace_target_dir, Build, Flavour, Toolchain};
+use gotrace_gobuild::{Flavour, Toolchain};
 use object::{Object, ObjectSection, ObjectSymbol};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-
-/// Built without `-l` so the compiler inlines `main.tinyRecord` into every caller.
-fn build(toolchain: &Toolchain, flavour: Flavour, goarch: Option<&str>) -> PathBuf {
-    let source_dir = repo_root().join("fixtures/go/pcln_kinds");
-    let out_dir = workspace_target_dir().join("go-fixtures");
-    Build {
-        source_dir: &source_dir,
-        toolchain,
-        flavour,
-        goarch,
-        gcflags: "",
-        out_dir: &out_dir,
-    }
-    .run()
-    .unwrap_or_else(|e| panic!("{e}"))
-}
-
-fn all_toolchains() -> Vec<Toolchain> {
-    let found = toolchains();
-    assert!(
-        !found.is_empty(),
-        "no Go toolchain under /usr/lib/go-1.*; run scripts/setup.sh"
-    );
-    found
-}
+use std::path::Path;
 
 /// The name the function table gives a symbol: without the `.abi0` the symbol table adds to
 /// assembly functions, and (Go 1.18–1.19) with generic shapes shortened to `F[...]`.
@@ -131,7 +109,7 @@ fn pclntab_agrees_with_symtab_in_every_build() {
             (Flavour::Plain, Some("arm64"), Arch::Arm64),
         ];
         for (flavour, goarch, arch) in builds {
-            let path = build(&toolchain, flavour, goarch);
+            let path = pcln_kinds(&toolchain, flavour, goarch);
             let what = format!("Go {} {flavour:?} {}", toolchain.version, arch.go_name());
             let expected = symtab_go_functions(&path, &toolchain);
             let table = pclntab_functions(&path, arch);
@@ -153,8 +131,10 @@ fn stripped_build_lists_the_plain_builds_functions() {
     for toolchain in all_toolchains() {
         for (goarch, arch) in [(None, Arch::Amd64), (Some("arm64"), Arch::Arm64)] {
             let what = format!("Go {} {}", toolchain.version, arch.go_name());
-            let plain = symtab_go_functions(&build(&toolchain, Flavour::Plain, goarch), &toolchain);
-            let stripped = GoBinary::open(&build(&toolchain, Flavour::Stripped, goarch)).unwrap();
+            let plain =
+                symtab_go_functions(&pcln_kinds(&toolchain, Flavour::Plain, goarch), &toolchain);
+            let stripped =
+                GoBinary::open(&pcln_kinds(&toolchain, Flavour::Stripped, goarch)).unwrap();
             assert_eq!(stripped.arch(), arch, "{what}");
             assert_eq!(
                 stripped.function_source(),
@@ -177,7 +157,7 @@ fn stripped_pie_takes_the_text_start_from_its_dynamic_relocation() {
         if toolchain.version == "1.16" || toolchain.version == "1.17" {
             continue; // entries are absolute before 1.18: no text start to relocate
         }
-        let path = build(&toolchain, Flavour::Pie, None);
+        let path = pcln_kinds(&toolchain, Flavour::Pie, None);
         let expected = symtab_go_functions(&path, &toolchain);
         let mut data = std::fs::read(&path).unwrap();
         let (symtab_type_at, text_start_at) = {
@@ -210,7 +190,7 @@ fn function_inlined_everywhere_is_reported_as_inlined() {
     for toolchain in all_toolchains() {
         for flavour in [Flavour::Plain, Flavour::Stripped] {
             let what = format!("Go {} {flavour:?}", toolchain.version);
-            let bin = GoBinary::open(&build(&toolchain, flavour, None)).unwrap();
+            let bin = GoBinary::open(&pcln_kinds(&toolchain, flavour, None)).unwrap();
             assert!(
                 matches!(
                     bin.function("main.tinyRecord"),

@@ -1,30 +1,17 @@
 //! `runtime.g.goid`: read from DWARF when the binary has it, from the per-version table when it
 //! is stripped. The table must agree with DWARF for every installed toolchain.
 
+mod common;
+
+use common::{all_toolchains, pcln_kinds};
 use gotrace_binary::GoBinary;
-use gotrace_gobuild::{repo_root, toolchains, workspace_target_dir, Build, Flavour};
+use gotrace_gobuild::Flavour;
 
 #[test]
 fn goid_offset_table_agrees_with_dwarf_on_every_toolchain() {
-    let all = toolchains();
-    assert!(
-        !all.is_empty(),
-        "no Go toolchain installed: run scripts/setup.sh"
-    );
-    let source_dir = repo_root().join("fixtures/go/pcln_kinds");
-    let out_dir = workspace_target_dir().join("go-fixtures");
-    for toolchain in &all {
+    for toolchain in &all_toolchains() {
         let build = |flavour| {
-            let path = Build {
-                source_dir: &source_dir,
-                toolchain,
-                flavour,
-                goarch: None,
-                gcflags: "",
-                out_dir: &out_dir,
-            }
-            .run()
-            .unwrap_or_else(|e| panic!("{e}"));
+            let path = pcln_kinds(toolchain, flavour, None);
             GoBinary::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
         };
         let plain = build(Flavour::Plain);

@@ -7,10 +7,13 @@
 //! objdump is binutils' (`scripts/setup.sh` installs `binutils` and, for arm64,
 //! `binutils-aarch64-linux-gnu`: Debian's plain objdump only disassembles x86).
 
+mod common;
+
+use common::{all_toolchains, build};
 use gotrace_binary::sites::SkipCondition;
 use gotrace_binary::{Arch, GoBinary, VirtAddr};
-use gotrace_gobuild::{repo_root, toolchains, workspace_target_dir, Build, Flavour, Toolchain};
-use std::path::{Path, PathBuf};
+use gotrace_gobuild::Flavour;
+use std::path::Path;
 use std::process::Command;
 
 /// Each fixture with the gcflags its other tests build it with, so the builds are shared.
@@ -19,36 +22,6 @@ const FIXTURES: [(&str, &str); 3] = [
     ("fixtures/go/pcln_kinds", ""),
     ("fixtures/go/sites_defer", "-l"),
 ];
-
-fn all_toolchains() -> Vec<Toolchain> {
-    let all = toolchains();
-    assert!(
-        !all.is_empty(),
-        "no Go toolchain under /usr/lib/go-1.*: run scripts/setup.sh"
-    );
-    all
-}
-
-fn build(
-    fixture: &str,
-    gcflags: &str,
-    toolchain: &Toolchain,
-    flavour: Flavour,
-    goarch: Option<&str>,
-) -> PathBuf {
-    let source_dir = repo_root().join(fixture);
-    let out_dir = workspace_target_dir().join("go-fixtures");
-    Build {
-        source_dir: &source_dir,
-        toolchain,
-        flavour,
-        goarch,
-        gcflags,
-        out_dir: &out_dir,
-    }
-    .run()
-    .unwrap_or_else(|e| panic!("{e}"))
-}
 
 /// One decoded instruction: address and text with runs of spaces collapsed
 /// (`cmp rsp,QWORD PTR [r14+0x10]`, `call 431220 <runtime.deferreturn>`).

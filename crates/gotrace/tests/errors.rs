@@ -77,17 +77,14 @@ fn root_pid_that_exits_while_traced_ends_the_session_cleanly() {
     if !have_root() {
         return;
     }
-    let service_bin = fibonacci_service(&newest_toolchain());
-    let addr = free_addr();
-    let service = start_service(&service_bin, addr);
+    let (service, addr) = start_fibonacci_service(&newest_toolchain());
     let pid = service.pid();
-    let mut tracer = start_gotrace(&["--pid", &pid.to_string(), "main.Fibonacci"]);
+    let tracer = trace_fibonacci(&service, &[]);
     http_get(addr, "/fibonacci?num=7");
     drop(service); // SIGKILL and reap
-    let status = tracer.0.wait().unwrap();
-    let mut err = String::new();
-    std::io::Read::read_to_string(tracer.0.stderr.as_mut().unwrap(), &mut err).unwrap();
-    assert!(status.success(), "{err}");
+    let out = tracer.collect();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
     assert!(err.contains(&format!("process {pid} exited")), "{err}");
     assert!(err.contains("1 calls traced"), "{err}");
 }

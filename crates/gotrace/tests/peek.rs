@@ -4,27 +4,27 @@
 mod common;
 
 use common::*;
+use std::process::Output;
+
+/// `gotrace peek FLAGS --pid PID main.Fibonacci` on a running service; it must succeed.
+fn peek(service: &Running, flags: &[&str]) -> Output {
+    let pid = service.pid().to_string();
+    let out = run_gotrace(&[&["peek"], flags, &["--pid", &pid, "main.Fibonacci"]].concat());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
 
 #[test]
 fn root_peek_shows_int3_while_attached_and_original_bytes_after() {
     if !have_root() {
         return;
     }
-    let service_bin = fibonacci_service(&newest_toolchain());
-    let addr = free_addr();
-    let service = start_service(&service_bin, addr);
-    let out = run_gotrace(&[
-        "peek",
-        "--json",
-        "--pid",
-        &service.pid().to_string(),
-        "main.Fibonacci",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (service, addr) = start_fibonacci_service(&newest_toolchain());
+    let out = peek(&service, &["--json"]);
     let sites: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
     assert!(
         sites.len() >= 2,
@@ -58,21 +58,9 @@ fn root_peek_text_explains_what_the_user_sees() {
     if !have_root() {
         return;
     }
-    let service_bin = fibonacci_service(&newest_toolchain());
-    let addr = free_addr();
-    let service = start_service(&service_bin, addr);
-    let out = run_gotrace(&[
-        "peek",
-        "--pid",
-        &service.pid().to_string(),
-        "main.Fibonacci",
-    ]);
+    let (service, _addr) = start_fibonacci_service(&newest_toolchain());
+    let out = peek(&service, &[]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     assert!(text.contains("int3"), "{text}");
     assert!(text.contains("0xcc"), "{text}");
     assert!(text.contains("original bytes are back"), "{text}");

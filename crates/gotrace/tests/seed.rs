@@ -48,11 +48,9 @@ fn assert_calls_match(calls: &[Value], answered: &[(i64, i64)], pid: u32) {
 }
 
 fn trace_by_pid(toolchain: &Toolchain) {
-    let service_bin = fibonacci_service(toolchain);
-    let addr = free_addr();
-    let service = start_service(&service_bin, addr);
+    let (service, addr) = start_fibonacci_service(toolchain);
     let pid = service.pid();
-    let tracer = start_gotrace(&["--json", "--pid", &pid.to_string(), "main.Fibonacci"]);
+    let tracer = trace_fibonacci(&service, &["--json"]);
     let answered = send_requests(addr);
     let out = tracer.interrupt_and_collect();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -114,11 +112,9 @@ fn root_text_output_reads_like_the_documented_line() {
     if !have_root() {
         return;
     }
-    let service_bin = fibonacci_service(&newest_toolchain());
-    let addr = free_addr();
-    let service = start_service(&service_bin, addr);
+    let (service, addr) = start_fibonacci_service(&newest_toolchain());
     let pid = service.pid();
-    let tracer = start_gotrace(&["--pid", &pid.to_string(), "main.Fibonacci"]);
+    let tracer = trace_fibonacci(&service, &[]);
     http_get(addr, "/fibonacci?num=10");
     let out = tracer.interrupt_and_collect();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -142,25 +138,14 @@ fn root_count_stops_after_n_calls() {
     if !have_root() {
         return;
     }
-    let service_bin = fibonacci_service(&newest_toolchain());
-    let addr = free_addr();
-    let service = start_service(&service_bin, addr);
-    let mut tracer = start_gotrace(&[
-        "--json",
-        "--count",
-        "2",
-        "--pid",
-        &service.pid().to_string(),
-        "main.Fibonacci",
-    ]);
+    let (service, addr) = start_fibonacci_service(&newest_toolchain());
+    let tracer = trace_fibonacci(&service, &["--json", "--count", "2"]);
     for n in [3, 4, 5] {
         http_get(addr, &format!("/fibonacci?num={n}"));
     }
-    let status = tracer.0.wait().unwrap();
-    assert!(status.success());
-    let mut stdout = Vec::new();
-    std::io::Read::read_to_end(tracer.0.stdout.as_mut().unwrap(), &mut stdout).unwrap();
-    let calls = json_calls(&stdout);
+    let out = tracer.collect();
+    assert!(out.status.success());
+    let calls = json_calls(&out.stdout);
     assert_eq!(calls.len(), 2);
     assert_eq!(calls[0]["args"]["n"], 3);
     assert_eq!(calls[1]["args"]["n"], 4);
@@ -171,10 +156,8 @@ fn root_closed_output_ends_the_session() {
     if !have_root() {
         return;
     }
-    let service_bin = fibonacci_service(&newest_toolchain());
-    let addr = free_addr();
-    let service = start_service(&service_bin, addr);
-    let mut tracer = start_gotrace(&["--pid", &service.pid().to_string(), "main.Fibonacci"]);
+    let (service, addr) = start_fibonacci_service(&newest_toolchain());
+    let mut tracer = trace_fibonacci(&service, &[]);
     http_get(addr, "/fibonacci?num=3");
     let mut first = String::new();
     let stdout = tracer.0.stdout.take().expect("piped stdout");

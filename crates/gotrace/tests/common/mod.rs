@@ -67,6 +67,20 @@ pub fn fibonacci_service(toolchain: &Toolchain) -> PathBuf {
     build_go("examples/fibonacci", toolchain, Flavour::Plain, "-l")
 }
 
+/// The Fibonacci service built by `toolchain`, started on a free port and listening.
+pub fn start_fibonacci_service(toolchain: &Toolchain) -> (Running, SocketAddr) {
+    let addr = free_addr();
+    (start_service(&fibonacci_service(toolchain), addr), addr)
+}
+
+/// `gotrace trace FLAGS --pid PID main.Fibonacci` on a running service, once attached.
+pub fn trace_fibonacci(service: &Running, flags: &[&str]) -> Running {
+    let pid = service.pid().to_string();
+    let mut args = flags.to_vec();
+    args.extend(["--pid", &pid, "main.Fibonacci"]);
+    start_gotrace(&args)
+}
+
 /// A child process killed (and reaped) when dropped, so a failing test leaves nothing behind.
 pub struct Running(pub Child);
 
@@ -81,8 +95,13 @@ impl Running {
     }
 
     /// Sends SIGINT and waits for the process to finish, returning its output.
-    pub fn interrupt_and_collect(mut self) -> Output {
+    pub fn interrupt_and_collect(self) -> Output {
         self.signal(libc::SIGINT);
+        self.collect()
+    }
+
+    /// Waits for the process to finish by itself, returning its output.
+    pub fn collect(mut self) -> Output {
         let child = std::mem::replace(
             &mut self.0,
             Command::new("true").spawn().expect("spawn true"),
@@ -127,37 +146,7 @@ pub fn start_service(binary: &Path, addr: SocketAddr) -> Running {
 
 /// Starts `gotrace trace ARGS --ready-file F` and returns once every probe is attached.
 pub fn start_gotrace(args: &[&str]) -> Running {
-    let ready = tempfile_path("ready");
-    let child = Command::new(GOTRACE)
-        .arg("trace")
-        .args(args)
-        .arg("--ready-file")
-        .arg(&ready)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting gotrace");
-    let mut running = Running(child);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !ready.exists() {
-        if let Some(status) = running.0.try_wait().unwrap() {
-            let mut err = String::new();
-            running
-                .0
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
-            panic!("gotrace exited before attaching ({status}): {err}");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "gotrace did not attach within 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    running
+    start_gotrace_with_env(args, &[])
 }
 
 pub fn tempfile_path(what: &str) -> PathBuf {

@@ -1,0 +1,91 @@
+//! Shared by the integration tests: the installed Go toolchains, the fixtures they build, and the
+//! deterministic random numbers the fuzzers mutate with.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use gotrace_gobuild::{repo_root, toolchains, workspace_target_dir, Build, Flavour, Toolchain};
+use std::path::PathBuf;
+
+/// Every installed Go toolchain, oldest first; none installed fails the test.
+pub fn all_toolchains() -> Vec<Toolchain> {
+    let all = toolchains();
+    assert!(
+        !all.is_empty(),
+        "no Go toolchain under /usr/lib/go-1.*: run scripts/setup.sh"
+    );
+    all
+}
+
+/// Builds (or reuses the cached build of) `fixture`, a directory relative to the repository
+/// root. All tests share the builds under `target/go-fixtures`.
+pub fn build(
+    fixture: &str,
+    gcflags: &str,
+    toolchain: &Toolchain,
+    flavour: Flavour,
+    goarch: Option<&str>,
+) -> PathBuf {
+    let source_dir = repo_root().join(fixture);
+    let out_dir = workspace_target_dir().join("go-fixtures");
+    Build {
+        source_dir: &source_dir,
+        toolchain,
+        flavour,
+        goarch,
+        gcflags,
+        out_dir: &out_dir,
+    }
+    .run()
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `fixtures/go/pcln_kinds`, built without `-l` so the compiler inlines `main.tinyRecord` into
+/// every caller.
+pub fn pcln_kinds(toolchain: &Toolchain, flavour: Flavour, goarch: Option<&str>) -> PathBuf {
+    build("fixtures/go/pcln_kinds", "", toolchain, flavour, goarch)
+}
+
+/// `fixtures/go/sig_kinds` (every kind of Go type), plain, with `-l` so each function keeps its
+/// own signature.
+pub fn sig_kinds(toolchain: &Toolchain, goarch: Option<&str>) -> PathBuf {
+    build(
+        "fixtures/go/sig_kinds",
+        "-l",
+        toolchain,
+        Flavour::Plain,
+        goarch,
+    )
+}
+
+/// xorshift64* seeded through splitmix64: small, deterministic (so a failure names its input),
+/// good enough to pick mutations.
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        // splitmix64 of the seed, so nearby seeds give unrelated streams (and never zero).
+        let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        Rng((z ^ (z >> 31)) | 1)
+    }
+
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform-ish in `0..n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+/// The environment variable `name` as a number, or `default`.
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
