@@ -41,6 +41,11 @@ pub enum Location {
 pub struct Assignment {
     pub params: Vec<Location>,
     pub results: Vec<Location>,
+    /// Bytes of the argument frame the caller reserves: stack-assigned arguments and results,
+    /// then (pointer-aligned) a spill slot per register-assigned argument. The compiler writes
+    /// the same figure into pclntab (`_func.args`), so a difference means the signature read
+    /// from DWARF is missing something.
+    pub arg_width: u64,
 }
 
 /// How many integer and float registers carry arguments (and, separately, results).
@@ -68,10 +73,18 @@ pub fn assign(arch: Arch, sig: &Signature, types: &TypeTable) -> Assignment {
     let (ints, floats) = register_counts(arch);
     let mut stack = 0;
     let mut state = Registers::new(ints, floats);
+    let mut spill = 0;
     let params = sig
         .params
         .iter()
-        .map(|v| state.assign(v.ty, types, &mut stack))
+        .map(|v| {
+            let location = state.assign(v.ty, types, &mut stack);
+            if let Location::Registers(_) = location {
+                let t = types.get(v.ty);
+                spill = align_up(spill, t.align) + t.size;
+            }
+            location
+        })
         .collect();
     stack = align_up(stack, PTR_SIZE);
     let mut state = Registers::new(ints, floats);
@@ -80,7 +93,11 @@ pub fn assign(arch: Arch, sig: &Signature, types: &TypeTable) -> Assignment {
         .iter()
         .map(|v| state.assign(v.ty, types, &mut stack))
         .collect();
-    Assignment { params, results }
+    Assignment {
+        params,
+        results,
+        arg_width: align_up(stack, PTR_SIZE) + align_up(spill, PTR_SIZE),
+    }
 }
 
 /// Register counters for one pass (arguments, or results).

@@ -54,6 +54,8 @@ pub struct GoBinary {
     functions: Vec<Function>,
     function_source: FunctionSource,
     inlined_names: Vec<String>,
+    /// pclntab's argument frame size of each function, by entry.
+    arg_sizes: std::collections::HashMap<VirtAddr, u32>,
     build_info: Option<BuildInfo>,
     dwarf: std::sync::OnceLock<Result<Option<dwarf::DwarfInfo>, BinaryError>>,
 }
@@ -98,7 +100,11 @@ impl GoBinary {
         functions.sort_by(|a, b| a.entry.cmp(&b.entry).then_with(|| a.name.cmp(&b.name)));
         functions.dedup_by(|a, b| a.entry == b.entry && a.name == b.name);
         let inlined_names = table
+            .as_ref()
             .map(|t| t.names_without_code(&functions))
+            .unwrap_or_default();
+        let arg_sizes = table
+            .map(|t| t.arg_sizes().iter().copied().collect())
             .unwrap_or_default();
         Ok(GoBinary {
             path: path.to_owned(),
@@ -106,6 +112,7 @@ impl GoBinary {
             functions,
             function_source,
             inlined_names,
+            arg_sizes,
             build_info,
             dwarf: std::sync::OnceLock::new(),
         })
@@ -182,6 +189,11 @@ impl GoBinary {
         sites::find(self.arch(), function, code, |target| {
             self.function_at(target).map(|f| f.name.as_str())
         })
+    }
+
+    /// The function's argument frame size from pclntab (see [`abi::arg_width`]).
+    pub fn arg_size(&self, function: &Function) -> Option<u64> {
+        self.arg_sizes.get(&function.entry).map(|&n| u64::from(n))
     }
 
     /// DWARF, read on first use; `None` when the binary was built or stripped without it.

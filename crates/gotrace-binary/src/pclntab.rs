@@ -37,6 +37,9 @@ enum Version {
 
 pub struct Pclntab<'a> {
     functions: Vec<Function>,
+    /// Each function's `args`: the bytes of its argument frame — stack-assigned arguments and
+    /// results, plus the spill slots of register-assigned arguments (ABIInternal).
+    arg_sizes: Vec<(VirtAddr, u32)>,
     /// `funcnametab` (Go 1.16+): NUL-terminated names of every function with code and of every
     /// function the inline trees refer to. Before 1.16 names are scattered through the table.
     names: Option<&'a [u8]>,
@@ -120,13 +123,22 @@ impl<'a> Pclntab<'a> {
             Some((start, end)) => Some(r.bytes(start, end - start, "name table")?),
             None => None,
         };
-        let functions = decode_functions(&r, version, quantum, ptr_size, &layout)?;
-        Ok(Pclntab { functions, names })
+        let (functions, arg_sizes) = decode_functions(&r, version, quantum, ptr_size, &layout)?;
+        Ok(Pclntab {
+            functions,
+            arg_sizes,
+            names,
+        })
     }
 
     /// Every function in the table, in address order.
     pub fn functions(&self) -> Vec<Function> {
         self.functions.clone()
+    }
+
+    /// Each function's argument frame size, by entry address.
+    pub fn arg_sizes(&self) -> &[(VirtAddr, u32)] {
+        &self.arg_sizes
     }
 
     /// Names the table knows that have no code of their own: functions the compiler inlined
@@ -199,7 +211,7 @@ fn decode_functions(
     quantum: u8,
     ptr_size: u64,
     l: &Layout,
-) -> Result<Vec<Function>, BinaryError> {
+) -> Result<(Vec<Function>, Vec<(VirtAddr, u32)>), BinaryError> {
     let field_size = if version >= Version::Go118 {
         4
     } else {
@@ -229,6 +241,7 @@ fn decode_functions(
     // Real tables walk each pc-value table once; this bounds the work a crafted one can cause.
     let mut pc_steps_left = r.data.len() as u64;
     let mut functions = Vec::with_capacity(usize::try_from(l.nfunc).unwrap_or(0));
+    let mut arg_sizes = Vec::with_capacity(functions.capacity());
     let mut next_entry = if l.nfunc > 0 {
         address(raw(0)?, l.functab)?
     } else {
@@ -260,6 +273,7 @@ fn decode_functions(
         let name_off = u64::from(r.u32(record.saturating_add(field_size))?);
         let name_base = l.names.map_or(0, |(start, _)| start);
         let name = r.c_string(name_base.saturating_add(name_off), l.names)?;
+        let args = r.u32(record.saturating_add(field_size + 4))?;
         let pcsp = u64::from(r.u32(record.saturating_add(field_size + 12))?);
         let code_len = if pcsp == 0 {
             None
@@ -276,8 +290,9 @@ fn decode_functions(
             entry: VirtAddr(entry),
             end: VirtAddr(end),
         });
+        arg_sizes.push((VirtAddr(entry), args));
     }
-    Ok(functions)
+    Ok((functions, arg_sizes))
 }
 
 /// How many bytes of code a pc-value table at `off` covers: the sum of its pc deltas. The

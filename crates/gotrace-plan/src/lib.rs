@@ -244,7 +244,17 @@ pub fn plan(
                 });
             }
         }
-        let signature = dwarf.and_then(|d| planned_signature(binary.arch(), d, function.entry));
+        let signature = match dwarf.and_then(|d| planned_signature(binary, d, function)) {
+            Some(Ok(signature)) => Some(signature),
+            Some(Err(SignatureMismatch { dwarf_width, frame })) => {
+                warnings.push(format!(
+                    "{}: its DWARF signature needs a {dwarf_width}-byte argument frame but the function's is {frame} bytes (Go before 1.22 leaves blank `_` parameters and wrapper receivers out of DWARF): its arguments and results are shown as ? rather than guessed",
+                    function.name
+                ));
+                None
+            }
+            None => None,
+        };
         let (entry_recipe, return_recipe) = match (&signature, dwarf) {
             (Some(sig), Some(d)) => (
                 Compiler::new(d.types(), options.limits, classic_maps).site(&located(&sig.params)),
@@ -358,13 +368,29 @@ fn check_traceable(binary: &GoBinary) -> Result<(), PlanError> {
     Ok(())
 }
 
+/// The DWARF signature describes another argument frame than the compiler built.
+struct SignatureMismatch {
+    dwarf_width: u64,
+    frame: u64,
+}
+
+/// The function's signature with each value's ABI location. A signature whose argument frame
+/// differs from pclntab's would put values in the wrong registers: refused.
 fn planned_signature(
-    arch: gotrace_binary::Arch,
+    binary: &GoBinary,
     dwarf: &DwarfInfo,
-    entry: VirtAddr,
-) -> Option<PlannedSignature> {
-    let signature = dwarf.signature(entry)?;
-    let assignment = abi::assign(arch, signature, dwarf.types());
+    function: &Function,
+) -> Option<Result<PlannedSignature, SignatureMismatch>> {
+    let signature = dwarf.signature(function.entry)?;
+    let assignment = abi::assign(binary.arch(), signature, dwarf.types());
+    if let Some(frame) = binary.arg_size(function) {
+        if frame != assignment.arg_width {
+            return Some(Err(SignatureMismatch {
+                dwarf_width: assignment.arg_width,
+                frame,
+            }));
+        }
+    }
     let zip = |vars: &[gotrace_binary::types::Variable], locations: Vec<Location>| {
         vars.iter()
             .zip(locations)
@@ -375,10 +401,10 @@ fn planned_signature(
             })
             .collect()
     };
-    Some(PlannedSignature {
+    Some(Ok(PlannedSignature {
         params: zip(&signature.params, assignment.params),
         results: zip(&signature.results, assignment.results),
-    })
+    }))
 }
 
 impl ProbePlan {
