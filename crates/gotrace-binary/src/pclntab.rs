@@ -205,13 +205,16 @@ struct Layout {
     funcdata: u64,
 }
 
+/// Each function's argument frame size, by entry address.
+type ArgSizes = Vec<(VirtAddr, u32)>;
+
 fn decode_functions(
     r: &Reader<'_>,
     version: Version,
     quantum: u8,
     ptr_size: u64,
     l: &Layout,
-) -> Result<(Vec<Function>, Vec<(VirtAddr, u32)>), BinaryError> {
+) -> Result<(Vec<Function>, ArgSizes), BinaryError> {
     let field_size = if version >= Version::Go118 {
         4
     } else {
