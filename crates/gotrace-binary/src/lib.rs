@@ -77,9 +77,9 @@ impl GoBinary {
             Some(bytes) => Some(pclntab::Pclntab::parse(
                 bytes,
                 elf.arch(),
-                pclntab::relocated_text_start(&elf),
+                pclntab::relocated_text_start(&elf, None),
             )?),
-            None => None,
+            None => pclntab::find_in_data(&elf)?,
         };
         let build_info = match elf.section_data_by_names(&[".go.buildinfo"])? {
             Some(bytes) => buildinfo::parse(bytes, &elf).ok(),

@@ -170,10 +170,13 @@ impl<'a> Pclntab<'a> {
 
 /// The text start the dynamic relocations give the header's text-start word (Go 1.18+ PIE),
 /// or `None` when no relocation targets it (then the word in the file is already right).
-pub(crate) fn relocated_text_start(elf: &ElfImage) -> Option<u64> {
-    let table = SECTION_NAMES
-        .iter()
-        .find_map(|name| elf.section_address(name))?;
+pub(crate) fn relocated_text_start(elf: &ElfImage, table: Option<u64>) -> Option<u64> {
+    let table = match table {
+        Some(at) => at,
+        None => SECTION_NAMES
+            .iter()
+            .find_map(|name| elf.section_address(name))?,
+    };
     // magic+padding+quantum+ptrsize, then nfunc, nfile, text start; pointer size 8 on the
     // 64-bit targets we read.
     let word = table.checked_add(8 + 2 * 8)?;
@@ -188,6 +191,39 @@ pub(crate) fn relocated_text_start(elf: &ElfImage) -> Option<u64> {
         );
         (addr == word && relative).then(|| rel.addend() as u64)
     })
+}
+
+/// Sections an external linker may merge the table into when it has no section of its own
+/// (cgo binaries built as PIE).
+const HOST_SECTIONS: [&str; 2] = [".data.rel.ro", ".rodata"];
+
+/// Finds the table inside a merged section by its header (magic, two zero bytes, a quantum, a
+/// pointer size) and keeps the first candidate that parses with at least one function.
+pub(crate) fn find_in_data(elf: &ElfImage) -> Result<Option<Pclntab<'_>>, BinaryError> {
+    for name in HOST_SECTIONS {
+        let (Some(data), Some(base)) = (
+            elf.section_data_by_names(&[name])?,
+            elf.section_address(name),
+        ) else {
+            continue;
+        };
+        for at in (0..data.len().saturating_sub(8)).step_by(4) {
+            let header = &data[at..at + 8];
+            let magic_ok =
+                matches!(header[0], 0xf1 | 0xf0 | 0xfa | 0xfb) && header[1..4] == [0xff; 3];
+            if !magic_ok || header[4..6] != [0, 0] || !matches!(header[6], 1 | 4) || header[7] != 8
+            {
+                continue;
+            }
+            let text_start = relocated_text_start(elf, Some(base + at as u64));
+            if let Ok(table) = Pclntab::parse(&data[at..], elf.arch(), text_start) {
+                if !table.functions.is_empty() {
+                    return Ok(Some(table));
+                }
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// Offsets (from the start of the table) of the parts `decode_functions` reads.

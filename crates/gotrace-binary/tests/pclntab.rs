@@ -231,3 +231,48 @@ fn corrupt_headers_are_errors() {
         );
     }
 }
+
+/// A stripped cgo PIE has neither a symbol table nor a `.gopclntab` section (the external
+/// linker merged it into `.data.rel.ro`): the table is found by its header, and lists the same
+/// Go functions as the cgo build with symbols.
+#[test]
+fn stripped_cgo_pie_table_is_found_inside_data_rel_ro() {
+    for toolchain in all_toolchains() {
+        let stripped =
+            GoBinary::open(&pcln_kinds(&toolchain, Flavour::CgoPieStripped, None)).unwrap();
+        let with_symbols = GoBinary::open(&pcln_kinds(&toolchain, Flavour::Cgo, None)).unwrap();
+        assert_eq!(
+            stripped.function_source(),
+            FunctionSource::Pclntab,
+            "Go {}",
+            toolchain.version
+        );
+        let main = |b: &GoBinary| -> Vec<String> {
+            let mut names: Vec<String> = b
+                .functions()
+                .iter()
+                .filter(|f| f.name.starts_with("main."))
+                .map(|f| table_name(&f.name, &toolchain))
+                .collect();
+            names.sort();
+            names
+        };
+        assert!(!main(&stripped).is_empty(), "Go {}", toolchain.version);
+        assert_eq!(
+            main(&stripped),
+            main(&with_symbols),
+            "Go {}",
+            toolchain.version
+        );
+        // The entries are real code: each one's sites decode.
+        for f in stripped
+            .functions()
+            .iter()
+            .filter(|f| f.name.starts_with("main."))
+        {
+            stripped
+                .probe_sites(f)
+                .unwrap_or_else(|e| panic!("Go {} {}: {e}", toolchain.version, f.name));
+        }
+    }
+}

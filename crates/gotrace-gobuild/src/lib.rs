@@ -82,6 +82,9 @@ pub enum Flavour {
     Pie,
     /// Linked with a C function through cgo.
     Cgo,
+    /// cgo, position-independent and stripped: the external linker merges `.gopclntab` into
+    /// `.data.rel.ro`, and no symbol table is left — the hardest binary to read.
+    CgoPieStripped,
 }
 
 impl Flavour {
@@ -98,6 +101,7 @@ impl Flavour {
             Flavour::Stripped => "stripped",
             Flavour::Pie => "pie",
             Flavour::Cgo => "cgo",
+            Flavour::CgoPieStripped => "cgo-pie-stripped",
         }
     }
 }
@@ -139,7 +143,11 @@ impl Build<'_> {
             return Ok(binary);
         }
         let work = self.out_dir.join(format!("src-{name}-{key:016x}"));
-        copy_sources(self.source_dir, &work, self.flavour == Flavour::Cgo)?;
+        copy_sources(
+            self.source_dir,
+            &work,
+            matches!(self.flavour, Flavour::Cgo | Flavour::CgoPieStripped),
+        )?;
         let partial = binary.with_extension("partial");
         let mut cmd = Command::new(&self.toolchain.go);
         cmd.current_dir(&work)
@@ -155,7 +163,7 @@ impl Build<'_> {
             .env("GOARCH", arch)
             .env(
                 "CGO_ENABLED",
-                if self.flavour == Flavour::Cgo {
+                if matches!(self.flavour, Flavour::Cgo | Flavour::CgoPieStripped) {
                     "1"
                 } else {
                     "0"
@@ -168,6 +176,9 @@ impl Build<'_> {
             }
             Flavour::Pie => {
                 cmd.arg("-buildmode=pie");
+            }
+            Flavour::CgoPieStripped => {
+                cmd.arg("-buildmode=pie").arg("-ldflags=-s -w");
             }
         }
         let output = cmd
