@@ -87,6 +87,12 @@ pub fn run(
     };
     let decoder = Decoder::new(&plan, types, binary.runtime_types().unwrap_or_default());
 
+    // Opened before attaching, so a process exiting meanwhile still ends the session cleanly;
+    // readable once the traced process has exited.
+    let exit_fd = match request.target {
+        Target::Process(pid) => Some(gotrace_kernel::pidfd(pid)?),
+        Target::Binary(_) => None,
+    };
     let site_count = plan.all_sites().count();
     if site_count >= LARGE_PLAN {
         eprintln!(
@@ -109,11 +115,6 @@ pub fn run(
     }
     on_attached(&plan, &report)?;
 
-    // Held open for the whole session: readable once the traced process has exited.
-    let exit_fd = match request.target {
-        Target::Process(pid) => Some(gotrace_kernel::pidfd(pid)?),
-        Target::Binary(_) => None,
-    };
     let mut summary = Summary {
         sites_attached: report.attached,
         sites_failed: report.failed.len(),
