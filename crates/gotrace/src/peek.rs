@@ -130,7 +130,7 @@ pub fn render(function: &str, pid: u32, sites: &[PeekedSite]) -> String {
          paused.",
         "The entry probe sits on the function's first jump when only flag-setting \
          instructions come before it: the arguments are still in their registers there, the \
-         kernel emulates a jump about 15x faster than it single-steps a `cmp`, and for a \
+         kernel emulates a jump about 20 times faster than it single-steps a `cmp`, and for a \
          stack-check jump the flags tell gotrace to ignore the pass that grows the stack and \
          restarts the function. Returns are probed at every `ret`, never with a uretprobe, \
          which would corrupt Go's stacks.",
