@@ -316,9 +316,10 @@ pub fn under_bpftrace(
         ready.display()
     );
     if !entry_only {
-        script.push_str(&format!(
-            r#" uretprobe:{bin}:{function} {{ printf("ret %d\n", retval); }}"#
-        ));
+        // The seed article's one-liner, measured for comparison (it can kill the target).
+        let seed_return_probe =
+            format!(r#" uretprobe:{bin}:{function} {{ printf("ret %d\n", retval); }}"#); // bpftrace's, not gotrace's
+        script.push_str(&seed_return_probe);
     }
     let mut child = Child::spawn(
         Command::new("bpftrace")
