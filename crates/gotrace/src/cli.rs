@@ -17,8 +17,9 @@ use std::path::PathBuf;
   gotrace peek --pid 4242 main.Fibonacci         see the breakpoints uprobes write into the code
   gotrace funcs ./server 'main.*'                what can be traced, with signatures
 
-Needs root (or CAP_BPF and CAP_PERFMON) and a kernel with uprobes. Never uses uretprobes:
-returns are observed by probes on the function's RET instructions, which Go tolerates."
+Needs root (or CAP_BPF and CAP_PERFMON) and a kernel with uprobes. Never rewrites return
+addresses (the kernel's return probes crash Go programs): returns are observed by probes on the
+function's RET instructions, which Go tolerates."
 )]
 pub struct Cli {
     #[command(subcommand)]

@@ -132,8 +132,8 @@ pub fn render(function: &str, pid: u32, sites: &[PeekedSite]) -> String {
          instructions come before it: the arguments are still in their registers there, the \
          kernel emulates a jump about 20 times faster than it single-steps a `cmp`, and for a \
          stack-check jump the flags tell gotrace to ignore the pass that grows the stack and \
-         restarts the function. Returns are probed at every `ret`, never with a uretprobe, \
-         which would corrupt Go's stacks.",
+         restarts the function. Returns are probed at every `ret`, never by rewriting the \
+         return address on the stack, which would corrupt Go's stacks.",
     ];
     for paragraph in explanation {
         let _ = writeln!(s, "\n{}", textwrap::fill(paragraph, 96));
