@@ -240,23 +240,9 @@ fn per_call(
     let mut rows = Vec::new();
 
     let repeat = args.repeat.max(1);
-    note(&format!("{function}: untraced (median of {repeat})"));
-    let untraced = median(repeat, || target.run(func, 1, &[]), |r| r)?;
-    let reference = untraced.output;
-    if reference.is_none() || !untraced.status.success() {
-        bail!(
-            "the untraced loop program failed: {}",
-            untraced.describe(None)
-        );
-    }
-    rows.push(row(
-        Tracer::Untraced,
-        Probes::None,
-        &untraced,
-        None,
-        None,
-        reference.as_ref(),
-    ));
+    let (baseline, reference) = untraced(target, function, func, repeat)?;
+    let reference = Some(&reference);
+    rows.push(baseline);
 
     for (probes, plan) in [(Probes::Full, &full_plan), (Probes::EntryOnly, &entry_plan)] {
         note(&format!(
@@ -264,14 +250,7 @@ fn per_call(
             plan.sites.len()
         ));
         let run = median(repeat, || run::under_floor(plan, target, func), |r| r)?;
-        rows.push(row(
-            Tracer::Floor,
-            probes,
-            &run,
-            None,
-            None,
-            reference.as_ref(),
-        ));
+        rows.push(row(Tracer::Floor, probes, &run, None, None, reference));
     }
     for (probes, entry_only) in [(Probes::Full, false), (Probes::EntryOnly, true)] {
         note(&format!(
@@ -287,7 +266,7 @@ fn per_call(
             || run::under_gotrace(gotrace, work_dir, target, function, func, 1, &options),
             |t| &t.target,
         )?;
-        rows.push(traced_row(Tracer::Gotrace, probes, &t, reference.as_ref()));
+        rows.push(traced_row(Tracer::Gotrace, probes, &t, reference));
     }
     if !args.skip_bpftrace {
         for (probes, async_preempt_off) in [
@@ -309,7 +288,7 @@ fn per_call(
                 entry_only,
                 async_preempt_off,
             )?;
-            rows.push(traced_row(tracer, probes, &t, reference.as_ref()));
+            rows.push(traced_row(tracer, probes, &t, reference));
         }
     }
     Ok(FunctionBench {
@@ -317,6 +296,30 @@ fn per_call(
         sites: describe_sites(binary, &full_plan),
         rows,
     })
+}
+
+/// The loop program alone, `repeat` times: its row, and the output every traced run of it
+/// must reproduce.
+fn untraced(
+    target: &LoopTarget,
+    function: &str,
+    func: &str,
+    repeat: usize,
+) -> Result<(Row, LoopOutput)> {
+    note(&format!("{function}: untraced (median of {repeat})"));
+    let run = median(repeat, || target.run(func, 1, &[]), |r| r)?;
+    let Some(reference) = run.output.filter(|_| run.status.success()) else {
+        bail!("the untraced loop program failed: {}", run.describe(None));
+    };
+    let baseline = row(
+        Tracer::Untraced,
+        Probes::None,
+        &run,
+        None,
+        None,
+        Some(&reference),
+    );
+    Ok((baseline, reference))
 }
 
 /// Runs `once` `n` times and keeps the run with the median ns/call — or the first run that

@@ -10,7 +10,7 @@
 
 use crate::report::{CaptureCheck, FunctionBench, Probes, Tracer};
 use crate::run::{self, GotraceOptions, LoopTarget};
-use anyhow::{bail, Result};
+use anyhow::Result;
 use gotrace_binary::GoBinary;
 use std::cell::Cell;
 use std::path::{Path, PathBuf};
@@ -108,23 +108,9 @@ fn measure_into(
 ) -> Result<(FunctionBench, Vec<CaptureCheck>)> {
     let plan = crate::plan_for(binary, FUNCTION, false)?;
     let mut rows = Vec::new();
-    crate::note(&format!("{FUNCTION}: untraced (median of {repeat})"));
-    let untraced = crate::median(repeat, || target.run(FUNC, 1, &[]), |r| r)?;
-    let reference = untraced.output;
-    if reference.is_none() || !untraced.status.success() {
-        bail!(
-            "the untraced loop program failed: {}",
-            untraced.describe(None)
-        );
-    }
-    rows.push(crate::row(
-        Tracer::Untraced,
-        Probes::None,
-        &untraced,
-        None,
-        None,
-        reference.as_ref(),
-    ));
+    let (baseline, reference) = crate::untraced(target, FUNCTION, FUNC, repeat)?;
+    let reference = Some(&reference);
+    rows.push(baseline);
     crate::note(&format!(
         "{FUNCTION}: floor, {} sites (median of {repeat})",
         plan.sites.len()
@@ -136,7 +122,7 @@ fn measure_into(
         &floor,
         None,
         None,
-        reference.as_ref(),
+        reference,
     ));
 
     let mut checks = Vec::new();
@@ -178,7 +164,7 @@ fn measure_into(
             },
             |t| &t.target,
         )?;
-        let mut row = crate::traced_row(Tracer::Gotrace, Probes::Full, &t, reference.as_ref());
+        let mut row = crate::traced_row(Tracer::Gotrace, Probes::Full, &t, reference);
         row.options = format!("--string-max {string_max}");
         rows.push(row);
         checks.push(CaptureCheck {
