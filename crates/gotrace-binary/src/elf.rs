@@ -29,17 +29,34 @@ struct Segment {
     file_size: u64,
 }
 
-/// The whole file in memory plus what was indexed from its headers. `object::File` borrows the
+/// The file's bytes: mapped from disk (only the pages looked at are read), or owned (tests).
+pub enum ImageBytes {
+    Mapped(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for ImageBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            ImageBytes::Mapped(map) => map,
+            ImageBytes::Owned(bytes) => bytes,
+        }
+    }
+}
+
+/// The file's bytes plus what was indexed from its headers. `object::File` borrows the
 /// bytes, so it is re-made on demand (that only parses headers).
 pub struct ElfImage {
-    data: Vec<u8>,
+    data: ImageBytes,
     arch: Arch,
     pie: bool,
     segments: Vec<Segment>,
 }
 
 impl ElfImage {
-    pub fn parse(path: &Path, data: Vec<u8>) -> Result<ElfImage, BinaryError> {
+    pub fn parse(path: &Path, data: ImageBytes) -> Result<ElfImage, BinaryError> {
         let not_elf = |reason: String| BinaryError::NotElf {
             path: path.to_owned(),
             reason,

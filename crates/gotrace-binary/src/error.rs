@@ -10,6 +10,8 @@ pub enum BinaryError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{path} is a {kind}, not a program file")]
+    NotAFile { path: PathBuf, kind: &'static str },
     #[error("{path} is not an ELF file ({reason})")]
     NotElf { path: PathBuf, reason: String },
     #[error(

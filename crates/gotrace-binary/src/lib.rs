@@ -2,7 +2,7 @@
 //! build info, function signatures and types from DWARF, where each argument and result lives
 //! under Go's register ABI, and the instruction addresses a tracer probes.
 //!
-//! Pure: it reads the file once and never talks to the kernel, so all of it is testable on
+//! Pure: it maps the file and never talks to the kernel, so all of it is testable on
 //! recorded binaries without root.
 
 pub mod abi;
@@ -23,6 +23,31 @@ pub use error::BinaryError;
 pub use sites::{EntrySite, ProbeSites};
 
 use std::path::{Path, PathBuf};
+
+/// Refuses directories, FIFOs, sockets and devices: only a regular file can be a program.
+fn check_regular(path: &Path, meta: &std::fs::Metadata) -> Result<(), BinaryError> {
+    use std::os::unix::fs::FileTypeExt;
+    let t = meta.file_type();
+    let kind = if t.is_file() {
+        return Ok(());
+    } else if t.is_dir() {
+        "directory"
+    } else if t.is_fifo() {
+        "FIFO (named pipe)"
+    } else if t.is_socket() {
+        "socket"
+    } else if t.is_char_device() {
+        "character device"
+    } else if t.is_block_device() {
+        "block device"
+    } else {
+        "special file"
+    };
+    Err(BinaryError::NotAFile {
+        path: path.to_owned(),
+        kind,
+    })
+}
 
 /// A function with machine code of its own.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
@@ -61,17 +86,43 @@ pub struct GoBinary {
 }
 
 impl GoBinary {
-    /// Opens and indexes `path`. Fails if it is not an ELF file or not a Go program.
+    /// Opens and indexes `path`, mapping it rather than reading it whole. Fails if it is not a
+    /// regular file (checked before opening it: a FIFO or a device would block or never end),
+    /// not an ELF file or not a Go program.
     pub fn open(path: &Path) -> Result<GoBinary, BinaryError> {
-        let data = std::fs::read(path).map_err(|source| BinaryError::Io {
+        use std::os::unix::fs::OpenOptionsExt;
+        let io = |source| BinaryError::Io {
             path: path.to_owned(),
             source,
-        })?;
-        Self::from_bytes(path, data)
+        };
+        check_regular(path, &std::fs::metadata(path).map_err(io)?)?;
+        // Non-blocking, so that a FIFO swapped in since the check cannot hang the open.
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(io)?;
+        let meta = file.metadata().map_err(io)?;
+        check_regular(path, &meta)?;
+        if meta.len() == 0 {
+            return Err(BinaryError::NotElf {
+                path: path.to_owned(),
+                reason: "the file is empty".into(),
+            });
+        }
+        // SAFETY: the mapping is read-only and private to this process. Executables are not
+        // normally rewritten in place; if one is, the parsers see a mix of old and new bytes,
+        // which they handle like any untrusted input (every access is bounds-checked).
+        let map = unsafe { memmap2::MmapOptions::new().map_copy_read_only(&file) }.map_err(io)?;
+        Self::from_image(path, elf::ImageBytes::Mapped(map))
     }
 
     /// Indexes an ELF image already in memory; `path` is only used in messages.
     pub fn from_bytes(path: &Path, data: Vec<u8>) -> Result<GoBinary, BinaryError> {
+        Self::from_image(path, elf::ImageBytes::Owned(data))
+    }
+
+    fn from_image(path: &Path, data: elf::ImageBytes) -> Result<GoBinary, BinaryError> {
         let elf = elf::ElfImage::parse(path, data)?;
         let table = match elf.section_data_by_names(&pclntab::SECTION_NAMES)? {
             Some(bytes) => Some(pclntab::Pclntab::parse(
