@@ -12,6 +12,12 @@ pub enum KernelError {
     Load(String),
     #[error("attaching probes to {binary} failed: {reason}")]
     Attach { binary: PathBuf, reason: String },
+    #[error("watching {path} for changes ({what}): {source}")]
+    Watch {
+        path: PathBuf,
+        what: String,
+        source: std::io::Error,
+    },
     #[error("{context}: {source}")]
     Io {
         context: String,

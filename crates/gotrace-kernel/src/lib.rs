@@ -7,11 +7,13 @@ pub mod floor;
 pub mod proc;
 mod session;
 mod wait;
+mod watch;
 
 pub use error::KernelError;
 pub use session::{check_environment, EventStream};
 pub use session::{AttachMethod, AttachReport, Counters, Session, Target};
 pub use wait::{pidfd, Waiter, Wake};
+pub use watch::{BinaryWatch, FileChange};
 
 mod skel {
     #![allow(clippy::all, unused_imports, dead_code)]
