@@ -27,6 +27,7 @@ struct Segment {
     vaddr: u64,
     file_offset: u64,
     file_size: u64,
+    writable: bool,
 }
 
 /// The file's bytes: mapped from disk (only the pages looked at are read), or owned (tests).
@@ -80,10 +81,15 @@ impl ElfImage {
             .segments()
             .map(|s| {
                 let (file_offset, file_size) = s.file_range();
+                let writable = matches!(
+                    s.flags(),
+                    object::SegmentFlags::Elf { p_flags, .. } if p_flags.contains(object::elf::PF_W)
+                );
                 Segment {
                     vaddr: s.address(),
                     file_offset,
                     file_size,
+                    writable,
                 }
             })
             .collect();
@@ -131,6 +137,39 @@ impl ElfImage {
         self.data
             .get(off as usize..(off + len) as usize)
             .ok_or(BinaryError::NotLoaded { addr })
+    }
+
+    /// The file-backed bytes of every writable loadable segment, with their addresses: where
+    /// the runtime's module data lives, whatever the section headers say (or if there are none).
+    pub fn writable_segments(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        self.segments.iter().filter(|s| s.writable).filter_map(|s| {
+            let start = usize::try_from(s.file_offset).ok()?;
+            let end = start.checked_add(usize::try_from(s.file_size).ok()?)?;
+            Some((s.vaddr, self.data.get(start..end)?))
+        })
+    }
+
+    /// Every `R_*_RELATIVE` dynamic relocation as (address it writes, value it writes there),
+    /// sorted by address: in a PIE, a pointer in the data is such a relocation's addend, and
+    /// the word in the file may hold anything (often 0). Empty for a non-PIE.
+    pub fn relative_relocations(&self) -> Vec<(u64, u64)> {
+        let file = self.object();
+        let Some(relocations) = file.dynamic_relocations() else {
+            return Vec::new();
+        };
+        let mut out: Vec<(u64, u64)> = relocations
+            .filter(|(_, rel)| {
+                matches!(
+                    rel.flags(),
+                    object::RelocationFlags::Elf {
+                        r_type: object::elf::R_X86_64_RELATIVE | object::elf::R_AARCH64_RELATIVE
+                    }
+                )
+            })
+            .map(|(addr, rel)| (addr, rel.addend() as u64))
+            .collect();
+        out.sort_unstable();
+        out
     }
 
     /// The (decompressed) contents of the first section with one of these names.

@@ -41,6 +41,12 @@ pub enum BinaryError {
         offset: u64,
         reason: String,
     },
+    #[error(
+        "Go's function table does not say where the code starts (Go 1.26+ leaves that to the runtime's module data, which was not found, and there is no symbol table): refusing to guess function addresses"
+    )]
+    NoTextStart,
+    #[error("refusing to probe {function}: {reason}")]
+    Unproven { function: String, reason: String },
     #[error("DWARF: {0}")]
     Dwarf(String),
 }

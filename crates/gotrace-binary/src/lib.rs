@@ -11,6 +11,7 @@ pub mod buildinfo;
 pub mod dwarf;
 mod elf;
 mod error;
+mod moduledata;
 pub mod pclntab;
 pub mod sites;
 mod suggest;
@@ -78,6 +79,11 @@ pub struct GoBinary {
     elf: elf::ElfImage,
     functions: Vec<Function>,
     function_source: FunctionSource,
+    /// Go's function table (`.gopclntab`), sorted by entry: the second source every probed
+    /// function's start is checked against when the functions come from `.symtab`.
+    table: Vec<Function>,
+    /// `[text, etext)` as the runtime's module data gives it (Go 1.18+, when it was found).
+    text_range: Option<(VirtAddr, VirtAddr)>,
     inlined_names: Vec<String>,
     /// pclntab's argument frame size of each function, by entry.
     arg_sizes: std::collections::HashMap<VirtAddr, u32>,
@@ -124,13 +130,9 @@ impl GoBinary {
 
     fn from_image(path: &Path, data: elf::ImageBytes) -> Result<GoBinary, BinaryError> {
         let elf = elf::ElfImage::parse(path, data)?;
-        let table = match elf.section_data_by_names(&pclntab::SECTION_NAMES)? {
-            Some(bytes) => Some(pclntab::Pclntab::parse(
-                bytes,
-                elf.arch(),
-                pclntab::relocated_text_start(&elf, None),
-            )?),
-            None => pclntab::find_in_data(&elf)?,
+        let (table, module) = match pclntab::locate(&elf)? {
+            Some(found) => (Some(found.table), found.module),
+            None => (None, None),
         };
         let build_info = match elf.section_data_by_names(&[".go.buildinfo"])? {
             Some(bytes) => buildinfo::parse(bytes, &elf).ok(),
@@ -148,12 +150,27 @@ impl GoBinary {
                 FunctionSource::Pclntab,
             ),
         };
+        // Linker markers (`go:textfipsstart`, Go 1.24+) have table entries but no code (the
+        // symbol table gives them one byte of padding): they are not functions.
+        let table_functions: Vec<Function> =
+            table.as_ref().map(|t| t.functions()).unwrap_or_default();
+        let markers: std::collections::HashSet<(VirtAddr, &str)> = table_functions
+            .iter()
+            .filter(|f| f.size() == 0)
+            .map(|f| (f.entry, f.name.as_str()))
+            .collect();
+        functions.retain(|f| f.size() > 0 && !markers.contains(&(f.entry, f.name.as_str())));
         functions.sort_by(|a, b| a.entry.cmp(&b.entry).then_with(|| a.name.cmp(&b.name)));
         functions.dedup_by(|a, b| a.entry == b.entry && a.name == b.name);
         let inlined_names = table
             .as_ref()
             .map(|t| t.names_without_code(&functions))
             .unwrap_or_default();
+        let text_range = module.map(|m| (VirtAddr(m.text), VirtAddr(m.etext)));
+        let table_functions = table_functions
+            .into_iter()
+            .filter(|f| f.size() > 0)
+            .collect();
         let arg_sizes = table
             .map(|t| t.arg_sizes().iter().copied().collect())
             .unwrap_or_default();
@@ -162,6 +179,8 @@ impl GoBinary {
             elf,
             functions,
             function_source,
+            table: table_functions,
+            text_range,
             inlined_names,
             arg_sizes,
             build_info,
@@ -234,12 +253,89 @@ impl GoBinary {
         self.elf.file_offset(addr)
     }
 
+    /// Go's function table as read from `.gopclntab` (entries from the runtime's text start),
+    /// in address order, whatever [`GoBinary::functions`] comes from.
+    pub fn table_functions(&self) -> &[Function] {
+        &self.table
+    }
+
+    /// Where Go's code lies, `[text, etext)`, as the runtime's module data says.
+    pub fn text_range(&self) -> Option<(VirtAddr, VirtAddr)> {
+        self.text_range
+    }
+
     /// Entry, return and deferreturn sites of a function, from a linear decode of its code.
+    ///
+    /// Every probe is planned through here, so this is where an address is proven before it is
+    /// returned: two independent sources must agree on where the function starts (`.symtab` and
+    /// `.gopclntab`; without a symbol table, `.gopclntab` and the runtime's module data), and
+    /// every site must be an instruction the linear decode from that start reaches. A probe
+    /// in the middle of an instruction corrupts the program, so anything else is refused.
     pub fn probe_sites(&self, function: &Function) -> Result<ProbeSites, BinaryError> {
+        self.prove_start(function)?;
         let code = self.code(function)?;
-        sites::find(self.arch(), function, code, |target| {
+        let found = sites::find(self.arch(), function, code, |target| {
             self.function_at(target).map(|f| f.name.as_str())
-        })
+        })?;
+        let all = std::iter::once(found.entry.addr)
+            .chain(found.returns.iter().copied())
+            .chain(found.deferreturns.iter().copied());
+        if let Some(bad) = off_boundary(self.arch(), function, code, all) {
+            return Err(BinaryError::Unproven {
+                function: function.name.clone(),
+                reason: format!(
+                    "site {bad} is not an instruction the linear decode from {} reaches",
+                    function.entry
+                ),
+            });
+        }
+        Ok(found)
+    }
+
+    /// Checks that a second source agrees with the function's start: see
+    /// [`GoBinary::probe_sites`].
+    fn prove_start(&self, function: &Function) -> Result<(), BinaryError> {
+        let refuse = |reason: String| {
+            Err(BinaryError::Unproven {
+                function: function.name.clone(),
+                reason,
+            })
+        };
+        let entry = function.entry;
+        if let Some((text, etext)) = self.text_range {
+            if entry < text || function.end > etext {
+                return refuse(format!(
+                    "{entry}..{} lies outside Go's code [{text}, {etext}) as the runtime's module data gives it",
+                    function.end
+                ));
+            }
+        }
+        match self.function_source {
+            FunctionSource::Pclntab if self.text_range.is_some() => Ok(()),
+            FunctionSource::Pclntab => refuse(
+                "the binary has no symbol table and the runtime's module data was not found, so nothing confirms where Go's code starts".into(),
+            ),
+            FunctionSource::Symtab => {
+                let i = self.table.partition_point(|f| f.entry <= entry);
+                let same = |t: &Function| same_go_name(&t.name, &function.name);
+                match i.checked_sub(1).and_then(|i| self.table.get(i)) {
+                    Some(t) if t.entry == entry && same(t) => Ok(()),
+                    Some(t) if t.entry == entry => refuse(format!(
+                        "the symbol table (.symtab) names the function at {entry} {}, Go's function table (.gopclntab) {}",
+                        function.name, t.name
+                    )),
+                    _ => match self.table.iter().find(|t| same(t)) {
+                        Some(t) => refuse(format!(
+                            "the symbol table (.symtab) puts it at {entry}, Go's function table (.gopclntab) at {}",
+                            t.entry
+                        )),
+                        None => refuse(format!(
+                            "Go's function table (.gopclntab) has no function at {entry} (C code has none), so nothing confirms the symbol table's start"
+                        )),
+                    },
+                }
+            }
+        }
     }
 
     /// The function's argument frame size from pclntab (see [`abi::arg_width`]).
@@ -288,5 +384,42 @@ impl GoBinary {
             23..=24 => 160,
             _ => 152,
         })
+    }
+}
+
+/// Whether a `.symtab` name and a `.gopclntab` name are the same function's: the symbol table
+/// adds `.abi0` to assembly, and Go 1.18–1.19 tables shorten generic names to `F[...]`.
+fn same_go_name(table: &str, symbol: &str) -> bool {
+    let symbol = symbol.strip_suffix(".abi0").unwrap_or(symbol);
+    table == symbol || table == pclntab::abbreviate_generic(symbol)
+}
+
+/// The first of `sites` that is not the start of an instruction in the linear decode of
+/// `code` from the function's entry, or outside the function.
+fn off_boundary(
+    arch: Arch,
+    function: &Function,
+    code: &[u8],
+    mut sites: impl Iterator<Item = VirtAddr>,
+) -> Option<VirtAddr> {
+    let inside = |a: VirtAddr| a >= function.entry && a < function.end;
+    match arch {
+        Arch::Amd64 => {
+            let mut decoder = iced_x86::Decoder::with_ip(
+                64,
+                code,
+                function.entry.0,
+                iced_x86::DecoderOptions::NONE,
+            );
+            let mut starts = Vec::with_capacity(code.len() / 4);
+            while decoder.can_decode() {
+                starts.push(decoder.ip());
+                if decoder.decode().is_invalid() {
+                    break;
+                }
+            }
+            sites.find(|&a| !inside(a) || starts.binary_search(&a.0).is_err())
+        }
+        Arch::Arm64 => sites.find(|&a| !inside(a) || !(a.0 - function.entry.0).is_multiple_of(4)),
     }
 }

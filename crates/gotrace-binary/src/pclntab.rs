@@ -8,17 +8,18 @@
 //! | `0xFFFFFFFB` | 1.2–1.15  | nfunc; the function table follows at once                           |
 //! | `0xFFFFFFFA` | 1.16–1.17 | nfunc, nfile, funcname, cu, file, pc, func table offsets            |
 //! | `0xFFFFFFF0` | 1.18–1.19 | nfunc, nfile, text start, funcname, cu, file, pc, func table offsets |
-//! | `0xFFFFFFF1` | 1.20+     | as 1.18                                                             |
+//! | `0xFFFFFFF1` | 1.20+     | as 1.18; from 1.26 the text start word is always 0                   |
 //!
 //! The function table holds `nfunc` pairs (entry, offset of the function's `_func` record) and
 //! one more entry: the end of the last function. Before 1.18 entries are absolute addresses in
-//! pointer-sized words; from 1.18 they are 32-bit offsets from the text start.
+//! pointer-sized words; from 1.18 they are 32-bit offsets from the text start, which
+//! `moduledata.rs` finds where the runtime does.
 //!
 //! Every read is bounds-checked: a corrupt table gives `BinaryError::Malformed`, never a panic.
 
 use crate::elf::ElfImage;
+use crate::moduledata::{self, ModuleData, Words};
 use crate::{Arch, BinaryError, Function, VirtAddr};
-use object::{Object, RelocationFlags};
 use std::collections::HashSet;
 
 /// Where the linker puts the table: PIE builds move it among the data that is relocated.
@@ -48,9 +49,9 @@ pub struct Pclntab<'a> {
 impl<'a> Pclntab<'a> {
     /// Parses the table in `data` and decodes every function in it.
     ///
-    /// `text_start` overrides the text address the header states (Go 1.18+): in a PIE binary
-    /// that word is the target of a dynamic relocation, and a linker may leave it unwritten in
-    /// the file. `relocated_text_start` finds it.
+    /// `text_start` overrides the text address the header states (Go 1.18+): Go 1.26+ writes 0
+    /// there, and in a PIE that word is the target of a dynamic relocation a linker may leave
+    /// unwritten in the file. `locate` finds the true one in the runtime's module data.
     pub fn parse(
         data: &'a [u8],
         arch: Arch,
@@ -168,38 +169,57 @@ impl<'a> Pclntab<'a> {
     }
 }
 
-/// The text start the dynamic relocations give the header's text-start word (Go 1.18+ PIE),
-/// or `None` when no relocation targets it (then the word in the file is already right).
-pub(crate) fn relocated_text_start(elf: &ElfImage, table: Option<u64>) -> Option<u64> {
-    let table = match table {
-        Some(at) => at,
-        None => SECTION_NAMES
-            .iter()
-            .find_map(|name| elf.section_address(name))?,
-    };
-    // magic+padding+quantum+ptrsize, then nfunc, nfile, text start; pointer size 8 on the
-    // 64-bit targets we read.
-    let word = table.checked_add(8 + 2 * 8)?;
-    let file = elf.object();
-    let mut relocations = file.dynamic_relocations()?;
-    relocations.find_map(|(addr, rel)| {
-        let relative = matches!(
-            rel.flags(),
-            RelocationFlags::Elf {
-                r_type: object::elf::R_X86_64_RELATIVE | object::elf::R_AARCH64_RELATIVE
-            }
-        );
-        (addr == word && relative).then(|| rel.addend() as u64)
-    })
+/// The words of a Go 1.18+ header (pointer size 8) the runtime's module data is checked
+/// against; `None` for other tables.
+pub(crate) struct HeaderWords {
+    pub nfunc: u64,
+    /// Offsets from the header of `funcnametab`, `pctab` and the function table.
+    pub funcname: u64,
+    pub pctab: u64,
+    pub pcln: u64,
+}
+
+impl HeaderWords {
+    fn read(data: &[u8]) -> Option<HeaderWords> {
+        let r = Reader { data };
+        if !matches!(r.u32(0).ok()?, 0xFFFF_FFF0 | 0xFFFF_FFF1) || r.u8(7).ok()? != 8 {
+            return None;
+        }
+        let word = |i: u64| r.word(8 + 8 * i, 8).ok();
+        Some(HeaderWords {
+            nfunc: word(0)?,
+            funcname: word(3)?,
+            pctab: word(6)?,
+            pcln: word(7)?,
+        })
+    }
+}
+
+/// A function table found in a binary, with the text range the runtime's module data gives
+/// (Go 1.18+, when the module data was found).
+pub(crate) struct Located<'a> {
+    pub table: Pclntab<'a>,
+    pub module: Option<ModuleData>,
 }
 
 /// Sections an external linker may merge the table into when it has no section of its own
 /// (cgo binaries built as PIE).
 const HOST_SECTIONS: [&str; 2] = [".data.rel.ro", ".rodata"];
 
-/// Finds the table inside a merged section by its header (magic, two zero bytes, a quantum, a
-/// pointer size) and keeps the first candidate that parses with at least one function.
-pub(crate) fn find_in_data(elf: &ElfImage) -> Result<Option<Pclntab<'_>>, BinaryError> {
+/// Finds the function table: its own section, or (stripped cgo PIE) inside a merged section by
+/// its header (magic, two zero bytes, a quantum, a pointer size), the first candidate that
+/// parses with at least one function.
+pub(crate) fn locate(elf: &ElfImage) -> Result<Option<Located<'_>>, BinaryError> {
+    let words = Words::new(elf);
+    for name in SECTION_NAMES {
+        if let (Some(data), Some(at)) = (
+            elf.section_data_by_names(&[name])?,
+            elf.section_address(name),
+        ) {
+            return open_at(elf, &words, data, at).map(Some);
+        }
+    }
+    let mut no_text_start = None;
     for name in HOST_SECTIONS {
         let (Some(data), Some(base)) = (
             elf.section_data_by_names(&[name])?,
@@ -215,16 +235,72 @@ pub(crate) fn find_in_data(elf: &ElfImage) -> Result<Option<Pclntab<'_>>, Binary
             {
                 continue;
             }
-            let text_start = relocated_text_start(elf, Some(base + at as u64));
-            if let Ok(table) = Pclntab::parse(&data[at..], elf.arch(), text_start) {
-                if !table.functions.is_empty() {
-                    return Ok(Some(table));
-                }
+            match open_at(elf, &words, &data[at..], base + at as u64) {
+                Ok(found) if !found.table.functions.is_empty() => return Ok(Some(found)),
+                Err(e @ BinaryError::NoTextStart) => no_text_start = Some(e),
+                // Bytes that only look like a header.
+                Ok(_) | Err(_) => {}
             }
         }
     }
-    Ok(None)
+    no_text_start.map_or(Ok(None), Err)
 }
+
+/// Parses the table whose header is `data[0..]`, at address `at`. Go 1.18+ entries are offsets
+/// from the text start: the runtime's module data gives it; the header's own word (Go
+/// 1.18–1.25, relocated in a PIE) must then agree, and stands in when no module data is found;
+/// Go 1.26+ writes 0 there, and then only `.symtab`'s `runtime.text` is left.
+fn open_at<'a>(
+    elf: &ElfImage,
+    words: &Words<'_>,
+    data: &'a [u8],
+    at: u64,
+) -> Result<Located<'a>, BinaryError> {
+    let Some(header) = HeaderWords::read(data) else {
+        // Older tables hold absolute addresses: there is no text start to find.
+        return Ok(Located {
+            table: Pclntab::parse(data, elf.arch(), None)?,
+            module: None,
+        });
+    };
+    let module = moduledata::find(words, at, &header);
+    let stated = words.at(at + TEXT_START_WORD).filter(|&t| t != 0);
+    let text = match (module, stated) {
+        (Some(m), Some(s)) if s != m.text => {
+            return Err(malformed(
+                TEXT_START_WORD,
+                format!(
+                "the header says the code starts at {s:#x}, the runtime's module data says {:#x}",
+                m.text
+            ),
+            ))
+        }
+        (Some(m), _) => m.text,
+        (None, Some(s)) => s,
+        (None, None) => elf
+            .symbol_address("runtime.text")
+            .ok_or(BinaryError::NoTextStart)?,
+    };
+    let table = Pclntab::parse(data, elf.arch(), Some(text))?;
+    if let (Some(m), Some(first), Some(last)) =
+        (module, table.functions.first(), table.functions.last())
+    {
+        if first.entry.0 < m.text || last.end.0 > m.etext {
+            return Err(malformed(
+                TEXT_START_WORD,
+                format!(
+                    "functions from {} to {} lie outside the module data's code [{:#x}, {:#x})",
+                    first.entry, last.end, m.text, m.etext
+                ),
+            ));
+        }
+    }
+    Ok(Located { table, module })
+}
+
+/// Offset of the header's text-start word (Go 1.18+): magic, padding, quantum, pointer size,
+/// nfunc, nfiles.
+const TEXT_START_WORD: u64 = 8 + 2 * 8;
 
 /// Offsets (from the start of the table) of the parts `decode_functions` reads.
 struct Layout {
@@ -320,9 +396,11 @@ fn decode_functions(
             pc_table_extent(r, l.pctab.saturating_add(pcsp), quantum, &mut pc_steps_left)?
         };
         // The next entry includes alignment padding; the pc-value table covers the code only.
+        // An entry without one describes no code: a linker marker (`go:textfipsstart`, 1.24+),
+        // whose bytes up to the next entry are padding.
         let end = match code_len {
             Some(len) => entry.saturating_add(len).min(next_entry),
-            None => next_entry,
+            None => entry,
         };
         functions.push(Function {
             name,
@@ -371,7 +449,7 @@ fn elf_name(raw: &[u8]) -> String {
 
 /// The linker's name for a generic function in Go 1.18–1.19 tables: everything inside the
 /// outermost brackets becomes `...`.
-fn abbreviate_generic(name: &str) -> String {
+pub(crate) fn abbreviate_generic(name: &str) -> String {
     match (name.find('['), name.rfind(']')) {
         (Some(i), Some(j)) if j > i => format!("{}[...]{}", &name[..i], &name[j + 1..]),
         _ => name.to_owned(),
@@ -531,10 +609,10 @@ mod tests {
                 .iter()
                 .map(|f| (f.name.as_str(), f.entry.0, f.end.0))
                 .collect();
-            // main.f ends where its pc-value table does; main.g (no table) at the next entry.
+            // main.f ends where its pc-value table does; main.g (no table) has no code.
             assert_eq!(
                 got,
-                [("main.f", 0x1000, 0x1030), ("main.g", 0x1040, 0x1050)],
+                [("main.f", 0x1000, 0x1030), ("main.g", 0x1040, 0x1040)],
                 "{magic:#x}"
             );
             let without_code = table.names_without_code(&functions);

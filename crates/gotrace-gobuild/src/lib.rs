@@ -61,7 +61,9 @@ pub fn toolchains() -> Vec<Toolchain> {
             let Some(version) = name.strip_prefix("go-") else {
                 continue;
             };
-            let Some(minor) = version.strip_prefix("1.").and_then(|m| m.parse::<u32>().ok())
+            let Some(minor) = version
+                .strip_prefix("1.")
+                .and_then(|m| m.parse::<u32>().ok())
             else {
                 continue;
             };
@@ -88,7 +90,7 @@ pub fn toolchain(version: Option<&str>) -> Result<Toolchain, BuildError> {
     }
 }
 
-/// How a binary is built: the four flavours gotrace must understand.
+/// How a binary is built: the flavours gotrace must understand.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Flavour {
     Plain,
@@ -101,6 +103,11 @@ pub enum Flavour {
     /// cgo, position-independent and stripped: the external linker merges `.gopclntab` into
     /// `.data.rel.ro`, and no symbol table is left — the hardest binary to read.
     CgoPieStripped,
+    // Added last so the cache keys of the others (which hash the variant) stay the same.
+    /// `-buildmode=pie -ldflags='-s -w'`, without cgo (Go's internal linker).
+    PieStripped,
+    /// cgo and `-buildmode=pie`: the external linker makes the PIE.
+    CgoPie,
 }
 
 impl Flavour {
@@ -111,12 +118,22 @@ impl Flavour {
         Flavour::Cgo,
     ];
 
+    /// Whether the build links C code (and so the external linker).
+    pub fn cgo(self) -> bool {
+        matches!(
+            self,
+            Flavour::Cgo | Flavour::CgoPie | Flavour::CgoPieStripped
+        )
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Flavour::Plain => "plain",
             Flavour::Stripped => "stripped",
             Flavour::Pie => "pie",
+            Flavour::PieStripped => "pie-stripped",
             Flavour::Cgo => "cgo",
+            Flavour::CgoPie => "cgo-pie",
             Flavour::CgoPieStripped => "cgo-pie-stripped",
         }
     }
@@ -159,11 +176,7 @@ impl Build<'_> {
             return Ok(binary);
         }
         let work = self.out_dir.join(format!("src-{name}-{key:016x}"));
-        copy_sources(
-            self.source_dir,
-            &work,
-            matches!(self.flavour, Flavour::Cgo | Flavour::CgoPieStripped),
-        )?;
+        copy_sources(self.source_dir, &work, self.flavour.cgo())?;
         let partial = binary.with_extension("partial");
         let mut cmd = Command::new(&self.toolchain.go);
         cmd.current_dir(&work)
@@ -177,23 +190,16 @@ impl Build<'_> {
             .env("GOFLAGS", "")
             .env("GOTOOLCHAIN", "local")
             .env("GOARCH", arch)
-            .env(
-                "CGO_ENABLED",
-                if matches!(self.flavour, Flavour::Cgo | Flavour::CgoPieStripped) {
-                    "1"
-                } else {
-                    "0"
-                },
-            );
+            .env("CGO_ENABLED", if self.flavour.cgo() { "1" } else { "0" });
         match self.flavour {
             Flavour::Plain | Flavour::Cgo => {}
             Flavour::Stripped => {
                 cmd.arg("-ldflags=-s -w");
             }
-            Flavour::Pie => {
+            Flavour::Pie | Flavour::CgoPie => {
                 cmd.arg("-buildmode=pie");
             }
-            Flavour::CgoPieStripped => {
+            Flavour::PieStripped | Flavour::CgoPieStripped => {
                 cmd.arg("-buildmode=pie").arg("-ldflags=-s -w");
             }
         }
