@@ -574,7 +574,11 @@ impl<'a> Reader<'a, '_> {
                 Some(go_kind::MAP) => {
                     let key = self.go_type_attr(at, &die, DW_AT_GO_KEY)?;
                     let value = self.go_type_attr(at, &die, DW_AT_GO_ELEM)?;
-                    (TypeKind::Map { key, value }, ptr)
+                    let header = match self.reference(at, &die, dw::DW_AT_type)? {
+                        Some(pointer) => Some(self.type_ref(pointer)?),
+                        None => None,
+                    };
+                    (TypeKind::Map { key, value, header }, ptr)
                 }
                 Some(go_kind::CHAN) => {
                     let elem = self.go_type_attr(at, &die, DW_AT_GO_ELEM)?;

@@ -71,6 +71,9 @@ pub enum TypeKind {
     Map {
         key: TypeId,
         value: TypeId,
+        /// The pointer type DWARF describes it as: `*hash<K,V>` (Go ≤ 1.23) or `*map<K,V>`
+        /// (Swiss tables, whose members lead to this binary's table and group layouts).
+        header: Option<TypeId>,
     },
     Chan {
         elem: TypeId,

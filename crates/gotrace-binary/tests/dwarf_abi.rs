@@ -71,7 +71,7 @@ fn describe(types: &TypeTable, id: TypeId) -> String {
         }
         TypeKind::Interface { empty: true } => "eface".to_owned(),
         TypeKind::Interface { empty: false } => "iface".to_owned(),
-        TypeKind::Map { key, value } => format!("map[{}]{}", name(key), name(value)),
+        TypeKind::Map { key, value, .. } => format!("map[{}]{}", name(key), name(value)),
         TypeKind::Chan { elem } => format!("chan {}", name(elem)),
         TypeKind::Func => "func".to_owned(),
         TypeKind::Unknown => "?".to_owned(),

@@ -3,8 +3,10 @@
 use crate::skel::{types, GotraceSkel, GotraceSkelBuilder};
 use crate::KernelError;
 use gotrace_binary::sites::SkipCondition;
-use gotrace_plan::recipe::{CaptureOp, OpKind, Operand, Recipe};
-use gotrace_plan::{CallKind, Capture, CaptureStatus, ProbePlan, RawCall, Site, SiteKind};
+use gotrace_plan::recipe::{CaptureOp, Guard, OpKind, Operand, Recipe};
+use gotrace_plan::{
+    CallKind, Capture, CaptureStatus, ProbePlan, RawCall, ResumeSp, Site, SiteKind, INT_REGS,
+};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{
     Link, MapCore, MapFlags, RingBuffer, RingBufferBuilder, UprobeMultiOpts, UprobeOpts,
@@ -498,19 +500,18 @@ fn gt_op(op: &CaptureOp) -> types::gt_op {
         OpKind::Read { elem_size, max_len } => (types::gt_op_kind::GT_OP_READ, elem_size, max_len),
         OpKind::Dynamic => (types::gt_op_kind::GT_OP_DYNAMIC, 0, 0),
     };
-    let (guard, guard_above) = match op.guard {
-        Some((operand, above)) => (
-            gt_operand(operand),
-            above.clamp(0, i64::from(u32::MAX)) as u32,
-        ),
-        None => (gt_operand(Operand::Const(0)), 0),
+    let (guard, guard_above, guard_at_most) = match op.guard {
+        Some(Guard::Above(operand, bound)) => (gt_operand(operand), bound, 0),
+        Some(Guard::AtMost(operand, bound)) => (gt_operand(operand), bound, 1),
+        None => (gt_operand(Operand::Const(0)), 0, 0),
     };
     types::gt_op {
         kind: kind.0 as u8,
-        pad: [0; 3],
+        guard_at_most,
+        pad: [0; 2],
+        guard_above: guard_above.clamp(0, i64::from(u32::MAX)) as u32,
         elem_size,
         max_len,
-        guard_above,
         addr: gt_operand(op.addr),
         len: gt_operand(op.len),
         guard,

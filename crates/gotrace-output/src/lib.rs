@@ -2,7 +2,7 @@
 //! buffer that the event loop flushes once per batch, and the summary printed at the end.
 
 use chrono::{DateTime, Local, Utc};
-use gotrace_decode::{DecodedCall, GoSyntax, Missing, NamedValue, Value};
+use gotrace_decode::{Bytes, DecodedCall, GoSyntax, Missing, NamedValue, Value};
 use gotrace_plan::CallKind;
 use serde::ser::{SerializeMap, Serializer};
 use serde::Serialize;
@@ -313,14 +313,22 @@ impl Serialize for JsonValue<'_> {
             Value::Uint(u) => serializer.serialize_u64(*u),
             Value::Float(f) => serializer.serialize_f64(*f),
             Value::Complex(re, im) => [re, im].serialize(serializer),
-            Value::String(s) if s.error.is_some() => serializer.serialize_none(),
+            Value::String(Bytes {
+                error: Some(missing),
+                missing: len,
+                ..
+            }) => NotRead(*missing, Some(*len)).serialize(serializer),
             Value::String(s) => serializer.serialize_str(&String::from_utf8_lossy(&s.bytes)),
             Value::Slice { ptr: 0, .. } => serializer.serialize_none(),
             Value::Slice {
                 elems: Ok(elems), ..
             }
             | Value::Array { elems, .. } => serializer.collect_seq(elems.iter().map(JsonValue)),
-            Value::Slice { elems: Err(_), .. } => serializer.serialize_none(),
+            Value::Slice {
+                elems: Err(missing),
+                len,
+                ..
+            } => NotRead(*missing, Some(*len)).serialize(serializer),
             Value::Struct { fields, .. } => {
                 let mut map = serializer.serialize_map(Some(fields.len()))?;
                 for (name, v) in fields {
@@ -351,7 +359,10 @@ impl Serialize for JsonValue<'_> {
             } => {
                 let mut map = serializer.serialize_map(Some(2))?;
                 map.serialize_entry("type", name)?;
-                map.serialize_entry("value", &value.as_deref().ok().map(JsonValue))?;
+                match value {
+                    Ok(v) => map.serialize_entry("value", &JsonValue(v))?,
+                    Err(missing) => map.serialize_entry("value", &NotRead(*missing, None))?,
+                }
                 map.end()
             }
             Value::Map { addr: 0, .. } => serializer.serialize_none(),
@@ -367,19 +378,46 @@ impl Serialize for JsonValue<'_> {
             }
             Value::Address(0) => serializer.serialize_none(),
             Value::Address(addr) => serializer.serialize_str(&format!("{addr:#x}")),
-            Value::Unavailable(_) => serializer.serialize_none(),
+            // Floats in registers: null, with the reason under "unavailable" (documented).
+            Value::Unavailable(Missing::FloatRegister) => serializer.serialize_none(),
+            Value::Unavailable(missing) => NotRead(*missing, None).serialize(serializer),
         }
     }
 }
 
-/// What a session saw, printed when it ends.
+/// A value the probe did not read: `{"not_read": "beyond --depth"}` (with the length of a
+/// string or slice whose contents were not read), never null or empty.
+struct NotRead(Missing, Option<u64>);
+
+impl Serialize for NotRead {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("not_read", self.0.short())?;
+        if let Some(len) = self.1 {
+            map.serialize_entry("len", &len)?;
+        }
+        map.end()
+    }
+}
+
+/// What a session saw, printed when it ends. Every loss is counted in calls, by cause.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Summary {
+                } else {
+                    map.serialize_entry("not_read", missing.short())?;
     pub calls: u64,
     pub unreturned: u64,
     /// Arguments and results with something cut to --string-max, --elems or --depth.
     pub truncated_values: u64,
-    pub lost_events: u64,
+    /// Arguments and results with a part the probe did not read (beyond --depth, read
+    /// budget used up, unreadable memory); floats in registers are not counted.
+    pub values_not_read: u64,
+    /// Calls whose entry memory was dropped (ring buffer full): their arguments are not read.
+    pub args_lost: u64,
+    /// Calls lost: the ring buffer was full for their record.
+    pub lost_ring_full: u64,
+    /// Calls lost: a probe hit preempted another on the same CPU (scratch space in use).
+    pub lost_busy: u64,
     pub unmatched_returns: u64,
     pub inflight_full: u64,
     pub growth_restarts: u64,
@@ -388,6 +426,9 @@ pub struct Summary {
     pub sites_failed: usize,
 }
 
+            Value::Map {
+                len: Err(missing), ..
+            } => NotRead(*missing, None).serialize(serializer),
 impl Summary {
     pub fn text(&self) -> String {
         let mut s = format!(
@@ -489,3 +530,7 @@ mod tests {
         assert!(v["ts"].as_str().unwrap().starts_with("2023-11-14T22:13:20"));
     }
 }
+            (
+                self.values_not_read,
+                "values with parts not read (beyond --depth, read budget, unreadable memory)",
+            ),

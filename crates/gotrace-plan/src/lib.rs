@@ -336,7 +336,7 @@ fn mentions_interface(types: &TypeTable, function: &PlannedFunction) -> bool {
                 TypeKind::Pointer { elem }
                 | TypeKind::Slice { elem }
                 | TypeKind::Array { elem, .. } => walk(types, *elem, budget - 1),
-                TypeKind::Map { key, value } => {
+                TypeKind::Map { key, value, .. } => {
                     walk(types, *key, budget - 1) || walk(types, *value, budget - 1)
                 }
                 TypeKind::Struct { fields } => fields.iter().any(|f| walk(types, f.ty, budget - 1)),

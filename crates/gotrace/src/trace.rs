@@ -126,7 +126,36 @@ pub fn run(
     let truncated = Cell::new(0u64);
     let sink = RefCell::new(sink);
     // Reused for every event: decoding a call of scalars allocates nothing.
-    let mut call = DecodedCall::default();
+    let call = RefCell::new(DecodedCall::default());
+    // Every call the kernel side reports, from the ring buffer or drained in flight at the end.
+    let handle = |raw: gotrace_plan::RawCall| {
+        let mut call = call.borrow_mut();
+        if calls.get() >= limit || !decoder.decode_into(&raw, &mut call) {
+            return;
+        }
+        calls.set(calls.get() + 1);
+        outcomes.borrow_mut().add(call.outcome);
+        if raw.entry_data_lost {
+            args_lost.set(args_lost.get() + 1);
+        }
+        let cut = call
+            .args
+            .iter()
+            .chain(call.results.iter())
+            .flatten()
+            .filter(|v| v.value.is_truncated())
+            .count();
+        truncated.set(truncated.get() + cut as u64);
+        let unread = call
+            .args
+            .iter()
+            .chain(call.results.iter())
+            .flatten()
+            .filter(|v| v.value.has_unread_part())
+            .count();
+        not_read.set(not_read.get() + unread as u64);
+        sink.borrow_mut().call(&call);
+    };
     {
         let events = session.events(|raw| {
             if calls.get() >= limit || !decoder.decode_into(&raw, &mut call) {
@@ -173,6 +202,8 @@ pub fn run(
     let counters = session.counters()?;
     summary.lost_events = counters.lost;
     summary.unmatched_returns = counters.unmatched_returns;
+    let not_read = Cell::new(0u64);
+    let args_lost = Cell::new(0u64);
     summary.inflight_full = counters.inflight_full;
     summary.growth_restarts = counters.growth_restarts;
     summary.read_failures = counters.read_failures;
@@ -229,4 +260,5 @@ pub fn write_ready_file(path: &Path) -> Result<()> {
     std::fs::write(&tmp, format!("{}\n", std::process::id()))
         .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
+    summary.values_not_read = not_read.get();
 }

@@ -129,7 +129,7 @@ struct gt_scratch {
 	__u32 lens[2 * GT_MAX_OPS];
 	__u32 payload_len;
 	__u32 main_first, main_count, main_index;
-	__u32 dyn_first, dyn_count, dyn_index;
+	__u32 dyn_first, dyn_count, dyn_index, dyn_hops;
 	__u32 busy;
 };
 
@@ -222,7 +222,8 @@ static __always_inline void run_read(struct gt_scratch *s, struct gt_op *op, __u
 	s->lens[slot] = 0;
 	__u64 v;
 	if (op->guard.kind != GT_OPERAND_NONE &&
-	    (operand_value(s, &op->guard, slot_base, &v) || (__s64)v <= (__s64)op->guard_above))
+	    (operand_value(s, &op->guard, slot_base, &v) ||
+	     ((__s64)v <= (__s64)op->guard_above) != op->guard_at_most))
 		return;
 	__u64 addr, want;
 	if (operand_value(s, &op->addr, slot_base, &addr) ||
@@ -274,7 +275,12 @@ static __always_inline void run_read(struct gt_scratch *s, struct gt_op *op, __u
 static __always_inline void run_dynamic(struct gt_scratch *s, struct gt_op *op, __u32 slot_base)
 {
 	__u64 type_addr, data;
-	if (slot_base != 0 || operand_value(s, &op->addr, slot_base, &type_addr) ||
+	/* Inside a dynamic recipe, only its last op: the new recipe replaces the finished one. */
+	if (slot_base == 0)
+		s->dyn_hops = 0;
+	else if (s->dyn_index != s->dyn_count || ++s->dyn_hops > GT_MAX_HOPS)
+		return;
+	if (operand_value(s, &op->addr, slot_base, &type_addr) ||
 	    operand_value(s, &op->len, slot_base, &data) || type_addr == 0)
 		return;
 	type_addr -= s->hdr.load_bias;

@@ -110,12 +110,14 @@ struct gt_operand {
 enum gt_op_kind {
 	GT_OP_READ = 0,    /* read len×elem_size bytes (at most max_len) at addr */
 	GT_OP_DYNAMIC = 1, /* an interface: run the recipe registered for runtime type `addr`
-			      with `len` as its data word */
+			      with `len` as its data word; inside such a recipe only as its
+			      last op, whose recipe then replaces it (at most GT_MAX_HOPS) */
 };
 
 struct gt_op {
 	__u8 kind;
-	__u8 pad[3];
+	__u8 guard_at_most; /* 1: run only if guard's value <= guard_above instead */
+	__u8 pad[2];
 	__u32 elem_size; /* READ: 0 means `len` is a byte count, not an element count */
 	__u32 max_len;
 	__u32 guard_above; /* run only if guard's value > guard_above (guard kind NONE: always) */
@@ -158,6 +160,7 @@ enum gt_limits {
 
 /* Indexes of the per-CPU counters in the `stats` map. */
 enum gt_stat {
+	GT_MAX_HOPS = 8,        /* dynamic recipes chained from one (an error wrapping errors) */
 	GT_STAT_LOST = 0,             /* ring buffer full: event dropped */
 	GT_STAT_INFLIGHT_FULL = 1,    /* no room to remember a call: its return will be unmatched */
 	GT_STAT_UNMATCHED_RETURN = 2, /* a return with no entry (call began before attaching) */
