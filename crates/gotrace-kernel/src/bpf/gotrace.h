@@ -156,6 +156,7 @@ enum gt_limits {
 	GT_DYNAMIC_BASE = 64,   /* op numbers of a dynamic recipe's ops start here */
 	GT_MAX_READ = 8192,     /* bytes one op may read */
 	GT_PAYLOAD_MAX = 32768, /* bytes of capture records per event */
+	GT_MAX_HOPS = 8,        /* dynamic recipes chained from one (an error wrapping errors) */
 };
 
 /* Indexes of the per-CPU counters in the `stats` map. */
