@@ -13,7 +13,8 @@ pub use render::{go_syntax, GoSyntax};
 use gotrace_binary::abi::{AbiReg, Location};
 use gotrace_binary::types::{TypeId, TypeKind, TypeTable};
 use gotrace_plan::recipe::{
-    has_pointers, is_pointer_shaped, map_bucket_size, map_slots_shown, MAP_BUCKETS_READ,
+    has_pointers, is_pointer_shaped, map_bucket_size, map_layout, map_slots_shown,
+    swiss_slots_followed, MapLayout, SwissLayout, GROUP_SLOTS, MAP_BUCKETS_READ,
 };
 use gotrace_plan::{CallKind, PlannedValue, ProbePlan, RawCall, INT_REGS};
 use memory::Read;
@@ -59,6 +60,8 @@ pub enum Value {
         addr: u64,
         len: Result<u64, Missing>,
         entries: Vec<(Value, Value)>,
+        /// Entries the probe meant to read but could not (beyond those cut to a limit).
+        entries_missing: Option<Missing>,
     },
     /// chan, func, unsafe.Pointer: an address, 0 for nil.
     Address(u64),
@@ -80,11 +83,14 @@ pub struct Bytes {
 pub enum Missing {
     /// Float registers are not part of the registers a uprobe sees.
     FloatRegister,
-    /// Beyond the capture limits (depth, elements, ops per site).
-    NotCaptured,
+    /// Behind more pointers, interfaces or maps than `--depth` follows.
+    Depth,
+    /// The probe's read budget ran out first: ops per site, bytes per event, or a second
+    /// interface inside an interface's value.
+    Budget,
     /// The pointer is not nil but its memory could not be read (unmapped, freed).
     Unreadable,
-    /// Go 1.24+ maps (Swiss tables) are not decoded.
+    /// The binary's DWARF describes no map layout gotrace knows.
     MapLayout,
     /// The memory read at entry was dropped: the ring buffer was full.
     Lost,
@@ -93,14 +99,31 @@ pub enum Missing {
 }
 
 impl Missing {
+    /// Why, in a sentence (JSON `unavailable`).
     pub fn reason(self) -> &'static str {
         match self {
             Missing::FloatRegister => "passed in a float register, which uprobes cannot read",
-            Missing::NotCaptured => "not captured (beyond --depth/--elems or the per-site limit)",
-            Missing::Unreadable => "unreadable memory (bad or freed pointer)",
-            Missing::MapLayout => "map layout of Go 1.24+ not decoded",
-            Missing::Lost => "memory read at entry was lost (ring buffer full)",
-            Missing::UnknownType => "dynamic type not described in DWARF",
+            Missing::Depth => "not read: beyond --depth",
+            Missing::Budget => {
+                "not read: the probe's read budget (ops per site, bytes per event) was used up by the values before it"
+            }
+            Missing::Unreadable => "not read: unreadable memory (bad or freed pointer)",
+            Missing::MapLayout => "not read: this binary's DWARF describes no map layout gotrace knows",
+            Missing::Lost => "not read: the memory read at entry was lost (ring buffer full)",
+            Missing::UnknownType => "not read: dynamic type not described in DWARF",
+        }
+    }
+
+    /// Why, in a word or two (`<not read: …>` in text, `{"not_read": …}` in JSON).
+    pub fn short(self) -> &'static str {
+        match self {
+            Missing::FloatRegister => "float register",
+            Missing::Depth => "beyond --depth",
+            Missing::Budget => "read budget used up",
+            Missing::Unreadable => "unreadable memory",
+            Missing::MapLayout => "map layout unknown",
+            Missing::Lost => "entry memory lost",
+            Missing::UnknownType => "type not in DWARF",
         }
     }
 }
@@ -109,14 +132,58 @@ impl Value {
     /// Why this value, or the first part of it that is, cannot be shown.
     pub fn unavailable_part(&self) -> Option<Missing> {
         match self {
-            Value::Unavailable(missing) => Some(*missing),
+            Value::Unavailable(missing)
+            | Value::Slice {
+                elems: Err(missing),
+                ..
+            }
+            | Value::Pointer {
+                target: Some(Err(missing)),
+                ..
+            }
+            | Value::Interface {
+                dynamic: Some((_, Err(missing))),
+            }
+            | Value::Map {
+                len: Err(missing), ..
+            } => Some(*missing),
+            Value::String(s) => s.error,
             Value::Array { elems, .. }
             | Value::Slice {
                 elems: Ok(elems), ..
             } => elems.iter().find_map(Value::unavailable_part),
             Value::Struct { fields, .. } => fields.iter().find_map(|(_, v)| v.unavailable_part()),
-            _ => None,
+            Value::Pointer {
+                target: Some(Ok(v)),
+                ..
+            }
+            | Value::Interface {
+                dynamic: Some((_, Ok(v))),
+            } => v.unavailable_part(),
+            Value::Map {
+                entries,
+                entries_missing,
+                ..
+            } => entries_missing.or_else(|| {
+                entries
+                    .iter()
+                    .find_map(|(k, v)| k.unavailable_part().or_else(|| v.unavailable_part()))
+            }),
+            Value::Bool(_)
+            | Value::Int(_)
+            | Value::Uint(_)
+            | Value::Float(_)
+            | Value::Complex(..)
+            | Value::Pointer { target: None, .. }
+            | Value::Interface { dynamic: None }
+            | Value::Address(_) => None,
         }
+    }
+
+    /// Whether some part of it was not read (as opposed to floats, which cannot be).
+    pub fn has_unread_part(&self) -> bool {
+        self.unavailable_part()
+            .is_some_and(|m| m != Missing::FloatRegister)
     }
 
     /// Whether anything inside was cut to a capture limit (string bytes, elements, entries).
@@ -194,8 +261,11 @@ impl Default for DecodedCall<'_> {
 }
 
 impl DecodedCall<'_> {
+    /// How long a returned call took, or how long a call in flight had been running when its
+    /// process exited or gotrace stopped.
     pub fn duration_ns(&self) -> Option<u64> {
-        (self.outcome == CallKind::Returned).then(|| self.return_ns.saturating_sub(self.entry_ns))
+        matches!(self.outcome, CallKind::Returned | CallKind::InFlight)
+            .then(|| self.return_ns.saturating_sub(self.entry_ns))
     }
 }
 
@@ -249,7 +319,11 @@ impl<'p> Decoder<'p> {
                 };
                 self.named_all(&s.results, &exit, false, out.results.take())
             }),
-            CallKind::Entered | CallKind::Panicked | CallKind::Exited => None,
+            CallKind::Entered
+            | CallKind::Panicked
+            | CallKind::Exited
+            | CallKind::InFlight
+            | CallKind::Abandoned => None,
         };
         out.function = &function.name;
         out.outcome = raw.kind;
@@ -296,7 +370,8 @@ impl<'p> Decoder<'p> {
             Location::Empty => Vec::new(),
             Location::Stack { sp_offset } => match site.memory.read(site.sp + sp_offset, size) {
                 Read::Bytes(b) => b.to_vec(),
-                _ => return Value::Unavailable(Missing::NotCaptured),
+                Read::Fault => return Value::Unavailable(Missing::Unreadable),
+                Read::Absent => return Value::Unavailable(Missing::Budget),
             },
             Location::Registers(pieces) => {
                 let mut image = vec![0u8; size];
@@ -309,7 +384,7 @@ impl<'p> Decoder<'p> {
                         continue;
                     };
                     let Some(reg) = site.regs.get(index as usize) else {
-                        return Value::Unavailable(Missing::NotCaptured);
+                        return Value::Unavailable(Missing::Budget);
                     };
                     if start < end {
                         image[start..end].copy_from_slice(&reg.to_le_bytes()[..end - start]);
@@ -427,8 +502,8 @@ impl<'p> Decoder<'p> {
             TypeKind::Interface { empty } => {
                 self.interface(*empty, word(0), word(8), memory, depth)
             }
-            TypeKind::Map { key, value } => {
-                self.map(t.name.clone(), *key, *value, word(0), memory, depth)
+            TypeKind::Map { key, value, .. } => {
+                self.map(ty, t.name.clone(), *key, *value, word(0), memory, depth)
             }
             TypeKind::Unknown => Value::Unavailable(Missing::UnknownType),
         }
@@ -443,12 +518,12 @@ impl<'p> Decoder<'p> {
     ) -> Result<Box<Value>, Missing> {
         let size = self.types.get(ty).size as usize;
         if depth == 0 {
-            return Err(Missing::NotCaptured);
+            return Err(Missing::Depth);
         }
         match memory.read(addr, size) {
             Read::Bytes(bytes) => Ok(Box::new(self.value(ty, bytes, memory, depth - 1))),
             Read::Fault => Err(Missing::Unreadable),
-            Read::Absent => Err(Missing::NotCaptured),
+            Read::Absent => Err(Missing::Budget),
         }
     }
 
@@ -469,7 +544,7 @@ impl<'p> Decoder<'p> {
         let available = match memory.read_prefix(ptr, len.saturating_mul(stride)) {
             Read::Bytes(bytes) => bytes,
             Read::Fault => return Err(Missing::Unreadable),
-            Read::Absent => return Err(Missing::NotCaptured),
+            Read::Absent => return Err(Missing::Budget),
         };
         Ok(available
             .chunks_exact(stride as usize)
@@ -489,31 +564,29 @@ impl<'p> Decoder<'p> {
             return Value::Interface { dynamic: None };
         }
         let type_addr = if empty {
-            Some(tab)
+            tab
         } else {
             match memory.read(tab + 8, 8) {
-                Read::Bytes(b) => Some(read_uint(b, 0, 8)),
-                _ => None,
+                Read::Bytes(b) => read_uint(b, 0, 8),
+                Read::Fault => return Value::Unavailable(Missing::Unreadable),
+                Read::Absent => return Value::Unavailable(Missing::Budget),
             }
         };
-        let Some(ty) =
-            type_addr.and_then(|a| self.runtime_types.get(&memory.link_address(a)).copied())
+        let Some(ty) = self
+            .runtime_types
+            .get(&memory.link_address(type_addr))
+            .copied()
         else {
-            let reason = if type_addr.is_some() {
-                Missing::UnknownType
-            } else {
-                Missing::NotCaptured
-            };
             return Value::Interface {
                 dynamic: Some((
-                    format!("<type at {:#x}>", type_addr.unwrap_or(0)),
-                    Err(reason),
+                    format!("<type at {type_addr:#x}>"),
+                    Err(Missing::UnknownType),
                 )),
             };
         };
         let name = self.types.get(ty).name.clone();
         let value = if depth == 0 {
-            Err(Missing::NotCaptured)
+            Err(Missing::Depth)
         } else if is_pointer_shaped(self.types, ty) {
             Ok(Box::new(self.value(
                 ty,
@@ -529,8 +602,10 @@ impl<'p> Decoder<'p> {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn map(
         &self,
+        map_type: TypeId,
         type_name: String,
         key: TypeId,
         value: TypeId,
@@ -538,32 +613,43 @@ impl<'p> Decoder<'p> {
         memory: &Memory<'_>,
         depth: u32,
     ) -> Value {
-        let mut map = Value::Map {
+        let (len, entries, entries_missing) = if addr == 0 {
+            (Ok(0), Vec::new(), None)
+        } else if depth == 0 {
+            (Err(Missing::Depth), Vec::new(), None)
+        } else {
+            match map_layout(self.types, map_type, self.plan.classic_maps) {
+                MapLayout::Classic => self.classic_map(key, value, addr, memory, depth),
+                MapLayout::Swiss(layout) => {
+                    self.swiss_map(&layout, key, value, addr, memory, depth)
+                }
+                MapLayout::Unknown => (Err(Missing::MapLayout), Vec::new(), None),
+            }
+        };
+        Value::Map {
             type_name,
             addr,
-            len: Err(Missing::NotCaptured),
-            entries: Vec::new(),
-        };
-        if addr == 0 || depth == 0 {
-            return map;
+            len,
+            entries,
+            entries_missing,
         }
-        let Value::Map { len, entries, .. } = &mut map else {
-            unreachable!("constructed above")
-        };
+    }
+
+    /// Go ≤ 1.23: the hmap header and the first buckets.
+    fn classic_map(
+        &self,
+        key: TypeId,
+        value: TypeId,
+        addr: u64,
+        memory: &Memory<'_>,
+        depth: u32,
+    ) -> MapParts {
         let header = match memory.read(addr, 48) {
             Read::Bytes(h) => h,
-            Read::Fault => {
-                *len = Err(Missing::Unreadable);
-                return map;
-            }
-            Read::Absent => {
-                if !self.plan.classic_maps {
-                    *len = Err(Missing::MapLayout);
-                }
-                return map;
-            }
+            Read::Fault => return (Err(Missing::Unreadable), Vec::new(), None),
+            Read::Absent => return (Err(Missing::Budget), Vec::new(), None),
         };
-        *len = Ok(read_uint(header, 0, 8));
+        let mut entries = Vec::new();
         let (key_size, value_size) = (self.types.get(key).size, self.types.get(value).size);
         let bucket_size = map_bucket_size(key_size, value_size);
         let (buckets, log2_buckets) = (read_uint(header, 16, 8), read_uint(header, 9, 1));
@@ -590,9 +676,114 @@ impl<'p> Decoder<'p> {
                 ));
             }
         }
-        map
+        (Ok(read_uint(header, 0, 8)), entries, None)
+    }
+
+    /// Go ≥ 1.24 (Swiss tables): the length from the `Map` header; entries from a small
+    /// map's one group, or from the first groups of a large map's first table — the slots
+    /// whose control byte says full (high bit clear; 0x80 empty, 0xfe deleted).
+    fn swiss_map(
+        &self,
+        layout: &SwissLayout,
+        key: TypeId,
+        value: TypeId,
+        addr: u64,
+        memory: &Memory<'_>,
+        depth: u32,
+    ) -> MapParts {
+        let header = match memory.read(addr, layout.header_size as usize) {
+            Read::Bytes(h) => h,
+            Read::Fault => return (Err(Missing::Unreadable), Vec::new(), None),
+            Read::Absent => return (Err(Missing::Budget), Vec::new(), None),
+        };
+        let len = read_uint(header, layout.used as usize, 8);
+        let mut entries = Vec::new();
+        if len == 0 {
+            return (Ok(0), entries, None);
+        }
+        let dir_ptr = read_uint(header, layout.dir_ptr as usize, 8);
+        let dir_len = read_uint(header, layout.dir_len as usize, 8) as i64;
+        let group_size = layout.group_size as usize;
+        let groups = if dir_len <= 0 {
+            memory.read(dir_ptr, group_size)
+        } else {
+            let table = match memory.read(dir_ptr, 8) {
+                Read::Bytes(d) => memory.read(read_uint(d, 0, 8), layout.table_size as usize),
+                other => other,
+            };
+            match table {
+                Read::Bytes(t) => {
+                    let data = read_uint(t, layout.groups_data as usize, 8);
+                    let count = read_uint(t, layout.groups_mask as usize, 8).saturating_add(1);
+                    memory.read_prefix(data, count.saturating_mul(layout.group_size))
+                }
+                other => other,
+            }
+        };
+        let groups = match groups {
+            Read::Bytes(g) => g,
+            Read::Fault => return (Ok(len), entries, Some(Missing::Unreadable)),
+            Read::Absent => return (Ok(len), entries, Some(Missing::Budget)),
+        };
+        let (key_size, value_size) = (self.types.get(key).size, self.types.get(value).size);
+        let followed = swiss_slots_followed(self.plan.limits);
+        'groups: for (g, group) in groups.chunks_exact(group_size).enumerate() {
+            for slot in 0..GROUP_SLOTS {
+                if entries.len() >= self.plan.limits.elems as usize {
+                    break 'groups;
+                }
+                let ctrl = group
+                    .get((layout.ctrl + slot) as usize)
+                    .copied()
+                    .unwrap_or(0x80);
+                if ctrl & 0x80 != 0 {
+                    continue;
+                }
+                let k = self.slot_value(key, key_size, &layout.key, slot, group, memory, depth);
+                let v =
+                    self.slot_value(value, value_size, &layout.elem, slot, group, memory, depth);
+                // Keys and values needing reads are followed in the first slots only: later
+                // entries are left out like those beyond --elems. Entries the probe meant to
+                // read are shown, with what it could not read marked.
+                let unread = [&k, &v]
+                    .iter()
+                    .any(|x| x.unavailable_part() == Some(Missing::Budget));
+                if !unread || (g == 0 && slot < followed) {
+                    entries.push((k, v));
+                }
+            }
+        }
+        (Ok(len), entries, None)
+    }
+
+    /// The key or value in one slot of a Swiss-table group, read through its pointer when
+    /// the map stores it indirectly.
+    #[allow(clippy::too_many_arguments)]
+    fn slot_value(
+        &self,
+        ty: TypeId,
+        size: u64,
+        part: &gotrace_plan::recipe::SlotPart,
+        slot: u64,
+        group: &[u8],
+        memory: &Memory<'_>,
+        depth: u32,
+    ) -> Value {
+        let at = part.at(slot) as usize;
+        let image = group.get(at..).unwrap_or(&[]);
+        if !part.indirect {
+            return self.value(ty, image, memory, depth - 1);
+        }
+        match memory.read(read_uint(image, 0, 8), size as usize) {
+            Read::Bytes(bytes) => self.value(ty, bytes, memory, depth - 1),
+            Read::Fault => Value::Unavailable(Missing::Unreadable),
+            Read::Absent => Value::Unavailable(Missing::Budget),
+        }
     }
 }
+
+/// A map's length, the entries shown, and why entries meant to be read were not.
+type MapParts = (Result<u64, Missing>, Vec<(Value, Value)>, Option<Missing>);
 
 struct Site<'a> {
     regs: &'a [u64; INT_REGS],
@@ -622,7 +813,7 @@ fn string_at(memory: &Memory<'_>, ptr: u64, len: u64) -> Bytes {
         Read::Absent => Bytes {
             bytes: Vec::new(),
             missing: len,
-            error: Some(Missing::NotCaptured),
+            error: Some(Missing::Budget),
         },
     }
 }

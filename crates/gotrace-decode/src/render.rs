@@ -86,7 +86,10 @@ fn write_value(f: &mut fmt::Formatter<'_>, value: &Value) -> fmt::Result {
                 write_value(f, v)
             }
             Err(Missing::Unreadable) => write!(f, "({type_name})({addr:#x}) <unreadable>"),
-            Err(_) => write!(f, "({type_name})({addr:#x})"),
+            Err(missing) => {
+                write!(f, "({type_name})({addr:#x}) ")?;
+                write_not_read(f, *missing)
+            }
         },
         Value::Interface { dynamic: None } => f.write_str("nil"),
         Value::Interface {
@@ -121,7 +124,7 @@ fn write_value(f: &mut fmt::Formatter<'_>, value: &Value) -> fmt::Result {
             },
             Err(missing) => {
                 write!(f, "{name}(")?;
-                write_missing(f, *missing)?;
+                write_not_read(f, *missing)?;
                 f.write_char(')')
             }
         },
@@ -130,6 +133,7 @@ fn write_value(f: &mut fmt::Formatter<'_>, value: &Value) -> fmt::Result {
             type_name,
             len,
             entries,
+            entries_missing,
             ..
         } => {
             f.write_str(type_name)?;
@@ -147,6 +151,10 @@ fn write_value(f: &mut fmt::Formatter<'_>, value: &Value) -> fmt::Result {
                     let shown = entries.len() as u64;
                     if shown < *len {
                         write!(f, "{}…+{}", if shown > 0 { ", " } else { "" }, len - shown)?;
+                        if let Some(missing) = entries_missing {
+                            f.write_char(' ')?;
+                            write_not_read(f, *missing)?;
+                        }
                     }
                     f.write_char('}')
                 }
@@ -155,15 +163,22 @@ fn write_value(f: &mut fmt::Formatter<'_>, value: &Value) -> fmt::Result {
         }
         Value::Address(0) => f.write_str("nil"),
         Value::Address(addr) => write!(f, "{addr:#x}"),
-        Value::Unavailable(_) => f.write_char('?'),
+        // Floats in registers: documented as `?`, never read by any uprobe.
+        Value::Unavailable(Missing::FloatRegister) => f.write_char('?'),
+        Value::Unavailable(missing) => write_not_read(f, *missing),
     }
 }
 
+/// The contents of a slice or map that were not read: `{<not read: beyond --depth>}`.
 fn write_missing(f: &mut fmt::Formatter<'_>, missing: Missing) -> fmt::Result {
-    match missing {
-        Missing::Unreadable => f.write_str("{<unreadable>}"),
-        _ => f.write_str("{…}"),
-    }
+    f.write_char('{')?;
+    write_not_read(f, missing)?;
+    f.write_char('}')
+}
+
+/// `<not read: REASON>`: what the probe did not read is said so, never shown as nil or empty.
+fn write_not_read(f: &mut impl Write, missing: Missing) -> fmt::Result {
+    write!(f, "<not read: {}>", missing.short())
 }
 
 fn write_list<'v, T: 'v>(
@@ -202,10 +217,12 @@ fn write_float(f: &mut fmt::Formatter<'_>, x: f64) -> fmt::Result {
 
 fn write_string(f: &mut fmt::Formatter<'_>, s: &Bytes) -> fmt::Result {
     if let Some(missing) = s.error {
-        return match missing {
-            Missing::Unreadable => write!(f, "<unreadable string of {} bytes>", s.missing),
-            _ => write!(f, "<string of {} bytes>", s.missing),
-        };
+        return write!(
+            f,
+            "<not read: {}, string of {} bytes>",
+            missing.short(),
+            s.missing
+        );
     }
     write_quoted(f, &s.bytes)?;
     if s.missing > 0 {
@@ -306,6 +323,7 @@ mod tests {
             addr: 0xc000,
             len: Ok(4),
             entries: vec![(string("a", 0), Value::Int(1))],
+            entries_missing: None,
         };
         assert_eq!(go_syntax(&map), "map[string]int{\"a\":1, …+3}");
         assert_eq!(go_syntax(&Value::Float(3.25)), "3.25");

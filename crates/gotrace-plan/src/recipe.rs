@@ -7,6 +7,7 @@
 use gotrace_binary::abi::{AbiReg, Location};
 use gotrace_binary::types::{TypeId, TypeKind, TypeTable};
 use serde::Serialize;
+use std::collections::VecDeque;
 
 /// Ops one recipe may hold (the BPF side's GT_MAX_OPS).
 pub const MAX_OPS: usize = 64;
@@ -19,6 +20,8 @@ const HMAP_BUCKETS: u32 = 16;
 const ITAB_TYPE: i64 = 8;
 /// Map keys or values bigger than this are stored indirectly (by pointer) in buckets.
 const MAP_MAX_INLINE: u64 = 128;
+/// Slots in a Swiss-table group (Go ≥ 1.24).
+pub const GROUP_SLOTS: u64 = 8;
 
 /// How much to capture.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -95,14 +98,23 @@ pub enum OpKind {
     Dynamic,
 }
 
+/// When an op runs: its reads are wasted, or wrong to interpret, otherwise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Guard {
+    /// The operand's value is greater than the constant (an element index below a slice's
+    /// length, a non-nil interface, a Swiss map with a directory).
+    Above(Operand, i64),
+    /// The operand's value is at most the constant (a Swiss map without a directory: small).
+    AtMost(Operand, i64),
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct CaptureOp {
     pub kind: OpKind,
     pub addr: Operand,
     pub len: Operand,
-    /// Run only when the operand's value is greater than the constant (an element index
-    /// below a slice's length).
-    pub guard: Option<(Operand, i64)>,
+    pub guard: Option<Guard>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
@@ -158,14 +170,38 @@ impl Home {
     }
 }
 
-/// Builds recipes for one site kind (or one dynamic type).
+/// Work left for a later level of the breadth-first compile.
+enum Task {
+    Value {
+        home: Home,
+        ty: TypeId,
+        depth: u32,
+        guard: Option<Guard>,
+    },
+    Dynamic {
+        type_addr: Operand,
+        data: Operand,
+        guard: Option<Guard>,
+    },
+}
+
+/// Builds recipes for one site kind (or one dynamic type). Ops are laid out breadth first:
+/// every value's own memory (a top-level string's bytes, what a top-level pointer points at)
+/// before anything found inside it, so when the ops or the event's bytes run out it is the
+/// deepest fields that go unread, never a top-level argument.
 pub struct Compiler<'t> {
     types: &'t TypeTable,
     limits: Limits,
-    /// Maps use the bucket layout of Go ≤ 1.23 only.
+    /// Maps without a layout in DWARF use the bucket layout of Go ≤ 1.23.
     classic_maps: bool,
     recipe: Recipe,
-    guard: Option<(Operand, i64)>,
+    guard: Option<Guard>,
+    queue: VecDeque<Task>,
+    /// Compiling a dynamic type's recipe: the BPF side runs an interface found inside it only
+    /// as the recipe's last op (its recipe then takes over), so one such interface is kept for
+    /// the end.
+    in_dynamic: bool,
+    tail: Option<CaptureOp>,
 }
 
 impl<'t> Compiler<'t> {
@@ -176,6 +212,9 @@ impl<'t> Compiler<'t> {
             classic_maps,
             recipe: Recipe::default(),
             guard: None,
+            queue: VecDeque::new(),
+            in_dynamic: false,
+            tail: None,
         }
     }
 
@@ -192,7 +231,7 @@ impl<'t> Compiler<'t> {
                             _ => None,
                         })
                         .collect();
-                    self.value(&Home::Regs(words), ty, self.limits.depth);
+                    self.later(Home::Regs(words), ty, self.limits.depth);
                 }
                 Location::Stack { sp_offset } => {
                     let size = self.types.get(ty).size;
@@ -204,35 +243,86 @@ impl<'t> Compiler<'t> {
                         0,
                         size as u32,
                     ) {
-                        self.value(&Home::Captured { op, base: 0 }, ty, self.limits.depth);
+                        self.later(Home::Captured { op, base: 0 }, ty, self.limits.depth);
                     }
                 }
             }
         }
-        self.recipe
+        self.drain()
     }
 
     /// Ops capturing an interface's dynamic value of type `ty`, given its data word.
     pub fn dynamic(mut self, ty: TypeId) -> Recipe {
+        self.in_dynamic = true;
         let size = self.types.get(ty).size;
         if size == 0 {
             return self.recipe;
         }
+        let depth = self.limits.depth.saturating_sub(1);
         if is_pointer_shaped(self.types, ty) {
-            self.value(&Home::DataWord, ty, self.limits.depth.saturating_sub(1));
+            self.later(Home::DataWord, ty, depth);
         } else if let Some(op) = self.read(
             Operand::Data { add: 0 },
             Operand::Const(size as i64),
             0,
             size.min(u64::from(MAX_READ)) as u32,
         ) {
-            self.value(
-                &Home::Captured { op, base: 0 },
-                ty,
-                self.limits.depth.saturating_sub(1),
-            );
+            self.later(Home::Captured { op, base: 0 }, ty, depth);
+        }
+        self.drain()
+    }
+
+    fn drain(mut self) -> Recipe {
+        while let Some(task) = self.queue.pop_front() {
+            if self.recipe.ops.len() >= MAX_OPS {
+                self.recipe.incomplete = true;
+                break;
+            }
+            match task {
+                Task::Value {
+                    home,
+                    ty,
+                    depth,
+                    guard,
+                } => {
+                    self.guard = guard;
+                    self.value(&home, ty, depth);
+                }
+                Task::Dynamic {
+                    type_addr,
+                    data,
+                    guard,
+                } => {
+                    let op = CaptureOp {
+                        kind: OpKind::Dynamic,
+                        addr: type_addr,
+                        len: data,
+                        guard,
+                    };
+                    if !self.in_dynamic {
+                        self.push(op);
+                    } else if self.tail.is_none() {
+                        self.tail = Some(op);
+                    } else {
+                        self.recipe.incomplete = true;
+                    }
+                }
+            }
+        }
+        if let Some(tail) = self.tail.take() {
+            self.push(tail);
         }
         self.recipe
+    }
+
+    /// Queues a value found in memory this level reads, for the next level.
+    fn later(&mut self, home: Home, ty: TypeId, depth: u32) {
+        self.queue.push_back(Task::Value {
+            home,
+            ty,
+            depth,
+            guard: self.guard,
+        });
     }
 
     fn push(&mut self, op: CaptureOp) -> Option<u16> {
@@ -257,6 +347,7 @@ impl<'t> Compiler<'t> {
         })
     }
 
+    /// Reads `ty`'s memory found at `home`, and queues what lies behind it.
     fn value(&mut self, home: &Home, ty: TypeId, depth: u32) {
         let t = self.types.get(ty);
         match &t.kind {
@@ -285,15 +376,9 @@ impl<'t> Compiler<'t> {
                 if depth > 0 && has_pointers(self.types, *elem) {
                     let saved = self.guard;
                     for i in 0..shown {
-                        self.guard = Some((len, i as i64));
-                        self.value(
-                            &Home::Captured {
-                                op,
-                                base: (i * elem_size) as u32,
-                            },
-                            *elem,
-                            depth - 1,
-                        );
+                        self.guard = Some(Guard::Above(len, i as i64));
+                        let base = (i * elem_size) as u32;
+                        self.later(Home::Captured { op, base }, *elem, depth - 1);
                     }
                     self.guard = saved;
                 }
@@ -320,10 +405,9 @@ impl<'t> Compiler<'t> {
                     return;
                 }
                 let kept = size.min(u64::from(MAX_READ));
-                let Some(op) = self.read(ptr, Operand::Const(kept as i64), 0, kept as u32) else {
-                    return;
-                };
-                self.value(&Home::Captured { op, base: 0 }, *elem, depth - 1);
+                if let Some(op) = self.read(ptr, Operand::Const(kept as i64), 0, kept as u32) {
+                    self.later(Home::Captured { op, base: 0 }, *elem, depth - 1);
+                }
             }
             TypeKind::Interface { empty } => {
                 let (Some(tab), Some(data)) = (home.word(0), home.word(8)) else {
@@ -331,7 +415,7 @@ impl<'t> Compiler<'t> {
                 };
                 let saved = self.guard;
                 // Nothing to read behind a nil interface.
-                self.guard = Some((tab, 0));
+                self.guard = Some(Guard::Above(tab, 0));
                 let type_addr = if *empty {
                     Some(tab)
                 } else {
@@ -339,61 +423,24 @@ impl<'t> Compiler<'t> {
                         .map(|op| Operand::Word { op, off: 0, add: 0 })
                 };
                 if let (Some(type_addr), true) = (type_addr, depth > 0) {
-                    self.push(CaptureOp {
-                        kind: OpKind::Dynamic,
-                        addr: type_addr,
-                        len: data,
+                    // The dynamic value is one level down: read after this level's values.
+                    self.queue.push_back(Task::Dynamic {
+                        type_addr,
+                        data,
                         guard: self.guard,
                     });
                 }
                 self.guard = saved;
             }
-            TypeKind::Map { key, value } => {
+            TypeKind::Map { key, value, .. } => {
                 let Some(ptr) = home.word(0) else { return };
-                if depth == 0 || !self.classic_maps {
+                if depth == 0 {
                     return;
                 }
-                let Some(header) =
-                    self.read(ptr, Operand::Const(HMAP_SIZE as i64), 0, HMAP_SIZE as u32)
-                else {
-                    return;
-                };
-                let (key_size, value_size) =
-                    (self.types.get(*key).size, self.types.get(*value).size);
-                if key_size > MAP_MAX_INLINE || value_size > MAP_MAX_INLINE {
-                    return;
-                }
-                let bucket = map_bucket_size(key_size, value_size);
-                // Each bucket its own read: one past the end of a small map's array may fault
-                // without losing the first.
-                for b in 0..MAP_BUCKETS_READ {
-                    let at = Operand::Word {
-                        op: header,
-                        off: HMAP_BUCKETS,
-                        add: (b * bucket) as i64,
-                    };
-                    let kept = bucket.min(u64::from(MAX_READ));
-                    let Some(op) = self.read(at, Operand::Const(kept as i64), 0, kept as u32)
-                    else {
-                        return;
-                    };
-                    let slots = map_slots_shown(self.limits);
-                    for (ty, first, size) in
-                        [(*key, 8, key_size), (*value, 8 + 8 * key_size, value_size)]
-                    {
-                        if has_pointers(self.types, ty) {
-                            for i in 0..slots {
-                                self.value(
-                                    &Home::Captured {
-                                        op,
-                                        base: (first + i * size) as u32,
-                                    },
-                                    ty,
-                                    depth - 1,
-                                );
-                            }
-                        }
-                    }
+                match map_layout(self.types, ty, self.classic_maps) {
+                    MapLayout::Classic => self.classic_map(ptr, *key, *value, depth),
+                    MapLayout::Swiss(layout) => self.swiss_map(ptr, &layout, *key, *value, depth),
+                    MapLayout::Unknown => {}
                 }
             }
             TypeKind::Bool
@@ -405,6 +452,280 @@ impl<'t> Compiler<'t> {
             | TypeKind::Func
             | TypeKind::Unknown => {}
         }
+    }
+
+    /// Go ≤ 1.23: the hmap header, then the first buckets of its bucket array.
+    fn classic_map(&mut self, ptr: Operand, key: TypeId, value: TypeId, depth: u32) {
+        let Some(header) = self.read(ptr, Operand::Const(HMAP_SIZE as i64), 0, HMAP_SIZE as u32)
+        else {
+            return;
+        };
+        let (key_size, value_size) = (self.types.get(key).size, self.types.get(value).size);
+        if key_size > MAP_MAX_INLINE || value_size > MAP_MAX_INLINE {
+            return;
+        }
+        let bucket = map_bucket_size(key_size, value_size);
+        // Each bucket its own read: one past the end of a small map's array may fault
+        // without losing the first.
+        for b in 0..MAP_BUCKETS_READ {
+            let at = Operand::Word {
+                op: header,
+                off: HMAP_BUCKETS,
+                add: (b * bucket) as i64,
+            };
+            let kept = bucket.min(u64::from(MAX_READ));
+            let Some(op) = self.read(at, Operand::Const(kept as i64), 0, kept as u32) else {
+                return;
+            };
+            let slots = map_slots_shown(self.limits);
+            for (ty, first, size) in [(key, 8, key_size), (value, 8 + 8 * key_size, value_size)] {
+                if has_pointers(self.types, ty) {
+                    for i in 0..slots {
+                        let base = (first + i * size) as u32;
+                        self.later(Home::Captured { op, base }, ty, depth - 1);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Go ≥ 1.24 (Swiss tables): the map header; a small map's one group (no directory), or
+    /// the first table of a large map's directory and that table's first groups — a table
+    /// holds hundreds of entries, more than `--elems` shows. Keys and values that hold
+    /// pointers are read for the first slots of each.
+    fn swiss_map(
+        &mut self,
+        ptr: Operand,
+        layout: &SwissLayout,
+        key: TypeId,
+        value: TypeId,
+        depth: u32,
+    ) {
+        let size = layout.header_size;
+        let Some(header) = self.read(ptr, Operand::Const(size as i64), 0, size as u32) else {
+            return;
+        };
+        let word = |off: u64| Operand::Word {
+            op: header,
+            off: off as u32,
+            add: 0,
+        };
+        let (dir_ptr, dir_len) = (word(layout.dir_ptr), word(layout.dir_len));
+        let group = layout.group_size;
+        let saved = self.guard;
+        self.guard = Some(Guard::AtMost(dir_len, 0));
+        let small = self.read(dir_ptr, Operand::Const(group as i64), 0, group as u32);
+        self.guard = Some(Guard::Above(dir_len, 0));
+        let directory = self.read(dir_ptr, Operand::Const(8), 0, 8);
+        self.guard = saved;
+        let table = directory.and_then(|d| {
+            let first = Operand::Word {
+                op: d,
+                off: 0,
+                add: 0,
+            };
+            let size = layout.table_size;
+            self.read(first, Operand::Const(size as i64), 0, size as u32)
+        });
+        let groups = table.and_then(|t| {
+            let data = Operand::Word {
+                op: t,
+                off: layout.groups_data as u32,
+                add: 0,
+            };
+            let count = Operand::Word {
+                op: t,
+                off: layout.groups_mask as u32,
+                add: 1,
+            };
+            let max = group * swiss_groups_read(self.limits, group);
+            self.read(data, count, group as u32, max as u32)
+        });
+        for op in [small, groups].into_iter().flatten() {
+            for slot in 0..swiss_slots_followed(self.limits) {
+                for (ty, part) in [(key, &layout.key), (value, &layout.elem)] {
+                    let at = part.at(slot);
+                    if part.indirect {
+                        let size = self.types.get(ty).size.min(u64::from(MAX_READ));
+                        let target = Operand::Word {
+                            op,
+                            off: at as u32,
+                            add: 0,
+                        };
+                        let read = self.read(target, Operand::Const(size as i64), 0, size as u32);
+                        if let (Some(op), true) = (read, has_pointers(self.types, ty)) {
+                            self.later(Home::Captured { op, base: 0 }, ty, depth - 1);
+                        }
+                    } else if has_pointers(self.types, ty) {
+                        let base = at as u32;
+                        self.later(Home::Captured { op, base }, ty, depth - 1);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Groups of a large Swiss map's first table read: at the lowest load a table has after
+/// growing (7/16 of its slots full), enough to hold `--elems` entries many times over.
+pub fn swiss_groups_read(limits: Limits, group_size: u64) -> u64 {
+    let wanted = u64::from(limits.elems).div_ceil(2).max(1);
+    wanted.min(u64::from(MAX_READ) / group_size.max(1)).max(1)
+}
+
+/// Slots of each group read whose keys and values are followed (strings, pointers): every
+/// such slot costs ops of a recipe that all arguments share.
+pub fn swiss_slots_followed(limits: Limits) -> u64 {
+    GROUP_SLOTS.min(u64::from(limits.elems))
+}
+
+/// How a map type's memory is laid out in this binary.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MapLayout {
+    /// Go ≤ 1.23: runtime.hmap and its buckets.
+    Classic,
+    /// Go ≥ 1.24: Swiss tables, as this binary's DWARF describes them.
+    Swiss(SwissLayout),
+    /// Neither described in DWARF nor implied by the Go version.
+    Unknown,
+}
+
+/// Offsets of a Swiss map's parts (`internal/runtime/maps`): the `Map` header, its `table`s
+/// and their groups of 8 slots.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SwissLayout {
+    pub header_size: u64,
+    /// Offsets in `Map` of `used` (the length), `dirPtr` and `dirLen`.
+    pub used: u64,
+    pub dir_ptr: u64,
+    pub dir_len: u64,
+    pub table_size: u64,
+    /// Offsets in `table` of `groups.data` and `groups.lengthMask`.
+    pub groups_data: u64,
+    pub groups_mask: u64,
+    pub group_size: u64,
+    /// Offset in a group of its 8 control bytes.
+    pub ctrl: u64,
+    pub key: SlotPart,
+    pub elem: SlotPart,
+}
+
+/// Where the keys (or the values) of a group's slots are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotPart {
+    pub base: u64,
+    pub stride: u64,
+    /// The slot holds a pointer to it (Go stores keys and values over 128 bytes so).
+    pub indirect: bool,
+}
+
+impl SlotPart {
+    pub fn at(&self, slot: u64) -> u64 {
+        self.base + slot * self.stride
+    }
+}
+
+/// Reads a map type's layout from the header type DWARF gives it (`*map<K,V>` with Swiss
+/// tables, `*hash<K,V>` before); without one, the Go version decides.
+pub fn map_layout(types: &TypeTable, map: TypeId, classic_maps: bool) -> MapLayout {
+    let TypeKind::Map { key, value, header } = types.get(map).kind else {
+        return MapLayout::Unknown;
+    };
+    if let Some(header) = header.and_then(|p| pointee(types, p)) {
+        if let Some(layout) = swiss_layout(types, header, key, value) {
+            return MapLayout::Swiss(layout);
+        }
+        if field(types, header, "buckets").is_some() {
+            return MapLayout::Classic;
+        }
+    }
+    if classic_maps {
+        MapLayout::Classic
+    } else {
+        MapLayout::Unknown
+    }
+}
+
+fn swiss_layout(
+    types: &TypeTable,
+    header: TypeId,
+    map_key: TypeId,
+    map_value: TypeId,
+) -> Option<SwissLayout> {
+    let (_, used) = field(types, header, "used")?;
+    let (dir_ptr_ty, dir_ptr) = field(types, header, "dirPtr")?;
+    let (_, dir_len) = field(types, header, "dirLen")?;
+    let table = pointee(types, pointee(types, dir_ptr_ty)?)?;
+    let (groups_ty, groups) = field(types, table, "groups")?;
+    let (data_ty, data) = field(types, groups_ty, "data")?;
+    let (_, mask) = field(types, groups_ty, "lengthMask")?;
+    let group = pointee(types, data_ty)?;
+    let (_, ctrl) = field(types, group, "ctrl")?;
+    let array = |ty: TypeId| match types.get(ty).kind {
+        TypeKind::Array { elem, len } if len == GROUP_SLOTS => Some(elem),
+        _ => None,
+    };
+    // A slot holding a pointer to the map's key (value) type holds it indirectly.
+    let part = |base: u64, stride: u64, ty: TypeId, of: TypeId| SlotPart {
+        base,
+        stride,
+        indirect: ty != of
+            && (pointee(types, ty) == Some(of)
+                || (types.get(of).size > MAP_MAX_INLINE && types.get(ty).size == 8)),
+    };
+    let (key, elem) = match field(types, group, "slots") {
+        // One array of {key, elem} slots.
+        Some((slots_ty, slots)) => {
+            let slot = array(slots_ty)?;
+            let stride = types.get(slot).size;
+            let (key_ty, key) = field(types, slot, "key")?;
+            let (elem_ty, elem) = field(types, slot, "elem")?;
+            (
+                part(slots + key, stride, key_ty, map_key),
+                part(slots + elem, stride, elem_ty, map_value),
+            )
+        }
+        // GOEXPERIMENT=mapsplitgroup (Go 1.27): the 8 keys, then the 8 values.
+        None => {
+            let (keys_ty, keys) = field(types, group, "keys")?;
+            let (elems_ty, elems) = field(types, group, "elems")?;
+            let (key_ty, elem_ty) = (array(keys_ty)?, array(elems_ty)?);
+            (
+                part(keys, types.get(key_ty).size, key_ty, map_key),
+                part(elems, types.get(elem_ty).size, elem_ty, map_value),
+            )
+        }
+    };
+    Some(SwissLayout {
+        header_size: types.get(header).size,
+        used,
+        dir_ptr,
+        dir_len,
+        table_size: types.get(table).size,
+        groups_data: groups + data,
+        groups_mask: groups + mask,
+        group_size: types.get(group).size,
+        ctrl,
+        key,
+        elem,
+    })
+}
+
+/// A struct member's type and offset.
+fn field(types: &TypeTable, ty: TypeId, name: &str) -> Option<(TypeId, u64)> {
+    match &types.get(ty).kind {
+        TypeKind::Struct { fields } => fields
+            .iter()
+            .find(|f| f.name == name)
+            .map(|f| (f.ty, f.offset)),
+        _ => None,
+    }
+}
+
+fn pointee(types: &TypeTable, ty: TypeId) -> Option<TypeId> {
+    match types.get(ty).kind {
+        TypeKind::Pointer { elem } => Some(elem),
+        _ => None,
     }
 }
 

@@ -34,6 +34,9 @@ struct Limits {
     string_max: usize,
     elems: usize,
     depth: u64,
+    /// Maps show exactly --elems entries of numbers (Swiss tables, Go 1.24+: gotrace reads
+    /// enough groups); Go ≤ 1.23 maps show what their first two buckets hold.
+    exact_maps: bool,
 }
 
 /// gotrace's defaults, which the main comparison runs with (no limit flags given).
@@ -41,7 +44,37 @@ const DEFAULTS: Limits = Limits {
     string_max: 256,
     elems: 16,
     depth: 3,
+    exact_maps: false,
 };
+
+/// Go 1.24+ (Swiss-table maps).
+fn swiss_maps(toolchain: &Toolchain) -> bool {
+    toolchain
+        .version
+        .split('.')
+        .nth(1)
+        .and_then(|m| m.parse::<u32>().ok())
+        .is_some_and(|minor| minor >= 24)
+}
+
+/// A type as reflect spells it: the package name without its import path (`*io/fs.PathError`,
+/// as DWARF names it, is `*fs.PathError`).
+fn reflect_spelling(name: &str) -> String {
+    let mut out = String::new();
+    let mut word = String::new();
+    for c in name.chars() {
+        if c == '/' {
+            word.clear();
+        } else if c.is_alphanumeric() || c == '_' || c == '.' || c == '-' {
+            word.push(c);
+        } else {
+            out += &word;
+            word.clear();
+            out.push(c);
+        }
+    }
+    out + &word
+}
 
 fn values_program(toolchain: &Toolchain) -> std::path::PathBuf {
     build_go("fixtures/go/values", toolchain, Flavour::Plain, "-l")
@@ -168,6 +201,7 @@ fn compare_call(exp: &Value, got: &Value, limits: Limits) -> Vec<String> {
         cut: BTreeSet::new(),
         partial: BTreeSet::new(),
         unavailable_floats: BTreeSet::new(),
+        not_read: BTreeSet::new(),
         top: String::new(),
         byte_slice: false,
     };
@@ -243,12 +277,21 @@ fn compare_call(exp: &Value, got: &Value, limits: Limits) -> Vec<String> {
             ));
         }
     }
+    for name in &cmp.not_read {
+        let reason = unavailable.get(name).and_then(Value::as_str);
+        if !reason.is_some_and(|r| r.starts_with("not read")) {
+            cmp.problems.push(format!(
+                "{name}: a part not read (beyond --depth, unreadable) without \"not read: …\" in \"unavailable\" ({:?})",
+                reason
+            ));
+        }
+    }
     for name in unavailable
         .keys()
-        .filter(|n| !cmp.unavailable_floats.contains(*n))
+        .filter(|n| !cmp.unavailable_floats.contains(*n) && !cmp.not_read.contains(*n))
     {
         cmp.problems.push(format!(
-            "{name}: in \"unavailable\" ({}) but only floats in registers may be",
+            "{name}: in \"unavailable\" ({}) but nothing in it was left unread",
             unavailable[name]
         ));
     }
@@ -290,6 +333,9 @@ struct Comparison {
     partial: BTreeSet<String>,
     /// Arguments/results with a register float shown as null: must have a reason.
     unavailable_floats: BTreeSet<String>,
+    /// Arguments/results with a part rightly not read (beyond --depth, a bad pointer): must
+    /// say so in `unavailable`.
+    not_read: BTreeSet<String>,
     /// The argument or result being compared.
     top: String,
     /// It is a []byte, which `--string-max` may limit instead of `--elems`.
@@ -317,6 +363,7 @@ impl Comparison {
                     "a bad pointer must show its address and \"unreadable\"",
                 );
             }
+            self.not_read.insert(self.top.clone());
             return;
         }
         let derefs = self.derefs.get(path).cloned().unwrap_or_default();
@@ -329,7 +376,11 @@ impl Comparison {
                 .iter()
                 .any(|&(_, loose, a)| loose > depth && Some(a) == addr)
             {
+                if got["not_read"] != "beyond --depth" {
+                    self.problem(path, exp, got, "cut at --depth without \"not_read\"");
+                }
                 self.partial.insert(self.top.clone());
+                self.not_read.insert(self.top.clone());
             } else if derefs.iter().any(|&(_, loose, _)| loose > depth) {
                 self.problem(
                     path,
@@ -344,6 +395,21 @@ impl Comparison {
                     got,
                     &format!("cut although within --depth {depth}"),
                 );
+            }
+            return;
+        }
+        if let Some(why) = got.get("not_read") {
+            // Only --depth may leave a value unread here (interface boxes and maps count as
+            // indirections too).
+            if why == "beyond --depth"
+                && derefs
+                    .iter()
+                    .any(|&(_, loose, _)| loose > self.limits.depth)
+            {
+                self.partial.insert(self.top.clone());
+                self.not_read.insert(self.top.clone());
+            } else {
+                self.problem(path, exp, got, "not read");
             }
             return;
         }
@@ -394,7 +460,8 @@ impl Comparison {
             Value::Object(e) => match got.as_object() {
                 Some(g) if is_map(e) => self.map(path, e, g, exp, got),
                 Some(g) if is_interface(e) => {
-                    if g.get("type") != e.get("type") {
+                    let dynamic = g.get("type").and_then(Value::as_str).map(reflect_spelling);
+                    if dynamic.as_deref() != e.get("type").and_then(Value::as_str) {
                         self.problem(path, exp, got, "dynamic type differs");
                     } else {
                         self.value(
@@ -504,15 +571,41 @@ impl Comparison {
                 return self.problem(path, exp_v, key, "map key shown twice");
             }
             seen.push(key);
+            // Nothing below a map is tracked: a value there cut at --depth is right when the
+            // map itself is as deep.
+            let map_at_depth = self
+                .derefs
+                .get(path)
+                .is_some_and(|d| d.iter().any(|&(_, loose, _)| loose >= self.limits.depth));
             match exp_entries
                 .iter()
                 .find(|e| numbers_equal(&e[0], key) || e[0] == *key)
             {
+                Some(_) if map_at_depth && value["not_read"] == "beyond --depth" => {
+                    self.partial.insert(self.top.clone());
+                    self.not_read.insert(self.top.clone());
+                }
                 Some(e) => self.value(&format!("{path}/entries[{key}]"), &e[1], value),
                 None => self.problem(path, exp_v, key, "map key not in the map"),
             }
         }
-        if got_entries.len() < exp_entries.len() {
+        // Entries of numbers need no reads of their own: --elems of them, marked when cut.
+        let numbers = |e: &Value| e[0].is_number() && e[1].is_number();
+        if self.limits.exact_maps && exp_entries.iter().all(numbers) {
+            let want = exp_entries.len().min(self.limits.elems);
+            if got_entries.len() != want {
+                let why = format!(
+                    "{} entries; expected {want} of {} (--elems {})",
+                    got_entries.len(),
+                    exp_entries.len(),
+                    self.limits.elems
+                );
+                return self.problem(path, exp_v, got_v, &why);
+            }
+            if want < exp_entries.len() {
+                self.cut.insert(self.top.clone());
+            }
+        } else if got_entries.len() < exp_entries.len() {
             self.partial.insert(self.top.clone());
         }
     }
@@ -611,7 +704,11 @@ fn root_values_equal_the_programs_own_record_on_every_toolchain() {
     for toolchain in toolchains() {
         let binary = values_program(&toolchain);
         let session = run_traced(&binary, &[], &TRACED, &[]);
-        let problems = compare_session(&session, DEFAULTS);
+        let limits = Limits {
+            exact_maps: swiss_maps(&toolchain),
+            ..DEFAULTS
+        };
+        let problems = compare_session(&session, limits);
         eprintln!(
             "Go {}: {} calls made, {} traced, {} problems",
             toolchain.version,
@@ -644,12 +741,14 @@ fn root_limits_cut_strings_slices_and_pointers_and_mark_them() {
     if !have_root() {
         return;
     }
+    let newest = newest_toolchain();
     let limits = Limits {
         string_max: 4096,
         elems: 4,
         depth: 1,
+        exact_maps: swiss_maps(&newest),
     };
-    let binary = values_program(&newest_toolchain());
+    let binary = values_program(&newest);
     let session = run_traced(
         &binary,
         &["--string-max", "4096", "--elems", "4", "--depth", "1"],
@@ -744,6 +843,137 @@ fn root_text_output_renders_go_values() {
     );
 }
 
+/// Starts gotrace in text mode on `functions`, runs the program with `program_args`, and
+/// returns gotrace's stdout and stderr.
+fn run_text(binary: &Path, functions: &[&str], program_args: &[&str]) -> (String, String) {
+    let mut args = vec![binary.to_str().unwrap()];
+    args.extend_from_slice(functions);
+    let tracer = start_gotrace(&args);
+    let status = Command::new(binary)
+        .args(program_args)
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = tracer.interrupt_and_collect();
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The issue: a call needing more reads than one probe makes lost its top-level strings
+/// (`ParseFile`'s filename) to deep fields read first. Reads go breadth first: `filename` and
+/// `path` are read, the tree's deepest strings are the ones left out, and each of those says
+/// so — `{"not_read": …}` and a reason under "unavailable" in JSON, `<not read: …>` in text —
+/// and the summary counts them. On the oldest and the newest toolchain.
+#[test]
+fn root_reads_beyond_the_budget_are_marked_and_top_level_strings_read() {
+    if !have_root() {
+        return;
+    }
+    let program_args = ["-workers", "1", "-rounds", "0", "-big", "0", "-budget", "3"];
+    let chains = toolchains();
+    for toolchain in [chains.first().unwrap(), chains.last().unwrap()] {
+        let binary = values_program(toolchain);
+        let session = run_traced(&binary, &[], &["main.FBudget"], &program_args);
+        let expected: Vec<&Value> = session
+            .program
+            .iter()
+            .filter(|c| c["func"] == "main.FBudget")
+            .collect();
+        let traced: Vec<&Value> = session
+            .traced
+            .iter()
+            .filter(|c| c["pid"] == session.pid)
+            .collect();
+        assert_eq!(
+            traced.len(),
+            3,
+            "Go {}: {}",
+            toolchain.version,
+            session.stderr
+        );
+        for (exp, got) in expected.iter().zip(&traced) {
+            let v = toolchain.version.as_str();
+            assert_eq!(got["args"]["id"], exp["id"], "Go {v}");
+            for name in ["filename", "path"] {
+                assert_eq!(
+                    got["args"][name],
+                    exp["args"][name],
+                    "Go {v}: {}",
+                    short(got)
+                );
+            }
+            let (mut read, mut not_read) = (0, 0);
+            for leaf in 0..8 {
+                for field in 0..8 {
+                    let (l, f) = (format!("L{leaf}"), format!("S{field}"));
+                    let g = &got["args"]["tree"][&l][&f];
+                    if g == &exp["args"]["tree"][&l][&f] {
+                        read += 1;
+                    } else if g["not_read"] == "read budget used up" {
+                        not_read += 1;
+                    } else {
+                        panic!("Go {v}: tree.{l}.{f} is neither its value nor marked: {g}");
+                    }
+                }
+            }
+            assert!(
+                read > 0 && not_read > 0,
+                "Go {v}: {read} read, {not_read} not read"
+            );
+            let reason = got["unavailable"]["tree"].as_str().unwrap_or_default();
+            assert!(reason.contains("read budget"), "Go {v}: {}", short(got));
+            assert_eq!(got["results"]["~r0"], exp["results"]["~r0"], "Go {v}");
+        }
+        assert!(
+            session
+                .stderr
+                .contains("3 values with parts not read (beyond --depth, read budget"),
+            "Go {}: the summary counts the values not read: {}",
+            toolchain.version,
+            session.stderr
+        );
+    }
+    let binary = values_program(&newest_toolchain());
+    let (stdout, stderr) = run_text(&binary, &["main.FBudget"], &program_args);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "{stdout}\n{stderr}");
+    for line in lines {
+        assert!(line.contains("filename=\"/src/file"), "{line}");
+        assert!(line.contains("path=\"example.com/pkg/"), "{line}");
+        assert!(
+            line.contains("<not read: read budget used up, string of 8 bytes>"),
+            "{line}"
+        );
+    }
+}
+
+/// Issue 10: the errno inside the *fs.PathError os.Open returns shows — an interface held in
+/// another interface's value. (JSON on every toolchain: the main comparison's main.FOpen.)
+#[test]
+fn root_path_error_shows_its_errno() {
+    if !have_root() {
+        return;
+    }
+    let binary = values_program(&newest_toolchain());
+    let (stdout, stderr) = run_text(
+        &binary,
+        &["main.FOpen"],
+        &["-workers", "1", "-rounds", "2", "-big", "0"],
+    );
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 2, "{stdout}\n{stderr}");
+    for line in lines {
+        assert!(
+            line.contains("= *io/fs.PathError{Op:\"open\", Path:\"/nonexistent/gotrace-values/")
+                && line.contains("Err:syscall.Errno(2)}"),
+            "{line}"
+        );
+    }
+}
+
 /// The comparison itself, on a hand-made call: it accepts what the rules allow and catches each
 /// kind of mistake (so a passing end-to-end test means something). Needs no root.
 #[test]
@@ -752,6 +982,7 @@ fn comparison_accepts_the_rules_and_rejects_each_kind_of_mistake() {
         string_max: 4,
         elems: 2,
         depth: 1,
+        exact_maps: true,
     };
     let exp = serde_json::json!({
         "func": "main.F", "id": 7,
@@ -767,19 +998,30 @@ fn comparison_accepts_the_rules_and_rejects_each_kind_of_mistake() {
     });
     let good = serde_json::json!({
         "func": "main.F", "outcome": "returned",
-        "args": {"id": 7, "f": null, "s": "abcd", "xs": [1, 2], "p": {"X": 1, "Next": {"address": "0x20"}},
-                 "m": {"len": 2, "entries": [["b", 2]]}, "e": {"type": "*main.E", "value": {"address": "0x40"}},
+        "args": {"id": 7, "f": null, "s": "abcd", "xs": [1, 2], "p": {"X": 1, "Next": {"address": "0x20", "not_read": "beyond --depth"}},
+                 "m": {"len": 2, "entries": [["b", 2]]}, "e": {"type": "*main.E", "value": {"address": "0x40", "not_read": "beyond --depth"}},
                  "bad": {"address": "0x1008", "error": "unreadable"}},
         "results": {"~r0": -1},
         "types": exp["types"].clone(),
         "truncated": ["s", "xs", "m"],
-        "unavailable": {"f": "in a float register"},
+        "unavailable": {"f": "in a float register", "p": "not read: beyond --depth",
+                        "e": "not read: beyond --depth", "bad": "not read: unreadable memory"},
     });
     assert_eq!(compare_call(&exp, &good, limits), Vec::<String>::new());
 
     type Mutation = fn(&mut Value);
-    let mistakes: [(&str, Mutation); 14] = [
+    let mistakes: [(&str, Mutation); 17] = [
         ("wrong int", |g| g["results"]["~r0"] = (-1i64 as u64).into()),
+        ("not read without a reason", |g| {
+            g["unavailable"].as_object_mut().unwrap().remove("p");
+        }),
+        (
+            "a value within reach not read",
+            |g| g["args"]["s"] = serde_json::json!({"not_read": "read budget used up", "len": 6}),
+        ),
+        ("cut at --depth without saying not read", |g| {
+            g["args"]["p"]["Next"] = serde_json::json!({"address": "0x20"})
+        }),
         ("wrong register float", |g| g["args"]["f"] = 1.25.into()),
         ("null float without a reason", |g| {
             g["unavailable"] = serde_json::json!({})
