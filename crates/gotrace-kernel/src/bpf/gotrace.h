@@ -161,7 +161,6 @@ enum gt_limits {
 
 /* Indexes of the per-CPU counters in the `stats` map. */
 enum gt_stat {
-	GT_MAX_HOPS = 8,        /* dynamic recipes chained from one (an error wrapping errors) */
 	GT_STAT_LOST = 0,             /* ring buffer full: event dropped */
 	GT_STAT_INFLIGHT_FULL = 1,    /* no room to remember a call: its return will be unmatched */
 	GT_STAT_UNMATCHED_RETURN = 2, /* a return with no entry (call began before attaching) */
