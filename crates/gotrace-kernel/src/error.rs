@@ -8,6 +8,8 @@ pub enum KernelError {
     NoUprobes(PathBuf),
     #[error("no process with PID {0}")]
     NoSuchProcess(u32),
+    #[error("process {0} is a zombie: it has exited and only its exit status is left, waiting for its parent to collect it")]
+    Zombie(u32),
     #[error("loading the BPF program failed: {0}")]
     Load(String),
     #[error("attaching probes to {binary} failed: {reason}")]

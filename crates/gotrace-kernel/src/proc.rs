@@ -9,6 +9,28 @@ pub fn exists(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
+/// The process (thread group) that `pid` belongs to: itself for a process, its process for a
+/// thread id. A zombie is refused: it has exited, only its exit status is left.
+pub fn process_of(pid: u32) -> Result<u32, KernelError> {
+    let path = format!("/proc/{pid}/status");
+    let status = fs::read_to_string(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => KernelError::NoSuchProcess(pid),
+        _ => KernelError::io(format!("reading {path}"))(e),
+    })?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(str::trim)
+    };
+    if field("State:").is_some_and(|s| s.starts_with('Z')) {
+        return Err(KernelError::Zombie(pid));
+    }
+    field("Tgid:").and_then(|t| t.parse().ok()).ok_or_else(|| {
+        KernelError::io(format!("reading {path}"))(std::io::ErrorKind::InvalidData.into())
+    })
+}
+
 /// The executable of a running process, as a path the kernel resolves to its inode even if the
 /// file was since replaced or deleted.
 pub fn exe(pid: u32) -> Result<PathBuf, KernelError> {

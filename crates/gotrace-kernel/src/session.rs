@@ -58,7 +58,8 @@ pub struct Counters {
 
 /// Loaded BPF program plus its links. Dropping it detaches every probe.
 pub struct Session {
-    links: Vec<Link>,
+    /// Emptied by `detach`, which must work while the ring buffer is still being drained.
+    links: std::cell::RefCell<Vec<Link>>,
     skel: GotraceSkel<'static>,
     report: AttachReport,
     /// Per function: its entry reads memory, sent ahead of the call record.
@@ -191,7 +192,7 @@ impl Session {
                 .iter()
                 .map(|f| !f.entry_recipe.ops.is_empty())
                 .collect(),
-            links,
+            links: std::cell::RefCell::new(links),
             skel,
             report: AttachReport {
                 method,
@@ -260,9 +261,10 @@ impl Session {
     }
 
     /// Removes every probe (restoring the original instructions) and returns how long it took.
-    pub fn detach(mut self) -> Duration {
+    /// The ring buffer and counters stay readable: what the probes reported can still be read.
+    pub fn detach(&self) -> Duration {
         let started = Instant::now();
-        self.links.clear();
+        self.links.borrow_mut().clear();
         started.elapsed()
     }
 }
@@ -278,6 +280,15 @@ impl EventStream<'_> {
         self.ring
             .consume()
             .map_err(|e| KernelError::Load(format!("ring buffer: {e:#}")))
+    }
+
+    /// Runs the callback for at most `n` of the events available now; returns how many ran.
+    pub fn consume_at_most(&self, n: usize) -> Result<usize, KernelError> {
+        let done = self.ring.consume_raw_n(n);
+        usize::try_from(done).map_err(|_| {
+            let e = std::io::Error::from_raw_os_error(-done);
+            KernelError::Load(format!("ring buffer: {e}"))
+        })
     }
 
     /// Becomes readable when the BPF side asks for a wake-up (a batch has built up).

@@ -91,6 +91,34 @@ impl Waiter {
         }
         Ok(Wake::Drain)
     }
+
+    /// Waits for a stop descriptor only, at most one interval: for when events must stay in
+    /// the ring buffer for now (the output is backed up).
+    pub fn wait_for_stop(&self) -> Result<Wake, KernelError> {
+        let mut fds: Vec<libc::pollfd> = self
+            .stop_fds
+            .iter()
+            .map(|&fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        let timeout = self.interval.as_millis().min(i32::MAX as u128) as i32;
+        // SAFETY: `fds` is a writable array of the length passed.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        if n < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.kind() == std::io::ErrorKind::Interrupted {
+                return Ok(Wake::Drain);
+            }
+            return Err(KernelError::io("poll")(err));
+        }
+        match fds.iter().any(|p| p.revents != 0) {
+            true => Ok(Wake::Stop),
+            false => Ok(Wake::Drain),
+        }
+    }
 }
 
 /// A descriptor that becomes readable when process `pid` exits.

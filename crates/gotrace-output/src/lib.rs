@@ -101,6 +101,11 @@ impl<W: Write> Printer<W> {
     pub fn into_inner(self) -> W {
         self.out
     }
+
+    /// The buffer calls are written into (to hand it on, emptied, to another writer).
+    pub fn get_mut(&mut self) -> &mut W {
+        &mut self.out
+    }
 }
 
 /// `12:01:02.345678 pid=4242 goid=37 main.Fibonacci(n=10) = 55  1.3µs`
@@ -125,7 +130,7 @@ fn write_text(
         nanos / 1000,
         call.pid,
         call.goid,
-        call.function
+        escape_controls(call.function)
     )?;
     match &call.args {
         Some(args) => {
@@ -161,6 +166,22 @@ fn write_text(
             }
         }
     }
+}
+
+/// `s` with control characters escaped (`\n`, `\u{1b}`): names read from a binary are printed
+/// through this, so a crafted one cannot drive the terminal or forge lines.
+pub fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c.is_control() {
+            true => out.extend(c.escape_default()),
+            false => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Durations the way Go prints them: `850ns`, `1.3µs`, `2.25ms`, `1.5s`.
@@ -424,6 +445,10 @@ pub struct Summary {
     pub read_failures: u64,
     pub sites_attached: usize,
     pub sites_failed: usize,
+    /// Calls not written because the output failed (a full disk, an I/O error).
+    pub not_written_failed: u64,
+    /// Calls not written because gotrace stopped while the output was backed up.
+    pub not_written_stopped: u64,
 }
 
             Value::Map {
@@ -453,6 +478,14 @@ impl Summary {
                 "probe hits where the goroutine could not be read",
             ),
             (self.sites_failed as u64, "probe sites failed to attach"),
+            (
+                self.not_written_failed,
+                "calls not written (output failed)",
+            ),
+            (
+                self.not_written_stopped,
+                "calls not written (stopped while the output was backed up)",
+            ),
             (
                 self.truncated_values,
                 "values truncated to --string-max or --elems",

@@ -1,6 +1,7 @@
 //! Command-line interface: parsed and validated here, with no I/O.
 
 use clap::{Args, Parser, Subcommand};
+use std::ffi::OsString;
 use std::path::PathBuf;
 
 /// Trace Go functions with eBPF uprobes: every call's arguments, results and latency, decoded
@@ -46,7 +47,7 @@ pub struct TraceArgs {
     /// now or later. FUNCTION: a full Go name (`main.Fibonacci`, `main.(*Server).Handle`) or a
     /// glob (`main.*`, `net/http.(*conn).*`); give several to trace them together.
     #[arg(value_name = "BINARY | FUNCTION", required = true)]
-    pub positionals: Vec<String>,
+    pub positionals: Vec<OsString>,
     /// Leave out functions matching this glob (repeatable).
     #[arg(long, value_name = "GLOB")]
     pub exclude: Vec<String>,
@@ -78,14 +79,27 @@ pub struct TraceArgs {
 }
 
 impl TraceArgs {
-    /// The binary (absent with --pid) and the function patterns.
-    pub fn binary_and_functions(&self) -> Option<(Option<PathBuf>, Vec<String>)> {
+    /// The binary (absent with --pid; any bytes, as paths are) and the function patterns
+    /// (UTF-8, as Go names are).
+    pub fn binary_and_functions(&self) -> anyhow::Result<(Option<PathBuf>, Vec<String>)> {
+        let names = |items: &[OsString]| {
+            items
+                .iter()
+                .map(|f| {
+                    f.to_str().map(str::to_owned).ok_or_else(|| {
+                        anyhow::anyhow!("function name {f:?} is not UTF-8 (Go names are)")
+                    })
+                })
+                .collect::<anyhow::Result<Vec<_>>>()
+        };
         match (self.pid, self.positionals.split_first()) {
-            (Some(_), _) => Some((None, self.positionals.clone())),
+            (Some(_), _) => Ok((None, names(&self.positionals)?)),
             (None, Some((binary, functions))) if !functions.is_empty() => {
-                Some((Some(PathBuf::from(binary)), functions.to_vec()))
+                Ok((Some(PathBuf::from(binary)), names(functions)?))
             }
-            _ => None,
+            _ => anyhow::bail!(
+                "usage: gotrace trace <BINARY | --pid PID> <FUNCTION>... (see gotrace trace --help)"
+            ),
         }
     }
 }

@@ -3,7 +3,8 @@
 //! answer, peeks at the breakpoints, and shuts everything down.
 
 use crate::cli::DemoArgs;
-use crate::trace::{self, CallSink, TraceRequest};
+use crate::out;
+use crate::trace::{self, CallSink, Flow, TraceRequest};
 use anyhow::{bail, Context, Result};
 use gotrace_decode::DecodedCall;
 use gotrace_gobuild::{Build, Flavour};
@@ -29,8 +30,8 @@ impl CallSink for ChannelSink {
         let _ = self.0.send(gotrace_output::text_line(call, self.1));
     }
 
-    fn flush(&mut self) -> bool {
-        true
+    fn flush(&mut self, _stopping: bool) -> Flow {
+        Flow::Open
     }
 }
 
@@ -47,7 +48,7 @@ impl Drop for Service {
 pub fn run(args: &DemoArgs) -> Result<()> {
     let binary = build_service(args)?;
     let addr = free_local_addr()?;
-    println!("$ {} -addr {addr}", binary.display());
+    out!("$ {} -addr {addr}", binary.display())?;
     let mut service = Service(
         Command::new(&binary)
             .arg("-addr")
@@ -60,7 +61,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     wait_until_listening(addr, &mut service)?;
     let pid = service.0.id();
 
-    println!("\n$ gotrace trace --pid {pid} {FUNCTION}");
+    out!("\n$ gotrace trace --pid {pid} {FUNCTION}")?;
     let (lines_tx, lines) = mpsc::channel();
     let (attached_tx, attached) = mpsc::channel();
     let (stop_read, mut stop_write) = std::os::unix::net::UnixStream::pair()?;
@@ -74,19 +75,18 @@ pub fn run(args: &DemoArgs) -> Result<()> {
             count: None,
         };
         let mut sink = ChannelSink(lines_tx, crate::clock());
-        trace::run(
-            &request,
-            &mut sink,
-            &[stop_read.as_raw_fd()],
-            |plan, report| {
-                let path = trace::target_binary(&request.target)?;
-                let _ = attached_tx.send(trace::describe_attach(plan, report, &path));
-                Ok(())
-            },
-        )
+        let stop = trace::Stop {
+            fds: &[stop_read.as_raw_fd()],
+            exit_on_signal: None,
+        };
+        trace::run(&request, &mut sink, &stop, |plan, report| {
+            let path = trace::target_binary(&request.target)?;
+            let _ = attached_tx.send(trace::describe_attach(plan, report, &path));
+            Ok(())
+        })
     });
     match attached.recv_timeout(Duration::from_secs(30)) {
-        Ok(description) => println!("gotrace: tracing {description}"),
+        Ok(description) => out!("gotrace: tracing {description}")?,
         Err(_) => {
             drop(service);
             return match tracer.join() {
@@ -98,7 +98,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
 
     for num in REQUESTS {
         let (status, body) = http_get(addr, &format!("/fibonacci?num={num}"))?;
-        println!("\n$ curl 'http://{addr}/fibonacci?num={num}'\n  HTTP {status} {body}");
+        out!("\n$ curl 'http://{addr}/fibonacci?num={num}'\n  HTTP {status} {body}")?;
         // A valid request's call arrives within the flush interval; a rejected one never does.
         let wait = if status == 200 {
             Duration::from_secs(5)
@@ -106,13 +106,13 @@ pub fn run(args: &DemoArgs) -> Result<()> {
             Duration::from_millis(300)
         };
         match lines.recv_timeout(wait) {
-            Ok(line) => println!("  traced: {line}"),
+            Ok(line) => out!("  traced: {line}")?,
             Err(_) if status == 200 => {
-                println!("  traced: nothing (unexpected: the call should have been seen)")
+                out!("  traced: nothing (unexpected: the call should have been seen)")?
             }
-            Err(_) => println!(
+            Err(_) => out!(
                 "  traced: no call — the handler rejected the input before calling {FUNCTION}"
-            ),
+            )?,
         }
     }
 
@@ -121,17 +121,17 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         Ok(result) => result?,
         Err(_) => bail!("the tracer thread panicked"),
     };
-    println!("\n{}", summary.text());
+    out!("\n{}", summary.text())?;
 
-    println!("\n$ gotrace peek --pid {pid} {FUNCTION}");
+    out!("\n$ gotrace peek --pid {pid} {FUNCTION}")?;
     let (name, sites) = crate::peek::peek(pid, FUNCTION)?;
-    print!("{}", crate::peek::render(&name, pid, &sites));
+    crate::stdio::print(&crate::peek::render(&name, pid, &sites))?;
 
-    println!("\nStopping the service (SIGINT: graceful shutdown)...");
+    out!("\nStopping the service (SIGINT: graceful shutdown)...")?;
     // SAFETY: kill(2) on the PID of a child we started and have not reaped.
     unsafe { libc::kill(pid as libc::pid_t, libc::SIGINT) };
     let status = service.0.wait()?;
-    println!("service exited: {status}");
+    out!("service exited: {status}")?;
     Ok(())
 }
 
@@ -147,10 +147,10 @@ fn build_service(args: &DemoArgs) -> Result<PathBuf> {
     let source_dir = dir.join("fibonacci");
     std::fs::create_dir_all(&source_dir)?;
     std::fs::write(source_dir.join("main.go"), SERVICE_SOURCE)?;
-    println!(
+    out!(
         "Building the seed's Fibonacci service with Go {} (-gcflags '-l')...",
         toolchain.version
-    );
+    )?;
     let binary = Build {
         source_dir: &source_dir,
         toolchain: &toolchain,

@@ -10,6 +10,7 @@ use gotrace_binary::abi::{self, AbiReg, Location};
 use gotrace_binary::sites::SkipCondition;
 use gotrace_binary::types::{Signature, TypeTable, Variable};
 use gotrace_binary::{Arch, Function, FunctionSource, GoBinary, VirtAddr};
+use gotrace_output::escape_controls;
 use gotrace_plan::pattern::Pattern;
 use serde::Serialize;
 use std::fmt::Write as _;
@@ -310,7 +311,7 @@ fn header(info: &BinaryInfo) -> String {
         (false, Some(e)) => format!("DWARF unreadable ({e}): {NEED}"),
         (false, None) => format!("no DWARF (built with -ldflags=-w or stripped): {NEED}"),
     };
-    let version = info.go_version.as_deref().unwrap_or("Go version unknown");
+    let version = escape_controls(info.go_version.as_deref().unwrap_or("Go version unknown"));
     format!(
         "gotrace: {version} {}{traits}; {source}; {types}",
         info.goarch
@@ -326,14 +327,15 @@ fn render_text(listing: &Listing, verbose: bool) -> String {
             .signature
             .as_deref()
             .map_or("", |s| s.trim_start_matches("func"));
-        let _ = writeln!(out, "{:<10} {}{sig}", f.entry, f.name);
+        let (name, sig) = (escape_controls(&f.name), escape_controls(sig));
+        let _ = writeln!(out, "{:<10} {name}{sig}", f.entry);
         if !verbose {
             continue;
         }
         let values = f.params.iter().flatten().map(|v| ("param", v));
         let values: Vec<(String, &Value)> = values
             .chain(f.results.iter().flatten().map(|v| ("result", v)))
-            .map(|(kind, v)| (format!("{kind} {}", v.name), v))
+            .map(|(kind, v)| (format!("{kind} {}", escape_controls(&v.name)), v))
             .collect();
         let width = values
             .iter()
@@ -342,6 +344,7 @@ fn render_text(listing: &Listing, verbose: bool) -> String {
             .unwrap_or(0)
             .max("deferreturn".len());
         if let Some(e) = &f.sites_error {
+            let e = escape_controls(e);
             let _ = writeln!(out, "    {:<width$} error: {e}", "sites");
         }
         if let Some(s) = &f.sites {
@@ -393,10 +396,10 @@ pub fn run(args: &FuncsArgs) -> Result<()> {
         }
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&listing)?);
+        crate::out!("{}", serde_json::to_string_pretty(&listing)?)?;
     } else {
-        eprintln!("{}", header(&listing.binary));
-        print!("{}", render_text(&listing, args.verbose));
+        crate::say!("{}", header(&listing.binary))?;
+        crate::stdio::print(&render_text(&listing, args.verbose))?;
     }
     let failed = listing
         .functions

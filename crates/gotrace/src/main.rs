@@ -4,6 +4,7 @@ mod cli;
 mod demo;
 mod funcs;
 mod peek;
+mod stdio;
 mod trace;
 
 use anyhow::{Context, Result};
@@ -12,9 +13,14 @@ use cli::{Cli, Command, TraceArgs};
 use gotrace_kernel::Target;
 pub use gotrace_output::Clock;
 use gotrace_output::{Format, Printer};
-use std::io::{BufWriter, Write};
+use gotrace_plan::CallKind;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use stdio::{Chunk, Delivery, Line, Stream, Tally, Writer};
+use trace::Flow;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -26,14 +32,39 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader of stdout went away (`| head`): a normal end.
+        Err(e) if is_closed_stdout_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("gotrace: error: {e:#}");
+            let mut text = format!("gotrace: error: {}", error_text(&e));
             if let Some(hint) = hint(&e) {
-                eprintln!("gotrace: hint: {hint}");
+                text.push_str(&format!("\ngotrace: hint: {hint}"));
             }
+            stdio::report(&text);
             ExitCode::FAILURE
         }
     }
+}
+
+fn is_closed_stdout_pipe(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<stdio::OutputError>()
+        .is_some_and(stdio::OutputError::is_stdout_closed_pipe)
+}
+
+/// The error and its causes, each said once: many errors repeat their cause's text
+/// (`cannot read X: No such file (os error 2)` caused by `No such file (os error 2)`).
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.contains(&part) {
+            continue;
+        }
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&part);
+    }
+    text
 }
 
 /// What to do about an error, where there is something to do.
@@ -47,6 +78,7 @@ fn hint(e: &anyhow::Error) -> Option<&'static str> {
         B::NotGo { .. } => Some("gotrace traces programs built by the Go toolchain"),
         B::NotElf { .. } => Some("give the path of a Linux executable (ELF), not a script or a source file"),
         B::NoSuchFunction { .. } => Some("`gotrace funcs BINARY PATTERN` lists the functions that can be traced"),
+        B::NotAFile { .. } => Some("give the path of a Go executable"),
         _ => None,
     }
     };
@@ -64,48 +96,145 @@ fn hint(e: &anyhow::Error) -> Option<&'static str> {
     None
 }
 
-/// A pipe that becomes readable on SIGINT or SIGTERM: the event loop stops cleanly on it.
-pub fn signal_pipe() -> Result<OwnedFd> {
-    let (read, write) =
-        std::os::unix::net::UnixStream::pair().context("creating the signal pipe")?;
-    write.set_nonblocking(true)?;
-    let write_fd: OwnedFd = write.into();
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::low_level::pipe::register(signal, write_fd.try_clone()?)
+/// SIGINT and SIGTERM. While probes are attached they stop the event loop (through `pipe`,
+/// which it watches); otherwise — before attaching, and once the loop has stopped (a second
+/// Ctrl-C while the probes detach and the last output drains) — they end the process at once:
+/// nothing is left to clean up, as the kernel removes any probe still attached when the
+/// process's descriptors close.
+pub struct Signals {
+    pub pipe: OwnedFd,
+    pub exit_now: Arc<AtomicBool>,
+}
+
+impl Signals {
+    pub fn install() -> Result<Signals> {
+        let (read, write) =
+            std::os::unix::net::UnixStream::pair().context("creating the signal pipe")?;
+        write.set_nonblocking(true)?;
+        let write_fd: OwnedFd = write.into();
+        let exit_now = Arc::new(AtomicBool::new(true));
+        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            // The shutdown goes first: when it applies, nothing else should run.
+            signal_hook::flag::register_conditional_shutdown(
+                signal,
+                128 + signal,
+                Arc::clone(&exit_now),
+            )
             .context("installing signal handlers")?;
+            signal_hook::low_level::pipe::register(signal, write_fd.try_clone()?)
+                .context("installing signal handlers")?;
+        }
+        Ok(Signals {
+            pipe: read.into(),
+            exit_now,
+        })
     }
-    Ok(read.into())
 }
 
-/// Prints calls; remembers when the output went away (`| head` closed the pipe).
-struct PrinterSink<W: Write> {
-    printer: Printer<W>,
-    closed: bool,
+/// Calls written by a thread of their own ([`Writer`]); counts what it had no room for.
+struct PrinterSink {
+    printer: Printer<Vec<u8>>,
+    /// What each line in the printer's buffer reports.
+    buffered: Vec<Line>,
+    /// Output the writer had no room for yet.
+    held: Option<Chunk>,
+    /// Calls that came after stopping while the writer had no room: counted, not kept.
+    dropped: Tally,
+    discarding: bool,
+    stdout: Writer,
+    messages: &'static Writer,
 }
 
-impl<W: Write> trace::CallSink for PrinterSink<W> {
+impl PrinterSink {
+    /// Hands what is held and buffered to the writer; false when it has no room.
+    fn hand_over(&mut self) -> bool {
+        let bytes = std::mem::take(self.printer.get_mut());
+        let lines = std::mem::take(&mut self.buffered);
+        let chunk = match self.held.take() {
+            Some(mut held) => {
+                held.bytes.extend_from_slice(&bytes);
+                held.lines.extend(lines);
+                held
+            }
+            None => Chunk { bytes, lines },
+        };
+        if chunk.bytes.is_empty() {
+            return true;
+        }
+        match self.stdout.try_send(chunk) {
+            Ok(()) => true,
+            Err(chunk) => {
+                self.held = Some(chunk);
+                false
+            }
+        }
+    }
+
+    /// Counts what the writer had no room for as not written.
+    fn drop_held(&mut self) {
+        if let Some(held) = self.held.take() {
+            self.dropped += Tally::of(&held.lines);
+        }
+    }
+
+    /// Waits until `deadline` at most for the output to be written.
+    fn finish(&mut self, deadline: Instant) -> Delivery {
+        self.hand_over();
+        self.drop_held();
+        let mut delivery = self.stdout.finish(deadline);
+        delivery.stopped += self.dropped;
+        delivery
+    }
+}
+
+impl trace::CallSink for PrinterSink {
     fn call(&mut self, call: &gotrace_decode::DecodedCall<'_>) {
-        if !self.closed && self.printer.call(call).is_err() {
-            self.closed = true;
+        let line = match call.outcome {
+            CallKind::Returned | CallKind::Entered => Line::Call,
+            CallKind::Panicked | CallKind::Exited | CallKind::InFlight | CallKind::Abandoned => {
+                Line::Unreturned
+            }
+        };
+        if self.discarding {
+            self.dropped += Tally::of(&[line]);
+            return;
         }
+        // Into a Vec: cannot fail.
+        let _ = self.printer.call(call);
+        self.buffered.push(line);
     }
 
-    fn flush(&mut self) -> bool {
-        if !self.closed && self.printer.flush().is_err() {
-            self.closed = true;
+    fn flush(&mut self, stopping: bool) -> Flow {
+        let room = self.hand_over();
+        if self.stdout.error().is_some() || self.messages.error().is_some() {
+            return Flow::Closed;
         }
-        !self.closed
+        if room {
+            return Flow::Open;
+        }
+        if stopping {
+            self.drop_held();
+            self.discarding = true;
+        }
+        Flow::Full
     }
 }
+
+/// Bytes of calls queued for stdout at most: beyond that, events wait in the ring buffer.
+const OUTPUT_QUEUE: usize = 1 << 20;
+/// Bytes of messages queued for stderr at most.
+const MESSAGE_QUEUE: usize = 64 << 10;
+/// How long output still queued when tracing stops may take to be written.
+const DRAIN_GRACE: Duration = Duration::from_secs(1);
 
 fn run_trace(args: TraceArgs) -> Result<()> {
-    let Some((binary, functions)) = args.binary_and_functions() else {
-        anyhow::bail!(
-            "usage: gotrace trace <BINARY | --pid PID> <FUNCTION>... (see gotrace trace --help)"
-        );
-    };
+    // Both streams first: one that cannot be written is an error before anything is attached.
+    let stdout = Writer::spawn(Stream::Stdout, OUTPUT_QUEUE)?;
+    let messages = stdio::install_messages(Writer::spawn(Stream::Stderr, MESSAGE_QUEUE)?);
+    let signals = Signals::install()?;
+    let (binary, functions) = args.binary_and_functions()?;
     let target = match (binary, args.pid) {
-        (_, Some(pid)) => Target::Process(pid),
+        (_, Some(pid)) => Target::Process(traced_process(pid)?),
         (Some(binary), None) => Target::Binary(binary),
         (None, None) => anyhow::bail!("give the binary to trace, or --pid PID"),
     };
@@ -126,30 +255,69 @@ fn run_trace(args: TraceArgs) -> Result<()> {
     } else {
         Format::Text
     };
-    let stdout = std::io::stdout();
     let mut sink = PrinterSink {
-        printer: Printer::new(BufWriter::new(stdout.lock()), format, clock()),
-        closed: false,
+        printer: Printer::new(Vec::new(), format, clock()),
+        buffered: Vec::new(),
+        held: None,
+        dropped: Tally::default(),
+        discarding: false,
+        stdout,
+        messages,
     };
-    let stop = signal_pipe()?;
-    let summary = trace::run(&request, &mut sink, &[stop.as_raw_fd()], |plan, report| {
+    let stop = trace::Stop {
+        fds: &[signals.pipe.as_raw_fd()],
+        exit_on_signal: Some(&signals.exit_now),
+    };
+    let result = trace::run(&request, &mut sink, &stop, |plan, report| {
         let path = trace::target_binary(&request.target)?;
-        eprintln!(
+        say!(
             "gotrace: tracing {} — Ctrl-C to stop",
             trace::describe_attach(plan, report, &path)
-        );
+        )?;
         if let Some(ready) = &args.ready_file {
             trace::write_ready_file(ready)?;
         }
         Ok(())
-    })?;
+    });
+    // Probes are detached: a further Ctrl-C need not wait for the output.
+    signals.exit_now.store(true, Ordering::SeqCst);
+    let delivery = sink.finish(Instant::now() + DRAIN_GRACE);
+    let mut summary = match result {
+        Ok(summary) => summary,
+        Err(e) => {
+            messages.finish(Instant::now() + DRAIN_GRACE);
+            return Err(e);
+        }
+    };
+    summary.calls = delivery.written.calls;
+    summary.unreturned = delivery.written.unreturned;
+    summary.not_written_failed = delivery.failed.calls + delivery.failed.unreturned;
+    summary.not_written_stopped = delivery.stopped.calls + delivery.stopped.unreturned;
     if let Target::Process(pid) = request.target {
         if !gotrace_kernel::proc::exists(pid) {
-            eprintln!("gotrace: process {pid} exited");
+            let _ = say!("gotrace: process {pid} exited");
         }
     }
-    eprintln!("{}", summary.text());
-    Ok(())
+    let _ = say!("{}", summary.text());
+    let said = messages.finish(Instant::now() + DRAIN_GRACE);
+    if let Some(e) = said.error {
+        // The summary did not make it to stderr: say it where it still can be.
+        stdio::report(&summary.text());
+        return Err(e.into());
+    }
+    match delivery.error {
+        Some(e) if !e.is_stdout_closed_pipe() => Err(e.into()),
+        _ => Ok(()),
+    }
+}
+
+/// The process `--pid` names: a thread id stands for its process, a zombie is refused.
+fn traced_process(pid: u32) -> Result<u32> {
+    let tgid = gotrace_kernel::proc::process_of(pid)?;
+    if tgid != pid {
+        say!("gotrace: {pid} is a thread of process {tgid}: tracing process {tgid}")?;
+    }
+    Ok(tgid)
 }
 
 /// The kernel's monotonic clock mapped onto wall-clock time.

@@ -39,7 +39,7 @@ fn snapshot(arch: Arch, bytes: &[u8], addr: VirtAddr) -> Snapshot {
 
 /// Attaches to `function`'s sites in process `pid`, reads the code three times, detaches.
 pub fn peek(pid: u32, function: &str) -> Result<(String, Vec<PeekedSite>)> {
-    let path = proc::exe(pid)?;
+    let path = proc::exe(proc::process_of(pid)?)?;
     let binary = GoBinary::open(&path)?;
     let plan = gotrace_plan::plan(&binary, &[function.to_owned()], PlanOptions::default())?;
     let arch = binary.arch();
@@ -144,9 +144,9 @@ pub fn render(function: &str, pid: u32, sites: &[PeekedSite]) -> String {
 pub fn run(args: &PeekArgs) -> Result<()> {
     let (function, sites) = peek(args.pid, &args.function)?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&sites)?);
+        crate::out!("{}", serde_json::to_string_pretty(&sites)?)?;
     } else {
-        print!("{}", render(&function, args.pid, &sites));
+        crate::stdio::print(&render(&function, args.pid, &sites))?;
     }
     Ok(())
 }

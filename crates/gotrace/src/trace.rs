@@ -9,6 +9,7 @@ use gotrace_plan::{CallKind, PlanOptions, ProbePlan};
 use std::cell::{Cell, RefCell};
 use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 /// How long an event may wait in the ring buffer before it is printed.
@@ -17,6 +18,9 @@ const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
 const LARGE_PLAN: usize = 1000;
 /// How often the BPF side's loss counters are checked while tracing.
 const COUNTER_INTERVAL: Duration = Duration::from_secs(1);
+/// Events decoded between two looks at the stop signals: a few milliseconds of work, so a stop
+/// is seen promptly however fast events come.
+const BATCH: usize = 4096;
 
 pub struct TraceRequest {
     pub target: Target,
@@ -28,12 +32,41 @@ pub struct TraceRequest {
     pub count: Option<u64>,
 }
 
+/// What the output can take after a batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    Open,
+    /// Its buffers are full (the reader is slow or paused): leave events in the ring buffer
+    /// for now.
+    Full,
+    /// It is gone (`| head`) or failed: stop tracing.
+    Closed,
+}
+
 /// Where decoded calls go.
 pub trait CallSink {
     fn call(&mut self, call: &DecodedCall<'_>);
-    /// End of a batch: a good moment to write out buffered output. False when the output is
-    /// gone (a closed pipe): tracing stops.
-    fn flush(&mut self) -> bool;
+    /// End of a batch: hands buffered output on. `stopping`: the probes are detached and a
+    /// full output will not be waited for, so the sink counts what it has no room for instead
+    /// of keeping it.
+    fn flush(&mut self, stopping: bool) -> Flow;
+}
+
+/// How a session is told to stop.
+pub struct Stop<'a> {
+    /// Readable when tracing should stop (a signal pipe, a stop request).
+    pub fds: &'a [RawFd],
+    /// Cleared while the event loop runs, set again once it stops: while set, a signal ends
+    /// the process at once (see `Signals` in main.rs).
+    pub exit_on_signal: Option<&'a AtomicBool>,
+}
+
+impl Stop<'_> {
+    fn exit_on_signal(&self, yes: bool) {
+        if let Some(flag) = self.exit_on_signal {
+            flag.store(yes, Ordering::SeqCst);
+        }
+    }
 }
 
 /// The binary a target runs: the path to read its ELF from and to attach uprobes to.
@@ -68,17 +101,19 @@ pub fn prepare(request: &TraceRequest) -> Result<(GoBinary, PathBuf, ProbePlan)>
     Ok((binary, path, plan))
 }
 
-/// Runs a session until a `stop_fds` descriptor becomes readable, the traced process exits, or
-/// `count` calls were seen. `on_attached` runs once every probe is in place.
+/// Runs a session until a `stop` descriptor becomes readable, the traced process exits, the
+/// output closes, or `count` calls were seen. `on_attached` runs once every probe is in place.
+/// Stopping detaches first, whatever the output is doing; the events already in the ring buffer
+/// then go to the sink, which writes or counts them.
 pub fn run(
     request: &TraceRequest,
     sink: &mut dyn CallSink,
-    stop_fds: &[RawFd],
+    stop: &Stop<'_>,
     on_attached: impl FnOnce(&ProbePlan, &AttachReport) -> Result<()>,
 ) -> Result<Summary> {
     let (binary, path, plan) = prepare(request)?;
     for warning in &plan.warnings {
-        eprintln!("gotrace: warning: {warning}");
+        crate::say!("gotrace: warning: {warning}")?;
     }
     let empty_types = gotrace_binary::types::TypeTable::default();
     let types = match binary.dwarf() {
@@ -95,10 +130,10 @@ pub fn run(
     };
     let site_count = plan.all_sites().count();
     if site_count >= LARGE_PLAN {
-        eprintln!(
+        crate::say!(
             "gotrace: attaching {site_count} sites in {} functions…",
             plan.functions.len()
-        );
+        )?;
     }
     let session = Session::attach(&plan, &path, &request.target)?;
     let report = session.report().clone();
@@ -107,11 +142,11 @@ pub fn run(
             .functions
             .get(site.function as usize)
             .map_or("", |f| f.name.as_str());
-        eprintln!(
+        crate::say!(
             "gotrace: warning: could not attach the {} probe {owner} at {}: {reason}",
             site.kind.label(),
             site.addr
-        );
+        )?;
     }
     on_attached(&plan, &report)?;
 
@@ -175,7 +210,7 @@ pub fn run(
             truncated.set(truncated.get() + cut as u64);
             sink.borrow_mut().call(&call);
         })?;
-        let mut watched: Vec<RawFd> = stop_fds.to_vec();
+        let mut watched: Vec<RawFd> = stop.fds.to_vec();
         if let Some(fd) = &exit_fd {
             use std::os::fd::AsRawFd;
             watched.push(fd.as_raw_fd());
@@ -183,18 +218,40 @@ pub fn run(
         let waiter = Waiter::new(events.fd(), &watched, FLUSH_INTERVAL)?;
         let mut reported = Counters::default();
         let mut last_check = Instant::now();
+        let mut flow = Flow::Open;
+        stop.exit_on_signal(false);
         loop {
-            let wake = waiter.wait()?;
-            events.consume()?;
-            let output_open = sink.borrow_mut().flush();
-            if wake == Wake::Stop || calls.get() >= limit || !output_open {
+            let wake = match flow {
+                // The kernel counts what does not fit in the ring buffer meanwhile.
+                Flow::Full => waiter.wait_for_stop()?,
+                _ => waiter.wait()?,
+            };
+            if wake == Wake::Stop {
+                break;
+            }
+            if flow != Flow::Full {
+                events.consume_at_most(BATCH)?;
+            }
+            flow = sink.borrow_mut().flush(false);
+            if flow == Flow::Closed || calls.get() >= limit {
                 break;
             }
             if last_check.elapsed() >= COUNTER_INTERVAL {
                 last_check = Instant::now();
-                report_losses(&session.counters()?, &mut reported);
+                // A failed stderr stops the session like a failed stdout; the caller says so.
+                if report_losses(&session.counters()?, &mut reported).is_err() {
+                    break;
+                }
             }
         }
+        // From here a signal may end the process at once: the kernel completes any detach
+        // still under way when the process's descriptors close.
+        stop.exit_on_signal(true);
+        session.detach();
+        while events.consume_at_most(BATCH)? > 0 {
+            sink.borrow_mut().flush(true);
+        }
+        sink.borrow_mut().flush(true);
     }
     summary.calls = calls.get();
     summary.unreturned = unreturned.get();
@@ -207,25 +264,25 @@ pub fn run(
     summary.inflight_full = counters.inflight_full;
     summary.growth_restarts = counters.growth_restarts;
     summary.read_failures = counters.read_failures;
-    session.detach();
     Ok(summary)
 }
 
 /// Says so on stderr, while tracing, when the BPF side had to drop something since last time.
-fn report_losses(now: &Counters, reported: &mut Counters) {
+fn report_losses(now: &Counters, reported: &mut Counters) -> Result<(), crate::stdio::OutputError> {
     if now.lost > reported.lost {
-        eprintln!(
+        crate::say!(
             "gotrace: {} events lost so far: the ring buffer was full (output cannot keep up; trace fewer functions or use --no-return)",
             now.lost
-        );
+        )?;
     }
     if now.inflight_full > reported.inflight_full {
-        eprintln!(
+        crate::say!(
             "gotrace: {} calls not tracked so far: too many calls in flight at once",
             now.inflight_full
-        );
+        )?;
     }
     *reported = *now;
+    Ok(())
 }
 
 /// `main.Fibonacci in /srv/app (3 sites: 1 entry, 2 returns; uprobe_multi, 1.2ms)`
