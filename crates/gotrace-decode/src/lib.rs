@@ -644,10 +644,9 @@ impl<'p> Decoder<'p> {
         memory: &Memory<'_>,
         depth: u32,
     ) -> MapParts {
-        let header = match memory.read(addr, 48) {
-            Read::Bytes(h) => h,
-            Read::Fault => return (Err(Missing::Unreadable), Vec::new(), None),
-            Read::Absent => return (Err(Missing::Budget), Vec::new(), None),
+        let header = match map_header(memory, addr, 48) {
+            Ok(h) => h,
+            Err(parts) => return parts,
         };
         let mut entries = Vec::new();
         let (key_size, value_size) = (self.types.get(key).size, self.types.get(value).size);
@@ -691,10 +690,9 @@ impl<'p> Decoder<'p> {
         memory: &Memory<'_>,
         depth: u32,
     ) -> MapParts {
-        let header = match memory.read(addr, layout.header_size as usize) {
-            Read::Bytes(h) => h,
-            Read::Fault => return (Err(Missing::Unreadable), Vec::new(), None),
-            Read::Absent => return (Err(Missing::Budget), Vec::new(), None),
+        let header = match map_header(memory, addr, layout.header_size as usize) {
+            Ok(h) => h,
+            Err(parts) => return parts,
         };
         let len = read_uint(header, layout.used as usize, 8);
         let mut entries = Vec::new();
@@ -784,6 +782,15 @@ impl<'p> Decoder<'p> {
 
 /// A map's length, the entries shown, and why entries meant to be read were not.
 type MapParts = (Result<u64, Missing>, Vec<(Value, Value)>, Option<Missing>);
+
+/// A map's header, or what to show when it was not read.
+fn map_header<'m>(memory: &Memory<'m>, addr: u64, size: usize) -> Result<&'m [u8], MapParts> {
+    match memory.read(addr, size) {
+        Read::Bytes(h) => Ok(h),
+        Read::Fault => Err((Err(Missing::Unreadable), Vec::new(), None)),
+        Read::Absent => Err((Err(Missing::Budget), Vec::new(), None)),
+    }
+}
 
 struct Site<'a> {
     regs: &'a [u64; INT_REGS],

@@ -328,4 +328,48 @@ mod tests {
         assert_eq!(go_syntax(&map), "map[string]int{\"a\":1, …+3}");
         assert_eq!(go_syntax(&Value::Float(3.25)), "3.25");
     }
+
+    /// Issue 9: a value the probe did not read says so, never nil or empty.
+    #[test]
+    fn values_not_read_say_why() {
+        let not_read = |missing| {
+            Value::String(Bytes {
+                bytes: Vec::new(),
+                missing: 12,
+                error: Some(missing),
+            })
+        };
+        assert_eq!(
+            go_syntax(&not_read(Missing::Budget)),
+            "<not read: read budget used up, string of 12 bytes>"
+        );
+        let deep = Value::Pointer {
+            type_name: "*main.Node".into(),
+            addr: 0xc000,
+            target: Some(Err(Missing::Depth)),
+        };
+        assert_eq!(
+            go_syntax(&deep),
+            "(*main.Node)(0xc000) <not read: beyond --depth>"
+        );
+        let map = Value::Map {
+            type_name: "map[int]int".into(),
+            addr: 0xc000,
+            len: Err(Missing::Budget),
+            entries: Vec::new(),
+            entries_missing: None,
+        };
+        assert_eq!(
+            go_syntax(&map),
+            "map[int]int{<not read: read budget used up>}"
+        );
+        assert_eq!(
+            go_syntax(&Value::Unavailable(Missing::Budget)),
+            "<not read: read budget used up>"
+        );
+        assert_eq!(go_syntax(&Value::Unavailable(Missing::FloatRegister)), "?");
+        for v in [not_read(Missing::Unreadable), deep, map] {
+            assert!(v.has_unread_part(), "{v:?}");
+        }
+    }
 }
