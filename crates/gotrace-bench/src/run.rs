@@ -276,14 +276,14 @@ pub fn under_gotrace(
     Ok(Traced {
         target: run,
         delivered,
-        lost: summary_number(&stderr, "events lost"),
+        lost: summary_number(&stderr, "calls lost"),
         wall,
         tracer_cpu,
         checked,
     })
 }
 
-/// The number before `what` in gotrace's summary (`gotrace: 12 calls traced, 0 events lost`).
+/// The number before `what` in gotrace's summary (`gotrace: 12 calls traced, 0 calls lost`).
 pub fn summary_number(stderr: &str, what: &str) -> Option<u64> {
     let line = stderr.lines().rev().find(|l| l.contains(what))?;
     let before = &line[..line.find(what)?];
@@ -413,8 +413,8 @@ mod tests {
         };
         assert!(half.agrees_with(&out));
         assert!(!LoopOutput { sum: 1, ..half }.agrees_with(&out));
-        let stderr = "gotrace: tracing …\ngotrace: 12 calls traced, 3 events lost, 1 probe sites failed to attach\n";
-        assert_eq!(summary_number(stderr, "events lost"), Some(3));
+        let stderr = "gotrace: tracing …\ngotrace: 12 calls traced, 3 calls lost (lost: 3 ring buffer full), 1 probe sites failed to attach\n";
+        assert_eq!(summary_number(stderr, "calls lost"), Some(3));
         assert_eq!(summary_number(stderr, "calls traced"), Some(12));
     }
 }

@@ -390,8 +390,18 @@ impl<'a> Reader<'a, '_> {
             list.push(var);
         }
         let name = self.name(&die, function)?.unwrap_or_default();
-        if let Some(at) = dictionary_position(&name, f.go_minor) {
-            if !sig.params.iter().any(|p| p.name == DICT_PARAM) {
+        // Go 1.27 lists the dictionary itself, typed as its words (`*[6]uintptr`). It is the
+        // compiler's, never decoded: one opaque type on every version, so no read goes
+        // through it.
+        let listed = sig.params.iter().position(|p| p.name == DICT_PARAM);
+        match (listed, dictionary_position(&name, f.go_minor)) {
+            (Some(i), _) => {
+                let ty = self.dict_type()?;
+                if let Some(dict) = sig.params.get_mut(i) {
+                    dict.ty = ty;
+                }
+            }
+            (None, Some(at)) => {
                 let ty = self.dict_type()?;
                 let dict = Variable {
                     name: DICT_PARAM.to_owned(),
@@ -399,6 +409,7 @@ impl<'a> Reader<'a, '_> {
                 };
                 sig.params.insert(at.min(sig.params.len()), dict);
             }
+            (None, None) => {}
         }
         Ok(sig)
     }
@@ -722,11 +733,17 @@ fn go_minor_version(producer: &str) -> Option<u32> {
 }
 
 /// Where the hidden dictionary parameter goes, for shape-instantiated generic code
-/// (`pkg.Map[go.shape.int]`, `pkg.(*Box[go.shape.int]).Get`); DWARF does not list it. A
+/// (`pkg.Map[go.shape.int]`, `pkg.(*Box[go.shape.int]).Get`); DWARF before Go 1.27 does
+/// not list it. A
 /// generic function takes it first. A method of a generic type took it before the receiver
 /// up to Go 1.19 and takes it after the receiver since the unified IR frontend (Go 1.20).
-/// Closures inside generic code reach the dictionary through their context instead.
+/// Closures inside generic code reach the dictionary through their context instead, and the
+/// equality and hash functions the compiler generates for a type (`type:.eq.T[go.shape.int]`,
+/// `type..hash.T` before Go 1.21) take only pointers to the values, whatever `T` is.
 fn dictionary_position(name: &str, go_minor: Option<u32>) -> Option<usize> {
+    if name.starts_with("type:.") || name.starts_with("type..") {
+        return None;
+    }
     let open = name.find('[')?;
     let mut depth = 0usize;
     let mut close = None;
@@ -881,7 +898,7 @@ mod tests {
     }
 
     #[test]
-    fn no_dictionary_for_closures_wrappers_or_plain_functions() {
+    fn no_dictionary_for_closures_wrappers_generated_type_functions_or_plain_functions() {
         assert_eq!(
             dictionary_position("main.Map[go.shape.int].func1", Some(23)),
             None
@@ -893,6 +910,24 @@ mod tests {
         assert_eq!(dictionary_position("main.Map[int]", Some(23)), None);
         assert_eq!(dictionary_position("main.(*Box[int]).Get", Some(23)), None);
         assert_eq!(dictionary_position("main.main", Some(23)), None);
+        assert_eq!(
+            dictionary_position(
+                "type:.eq.internal/sync.entry[go.shape.interface {},go.shape.interface {}]",
+                Some(24)
+            ),
+            None
+        );
+        assert_eq!(
+            dictionary_position(
+                "type:.eq.sync/atomic.Pointer[go.shape.struct { internal/sync.isEntry bool }]",
+                Some(26)
+            ),
+            None
+        );
+        assert_eq!(
+            dictionary_position("type..eq.main.Pair[go.shape.int_0]", Some(19)),
+            None
+        );
         assert_eq!(dictionary_position("main.Map[go.shape.int", Some(23)), None);
     }
 

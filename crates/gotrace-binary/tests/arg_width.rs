@@ -16,6 +16,8 @@ fn arg_width_matches_pclntab_except_where_dwarf_omits_parameters() {
         let bin = GoBinary::open(&sig_kinds(&toolchain, None)).unwrap();
         let dwarf = bin.dwarf().unwrap().expect("plain build has DWARF");
         let (mut agree, mut differ) = (0, Vec::new());
+        // Equality functions generated for shape types (Go 1.24–1.26) take no dictionary.
+        let mut shape_eq = 0;
         for f in bin.functions() {
             let (Some(sig), Some(args)) = (dwarf.signature(f.entry), bin.arg_size(f)) else {
                 continue;
@@ -30,6 +32,9 @@ fn arg_width_matches_pclntab_except_where_dwarf_omits_parameters() {
             }
             if width == args {
                 agree += 1;
+                if f.name.starts_with("type:.eq.") && f.name.contains("go.shape.") {
+                    shape_eq += 1;
+                }
             } else {
                 differ.push(format!("{}: computed {width}, pclntab {args}", f.name));
             }
@@ -38,6 +43,18 @@ fn arg_width_matches_pclntab_except_where_dwarf_omits_parameters() {
             agree > 1000,
             "Go {}: only {agree} functions compared",
             toolchain.version
+        );
+        if (24..=26).contains(&minor) {
+            assert!(
+                shape_eq > 0,
+                "Go {}: no type:.eq.*[go.shape.*] compared",
+                toolchain.version
+            );
+        }
+        eprintln!(
+            "Go {}: {agree} argument frames agree with pclntab ({shape_eq} shape equality functions), {} differ",
+            toolchain.version,
+            differ.len()
         );
         if minor >= 22 {
             assert!(differ.is_empty(), "Go {}: {differ:#?}", toolchain.version);

@@ -103,14 +103,22 @@ fn fixture(toolchain_index: usize, flavour: Flavour, goarch: Option<&str>) -> Pa
     pcln_kinds(&all[toolchain_index.min(all.len() - 1)], flavour, goarch)
 }
 
+/// The first of `names` that `file` (read from `path`) has.
+fn named_section<'d, 'f>(
+    file: &'f object::File<'d>,
+    names: &[&str],
+    path: &Path,
+) -> object::Section<'d, 'f> {
+    names
+        .iter()
+        .find_map(|n| file.section_by_name(n))
+        .unwrap_or_else(|| panic!("{names:?} missing from {}", path.display()))
+}
+
 fn section(path: &Path, names: &[&str]) -> Vec<u8> {
     let data = std::fs::read(path).unwrap();
     let file = object::File::parse(&*data).unwrap();
-    let section = names
-        .iter()
-        .find_map(|n| file.section_by_name(n))
-        .unwrap_or_else(|| panic!("{names:?} missing from {}", path.display()));
-    section.data().unwrap().to_vec()
+    named_section(&file, names, path).data().unwrap().to_vec()
 }
 
 #[derive(Default)]
@@ -242,13 +250,18 @@ fn opening_truncated_or_corrupted_binaries_never_panics() {
 
     let data = std::fs::read(&pie).unwrap();
     let file = object::File::parse(&*data).unwrap();
-    let ranges: Vec<(usize, usize)> = [".data.rel.ro.gopclntab", ".go.buildinfo"]
-        .iter()
-        .map(|n| {
-            let (off, size) = file.section_by_name(n).unwrap().file_range().unwrap();
-            (off as usize, size as usize)
-        })
-        .collect();
+    // A PIE's function table is `.data.rel.ro.gopclntab` up to Go 1.25, `.gopclntab` since.
+    let ranges: Vec<(usize, usize)> = [
+        &[".data.rel.ro.gopclntab", ".gopclntab"][..],
+        &[".go.buildinfo"][..],
+    ]
+    .iter()
+    .map(|names| {
+        let section = named_section(&file, names, &pie);
+        let (off, size) = section.file_range().expect("section has file bytes");
+        (off as usize, size as usize)
+    })
+    .collect();
     let deadline = started + budget();
     let mut iteration: u64 = 0;
     while iteration < 50 || Instant::now() < deadline {

@@ -11,6 +11,7 @@ use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{
     Link, MapCore, MapFlags, RingBuffer, RingBufferBuilder, UprobeMultiOpts, UprobeOpts,
 };
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::mem::MaybeUninit;
 use std::path::{Path, PathBuf};
@@ -39,21 +40,28 @@ pub struct AttachReport {
     /// Sites the kernel refused, with its reason.
     pub failed: Vec<(Site, String)>,
     pub elapsed: Duration,
+    /// Things that work less well than they should, and why.
+    pub warnings: Vec<String>,
 }
 
-/// Counters kept by the BPF program, summed over CPUs.
+/// Counters kept by the BPF program, summed over CPUs. Losses count calls.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counters {
-    /// Events dropped because the ring buffer was full.
+    /// Calls lost because the ring buffer was full when their record was sent.
     pub lost: u64,
-    /// Calls not remembered because the in-flight table was full.
+    /// Calls lost because the CPU's scratch space was in use (a probe hit preempted another).
+    pub busy: u64,
+    /// Calls lost because the in-flight table was full.
     pub inflight_full: u64,
     /// Returns seen without their entry (the call began before gotrace attached).
     pub unmatched_returns: u64,
     /// Entry passes ignored because the function was about to grow its stack and restart.
     pub growth_restarts: u64,
-    /// Probe hits where the goroutine could not be read.
+    /// Calls lost because their goroutine could not be read at entry.
     pub read_failures: u64,
+    /// Process exits the ring buffer had no room for: their calls in flight were reported when
+    /// gotrace stopped, with the time in flight measured to then.
+    pub exits_lost: u64,
 }
 
 /// Loaded BPF program plus its links. Dropping it detaches every probe.
@@ -62,8 +70,8 @@ pub struct Session {
     links: std::cell::RefCell<Vec<Link>>,
     skel: GotraceSkel<'static>,
     report: AttachReport,
-    /// Per function: its entry reads memory, sent ahead of the call record.
-    entry_data: Vec<bool>,
+    /// Joins entry captures with their calls; shared by the ring buffer and the final drain.
+    pairing: RefCell<Pairing>,
 }
 
 fn uprobe_sysfs_type() -> PathBuf {
@@ -138,10 +146,29 @@ impl Session {
                     .iter()
                     .any(|f| !f.entry_recipe.ops.is_empty() || !f.return_recipe.ops.is_empty()),
             );
+            match plan.resume_sp {
+                ResumeSp::Unknown => rodata.resume_sp_mode = 0,
+                ResumeSp::SigCode0 { g_offset } => {
+                    rodata.resume_sp_mode = 1;
+                    rodata.g_sigcode0_offset = g_offset;
+                }
+                ResumeSp::PanicSp {
+                    g_offset,
+                    sp_offset,
+                } => {
+                    rodata.resume_sp_mode = 2;
+                    rodata.g_panic_offset = g_offset;
+                    rodata.panic_sp_offset = sp_offset;
+                }
+            }
         }
         let use_multi = uprobe_multi_supported();
         open.progs.gotrace_site_multi.set_autoload(use_multi);
         open.progs.gotrace_site.set_autoload(!use_multi);
+        // Entry-only tracing keeps no calls in flight: nothing to report when a process exits.
+        open.progs
+            .gotrace_process_exit
+            .set_autoload(!plan.entry_only);
         let tables = RecipeTables::new(plan);
         let size = |map: &mut libbpf_rs::OpenMapMut<'_>, n: usize| {
             map.set_max_entries(n.max(1) as u32)
@@ -185,19 +212,35 @@ impl Session {
                 binary: binary.to_owned(),
                 reason,
             });
+        let mut warnings = Vec::new();
+        let mut links = links;
+        if !plan.entry_only {
+            match skel
+                .progs
+                .gotrace_process_exit
+                .attach_raw_tracepoint("sched_process_exit")
+            {
+                Ok(link) => links.push(link),
+                Err(e) => warnings.push(format!("cannot watch processes exit ({e:#}): calls still in flight when a traced process exits are reported when gotrace stops")),
+            }
+        }
         }
         Ok(Session {
-            entry_data: plan
-                .functions
-                .iter()
-                .map(|f| !f.entry_recipe.ops.is_empty())
-                .collect(),
+            pairing: RefCell::new(Pairing {
+                pending: HashMap::new(),
+                entry_data: plan
+                    .functions
+                    .iter()
+                    .map(|f| !f.entry_recipe.ops.is_empty())
+                    .collect(),
+            }),
             links: std::cell::RefCell::new(links),
             skel,
             report: AttachReport {
                 method,
                 attached,
                 failed,
+                warnings,
                 elapsed: started.elapsed(),
             },
         })
@@ -207,20 +250,23 @@ impl Session {
         &self.report
     }
 
-    /// A stream of the calls the probes report; `on_call` runs for each as it is consumed.
+    /// A stream of the calls the probes report; `on_call` runs for each as it is consumed. When
+    /// a traced process exits, its calls still in flight come as [`CallKind::InFlight`].
     pub fn events<'a>(
         &'a self,
         mut on_call: impl FnMut(RawCall) + 'a,
     ) -> Result<EventStream<'a>, KernelError> {
         let mut builder = RingBufferBuilder::new();
-        let mut pairing = Pairing {
-            pending: HashMap::new(),
-            entry_data: self.entry_data.clone(),
-        };
         builder
             .add(&self.skel.maps.events, move |bytes: &[u8]| {
-                if let Some(call) = pairing.event(bytes) {
-                    on_call(call);
+                let mut pairing = self.pairing.borrow_mut();
+                match pairing.event(bytes) {
+                    Some(Event::Call(call)) => on_call(call),
+                    Some(Event::ProcessExit { pid, at_ns }) => {
+                        // A failure leaves the calls in the table: the final drain gets them.
+                        let _ = self.drain(&mut pairing, Some(pid), at_ns, &mut on_call);
+                    }
+                    None => {}
                 }
                 0
             })
@@ -252,10 +298,12 @@ impl Session {
                 .sum())
         };
         Ok(Counters {
+            busy: read(types::gt_stat::GT_STAT_BUSY)?,
             lost: read(types::gt_stat::GT_STAT_LOST)?,
             inflight_full: read(types::gt_stat::GT_STAT_INFLIGHT_FULL)?,
             unmatched_returns: read(types::gt_stat::GT_STAT_UNMATCHED_RETURN)?,
             growth_restarts: read(types::gt_stat::GT_STAT_GROWTH_SKIPPED)?,
+            exits_lost: read(types::gt_stat::GT_STAT_EXIT_LOST)?,
             read_failures: read(types::gt_stat::GT_STAT_READ_FAILED)?,
         })
     }
@@ -266,6 +314,63 @@ impl Session {
         let started = Instant::now();
         self.links.borrow_mut().clear();
         started.elapsed()
+
+    /// Reports every call still in flight as [`CallKind::InFlight`], in flight until now; call
+    /// it after [`Session::detach`] and a last consume, so that none of them can still
+    /// return. Returns how many were reported.
+    pub fn drain_in_flight(&self, mut on_call: impl FnMut(RawCall)) -> Result<u64, KernelError> {
+        let mut pairing = self.pairing.borrow_mut();
+        self.drain(&mut pairing, None, monotonic_ns(), &mut on_call)
+    }
+
+    /// Claims (deletes) the calls in flight of process `only` (or of all) and reports them, at
+    /// `at_ns`. The BPF side reports a call only if its own delete succeeds: each call once.
+    fn drain(
+        &self,
+        pairing: &mut Pairing,
+        only: Option<u32>,
+        at_ns: u64,
+        on_call: &mut dyn FnMut(RawCall),
+    ) -> Result<u64, KernelError> {
+        let map_error =
+            |e: libbpf_rs::Error| KernelError::Load(format!("draining calls in flight: {e:#}"));
+        let inflight = &self.skel.maps.inflight;
+        let mut reported = 0;
+        for key in inflight.keys().collect::<Vec<_>>() {
+            let Some(k) = read_plain::<types::gt_frame_key>(&key) else {
+                continue;
+            };
+            if only.is_some_and(|pid| pid != k.tgid) {
+                continue;
+            }
+            let Some(value) = inflight.lookup_and_delete(&key).map_err(map_error)? else {
+                continue;
+            };
+            let Some(call) = read_plain::<types::gt_inflight>(&value) else {
+                continue;
+            };
+            let bias = self
+                .skel
+                .maps
+                .load_biases
+                .lookup(&k.tgid.to_ne_bytes(), MapFlags::ANY)
+                .ok()
+                .flatten()
+                .and_then(|b| read_plain::<u64>(&b))
+                .unwrap_or(0);
+            on_call(pairing.in_flight(&k, &call, at_ns, bias));
+            reported += 1;
+        }
+        if let Some(pid) = only {
+            let goroutines = &self.skel.maps.goroutines;
+            for key in goroutines.keys().collect::<Vec<_>>() {
+                if read_plain::<types::gt_goroutine_key>(&key).is_some_and(|g| g.tgid == pid) {
+                    goroutines.delete(&key).map_err(map_error)?;
+                }
+            }
+        }
+        Ok(reported)
+    }
     }
 }
 
@@ -296,6 +401,18 @@ impl EventStream<'_> {
         self.ring.epoll_fd()
     }
 }
+/// What one ring-buffer record means.
+// Built once per record and consumed at once: boxing the call would allocate for every call.
+#[allow(clippy::large_enum_variant)]
+enum Event {
+    Call(RawCall),
+    /// A traced process ended at `at_ns`: its calls still in flight never return.
+    ProcessExit {
+        pid: u32,
+        at_ns: u64,
+    },
+}
+
 
 /// Entry captures wait here for their call's return event (the ring buffer keeps order, so
 /// an entry's data always comes before its return).
@@ -309,12 +426,9 @@ struct Pairing {
 const MAX_PENDING: usize = 1 << 16;
 
 impl Pairing {
-    fn event(&mut self, bytes: &[u8]) -> Option<RawCall> {
+    fn event(&mut self, bytes: &[u8]) -> Option<Event> {
         let header_size = std::mem::size_of::<types::gt_event>();
-        let header = bytes.get(..header_size)?;
-        // SAFETY: gt_event is plain integers (any bit pattern is valid) and `header` holds
-        // exactly its size; read_unaligned makes no alignment assumption about the sample.
-        let e: types::gt_event = unsafe { std::ptr::read_unaligned(header.as_ptr().cast()) };
+        let e: types::gt_event = read_plain(bytes)?;
         let payload = bytes
             .get(header_size..header_size + e.payload_len as usize)
             .unwrap_or(&[]);
@@ -334,22 +448,25 @@ impl Pairing {
             types::gt_event_kind::GT_EVENT_CALL => CallKind::Returned,
             types::gt_event_kind::GT_EVENT_ENTRY => CallKind::Entered,
             types::gt_event_kind::GT_EVENT_PANICKED => CallKind::Panicked,
+            types::gt_event_kind::GT_EVENT_ABANDONED => CallKind::Abandoned,
+            types::gt_event_kind::GT_EVENT_PROCESS_EXIT => {
+                return Some(Event::ProcessExit {
+                    pid: e.pid,
+                    at_ns: e.return_ns,
+                })
+            }
             types::gt_event_kind::GT_EVENT_EXITED => CallKind::Exited,
             _ => return None,
         };
         let (entry_captures, return_captures) = match kind {
             CallKind::Entered => (Some(captures), Vec::new()),
             CallKind::Returned => (self.pending.remove(&e.call_id), captures),
-            CallKind::Panicked | CallKind::Exited => (self.pending.remove(&e.call_id), Vec::new()),
+            CallKind::Panicked | CallKind::Exited | CallKind::Abandoned | CallKind::InFlight => {
+                (self.pending.remove(&e.call_id), Vec::new())
+            }
         };
-        // The entry's memory was dropped (ring buffer full) though its call record arrived.
-        let entry_data_lost = entry_captures.is_none()
-            && self
-                .entry_data
-                .get(e.func as usize)
-                .copied()
-                .unwrap_or(false);
-        Some(RawCall {
+        let entry_data_lost = self.entry_data_lost(e.func, &entry_captures);
+        Some(Event::Call(RawCall {
             kind,
             function: e.func,
             pid: e.pid,
@@ -366,7 +483,42 @@ impl Pairing {
             entry_captures: entry_captures.unwrap_or_default(),
             return_captures,
             entry_data_lost,
-        })
+        }))
+    }
+
+    /// The entry's memory was dropped (ring buffer full) though its call arrived.
+    fn entry_data_lost(&self, func: u32, captures: &Option<Vec<Capture>>) -> bool {
+        captures.is_none() && self.entry_data.get(func as usize).copied().unwrap_or(false)
+    }
+
+    /// A call still in flight at `at_ns`, from its in-flight table entry.
+    fn in_flight(
+        &mut self,
+        key: &types::gt_frame_key,
+        call: &types::gt_inflight,
+        at_ns: u64,
+        load_bias: u64,
+    ) -> RawCall {
+        let entry_captures = self.pending.remove(&call.call_id);
+        RawCall {
+            kind: CallKind::InFlight,
+            function: call.func,
+            pid: key.tgid,
+            entry_tid: call.tid,
+            return_tid: 0,
+            // A system goroutine's key holds its g's address: its goid is 0.
+            goid: if key.system != 0 { 0 } else { key.goid },
+            entry_ns: call.entry_ns,
+            return_ns: at_ns.max(call.entry_ns),
+            entry_regs: call.regs,
+            return_regs: [0; INT_REGS],
+            entry_sp: call.sp,
+            return_sp: 0,
+            load_bias,
+            entry_data_lost: self.entry_data_lost(call.func, &entry_captures),
+            entry_captures: entry_captures.unwrap_or_default(),
+            return_captures: Vec::new(),
+        }
     }
 }
 
@@ -465,7 +617,11 @@ impl RecipeTables {
 
 /// Each function's entry-site address, from which the BPF side learns a PIE process's bias.
 fn store_entry_sites(skel: &GotraceSkel<'_>, plan: &ProbePlan) -> Result<(), KernelError> {
-    for site in plan.sites.iter().filter(|s| s.kind == SiteKind::Entry) {
+    for site in plan
+        .sites
+        .iter()
+        .filter(|s| matches!(s.kind, SiteKind::Entry | SiteKind::EntryReturn))
+    {
         skel.maps
             .entry_sites
             .update(
@@ -536,6 +692,8 @@ fn cookie(site: &Site) -> u64 {
         SiteKind::Return => types::gt_site_kind::GT_SITE_RETURN,
         SiteKind::GoPanic => types::gt_site_kind::GT_SITE_GOPANIC,
         SiteKind::GoExit => types::gt_site_kind::GT_SITE_GOEXIT,
+        SiteKind::Recovery => types::gt_site_kind::GT_SITE_RECOVERY,
+        SiteKind::EntryReturn => types::gt_site_kind::GT_SITE_ENTRY_RETURN,
         SiteKind::FatalPanic => types::gt_site_kind::GT_SITE_FATALPANIC,
     };
     let skip = match site.skip_if {
@@ -670,11 +828,13 @@ mod tests {
             pending: HashMap::new(),
             entry_data: vec![true],
         };
-        let call = pairing.event(&event(K::GT_EVENT_CALL, 7)).unwrap();
-        assert!(call.entry_data_lost);
+        let call = |e: Option<Event>| match e {
+            Some(Event::Call(c)) => c,
+            _ => panic!("not a call"),
+        };
+        assert!(call(pairing.event(&event(K::GT_EVENT_CALL, 7))).entry_data_lost);
         assert!(pairing.event(&event(K::GT_EVENT_ENTRY_DATA, 8)).is_none());
-        let call = pairing.event(&event(K::GT_EVENT_CALL, 8)).unwrap();
-        assert!(!call.entry_data_lost);
+        assert!(!call(pairing.event(&event(K::GT_EVENT_CALL, 8))).entry_data_lost);
         assert!(pairing.pending.is_empty());
     }
 
@@ -700,4 +860,23 @@ mod tests {
         assert_eq!(parsed[1].addr, 0x2000);
         assert_eq!(parsed[1].bytes, b"12345678");
     }
+}
+/// CLOCK_MONOTONIC now, the clock of the BPF side's timestamps.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into a valid timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// A generated BPF type read from map or event bytes; `None` when they are too short.
+fn read_plain<T: Copy>(bytes: &[u8]) -> Option<T> {
+    let bytes = bytes.get(..std::mem::size_of::<T>())?;
+    // SAFETY: only used with the skeleton's plain-integer types (gt_event, gt_capture,
+    // gt_frame_key, gt_inflight, gt_goroutine_key), for which any bit pattern is valid;
+    // `bytes` holds exactly their size and read_unaligned makes no alignment assumption.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) })
 }

@@ -146,6 +146,16 @@ fn write_text(
         CallKind::Entered => Ok(()),
         CallKind::Panicked => out.write_all(b" panicked"),
         CallKind::Exited => out.write_all(b" exited (runtime.Goexit)"),
+        CallKind::Abandoned => {
+            out.write_all(b" abandoned (the runtime reused its system-stack frame)")
+        }
+        CallKind::InFlight => {
+            out.write_all(b" in flight")?;
+            match call.duration_ns() {
+                Some(ns) => write!(out, "  {}", format_duration(ns)),
+                None => Ok(()),
+            }
+        }
         CallKind::Returned => {
             match call.results.as_deref() {
                 None => out.write_all(b" = ?")?,
@@ -220,6 +230,8 @@ fn write_json(
         CallKind::Entered => b",\"outcome\":\"entered\"",
         CallKind::Panicked => b",\"outcome\":\"panicked\"",
         CallKind::Exited => b",\"outcome\":\"exited\"",
+        CallKind::InFlight => b",\"outcome\":\"in_flight\"",
+        CallKind::Abandoned => b",\"outcome\":\"abandoned\"",
     };
     out.write_all(outcome)?;
     for (key, values) in [("args", &call.args), ("results", &call.results)] {
@@ -371,6 +383,8 @@ impl Serialize for JsonValue<'_> {
                 map.serialize_entry("address", &format!("{addr:#x}"))?;
                 if *missing == Missing::Unreadable {
                     map.serialize_entry("error", "unreadable")?;
+                } else {
+                    map.serialize_entry("not_read", missing.short())?;
                 }
                 map.end()
             }
@@ -387,6 +401,9 @@ impl Serialize for JsonValue<'_> {
                 map.end()
             }
             Value::Map { addr: 0, .. } => serializer.serialize_none(),
+            Value::Map {
+                len: Err(missing), ..
+            } => NotRead(*missing, None).serialize(serializer),
             Value::Map { len, entries, .. } => {
                 let mut map = serializer.serialize_map(Some(2))?;
                 map.serialize_entry("len", &len.ok())?;
@@ -424,10 +441,17 @@ impl Serialize for NotRead {
 /// What a session saw, printed when it ends. Every loss is counted in calls, by cause.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Summary {
-                } else {
-                    map.serialize_entry("not_read", missing.short())?;
+    /// Calls written that returned (or entered, with --no-return).
     pub calls: u64,
+    /// Calls written that did not return (panicked, exited, in flight, abandoned).
     pub unreturned: u64,
+    /// Calls reported, by how those that did not return ended.
+    pub panicked: u64,
+    pub exited: u64,
+    /// Still running when their process exited or gotrace stopped.
+    pub in_flight: u64,
+    /// On a system stack whose frame the runtime reused.
+    pub abandoned: u64,
     /// Arguments and results with something cut to --string-max, --elems or --depth.
     pub truncated_values: u64,
     /// Arguments and results with a part the probe did not read (beyond --depth, read
@@ -440,9 +464,13 @@ pub struct Summary {
     /// Calls lost: a probe hit preempted another on the same CPU (scratch space in use).
     pub lost_busy: u64,
     pub unmatched_returns: u64,
+    /// Calls lost: the in-flight table was full.
     pub inflight_full: u64,
     pub growth_restarts: u64,
+    /// Calls lost: the goroutine could not be read at entry.
     pub read_failures: u64,
+    /// Process exits not seen (ring buffer full): their calls in flight were reported at stop.
+    pub exits_lost: u64,
     pub sites_attached: usize,
     pub sites_failed: usize,
     /// Calls not written because the output failed (a full disk, an I/O error).
@@ -451,44 +479,82 @@ pub struct Summary {
     pub not_written_stopped: u64,
 }
 
-            Value::Map {
-                len: Err(missing), ..
-            } => NotRead(*missing, None).serialize(serializer),
 impl Summary {
+    /// Calls that started and were never written, by cause.
+    fn losses(&self) -> [(u64, &'static str); 6] {
+        [
+            (self.lost_ring_full, "ring buffer full"),
+            (self.inflight_full, "in-flight table full"),
+            (self.read_failures, "goroutine unreadable"),
+            (self.lost_busy, "probe hit preempted on its CPU"),
+            (self.not_written_failed, "output failed"),
+            (
+                self.not_written_stopped,
+                "stopped while the output was backed up",
+            ),
+        ]
+    }
+
+    /// Calls lost, all causes together.
+    pub fn calls_lost(&self) -> u64 {
+        self.losses().iter().map(|(n, _)| n).sum()
+    }
+
+    /// `gotrace: 12 calls traced, 0 calls lost`, then what did not return, what was lost by
+    /// cause, and whatever else went wrong.
     pub fn text(&self) -> String {
         let mut s = format!(
-            "gotrace: {} calls traced, {} events lost",
-            self.calls, self.lost_events
+            "gotrace: {} calls traced, {} calls lost",
+            self.calls + self.unreturned,
+            self.calls_lost()
         );
+        let join = |parts: Vec<String>| parts.join(", ");
+        let unreturned: Vec<String> = [
+            (self.panicked, "panicked"),
+            (self.exited, "exited (runtime.Goexit)"),
+            (
+                self.in_flight,
+                "in flight when their process exited or gotrace stopped",
+            ),
+            (self.abandoned, "abandoned on a system stack"),
+        ]
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+        if !unreturned.is_empty() {
+            s.push_str(&format!(" (did not return: {})", join(unreturned)));
+        }
+        let lost: Vec<String> = self
+            .losses()
+            .iter()
+            .filter(|(n, _)| *n > 0)
+            .map(|(n, why)| format!("{n} {why}"))
+            .collect();
+        if !lost.is_empty() {
+            s.push_str(&format!(" (lost: {})", join(lost)));
+        }
         let extras = [
             (
-                self.unreturned,
-                "calls did not return (unwound by a panic, or runtime.Goexit)",
+                self.args_lost,
+                "calls with arguments not read (ring buffer full)",
             ),
             (
                 self.unmatched_returns,
                 "returns without a traced entry (calls begun before attaching)",
             ),
             (
-                self.inflight_full,
-                "calls not tracked (in-flight table full)",
-            ),
-            (
-                self.read_failures,
-                "probe hits where the goroutine could not be read",
+                self.exits_lost,
+                "process exits not seen (ring buffer full): their calls in flight were timed to the stop",
             ),
             (self.sites_failed as u64, "probe sites failed to attach"),
             (
-                self.not_written_failed,
-                "calls not written (output failed)",
-            ),
-            (
-                self.not_written_stopped,
-                "calls not written (stopped while the output was backed up)",
-            ),
-            (
                 self.truncated_values,
                 "values truncated to --string-max or --elems",
+            ),
+            (
+                self.values_not_read,
+                "values with parts not read (beyond --depth, read budget, unreadable memory)",
             ),
         ];
         for (n, what) in extras {
@@ -503,6 +569,49 @@ impl Summary {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn summary_counts_calls_by_outcome_and_losses_by_cause() {
+        let summary = Summary {
+            calls: 10,
+            unreturned: 3,
+            panicked: 2,
+            in_flight: 1,
+            lost_ring_full: 4,
+            inflight_full: 5,
+            ..Summary::default()
+        };
+        assert_eq!(
+            summary.text(),
+            "gotrace: 13 calls traced, 9 calls lost (did not return: 2 panicked, 1 in flight when their process exited or gotrace stopped) (lost: 4 ring buffer full, 5 in-flight table full)"
+        );
+        assert_eq!(
+            Summary::default().text(),
+            "gotrace: 0 calls traced, 0 calls lost"
+        );
+    }
+
+    #[test]
+    fn in_flight_calls_show_how_long_they_ran() {
+        let clock = Clock {
+            realtime_minus_monotonic_ns: 0,
+        };
+        let in_flight = DecodedCall {
+            results: None,
+            ..call(CallKind::InFlight)
+        };
+        let line = text_line(&in_flight, clock);
+        assert!(
+            line.ends_with("main.Fibonacci(n=10) in flight  1.3µs"),
+            "{line}"
+        );
+        let mut printer = Printer::new(Vec::new(), Format::Json, clock);
+        printer.call(&in_flight).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&printer.into_inner()).unwrap();
+        assert_eq!(v["outcome"], "in_flight");
+        assert_eq!(v["duration_ns"], 1_300);
+        assert!(v["results"].is_null());
+    }
 
     #[test]
     fn durations_read_like_go() {
@@ -563,7 +672,3 @@ mod tests {
         assert!(v["ts"].as_str().unwrap().starts_with("2023-11-14T22:13:20"));
     }
 }
-            (
-                self.values_not_read,
-                "values with parts not read (beyond --depth, read budget, unreadable memory)",
-            ),

@@ -67,7 +67,7 @@ impl SiteKind {
 }
 
 /// The runtime functions whose entries tell how calls that never return ended.
-const RUNTIME_HOOKS: [(&str, SiteKind); 3] = [
+const RUNTIME_HOOKS: [(&str, SiteKind); 4] = [
     ("runtime.gopanic", SiteKind::GoPanic),
     ("runtime.goexit1", SiteKind::GoExit),
     ("runtime.fatalpanic", SiteKind::FatalPanic),
@@ -140,6 +140,10 @@ pub struct PlanOptions {
     /// Functions matching any of these globs are left out.
     pub exclude: Vec<String>,
     pub limits: Limits,
+    /// `runtime.recovery`: a recovered panic; calls below the recovering frame panicked.
+    Recovery,
+    /// Entry and return at once: the function's body is a single `RET`.
+    EntryReturn,
 }
 
 /// The functions `patterns` select: an exact name must exist (else an error with suggestions,
@@ -150,6 +154,8 @@ pub fn select<'b>(
     exclude: &[String],
 ) -> Result<Vec<&'b Function>, PlanError> {
     let excluded: Vec<Pattern> = exclude.iter().map(|e| Pattern::new(e)).collect();
+            SiteKind::Recovery => "runtime.recovery",
+            SiteKind::EntryReturn => "entry-and-return",
     let mut chosen: Vec<&Function> = Vec::new();
     for text in patterns {
         let pattern = Pattern::new(text);
@@ -159,8 +165,63 @@ pub fn select<'b>(
         }
         let before = chosen.len();
         // ABI0 wrappers of assembly functions do not keep the goroutine in R14.
+    ("runtime.recovery", SiteKind::Recovery),
         chosen.extend(
             binary
+/// Where `runtime.recovery(gp)` finds the stack pointer the recovering frame resumes at.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum ResumeSp {
+    /// Not known: calls a recovered panic unwound are reported at the goroutine's next traced
+    /// entry or return at a shallower frame.
+    Unknown,
+    /// Go ≤ 1.21: `gp.sigcode0`.
+    SigCode0 { g_offset: u64 },
+    /// Go 1.22+: `gp._panic.sp`.
+    PanicSp { g_offset: u64, sp_offset: u64 },
+}
+
+/// From the binary's DWARF, else from the release's known layout.
+fn resume_sp(binary: &GoBinary) -> ResumeSp {
+    let minor = binary.build_info().and_then(|b| b.go_version_minor());
+    let dwarf = binary.dwarf().ok().flatten();
+    let member = |s: &str, m: &str| dwarf.and_then(|d| d.member_offset(s, m));
+    // runtime._panic has an `sp` from 1.22 on; before, gopanic leaves it in g.sigcode0.
+    match (
+        member("runtime._panic", "sp"),
+        member("runtime.g", "_panic"),
+    ) {
+        (Some(sp_offset), Some(g_offset)) if member("runtime._panic", "startSP").is_some() => {
+            return ResumeSp::PanicSp {
+                g_offset,
+                sp_offset,
+            }
+        }
+        _ => {}
+    }
+    if let Some(g_offset) = member("runtime.g", "sigcode0") {
+        if minor.is_none_or(|m| m <= 21) {
+            return ResumeSp::SigCode0 { g_offset };
+        }
+    }
+    resume_sp_by_version(minor)
+}
+
+/// The layouts of the releases gotrace is tested with (amd64, read from their DWARF; the
+/// accounting tests check them against every installed toolchain), for binaries without DWARF.
+pub fn resume_sp_by_version(minor: Option<u32>) -> ResumeSp {
+    let panic_sp = |sp_offset| ResumeSp::PanicSp {
+        g_offset: 32,
+        sp_offset,
+    };
+    match minor {
+        Some(19) => ResumeSp::SigCode0 { g_offset: 272 },
+        Some(21) => ResumeSp::SigCode0 { g_offset: 248 },
+        Some(22..=25) | Some(27) => panic_sp(48),
+        Some(26) => panic_sp(40),
+        _ => ResumeSp::Unknown,
+    }
+}
+
                 .functions()
                 .iter()
                 .filter(|f| pattern.matches(&f.name) && !f.name.ends_with(".abi0")),
@@ -222,18 +283,28 @@ pub fn plan(
             Err(e) => {
                 warnings.push(format!("skipping {}: {e}", function.name));
                 continue;
+    /// How the `runtime.recovery` hook finds where a recovered goroutine resumes.
+    pub resume_sp: ResumeSp,
             }
         };
         sites.push(Site {
             function: index,
-            kind: SiteKind::Entry,
+            kind: if entry_returns {
+                SiteKind::EntryReturn
+            } else {
+                SiteKind::Entry
+            },
             addr: probe_sites.entry.addr,
             file_offset: binary.file_offset(probe_sites.entry.addr)?,
             skip_if: probe_sites.entry.skip_if,
             may_restart: probe_sites.entry.may_restart,
         });
         if !options.entry_only {
-            for &addr in &probe_sites.returns {
+            for &addr in probe_sites
+                .returns
+                .iter()
+                .filter(|&&a| a != probe_sites.entry.addr)
+            {
                 sites.push(Site {
                     function: index,
                     kind: SiteKind::Return,
@@ -315,6 +386,9 @@ pub fn plan(
         runtime_hooks,
         goid_offset,
         entry_only: options.entry_only,
+        // A body that is a single RET enters and returns at one instruction: one site does both.
+        let entry_returns =
+            !options.entry_only && probe_sites.returns.contains(&probe_sites.entry.addr);
         warnings,
         limits: options.limits,
         classic_maps,
@@ -445,6 +519,7 @@ pub struct RawCall {
     /// Index into [`ProbePlan::functions`].
     pub function: u32,
     pub pid: u32,
+        resume_sp: resume_sp(binary),
     pub entry_tid: u32,
     /// 0 when there was no return.
     pub return_tid: u32,
@@ -477,3 +552,7 @@ pub enum CallKind {
     /// Cut short by runtime.Goexit.
     Exited,
 }
+    /// Still running when its process exited or gotrace stopped; `return_ns` is that moment.
+    InFlight,
+    /// A call on a system stack (g0) whose frame the runtime reused: it never returned.
+    Abandoned,

@@ -6,6 +6,21 @@ use gotrace_binary::GoBinary;
 use gotrace_gobuild::{repo_root, toolchains, workspace_target_dir, Build, Flavour};
 use gotrace_plan::{plan, PlanOptions};
 
+/// `fixtures/go/sig_kinds` built plain with `-l` (each function keeps its own signature).
+fn sig_kinds(toolchain: &gotrace_gobuild::Toolchain) -> GoBinary {
+    let path = Build {
+        source_dir: &repo_root().join("fixtures/go/sig_kinds"),
+        toolchain,
+        flavour: Flavour::Plain,
+        goarch: None,
+        gcflags: "-l",
+        out_dir: &workspace_target_dir().join("go-fixtures"),
+    }
+    .run()
+    .unwrap_or_else(|e| panic!("{e}"));
+    GoBinary::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 #[test]
 fn a_signature_missing_a_blank_parameter_is_refused_not_guessed() {
     let all = toolchains();
@@ -15,17 +30,7 @@ fn a_signature_missing_a_blank_parameter_is_refused_not_guessed() {
     );
     for toolchain in &all {
         let minor: u32 = toolchain.version.trim_start_matches("1.").parse().unwrap();
-        let path = Build {
-            source_dir: &repo_root().join("fixtures/go/sig_kinds"),
-            toolchain,
-            flavour: Flavour::Plain,
-            goarch: None,
-            gcflags: "-l",
-            out_dir: &workspace_target_dir().join("go-fixtures"),
-        }
-        .run()
-        .unwrap_or_else(|e| panic!("{e}"));
-        let binary = GoBinary::open(&path).unwrap();
+        let binary = sig_kinds(toolchain);
         let planned = plan(&binary, &["main.Unused".to_owned()], PlanOptions::default()).unwrap();
         let signature = &planned.functions[0].signature;
         if minor >= 22 {
@@ -58,6 +63,66 @@ fn a_signature_missing_a_blank_parameter_is_refused_not_guessed() {
                 toolchain.version,
                 planned.warnings
             );
+        }
+    }
+}
+
+/// `type:.eq.T[go.shape…]` (the equality the compiler generates for a type, Go 1.24–1.26) was
+/// given a dictionary parameter it does not take, which moved `p` and `q` one register on.
+/// Generic code that does take one keeps it. Each signature is checked against the argument
+/// frame pclntab records: the check has a witness for every function planned here.
+#[test]
+fn generated_equality_functions_take_no_dictionary_and_generic_code_does() {
+    use gotrace_binary::abi::{AbiReg, Location};
+    let regs = |v: &gotrace_plan::PlannedValue| -> Vec<AbiReg> {
+        match &v.location {
+            Location::Registers(pieces) => pieces.iter().map(|p| p.reg).collect(),
+            other => panic!("{}: {other:?}", v.name),
+        }
+    };
+    for toolchain in &toolchains() {
+        let minor: u32 = toolchain.version.trim_start_matches("1.").parse().unwrap();
+        let binary = sig_kinds(toolchain);
+        let mut patterns = vec![
+            "main.Map[go.shape.int*".to_owned(),
+            "main.(*Box[go.shape.int*]).Get".to_owned(),
+        ];
+        if (24..=26).contains(&minor) {
+            patterns.push("type:.eq.*go.shape.*".to_owned());
+        }
+        let planned = plan(&binary, &patterns, PlanOptions::default()).unwrap();
+        assert!(
+            planned.warnings.is_empty(),
+            "Go {}: {:?}",
+            toolchain.version,
+            planned.warnings
+        );
+        let mut equality = 0;
+        for f in &planned.functions {
+            let what = format!("Go {} {}", toolchain.version, f.name);
+            let function = binary.function(&f.name).unwrap();
+            assert!(binary.arg_size(function).is_some(), "{what}: no frame");
+            let sig = f.signature.as_ref().unwrap_or_else(|| panic!("{what}"));
+            let names: Vec<&str> = sig.params.iter().map(|p| p.name.as_str()).collect();
+            if f.name.starts_with("type:.eq.") {
+                equality += 1;
+                assert_eq!(names, ["p", "q"], "{what}");
+                assert_eq!(regs(&sig.params[0]), [AbiReg::Int(0)], "{what}");
+                assert_eq!(regs(&sig.params[1]), [AbiReg::Int(1)], "{what}");
+            } else if f.name.starts_with("main.Map[") {
+                assert_eq!(names, [".dict", "xs", "f"], "{what}");
+            } else {
+                let expected = if minor <= 19 {
+                    [".dict", "b", "k"]
+                } else {
+                    ["b", ".dict", "k"]
+                };
+                assert_eq!(names, expected, "{what}");
+            }
+        }
+        assert!(planned.functions.len() >= 2, "Go {}", toolchain.version);
+        if (24..=26).contains(&minor) {
+            assert!(equality > 0, "Go {}", toolchain.version);
         }
     }
 }

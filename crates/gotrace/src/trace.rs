@@ -148,6 +148,11 @@ pub fn run(
             site.addr
         )?;
     }
+    for warning in &report.warnings {
+        crate::say!("gotrace: warning: {warning}")?;
+    }
+    // Before anyone is told the probes are ready: a signal from then on must stop cleanly.
+    stop.exit_on_signal(false);
     on_attached(&plan, &report)?;
 
     let mut summary = Summary {
@@ -157,8 +162,10 @@ pub fn run(
     };
     let limit = request.count.unwrap_or(u64::MAX);
     let calls = Cell::new(0u64);
-    let unreturned = Cell::new(0u64);
+    let outcomes = RefCell::new(Outcomes::default());
     let truncated = Cell::new(0u64);
+    let not_read = Cell::new(0u64);
+    let args_lost = Cell::new(0u64);
     let sink = RefCell::new(sink);
     // Reused for every event: decoding a call of scalars allocates nothing.
     let call = RefCell::new(DecodedCall::default());
@@ -192,24 +199,7 @@ pub fn run(
         sink.borrow_mut().call(&call);
     };
     {
-        let events = session.events(|raw| {
-            if calls.get() >= limit || !decoder.decode_into(&raw, &mut call) {
-                return;
-            }
-            match call.outcome {
-                CallKind::Panicked | CallKind::Exited => unreturned.set(unreturned.get() + 1),
-                CallKind::Returned | CallKind::Entered => calls.set(calls.get() + 1),
-            }
-            let cut = call
-                .args
-                .iter()
-                .chain(call.results.iter())
-                .flatten()
-                .filter(|v| v.value.is_truncated())
-                .count();
-            truncated.set(truncated.get() + cut as u64);
-            sink.borrow_mut().call(&call);
-        })?;
+        let events = session.events(&handle)?;
         let mut watched: Vec<RawFd> = stop.fds.to_vec();
         if let Some(fd) = &exit_fd {
             use std::os::fd::AsRawFd;
@@ -219,7 +209,6 @@ pub fn run(
         let mut reported = Counters::default();
         let mut last_check = Instant::now();
         let mut flow = Flow::Open;
-        stop.exit_on_signal(false);
         loop {
             let wake = match flow {
                 // The kernel counts what does not fit in the ring buffer meanwhile.
@@ -251,35 +240,95 @@ pub fn run(
         while events.consume_at_most(BATCH)? > 0 {
             sink.borrow_mut().flush(true);
         }
+        // Detached and drained: what is still in flight will not return while gotrace looks.
+        session.drain_in_flight(&handle)?;
         sink.borrow_mut().flush(true);
     }
-    summary.calls = calls.get();
-    summary.unreturned = unreturned.get();
+    let outcomes = outcomes.into_inner();
+    summary.panicked = outcomes.panicked;
+    summary.exited = outcomes.exited;
+    summary.in_flight = outcomes.in_flight;
+    summary.abandoned = outcomes.abandoned;
+    summary.args_lost = args_lost.get();
     summary.truncated_values = truncated.get();
+    summary.values_not_read = not_read.get();
     let counters = session.counters()?;
-    summary.lost_events = counters.lost;
+    summary.lost_ring_full = counters.lost;
+    summary.lost_busy = counters.busy;
     summary.unmatched_returns = counters.unmatched_returns;
-    let not_read = Cell::new(0u64);
-    let args_lost = Cell::new(0u64);
     summary.inflight_full = counters.inflight_full;
     summary.growth_restarts = counters.growth_restarts;
     summary.read_failures = counters.read_failures;
+    summary.exits_lost = counters.exits_lost;
     Ok(summary)
+}
+
+/// Calls that did not return, by how they ended.
+#[derive(Default)]
+struct Outcomes {
+    panicked: u64,
+    exited: u64,
+    in_flight: u64,
+    abandoned: u64,
+}
+
+impl Outcomes {
+    fn add(&mut self, kind: CallKind) {
+        match kind {
+            CallKind::Returned | CallKind::Entered => {}
+            CallKind::Panicked => self.panicked += 1,
+            CallKind::Exited => self.exited += 1,
+            CallKind::InFlight => self.in_flight += 1,
+            CallKind::Abandoned => self.abandoned += 1,
+        }
+    }
+}
+
+/// One line for the functions a glob matched that are not traced: how many of each kind, and
+/// by name those refused for an instruction (the surprising ones).
+fn refused_line(plan: &ProbePlan) -> Option<String> {
+    let many = match plan.refused.as_slice() {
+        [] => return None,
+        [(name, why)] => return Some(format!("gotrace: not tracing {name}: {why}")),
+        many => many,
+    };
+    let mut kinds: Vec<(&str, usize)> = Vec::new();
+    for (_, refusal) in many {
+        match kinds.iter_mut().find(|(k, _)| *k == refusal.category()) {
+            Some((_, n)) => *n += 1,
+            None => kinds.push((refusal.category(), 1)),
+        }
+    }
+    let kinds: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    let by_instruction: Vec<&str> = many
+        .iter()
+        .filter(|(_, r)| matches!(r, gotrace_plan::Refusal::Instruction { .. }))
+        .map(|(name, _)| name.as_str())
+        .collect();
+    let named = match by_instruction.as_slice() {
+        [] => String::new(),
+        few if few.len() <= 5 => format!(" (instruction: {})", few.join(", ")),
+        lots => format!(" (instruction: {}, …)", lots[..5].join(", ")),
+    };
+    Some(format!(
+        "gotrace: not tracing {} matched functions that cannot bear a probe: {}{named}; `gotrace funcs -v` says why for each",
+        many.len(),
+        kinds.join(", ")
+    ))
 }
 
 /// Says so on stderr, while tracing, when the BPF side had to drop something since last time.
 fn report_losses(now: &Counters, reported: &mut Counters) -> Result<(), crate::stdio::OutputError> {
-    if now.lost > reported.lost {
-        crate::say!(
-            "gotrace: {} events lost so far: the ring buffer was full (output cannot keep up; trace fewer functions or use --no-return)",
-            now.lost
-        )?;
-    }
-    if now.inflight_full > reported.inflight_full {
-        crate::say!(
-            "gotrace: {} calls not tracked so far: too many calls in flight at once",
-            now.inflight_full
-        )?;
+    let causes = [
+        (now.lost, reported.lost, "the ring buffer was full (output cannot keep up; trace fewer functions or use --no-return)"),
+        (now.inflight_full, reported.inflight_full, "too many calls in flight at once (in-flight table full)"),
+        (now.read_failures, reported.read_failures, "their goroutine could not be read at entry"),
+        (now.busy, reported.busy, "a probe hit preempted another on the same CPU"),
+    ];
+    for (now, before, why) in causes {
+        if now > before {
+            crate::say!("gotrace: {now} calls lost so far: {why}")?;
+        }
     }
     *reported = *now;
     Ok(())
@@ -294,7 +343,12 @@ pub fn describe_attach(plan: &ProbePlan, report: &AttachReport, binary: &Path) -
     let entries = plan
         .sites
         .iter()
-        .filter(|s| s.kind == gotrace_plan::SiteKind::Entry)
+        .filter(|s| {
+            matches!(
+                s.kind,
+                gotrace_plan::SiteKind::Entry | gotrace_plan::SiteKind::EntryReturn
+            )
+        })
         .count();
     let hooks = plan.runtime_hooks.len();
     let method = match report.method {
@@ -317,5 +371,4 @@ pub fn write_ready_file(path: &Path) -> Result<()> {
     std::fs::write(&tmp, format!("{}\n", std::process::id()))
         .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
-    summary.values_not_read = not_read.get();
 }

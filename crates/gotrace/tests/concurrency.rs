@@ -14,12 +14,11 @@ use common::*;
 use gotrace_gobuild::{Flavour, Toolchain};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
 use std::sync::{Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Traced runs per program and toolchain: stack growth, GC and preemption differ run to run.
@@ -106,47 +105,6 @@ fn run_program(binary: &Path) -> ProgramRun {
     }
 }
 
-/// gotrace, with its stdout and stderr drained while it runs: a traced program can produce
-/// megabytes of calls, and a full pipe would stall gotrace and overflow its ring buffer.
-struct Tracer {
-    running: Running,
-    stdout: JoinHandle<Vec<u8>>,
-    stderr: JoinHandle<Vec<u8>>,
-}
-
-fn drain(mut from: impl Read + Send + 'static) -> JoinHandle<Vec<u8>> {
-    std::thread::spawn(move || {
-        let mut all = Vec::new();
-        from.read_to_end(&mut all)
-            .expect("reading gotrace's output");
-        all
-    })
-}
-
-impl Tracer {
-    fn start(args: &[&str], env: &[(&str, &str)]) -> Tracer {
-        let mut running = start_gotrace_with_env(args, env);
-        let stdout = drain(running.0.stdout.take().expect("piped stdout"));
-        let stderr = drain(running.0.stderr.take().expect("piped stderr"));
-        Tracer {
-            running,
-            stdout,
-            stderr,
-        }
-    }
-
-    /// Ctrl-C: gotrace drains its ring buffer, detaches and prints its summary.
-    fn stop(mut self) -> (Vec<Value>, String) {
-        self.running.signal(libc::SIGINT);
-        let status = self.running.0.wait().expect("waiting for gotrace");
-        let stdout = self.stdout.join().expect("stdout reader");
-        let stderr =
-            String::from_utf8_lossy(&self.stderr.join().expect("stderr reader")).into_owned();
-        assert!(status.success(), "gotrace failed ({status}): {stderr}");
-        (json_calls(&stdout), stderr)
-    }
-}
-
 /// Starts gotrace on `binary` (so it is attached before the program starts), runs the program,
 /// and returns the run with gotrace's calls of that process.
 fn run_traced(
@@ -161,7 +119,8 @@ fn run_traced(
     trace_args.extend_from_slice(program.functions);
     let tracer = Tracer::start(&trace_args, &[]);
     let run = run_program(binary);
-    let (calls, stderr) = tracer.stop();
+    let (stdout, stderr) = tracer.stop();
+    let calls = json_calls(&stdout);
     // Tests run one at a time, so every process of this binary is the one just run.
     let pids: std::collections::BTreeSet<u64> =
         calls.iter().filter_map(|c| c["pid"].as_u64()).collect();
@@ -315,7 +274,7 @@ fn check_run(
             run.stdout, reference.stdout
         ));
     }
-    if !stderr.contains(" 0 events lost") {
+    if !stderr.contains(" 0 calls lost") {
         problems.push(format!("gotrace lost events: {stderr}"));
     }
     problems.extend(compare_calls(&run.records, calls));

@@ -32,7 +32,7 @@ fn root_demo_traces_each_valid_request_and_peeks() {
         3,
         "{stdout}"
     );
-    assert!(stdout.contains("4 calls traced, 0 events lost"), "{stdout}");
+    assert!(stdout.contains("4 calls traced, 0 calls lost"), "{stdout}");
     assert!(stdout.contains("int3"), "{stdout}");
     assert!(stdout.contains("service exited"), "{stdout}");
 }

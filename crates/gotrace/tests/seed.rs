@@ -56,7 +56,7 @@ fn trace_by_pid(toolchain: &Toolchain) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "gotrace failed: {stderr}");
     assert_calls_match(&json_calls(&out.stdout), &answered, pid);
-    assert!(stderr.contains("4 calls traced, 0 events lost"), "{stderr}");
+    assert!(stderr.contains("4 calls traced, 0 calls lost"), "{stderr}");
 }
 
 #[test]

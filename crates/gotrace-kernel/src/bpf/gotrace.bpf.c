@@ -19,6 +19,12 @@ const volatile __u64 wakeup_bytes = 1 << 16;
 const volatile __u8 entry_only = 0; /* emit entries at once; no return sites are attached */
 const volatile __u8 has_recipes = 0; /* some site reads memory: worth looking recipes up */
 const volatile __u8 position_independent = 0; /* the binary is PIE: learn each process's bias */
+/* Where runtime.recovery finds the stack pointer the recovering frame resumes at: 0 unknown,
+ * 1 in g.sigcode0 (Go <= 1.21), 2 in g._panic->sp (Go 1.22+). */
+const volatile __u8 resume_sp_mode = 0;
+const volatile __u64 g_sigcode0_offset = 0;
+const volatile __u64 g_panic_offset = 0;
+const volatile __u64 panic_sp_offset = 0;
 
 /* Never read: they put the shared types into BTF so the skeleton generates them for Rust. */
 const volatile struct gt_event gt_event_type;
@@ -37,20 +43,35 @@ struct {
 	__uint(max_entries, 16 << 20);
 } events SEC(".maps");
 
-/* LRU so that calls which never return (their goroutine died) cannot fill it for good. */
+/* Calls in flight. Not an LRU: an evicted call would vanish unreported; a full table is
+ * counted instead. Calls that never return leave it when their goroutine ends (goexit1), their
+ * process exits, or gotrace stops (user space reports them as in flight). Allocated on demand. */
+#define GT_INFLIGHT_MAX (1 << 18)
+
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 65536);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, GT_INFLIGHT_MAX);
 	__type(key, struct gt_frame_key);
 	__type(value, struct gt_inflight);
 } inflight SEC(".maps");
 
+/* Goroutines with traced calls in flight (or that had some): the head of each one's chain. */
 struct {
-	__uint(type, BPF_MAP_TYPE_LRU_HASH);
-	__uint(max_entries, 16384);
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, GT_INFLIGHT_MAX);
 	__type(key, struct gt_goroutine_key);
-	__type(value, struct gt_shadow);
-} shadows SEC(".maps");
+	__type(value, struct gt_goroutine);
+} goroutines SEC(".maps");
+
+/* Processes with traced calls: their exit is reported so user space can drain their calls. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, __u8);
+} processes SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -333,16 +354,16 @@ static __always_inline struct gt_scratch *claim_scratch(void)
 		return NULL;
 	if (__sync_fetch_and_add(&s->busy, 1)) {
 		__sync_fetch_and_add(&s->busy, -1);
-		count(GT_STAT_LOST);
 		return NULL;
 	}
 	return s;
 }
 
 /* Runs `recipe` against the registers of `ctx`, sends the scratch event with its captures and
- * releases the scratch space. */
+ * releases the scratch space. A call record that cannot be sent counts `lost` (a stat); an
+ * entry's memory record (lost < 0) does not: its call says so when it arrives. */
 static __always_inline void send_scratch(struct pt_regs *ctx, struct gt_scratch *s,
-					 struct gt_recipe *recipe)
+					 struct gt_recipe *recipe, int lost)
 {
 	save_int_regs(s->regs, ctx);
 	s->sp = ctx->rsp;
@@ -357,21 +378,22 @@ static __always_inline void send_scratch(struct pt_regs *ctx, struct gt_scratch 
 	if (len > GT_PAYLOAD_MAX)
 		len = GT_PAYLOAD_MAX;
 	s->hdr.payload_len = len;
-	if (bpf_ringbuf_output(&events, &s->hdr, sizeof(s->hdr) + len, submit_flags()))
-		count(GT_STAT_LOST);
+	if (bpf_ringbuf_output(&events, &s->hdr, sizeof(s->hdr) + len, submit_flags()) && lost >= 0)
+		count(lost);
 	__sync_fetch_and_add(&s->busy, -1);
 }
 
-static __always_inline struct gt_event *reserve_event(void)
+static __always_inline struct gt_event *reserve_event(__u32 lost)
 {
 	struct gt_event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e)
-		count(GT_STAT_LOST);
+		count(lost);
 	return e;
 }
 
-/* Fills an event in place with FILL (which writes through `e`) and sends it: straight from the
- * ring buffer when the site reads no memory, through the scratch space when it runs a recipe. */
+/* Fills a call's event in place with FILL (which writes through `e`) and sends it: straight from
+ * the ring buffer when the site reads no memory, through the scratch space when it runs a recipe.
+ * A call whose record cannot be sent is counted as lost, by cause. */
 #define EMIT(ctx, recipe, FILL)                                                  \
 	do {                                                                     \
 		if (recipe) {                                                    \
@@ -379,10 +401,12 @@ static __always_inline struct gt_event *reserve_event(void)
 			if (scratch_) {                                          \
 				struct gt_event *e = &scratch_->hdr;             \
 				FILL;                                            \
-				send_scratch(ctx, scratch_, recipe);             \
+				send_scratch(ctx, scratch_, recipe, GT_STAT_LOST); \
+			} else {                                                 \
+				count(GT_STAT_BUSY);                             \
 			}                                                        \
 		} else {                                                         \
-			struct gt_event *e = reserve_event();                    \
+			struct gt_event *e = reserve_event(GT_STAT_LOST);        \
 			if (e) {                                                 \
 				FILL;                                            \
 				e->payload_len = 0;                              \
@@ -421,7 +445,7 @@ static __always_inline void fill_header(struct gt_event *e, __u32 kind, struct g
 {
 	e->kind = kind;
 	e->entry_ns = call->entry_ns;
-	e->goid = key->goid;
+	e->goid = key->system ? 0 : key->goid;
 	e->call_id = call->call_id;
 	e->entry_sp = call->sp;
 	e->load_bias = position_independent ? load_bias(key->tgid) : 0;
@@ -448,7 +472,7 @@ static __always_inline void fill_return(struct gt_event *e, struct pt_regs *ctx,
 static __always_inline void emit_unreturned(__u32 kind, struct gt_frame_key *key,
 					    struct gt_inflight *call)
 {
-	struct gt_event *e = reserve_event();
+	struct gt_event *e = reserve_event(GT_STAT_LOST);
 	if (!e)
 		return;
 	fill_header(e, kind, key, call);
@@ -456,71 +480,141 @@ static __always_inline void emit_unreturned(__u32 kind, struct gt_frame_key *key
 	bpf_ringbuf_submit(e, submit_flags());
 }
 
-static __always_inline struct gt_shadow *shadow_of(struct gt_frame_key *key)
+/* Unwinds a goroutine's chain of calls in flight: every call deeper than `limit` (or as deep,
+ * when `inclusive`) is gone without a return. One step per call, so there is no depth limit. */
+struct unwind_ctx {
+	struct gt_goroutine_key g;
+	__u64 limit;
+	__u32 inclusive;
+	__u32 kind; /* GT_EVENT_PANICKED or GT_EVENT_EXITED */
+};
+
+static long unwind_step(__u64 index, void *arg)
 {
-	struct gt_goroutine_key gkey = { .tgid = key->tgid, .goid = key->goid };
-	struct gt_shadow *shadow = bpf_map_lookup_elem(&shadows, &gkey);
-	if (shadow)
-		return shadow;
-	struct gt_shadow empty = {};
-	bpf_map_update_elem(&shadows, &gkey, &empty, BPF_NOEXIST);
-	return bpf_map_lookup_elem(&shadows, &gkey);
+	struct unwind_ctx *u = arg;
+	struct gt_goroutine *state = bpf_map_lookup_elem(&goroutines, &u->g);
+	if (!state)
+		return 1;
+	__u64 top = state->top;
+	if (!top || (u->inclusive ? top < u->limit : top <= u->limit))
+		return 1;
+	struct gt_frame_key gone = {
+		.tgid = u->g.tgid,
+		.system = u->g.system,
+		.goid = u->g.goid,
+		.frame = top,
+	};
+	struct gt_inflight *found = bpf_map_lookup_elem(&inflight, &gone);
+	if (!found) {
+		/* Claimed by user space (the process exited): nothing below is ours either. */
+		state->top = 0;
+		return 1;
+	}
+	struct gt_inflight call = *found;
+	state->top = call.parent;
+	/* Whoever deletes a call reports it: exactly once, even against user space's drain. */
+	if (bpf_map_delete_elem(&inflight, &gone))
+		return 0;
+	/* A system stack is never unwound by a panic: the runtime reset it (mcall, gogo). */
+	__u32 kind = u->g.system ? GT_EVENT_ABANDONED
+		     : state->panicking ? GT_EVENT_PANICKED : u->kind;
+	emit_unreturned(kind, &gone, &call);
+	return 0;
 }
 
-/* Reports and forgets the goroutine's calls in flight deeper than `frame` (or as deep, when
- * `inclusive`): their frames are gone without a return. */
-static __always_inline void unwind(struct gt_shadow *shadow, struct gt_frame_key *key, __u64 frame,
-				   int inclusive, __u32 kind)
+/* Enough for any real stack: a goroutine's stack is at most 1 GB, a frame at least 8 bytes. */
+#define GT_UNWIND_MAX (1 << 23)
+
+static __always_inline void unwind(struct gt_goroutine_key *g, __u64 limit, int inclusive,
+				   __u32 kind)
 {
-	for (int i = 0; i < GT_SHADOW; i++) {
-		if (!shadow->count)
-			break;
-		__u64 top = shadow->frames[(shadow->count - 1) & (GT_SHADOW - 1)];
-		if (inclusive ? top < frame : top <= frame)
-			break;
-		shadow->count--;
-		struct gt_frame_key gone = { .tgid = key->tgid, .goid = key->goid, .frame = top };
-		struct gt_inflight *call = bpf_map_lookup_elem(&inflight, &gone);
-		if (!call)
-			continue;
-		__u32 outcome = shadow->panicking || kind != GT_EVENT_EXITED ? GT_EVENT_PANICKED : kind;
-		emit_unreturned(outcome, &gone, call);
-		bpf_map_delete_elem(&inflight, &gone);
-	}
+	/* The common case, nothing to unwind, costs one lookup. */
+	struct gt_goroutine *state = bpf_map_lookup_elem(&goroutines, g);
+	if (!state || !state->top || (inclusive ? state->top < limit : state->top <= limit))
+		return;
+	struct unwind_ctx u = {
+		.g = *g,
+		.limit = limit,
+		.inclusive = inclusive,
+		.kind = kind,
+	};
+	bpf_loop(GT_UNWIND_MAX, unwind_step, &u, 0);
+}
+
+static __always_inline struct gt_goroutine_key goroutine_key(struct gt_frame_key *key)
+{
+	struct gt_goroutine_key g = { .tgid = key->tgid, .system = key->system, .goid = key->goid };
+	return g;
 }
 
 /* runtime.gopanic, runtime.goexit1, runtime.fatalpanic: the goroutine's traced calls in flight
  * will be unwound (a panic), or are now (Goexit, an unrecovered panic). */
 static __always_inline int on_runtime_hook(__u32 kind, struct gt_frame_key *key)
 {
-	struct gt_goroutine_key gkey = { .tgid = key->tgid, .goid = key->goid };
-	struct gt_shadow *shadow = bpf_map_lookup_elem(&shadows, &gkey);
-	if (!shadow)
+	struct gt_goroutine_key g = goroutine_key(key);
+	struct gt_goroutine *state = bpf_map_lookup_elem(&goroutines, &g);
+	if (!state)
 		return 0;
 	switch (kind) {
 	case GT_SITE_GOPANIC:
-		shadow->panicking = 1;
+		state->panicking = 1;
 		break;
 	case GT_SITE_FATALPANIC:
-		shadow->panicking = 1;
-		unwind(shadow, key, 0, 0, GT_EVENT_PANICKED);
+		state->panicking = 1;
+		unwind(&g, 0, 0, GT_EVENT_PANICKED);
 		break;
 	case GT_SITE_GOEXIT:
-		unwind(shadow, key, 0, 0, GT_EVENT_EXITED);
-		bpf_map_delete_elem(&shadows, &gkey);
+		unwind(&g, 0, 0, GT_EVENT_EXITED);
+		bpf_map_delete_elem(&goroutines, &g);
 		break;
 	}
 	return 0;
 }
 
-static __always_inline int on_entry(struct pt_regs *ctx, __u64 cookie, struct gt_frame_key *key,
-				    __u32 tid, __u64 now)
+/* runtime.recovery(gp): a deferred call recovered gp's panic; gp resumes in the recovering frame
+ * at the stack pointer the runtime kept for it, and every traced frame below is gone now. It runs
+ * on the system stack (R14 is g0), so the goroutine comes from its argument. */
+static __always_inline int on_recovery(struct pt_regs *ctx, __u32 tgid)
 {
-	struct gt_inflight *old = bpf_map_lookup_elem(&inflight, key);
-	/* The same call again after a stack-growth restart: keep its first entry. */
-	if (old && GT_COOKIE_MAY_RESTART(cookie) && old->func == GT_COOKIE_FUNC(cookie))
+	void *gp = (void *)ctx->rax;
+	__u64 goid = 0, stack_hi = 0, sp = 0;
+	if (bpf_probe_read_user(&goid, sizeof(goid), gp + goid_offset) ||
+	    bpf_probe_read_user(&stack_hi, sizeof(stack_hi), gp + stack_hi_offset))
 		return 0;
+	struct gt_goroutine_key g = { .tgid = tgid, .goid = goid };
+	struct gt_goroutine *state = bpf_map_lookup_elem(&goroutines, &g);
+	if (!state)
+		return 0;
+	if (resume_sp_mode == 1) {
+		if (bpf_probe_read_user(&sp, sizeof(sp), gp + g_sigcode0_offset))
+			return 0;
+	} else if (resume_sp_mode == 2) {
+		void *p = 0;
+		if (bpf_probe_read_user(&p, sizeof(p), gp + g_panic_offset) ||
+		    bpf_probe_read_user(&sp, sizeof(sp), p + panic_sp_offset))
+			return 0;
+	}
+	/* No usable resume point: the next traced event of the goroutine settles it. */
+	if (!sp || sp > stack_hi)
+		return 0;
+	unwind(&g, stack_hi - sp, 0, GT_EVENT_PANICKED);
+	state = bpf_map_lookup_elem(&goroutines, &g);
+	if (state)
+		state->panicking = 0;
+	return 0;
+}
 
+static __always_inline void note_process(__u32 tgid)
+{
+	if (bpf_map_lookup_elem(&processes, &tgid))
+		return;
+	__u8 one = 1;
+	bpf_map_update_elem(&processes, &tgid, &one, BPF_NOEXIST);
+}
+
+static __always_inline struct gt_inflight new_call(struct pt_regs *ctx, __u64 cookie, __u32 tid,
+						   __u64 now)
+{
 	__u32 zero = 0;
 	__u64 *seq = bpf_map_lookup_elem(&call_seq, &zero);
 	__u64 n = seq ? ++*seq : 0;
@@ -532,53 +626,95 @@ static __always_inline int on_entry(struct pt_regs *ctx, __u64 cookie, struct gt
 		.tid = tid,
 	};
 	save_int_regs(call.regs, ctx);
-	struct gt_shadow *shadow = shadow_of(key);
-	if (shadow) {
-		/* A frame at or below this one that is still in flight was unwound. */
-		unwind(shadow, key, key->frame, 1, GT_EVENT_PANICKED);
-		if (shadow->count < GT_SHADOW)
-			shadow->frames[shadow->count++ & (GT_SHADOW - 1)] = key->frame;
-		else
-			count(GT_STAT_SHADOW_FULL);
+	return call;
+}
+
+/* The entry's memory goes now; its registers travel with the call record. */
+static __always_inline void send_entry_data(struct pt_regs *ctx, struct gt_frame_key *key,
+					    struct gt_inflight *call)
+{
+	struct gt_recipe *recipe = recipe_for(call->func, GT_SITE_ENTRY);
+	if (!recipe)
+		return;
+	struct gt_scratch *scratch_ = claim_scratch();
+	if (scratch_) {
+		fill_header(&scratch_->hdr, GT_EVENT_ENTRY_DATA, key, call);
+		send_scratch(ctx, scratch_, recipe, -1);
 	}
-	/* Still there: a call at this very frame that the shadow stack did not hold. */
-	old = bpf_map_lookup_elem(&inflight, key);
-	if (old)
-		emit_unreturned(GT_EVENT_PANICKED, key, old);
-	struct gt_recipe *recipe = recipe_for(call.func, GT_SITE_ENTRY);
-	if (recipe) {
-		/* The entry's memory goes now; its registers travel with the call record. */
-		struct gt_scratch *scratch_ = claim_scratch();
-		if (scratch_) {
-			fill_header(&scratch_->hdr, GT_EVENT_ENTRY_DATA, key, &call);
-			send_scratch(ctx, scratch_, recipe);
-		}
+}
+
+static __always_inline int on_entry(struct pt_regs *ctx, __u64 cookie, struct gt_frame_key *key,
+				    __u32 tid, __u64 now)
+{
+	struct gt_inflight *old = bpf_map_lookup_elem(&inflight, key);
+	/* The same call again after a stack-growth restart: keep its first entry. */
+	if (old && GT_COOKIE_MAY_RESTART(cookie) && old->func == GT_COOKIE_FUNC(cookie))
+		return 0;
+
+	struct gt_goroutine_key g = goroutine_key(key);
+	if (!bpf_map_lookup_elem(&goroutines, &g)) {
+		struct gt_goroutine fresh = {};
+		bpf_map_update_elem(&goroutines, &g, &fresh, BPF_NOEXIST);
 	}
-	if (bpf_map_update_elem(&inflight, key, &call, BPF_ANY))
+	/* A call at or below this frame still in flight was unwound. */
+	unwind(&g, key->frame, 1, GT_EVENT_PANICKED);
+	struct gt_goroutine *state = bpf_map_lookup_elem(&goroutines, &g);
+	if (!state) {
 		count(GT_STAT_INFLIGHT_FULL);
+		return 0;
+	}
+	struct gt_inflight call = new_call(ctx, cookie, tid, now);
+	call.parent = state->top;
+	if (bpf_map_update_elem(&inflight, key, &call, BPF_ANY)) {
+		count(GT_STAT_INFLIGHT_FULL);
+		return 0;
+	}
+	state->top = key->frame;
+	note_process(key->tgid);
+	send_entry_data(ctx, key, &call);
 	return 0;
 }
 
 static __always_inline int on_return(struct pt_regs *ctx, __u64 cookie, struct gt_frame_key *key,
 				     __u32 tid, __u64 now)
 {
-	struct gt_inflight *call = bpf_map_lookup_elem(&inflight, key);
-	if (!call || call->func != GT_COOKIE_FUNC(cookie)) {
+	struct gt_inflight *found = bpf_map_lookup_elem(&inflight, key);
+	if (!found || found->func != GT_COOKIE_FUNC(cookie)) {
 		count(GT_STAT_UNMATCHED_RETURN);
 		return 0;
 	}
-	struct gt_shadow *shadow = shadow_of(key);
-	if (shadow) {
-		unwind(shadow, key, key->frame, 0, GT_EVENT_PANICKED);
-		__u32 top = (shadow->count - 1) & (GT_SHADOW - 1);
-		if (shadow->count && shadow->frames[top] == key->frame)
-			shadow->count--;
-		if (!shadow->count)
-			shadow->panicking = 0;
+	struct gt_goroutine_key g = goroutine_key(key);
+	/* Calls deeper than this one still in flight were unwound (a panic recovered here). */
+	unwind(&g, key->frame, 0, GT_EVENT_PANICKED);
+	found = bpf_map_lookup_elem(&inflight, key);
+	if (!found)
+		return 0;
+	struct gt_inflight call = *found;
+	if (bpf_map_delete_elem(&inflight, key))
+		return 0;
+	struct gt_goroutine *state = bpf_map_lookup_elem(&goroutines, &g);
+	if (state) {
+		state->top = call.parent;
+		if (!call.parent)
+			state->panicking = 0;
 	}
-	struct gt_recipe *recipe = recipe_for(call->func, GT_SITE_RETURN);
-	EMIT(ctx, recipe, fill_header(e, GT_EVENT_CALL, key, call); fill_return(e, ctx, now, tid));
-	bpf_map_delete_elem(&inflight, key);
+	struct gt_recipe *recipe = recipe_for(call.func, GT_SITE_RETURN);
+	EMIT(ctx, recipe, fill_header(e, GT_EVENT_CALL, key, &call); fill_return(e, ctx, now, tid));
+	return 0;
+}
+
+/* A function whose entry site is its only RET: the call begins and returns at this instruction,
+ * so it is reported at once and never held in flight. */
+static __always_inline int on_entry_return(struct pt_regs *ctx, __u64 cookie,
+					   struct gt_frame_key *key, __u32 tid, __u64 now)
+{
+	struct gt_goroutine_key g = goroutine_key(key);
+	if (bpf_map_lookup_elem(&goroutines, &g))
+		unwind(&g, key->frame, 1, GT_EVENT_PANICKED);
+	struct gt_inflight call = new_call(ctx, cookie, tid, now);
+	send_entry_data(ctx, key, &call);
+	struct gt_recipe *recipe = recipe_for(call.func, GT_SITE_RETURN);
+	EMIT(ctx, recipe, fill_header(e, GT_EVENT_CALL, key, &call); fill_return(e, ctx, now, tid));
 	return 0;
 }
 
@@ -615,30 +751,37 @@ static __always_inline int on_site(struct pt_regs *ctx)
 		return 0;
 	__u64 cookie = bpf_get_attach_cookie(ctx);
 	__u32 kind = GT_COOKIE_KIND(cookie);
-	if (kind == GT_SITE_ENTRY) {
-		if (will_grow_stack(GT_COOKIE_SKIP(cookie), ctx->eflags)) {
+	if (will_grow_stack(GT_COOKIE_SKIP(cookie), ctx->eflags)) {
+		if (kind == GT_SITE_ENTRY)
 			count(GT_STAT_GROWTH_SKIPPED);
-			return 0;
-		}
-		learn_load_bias(ctx, tgid, GT_COOKIE_FUNC(cookie));
+		return 0;
 	}
+	if (kind == GT_SITE_ENTRY || kind == GT_SITE_ENTRY_RETURN)
+		learn_load_bias(ctx, tgid, GT_COOKIE_FUNC(cookie));
+	if (kind == GT_SITE_RECOVERY)
+		return on_recovery(ctx, tgid);
 
 	/* R14 holds the current goroutine's g at every ABIInternal entry and RET. */
 	void *g = (void *)ctx->r14;
 	__u64 goid = 0, stack_hi = 0;
+	int lost_call = kind == GT_SITE_ENTRY || kind == GT_SITE_ENTRY_RETURN;
 	if (bpf_probe_read_user(&goid, sizeof(goid), g + goid_offset)) {
-		count(GT_STAT_READ_FAILED);
+		if (lost_call)
+			count(GT_STAT_READ_FAILED);
 		return 0;
 	}
 	if (entry_only)
 		return on_entry_only(ctx, cookie, tgid, (__u32)pid_tgid, goid, now);
 	if (bpf_probe_read_user(&stack_hi, sizeof(stack_hi), g + stack_hi_offset)) {
-		count(GT_STAT_READ_FAILED);
+		if (lost_call)
+			count(GT_STAT_READ_FAILED);
 		return 0;
 	}
+	/* goid 0 is a system goroutine (g0, gsignal): one per thread, told apart by address. */
 	struct gt_frame_key key = {
 		.tgid = tgid,
-		.goid = goid,
+		.system = goid == 0,
+		.goid = goid ? goid : (__u64)g,
 		.frame = stack_hi - ctx->rsp,
 	};
 	switch (kind) {
@@ -646,6 +789,8 @@ static __always_inline int on_site(struct pt_regs *ctx)
 		return on_entry(ctx, cookie, &key, (__u32)pid_tgid, now);
 	case GT_SITE_RETURN:
 		return on_return(ctx, cookie, &key, (__u32)pid_tgid, now);
+	case GT_SITE_ENTRY_RETURN:
+		return on_entry_return(ctx, cookie, &key, (__u32)pid_tgid, now);
 	default:
 		return on_runtime_hook(kind, &key);
 	}
@@ -663,4 +808,25 @@ SEC("uprobe")
 int gotrace_site(struct pt_regs *ctx)
 {
 	return on_site(ctx);
+}
+
+/* A thread group's leader exits: the process is gone, and so are its calls in flight. User space
+ * reports them (it holds their entries' memory) when this event reaches it. */
+SEC("raw_tp/sched_process_exit")
+int gotrace_process_exit(void *ctx)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u32 tgid = pid_tgid >> 32;
+	if ((__u32)pid_tgid != tgid || !bpf_map_lookup_elem(&processes, &tgid))
+		return 0;
+	bpf_map_delete_elem(&processes, &tgid);
+	struct gt_event *e = reserve_event(GT_STAT_EXIT_LOST);
+	if (!e)
+		return 0;
+	__builtin_memset(e, 0, sizeof(*e));
+	e->kind = GT_EVENT_PROCESS_EXIT;
+	e->pid = tgid;
+	e->return_ns = bpf_ktime_get_ns();
+	bpf_ringbuf_submit(e, BPF_RB_FORCE_WAKEUP);
+	return 0;
 }

@@ -14,6 +14,8 @@ enum gt_site_kind {
 	GT_SITE_GOPANIC = 2,    /* runtime.gopanic: the goroutine starts panicking */
 	GT_SITE_GOEXIT = 3,     /* runtime.goexit1: the goroutine ends (returned or Goexit) */
 	GT_SITE_FATALPANIC = 4, /* runtime.fatalpanic: an unrecovered panic kills the process */
+	GT_SITE_RECOVERY = 5,   /* runtime.recovery: a recovered panic unwinds the frames below */
+	GT_SITE_ENTRY_RETURN = 6, /* a body that is a single RET: entry and return at once */
 };
 
 enum gt_skip {
@@ -33,6 +35,8 @@ enum gt_event_kind {
 	GT_EVENT_PANICKED = 3,   /* a call unwound by a panic: it never returned */
 	GT_EVENT_ENTRY_DATA = 4, /* the entry's captures of a call whose GT_EVENT_CALL follows */
 	GT_EVENT_EXITED = 5,     /* a call cut short by runtime.Goexit */
+	GT_EVENT_ABANDONED = 6,  /* a system-stack call whose frame the runtime reused */
+	GT_EVENT_PROCESS_EXIT = 7, /* a traced process ended: its calls in flight never return */
 };
 
 /* Every event: this header, then `payload_len` bytes of gt_capture records. */
@@ -55,10 +59,11 @@ struct gt_event {
 };
 
 /* A call in flight is identified by its goroutine and its frame's distance from the top of the
- * goroutine's stack: stacks move when they grow, that distance does not. */
+ * goroutine's stack: stacks move when they grow, that distance does not. A system goroutine
+ * (g0 or gsignal: goid 0, one per thread) is identified by its g's address instead. */
 struct gt_frame_key {
 	__u32 tgid;
-	__u32 pad;
+	__u32 system; /* 1: `goid` holds the address of a system goroutine's g */
 	__u64 goid;
 	__u64 frame;
 };
@@ -67,25 +72,24 @@ struct gt_inflight {
 	__u64 entry_ns;
 	__u64 call_id;
 	__u64 sp;
+	__u64 parent; /* frame of the goroutine's next outer traced call in flight; 0: none */
 	__u32 func;
 	__u32 tid;
 	__u64 regs[GT_INT_REGS];
 };
 
-/* The frames (as in gt_frame_key) of a goroutine's traced calls in flight, outermost first:
- * a return or an entry at some frame proves every deeper one was unwound. */
-#define GT_SHADOW 16
-
 struct gt_goroutine_key {
 	__u32 tgid;
-	__u32 pad;
+	__u32 system;
 	__u64 goid;
 };
 
-struct gt_shadow {
-	__u64 frames[GT_SHADOW];
-	__u32 count;
+/* A goroutine's traced calls in flight form a chain through `gt_inflight.parent`, innermost
+ * first: a return or an entry at some frame proves every deeper one was unwound. */
+struct gt_goroutine {
+	__u64 top; /* frame of the innermost traced call in flight; 0: none */
 	__u32 panicking;
+	__u32 pad;
 };
 
 /* ---- Capture recipes: which user memory to read at a site, interpreted by one program. ---- */
@@ -159,16 +163,17 @@ enum gt_limits {
 	GT_MAX_HOPS = 8,        /* dynamic recipes chained from one (an error wrapping errors) */
 };
 
-/* Indexes of the per-CPU counters in the `stats` map. */
+/* Indexes of the per-CPU counters in the `stats` map. Losses count calls, not records. */
 enum gt_stat {
-	GT_STAT_LOST = 0,             /* ring buffer full: event dropped */
-	GT_STAT_INFLIGHT_FULL = 1,    /* no room to remember a call: its return will be unmatched */
+	GT_STAT_LOST = 0,             /* calls lost: the ring buffer was full for their record */
+	GT_STAT_INFLIGHT_FULL = 1,    /* calls lost: no room to remember them in flight */
 	GT_STAT_UNMATCHED_RETURN = 2, /* a return with no entry (call began before attaching) */
 	GT_STAT_GROWTH_SKIPPED = 3,   /* entry passes ignored because the stack was about to grow */
-	GT_STAT_READ_FAILED = 4,      /* the goroutine's g could not be read */
+	GT_STAT_READ_FAILED = 4,      /* calls lost: the goroutine's g could not be read */
 	GT_STAT_TRUNCATED = 5,        /* captures cut to their limit */
-	GT_STAT_SHADOW_FULL = 6,      /* nested deeper than GT_SHADOW: unwinding not detected */
-	GT_STAT_COUNT = 7,
+	GT_STAT_BUSY = 6,             /* calls lost: the CPU's scratch space was in use */
+	GT_STAT_EXIT_LOST = 7,        /* process exits not reported: the ring buffer was full */
+	GT_STAT_COUNT = 8,
 };
 
 #endif

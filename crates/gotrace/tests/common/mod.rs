@@ -248,3 +248,46 @@ pub fn output_within(command: &mut Command, limit: Duration) -> Output {
         }
     }
 }
+
+/// gotrace, with its stdout and stderr drained while it runs: a traced program can produce
+/// megabytes of calls, and a full pipe would stall gotrace and overflow its ring buffer.
+pub struct Tracer {
+    running: Running,
+    stdout: std::thread::JoinHandle<Vec<u8>>,
+    stderr: std::thread::JoinHandle<Vec<u8>>,
+}
+
+fn drain(mut from: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8>> {
+    std::thread::spawn(move || {
+        let mut all = Vec::new();
+        from.read_to_end(&mut all)
+            .expect("reading gotrace's output");
+        all
+    })
+}
+
+impl Tracer {
+    /// `gotrace trace ARGS`, once every probe is attached.
+    pub fn start(args: &[&str], env: &[(&str, &str)]) -> Tracer {
+        let mut running = start_gotrace_with_env(args, env);
+        let stdout = drain(running.0.stdout.take().expect("piped stdout"));
+        let stderr = drain(running.0.stderr.take().expect("piped stderr"));
+        Tracer {
+            running,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Ctrl-C: gotrace drains its ring buffer, detaches and prints its summary. Returns its
+    /// stdout and stderr once it has exited successfully.
+    pub fn stop(mut self) -> (Vec<u8>, String) {
+        self.running.signal(libc::SIGINT);
+        let status = self.running.0.wait().expect("waiting for gotrace");
+        let stdout = self.stdout.join().expect("stdout reader");
+        let stderr =
+            String::from_utf8_lossy(&self.stderr.join().expect("stderr reader")).into_owned();
+        assert!(status.success(), "gotrace failed ({status}): {stderr}");
+        (stdout, stderr)
+    }
+}
