@@ -87,6 +87,8 @@ pub struct GoBinary {
     inlined_names: Vec<String>,
     /// pclntab's argument frame size of each function, by entry.
     arg_sizes: std::collections::HashMap<VirtAddr, u32>,
+    /// pclntab's `funcID` and `flag` of each function, by entry.
+    traits: std::collections::HashMap<VirtAddr, pclntab::FuncTraits>,
     build_info: Option<BuildInfo>,
     dwarf: std::sync::OnceLock<Result<Option<dwarf::DwarfInfo>, BinaryError>>,
 }
@@ -166,6 +168,10 @@ impl GoBinary {
             .as_ref()
             .map(|t| t.names_without_code(&functions))
             .unwrap_or_default();
+        let traits = table
+            .as_ref()
+            .map(|t| t.traits().iter().copied().collect())
+            .unwrap_or_default();
         let text_range = module.map(|m| (VirtAddr(m.text), VirtAddr(m.etext)));
         let table_functions = table_functions
             .into_iter()
@@ -183,6 +189,7 @@ impl GoBinary {
             text_range,
             inlined_names,
             arg_sizes,
+            traits,
             build_info,
             dwarf: std::sync::OnceLock::new(),
         })
@@ -336,6 +343,12 @@ impl GoBinary {
                 }
             }
         }
+    }
+
+    /// What pclntab's record says about the function (assembly, stack switch, top frame);
+    /// `None` when the table has no such record for it (Go before 1.16, or no table).
+    pub fn traits(&self, function: &Function) -> Option<pclntab::FuncTraits> {
+        self.traits.get(&function.entry).copied()
     }
 
     /// The function's argument frame size from pclntab (see [`abi::arg_width`]).

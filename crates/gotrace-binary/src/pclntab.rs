@@ -44,6 +44,31 @@ pub struct Pclntab<'a> {
     /// `funcnametab` (Go 1.16+): NUL-terminated names of every function with code and of every
     /// function the inline trees refer to. Before 1.16 names are scattered through the table.
     names: Option<&'a [u8]>,
+    /// Each function's `funcID` and `flag`, by entry address (Go 1.16+).
+    traits: Vec<(VirtAddr, FuncTraits)>,
+}
+
+/// What the runtime's `_func` record says about a function beyond its name and extent: the
+/// `funcID` and `flag` bytes (`internal/abi/symtab.go`; `runtime/symtab.go` before 1.21).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FuncTraits {
+    /// Nonzero for the runtime's special functions; the numbering changes between releases.
+    pub func_id: u8,
+    pub flag: u8,
+}
+
+impl FuncTraits {
+    /// `FuncFlagTopFrame`: the outermost frame of a stack (goexit, mstart, rt0_go).
+    pub const TOP_FRAME: u8 = 1 << 0;
+    /// `FuncFlagSPWrite`: writes SP with something other than a constant adjustment — a stack
+    /// switch (systemstack, mcall, morestack, gogo, asmcgocall).
+    pub const SP_WRITE: u8 = 1 << 1;
+    /// `FuncFlagAsm`: hand-written assembly (set by the linker since Go 1.19).
+    pub const ASM: u8 = 1 << 2;
+
+    pub fn has(self, flag: u8) -> bool {
+        self.flag & flag != 0
+    }
 }
 
 impl<'a> Pclntab<'a> {
@@ -125,11 +150,29 @@ impl<'a> Pclntab<'a> {
             None => None,
         };
         let (functions, arg_sizes) = decode_functions(&r, version, quantum, ptr_size, &layout)?;
+        // funcID and flag follow the record's entry and eight u32 fields; Go 1.20 (magic
+        // 0xFFFFFFF1) added startLine before them.
+        let traits_at = match r.u32(0)? {
+            0xFFFF_FFFA => Some(ptr_size + 32),
+            0xFFFF_FFF0 => Some(36),
+            0xFFFF_FFF1 => Some(40),
+            _ => None,
+        };
+        let traits = match traits_at {
+            Some(at) => decode_traits(&r, &functions, ptr_size, &layout, version, at)?,
+            None => Vec::new(),
+        };
         Ok(Pclntab {
             functions,
             arg_sizes,
             names,
+            traits,
         })
+    }
+
+    /// Each function's `funcID` and `flag`, by entry address; empty before Go 1.16.
+    pub fn traits(&self) -> &[(VirtAddr, FuncTraits)] {
+        &self.traits
     }
 
     /// Every function in the table, in address order.
@@ -410,6 +453,40 @@ fn decode_functions(
         arg_sizes.push((VirtAddr(entry), args));
     }
     Ok((functions, arg_sizes))
+}
+
+/// The `funcID` and `flag` bytes at `at` in each function's record; `functions` are the
+/// table's, in its order.
+fn decode_traits(
+    r: &Reader<'_>,
+    functions: &[Function],
+    ptr_size: u64,
+    l: &Layout,
+    version: Version,
+    at: u64,
+) -> Result<Vec<(VirtAddr, FuncTraits)>, BinaryError> {
+    let field_size = if version >= Version::Go118 {
+        4
+    } else {
+        ptr_size
+    };
+    let mut out = Vec::with_capacity(functions.len());
+    for (i, function) in functions.iter().enumerate() {
+        let pair = l.functab + (2 * i as u64 + 1) * field_size;
+        let record = l
+            .funcdata
+            .checked_add(r.word(pair, field_size)?)
+            .ok_or_else(|| malformed(pair, "function record offset overflows"))?;
+        let bytes = r.bytes(record.saturating_add(at), 2, "funcID and flag")?;
+        out.push((
+            function.entry,
+            FuncTraits {
+                func_id: bytes[0],
+                flag: bytes[1],
+            },
+        ));
+    }
+    Ok(out)
 }
 
 /// How many bytes of code a pc-value table at `off` covers: the sum of its pc deltas. The

@@ -90,7 +90,7 @@ fn find_amd64<'a>(
     })
 }
 
-fn decode_amd64(function: &Function, code: &[u8]) -> Result<Vec<Instruction>, BinaryError> {
+pub(crate) fn decode_amd64(function: &Function, code: &[u8]) -> Result<Vec<Instruction>, BinaryError> {
     let mut decoder = Decoder::with_ip(64, code, function.entry.0, DecoderOptions::NONE);
     let mut out = Vec::with_capacity(code.len() / 4);
     while decoder.can_decode() {
@@ -277,6 +277,94 @@ pub fn hex(bytes: &[u8]) -> String {
         .join(" ")
 }
 
+/// Why a probe at an instruction would be refused by the kernel, or would change what the
+/// program does. Mirrors `arch_uprobe_analyze_insn` in Linux's `arch/x86/kernel/uprobes.c`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UprobeRefusal {
+    /// A LOCK or ES/CS/SS/DS segment prefix: the kernel refuses to single-step it.
+    LockOrSegmentPrefix,
+    /// An opcode outside the kernel's table of instructions it will single-step.
+    Opcode(u8),
+    /// `mov ss`: it masks exceptions, so the kernel never single-steps it.
+    MovSs,
+    /// A relative branch with an operand-size prefix: the kernel refuses it.
+    SizedBranch,
+    /// `xchg` with R8 (opcode 0x90 with REX.B): the kernel emulates every instruction whose
+    /// opcode byte is 0x90 as a NOP, so the probed program would skip the exchange. Go 1.19's
+    /// `runtime.gcWriteBarrierR8` begins with one: probing it corrupts the heap.
+    SkippedAsNop,
+    /// VEX/EVEX/XOP-encoded: the kernel looks its opcode byte up as a one-byte instruction's
+    /// (a VEX `0xeb` would be emulated as `jmp`).
+    VectorEncoded,
+}
+
+impl std::fmt::Display for UprobeRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            UprobeRefusal::LockOrSegmentPrefix => {
+                f.write_str("a lock- or segment-prefixed instruction, which the kernel will not probe")
+            }
+            UprobeRefusal::Opcode(op) => {
+                write!(f, "opcode {op:#04x}, which the kernel will not probe")
+            }
+            UprobeRefusal::MovSs => f.write_str("`mov ss`, which the kernel will not probe"),
+            UprobeRefusal::SizedBranch => {
+                f.write_str("a 0x66-prefixed branch, which the kernel will not probe")
+            }
+            UprobeRefusal::SkippedAsNop => f.write_str(
+                "`xchg r8, rax`, which the kernel would emulate as a nop (the program would skip it)",
+            ),
+            UprobeRefusal::VectorEncoded => f.write_str(
+                "a VEX/EVEX-encoded instruction, which the kernel could mistake for a branch",
+            ),
+        }
+    }
+}
+
+/// One-byte opcodes the kernel's `good_insns_64` table leaves out (invalid in 64-bit mode,
+/// privileged, or traps of their own).
+const UPROBE_BAD_OPCODES: [u8; 40] = [
+    0x06, 0x07, 0x0e, 0x16, 0x17, 0x1e, 0x1f, 0x27, 0x2f, 0x37, 0x3f, 0x60, 0x61, 0x62, 0x6c, 0x6d,
+    0x6e, 0x6f, 0x82, 0x9a, 0xcc, 0xcd, 0xce, 0xcf, 0xd4, 0xd5, 0xd6, 0xe4, 0xe5, 0xe6, 0xe7, 0xea,
+    0xec, 0xed, 0xee, 0xef, 0xf1, 0xf4, 0xfa, 0xfb,
+];
+
+/// Whether a uprobe can sit on the amd64 instruction at the start of `bytes` and leave the
+/// program's behaviour unchanged; `Some(reason)` when it cannot. Refuses whatever the kernel
+/// would refuse (so one bad site cannot fail a whole uprobe_multi batch) and what it would
+/// emulate wrongly.
+pub fn uprobe_refusal_amd64(bytes: &[u8]) -> Option<UprobeRefusal> {
+    let mut at = 0;
+    let mut operand_size = false;
+    while let Some(&b) = bytes.get(at) {
+        match b {
+            0xf0 | 0x26 | 0x2e | 0x36 | 0x3e => return Some(UprobeRefusal::LockOrSegmentPrefix),
+            0x66 => operand_size = true,
+            0xf2 | 0xf3 | 0x64 | 0x65 | 0x67 => {}
+            _ => break,
+        }
+        at += 1;
+    }
+    let rex = bytes.get(at).copied().filter(|b| b & 0xf0 == 0x40);
+    if rex.is_some() {
+        at += 1;
+    }
+    let op = *bytes.get(at)?;
+    let modrm_reg = bytes.get(at + 1).map(|m| (m >> 3) & 7);
+    match op {
+        0xc4 | 0xc5 | 0x62 => return Some(UprobeRefusal::VectorEncoded),
+        0x8f if modrm_reg != Some(0) => return Some(UprobeRefusal::VectorEncoded),
+        _ if UPROBE_BAD_OPCODES.contains(&op) => return Some(UprobeRefusal::Opcode(op)),
+        0x8e if modrm_reg == Some(2) => return Some(UprobeRefusal::MovSs),
+        0x90 if rex.is_some_and(|r| r & 1 != 0) => return Some(UprobeRefusal::SkippedAsNop),
+        _ => {}
+    }
+    let branch = matches!(op, 0xe8 | 0xe9 | 0xeb | 0x70..=0x7f)
+        || (op == 0x0f && bytes.get(at + 1).is_some_and(|b| (0x80..=0x8f).contains(b)));
+    (branch && operand_size).then_some(UprobeRefusal::SizedBranch)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -387,6 +475,39 @@ mod tests {
         let code: &[u8] = &[0x48, 0x89, 0xd8, 0xeb, 0x00, 0xc3]; // mov rax,rbx; jmp; ret
         let sites = find(Arch::Amd64, &func(code), code, |_| None).unwrap();
         assert_eq!(sites.entry.addr, VirtAddr(0x1000));
+    }
+
+    #[test]
+    fn uprobe_refusals_follow_the_kernels_rules() {
+        let cases: [(&[u8], Option<UprobeRefusal>); 12] = [
+            // expvar.(*Int).Add: lock xadd [rax], rbx
+            (
+                &[0xf0, 0x48, 0x0f, 0xc1, 0x18],
+                Some(UprobeRefusal::LockOrSegmentPrefix),
+            ),
+            // Go 1.19 runtime.gcWriteBarrierR8: xchg rax, r8
+            (&[0x49, 0x90], Some(UprobeRefusal::SkippedAsNop)),
+            (&[0x41, 0x90], Some(UprobeRefusal::SkippedAsNop)),
+            // xchg rax, r9 is single-stepped, which is right
+            (&[0x49, 0x91], None),
+            (&[0x90], None),
+            (&[0xf3, 0x90], None), // pause
+            (&[0x66, 0x0f, 0x1f, 0x44, 0x00, 0x00], None),
+            (&[0xcd, 0x80], Some(UprobeRefusal::Opcode(0xcd))),
+            (&[0x66, 0xe9, 0x00, 0x00], Some(UprobeRefusal::SizedBranch)),
+            (
+                &[0xc5, 0xf9, 0xeb, 0xc1],
+                Some(UprobeRefusal::VectorEncoded),
+            ), // vpor
+            (&[0x8e, 0xd0], Some(UprobeRefusal::MovSs)),
+            // cmp rsp, [r14+0x10]; jbe; ret
+            (&[0x49, 0x3b, 0x66, 0x10], None),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(uprobe_refusal_amd64(bytes), want, "{}", hex(bytes));
+        }
+        assert_eq!(uprobe_refusal_amd64(&[0x76, 0x10]), None);
+        assert_eq!(uprobe_refusal_amd64(&[0xc3]), None);
     }
 
     #[test]

@@ -99,3 +99,43 @@ impl Floor {
         started.elapsed()
     }
 }
+
+/// The empty program loaded for trial attachments: finding the sites the kernel refuses
+/// without gotrace's own program running on the others meanwhile (no events, no state).
+pub(crate) struct Trial {
+    skel: FloorSkel<'static>,
+}
+
+impl Trial {
+    pub(crate) fn load() -> Result<Trial, KernelError> {
+        // Leaked for the same reason as a session's: the skeleton borrows it for its lifetime.
+        let storage: &'static mut MaybeUninit<libbpf_rs::OpenObject> =
+            Box::leak(Box::new(MaybeUninit::uninit()));
+        let mut open = FloorSkelBuilder::default()
+            .open(storage)
+            .map_err(|e| KernelError::from_libbpf(e, KernelError::Load))?;
+        open.progs.floor_site.set_autoload(false);
+        let skel = open
+            .load()
+            .map_err(|e| KernelError::from_libbpf(e, KernelError::Load))?;
+        Ok(Trial { skel })
+    }
+
+    /// Attaches the empty program at `offsets` on one uprobe_multi link and detaches at once.
+    pub(crate) fn attach(
+        &self,
+        binary: &Path,
+        pid: i32,
+        offsets: Vec<usize>,
+    ) -> Result<(), libbpf_rs::Error> {
+        let opts = UprobeMultiOpts {
+            offsets,
+            ..Default::default()
+        };
+        self.skel
+            .progs
+            .floor_site_multi
+            .attach_uprobe_multi_with_opts(pid, binary, "", opts)
+            .map(drop)
+    }
+}

@@ -10,7 +10,7 @@ mod wait;
 mod watch;
 
 pub use error::KernelError;
-pub use session::{check_environment, EventStream};
+pub use session::{check_environment, uprobe_multi_supported, EventStream, PER_SITE_LIMIT};
 pub use session::{AttachMethod, AttachReport, Counters, Session, Target};
 pub use wait::{pidfd, Waiter, Wake};
 pub use watch::{BinaryWatch, FileChange};

@@ -189,19 +189,18 @@ impl Session {
 
         let started = Instant::now();
         let pid_arg = pid.map_or(-1, |p| p as i32);
+        let sites: Vec<&Site> = plan.all_sites().collect();
         let (links, method, failed) = if use_multi {
-            match attach_multi(&skel, plan, binary, pid_arg) {
-                Ok(link) => (vec![link], AttachMethod::UprobeMulti, Vec::new()),
-                // One refused site fails the whole batch: retry site by site to find it.
-                Err(_) => attach_per_site(&skel, plan, binary, pid_arg, true)?,
-            }
+            let (link, failed) = attach_multi_finding_refused(&skel, &sites, binary, pid_arg)?;
+            let links: Vec<Link> = link.into_iter().collect();
+            (links, AttachMethod::UprobeMulti, failed)
         } else {
-            attach_per_site(&skel, plan, binary, pid_arg, false)?
+            attach_per_site(&skel, &sites, binary, pid_arg)?
         };
-        let attached = if method == AttachMethod::UprobeMulti {
-            plan.all_sites().count()
-        } else {
-            links.len()
+        let attached = match method {
+            AttachMethod::UprobeMulti if links.is_empty() => 0,
+            AttachMethod::UprobeMulti => sites.len() - failed.len(),
+            AttachMethod::PerSite => links.len(),
         };
         if attached == 0 {
             let reason = failed
@@ -212,6 +211,7 @@ impl Session {
                 binary: binary.to_owned(),
                 reason,
             });
+        }
         let mut warnings = Vec::new();
         let mut links = links;
         if !plan.entry_only {
@@ -223,7 +223,6 @@ impl Session {
                 Ok(link) => links.push(link),
                 Err(e) => warnings.push(format!("cannot watch processes exit ({e:#}): calls still in flight when a traced process exits are reported when gotrace stops")),
             }
-        }
         }
         Ok(Session {
             pairing: RefCell::new(Pairing {
@@ -240,8 +239,8 @@ impl Session {
                 method,
                 attached,
                 failed,
-                warnings,
                 elapsed: started.elapsed(),
+                warnings,
             },
         })
     }
@@ -298,13 +297,13 @@ impl Session {
                 .sum())
         };
         Ok(Counters {
-            busy: read(types::gt_stat::GT_STAT_BUSY)?,
             lost: read(types::gt_stat::GT_STAT_LOST)?,
+            busy: read(types::gt_stat::GT_STAT_BUSY)?,
             inflight_full: read(types::gt_stat::GT_STAT_INFLIGHT_FULL)?,
             unmatched_returns: read(types::gt_stat::GT_STAT_UNMATCHED_RETURN)?,
             growth_restarts: read(types::gt_stat::GT_STAT_GROWTH_SKIPPED)?,
-            exits_lost: read(types::gt_stat::GT_STAT_EXIT_LOST)?,
             read_failures: read(types::gt_stat::GT_STAT_READ_FAILED)?,
+            exits_lost: read(types::gt_stat::GT_STAT_EXIT_LOST)?,
         })
     }
 
@@ -314,6 +313,7 @@ impl Session {
         let started = Instant::now();
         self.links.borrow_mut().clear();
         started.elapsed()
+    }
 
     /// Reports every call still in flight as [`CallKind::InFlight`], in flight until now; call
     /// it after [`Session::detach`] and a last consume, so that none of them can still
@@ -371,7 +371,6 @@ impl Session {
         }
         Ok(reported)
     }
-    }
 }
 
 /// Draining end of the ring buffer.
@@ -401,6 +400,7 @@ impl EventStream<'_> {
         self.ring.epoll_fd()
     }
 }
+
 /// What one ring-buffer record means.
 // Built once per record and consumed at once: boxing the call would allocate for every call.
 #[allow(clippy::large_enum_variant)]
@@ -412,7 +412,6 @@ enum Event {
         at_ns: u64,
     },
 }
-
 
 /// Entry captures wait here for their call's return event (the ring buffer keeps order, so
 /// an entry's data always comes before its return).
@@ -448,6 +447,7 @@ impl Pairing {
             types::gt_event_kind::GT_EVENT_CALL => CallKind::Returned,
             types::gt_event_kind::GT_EVENT_ENTRY => CallKind::Entered,
             types::gt_event_kind::GT_EVENT_PANICKED => CallKind::Panicked,
+            types::gt_event_kind::GT_EVENT_EXITED => CallKind::Exited,
             types::gt_event_kind::GT_EVENT_ABANDONED => CallKind::Abandoned,
             types::gt_event_kind::GT_EVENT_PROCESS_EXIT => {
                 return Some(Event::ProcessExit {
@@ -455,7 +455,6 @@ impl Pairing {
                     at_ns: e.return_ns,
                 })
             }
-            types::gt_event_kind::GT_EVENT_EXITED => CallKind::Exited,
             _ => return None,
         };
         let (entry_captures, return_captures) = match kind {
@@ -692,9 +691,9 @@ fn cookie(site: &Site) -> u64 {
         SiteKind::Return => types::gt_site_kind::GT_SITE_RETURN,
         SiteKind::GoPanic => types::gt_site_kind::GT_SITE_GOPANIC,
         SiteKind::GoExit => types::gt_site_kind::GT_SITE_GOEXIT,
+        SiteKind::FatalPanic => types::gt_site_kind::GT_SITE_FATALPANIC,
         SiteKind::Recovery => types::gt_site_kind::GT_SITE_RECOVERY,
         SiteKind::EntryReturn => types::gt_site_kind::GT_SITE_ENTRY_RETURN,
-        SiteKind::FatalPanic => types::gt_site_kind::GT_SITE_FATALPANIC,
     };
     let skip = match site.skip_if {
         None => types::gt_skip::GT_SKIP_NEVER,
@@ -708,7 +707,7 @@ fn cookie(site: &Site) -> u64 {
 }
 
 /// uprobe_multi links on Linux 6.6+, unless GOTRACE_NO_UPROBE_MULTI asks for per-site probes.
-pub(crate) fn uprobe_multi_supported() -> bool {
+pub fn uprobe_multi_supported() -> bool {
     if std::env::var_os("GOTRACE_NO_UPROBE_MULTI").is_some() {
         return false;
     }
@@ -726,13 +725,13 @@ pub(crate) fn uprobe_multi_supported() -> bool {
 
 fn attach_multi(
     skel: &GotraceSkel<'_>,
-    plan: &ProbePlan,
+    sites: &[&Site],
     binary: &Path,
     pid: i32,
 ) -> Result<Link, libbpf_rs::Error> {
     let opts = UprobeMultiOpts {
-        offsets: plan.all_sites().map(|s| s.file_offset.0 as usize).collect(),
-        cookies: plan.all_sites().map(cookie).collect(),
+        offsets: sites.iter().map(|s| s.file_offset.0 as usize).collect(),
+        cookies: sites.iter().map(|s| cookie(s)).collect(),
         ..Default::default()
     };
     skel.progs
@@ -740,50 +739,123 @@ fn attach_multi(
         .attach_uprobe_multi_with_opts(pid, binary, "", opts)
 }
 
-type PerSiteOutcome = (Vec<Link>, AttachMethod, Vec<(Site, String)>);
+/// What attaching left out: each refused site with the kernel's reason.
+type Refused = Vec<(Site, String)>;
 
-fn attach_per_site(
+/// Attaches `sites` on one uprobe_multi link. The kernel fails the whole batch for one site it
+/// will not probe (and only while a process maps the binary): then the refused sites are found
+/// by bisection — trial attachments of the empty floor program, so nothing is reported and no
+/// state is left meanwhile — and the rest go on one link. Never one probe per site: thousands
+/// of those take minutes to attach and to detach.
+fn attach_multi_finding_refused(
     skel: &GotraceSkel<'_>,
-    plan: &ProbePlan,
+    sites: &[&Site],
     binary: &Path,
     pid: i32,
-    multi_loaded: bool,
+) -> Result<(Option<Link>, Refused), KernelError> {
+    let attach_error = |e: libbpf_rs::Error| KernelError::Attach {
+        binary: binary.to_owned(),
+        reason: format!("{e:#}"),
+    };
+    let first = match attach_multi(skel, sites, binary, pid) {
+        Ok(link) => return Ok((Some(link), Vec::new())),
+        Err(e) if e.kind() == libbpf_rs::ErrorKind::PermissionDenied => {
+            return Err(KernelError::NoPrivileges)
+        }
+        Err(e) => e,
+    };
+    let trial = crate::floor::Trial::load()?;
+    let offsets: Vec<usize> = sites.iter().map(|s| s.file_offset.0 as usize).collect();
+    let refused = bisect_refused(sites.len(), |set| {
+        trial
+            .attach(binary, pid, set.iter().map(|&i| offsets[i]).collect())
+            .map_err(|e| format!("{e:#}"))
+    });
+    if refused.is_empty() {
+        // Every part attaches on its own: the batch failed for another reason.
+        return Err(attach_error(first));
+    }
+    let rest: Vec<&Site> = sites
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| !refused.iter().any(|(r, _)| r == i))
+        .map(|(_, s)| *s)
+        .collect();
+    let failed = refused
+        .into_iter()
+        .map(|(i, reason)| (sites[i].clone(), reason))
+        .collect();
+    if rest.is_empty() {
+        return Ok((None, failed));
+    }
+    let link = attach_multi(skel, &rest, binary, pid).map_err(attach_error)?;
+    Ok((Some(link), failed))
+}
+
+/// The indices in `0..n` whose trial attachment fails, with its error, given that attaching
+/// all of them failed: each failing set is split in halves down to single sites, so k refused
+/// sites among n cost about 2·k·log2(n) trials.
+fn bisect_refused<E>(
+    n: usize,
+    mut attach: impl FnMut(&[usize]) -> Result<(), E>,
+) -> Vec<(usize, E)> {
+    fn split<E>(
+        set: &[usize],
+        attach: &mut impl FnMut(&[usize]) -> Result<(), E>,
+        out: &mut Vec<(usize, E)>,
+    ) {
+        let (left, right) = set.split_at(set.len() / 2);
+        for half in [left, right].into_iter().filter(|h| !h.is_empty()) {
+            match attach(half) {
+                Ok(()) => {}
+                Err(e) if half.len() == 1 => out.push((half[0], e)),
+                Err(_) => split(half, attach, out),
+            }
+        }
+    }
+    let all: Vec<usize> = (0..n).collect();
+    let mut out = Vec::new();
+    split(&all, &mut attach, &mut out);
+    out
+}
+
+/// Sites a kernel without uprobe_multi links gets as one perf-event uprobe each: detaching
+/// each waits for an RCU grace period (about 0.1 s here), so more would hold Ctrl-C for long.
+pub const PER_SITE_LIMIT: usize = 64;
+
+/// One perf-event uprobe per site (kernels before 6.6, or `GOTRACE_NO_UPROBE_MULTI`).
+fn attach_per_site(
+    skel: &GotraceSkel<'_>,
+    sites: &[&Site],
+    binary: &Path,
+    pid: i32,
 ) -> Result<PerSiteOutcome, KernelError> {
     raise_open_file_limit();
-    let prog = if multi_loaded {
-        // Only the multi program was loaded; a uprobe_multi link per site still finds the
-        // refused ones.
-        &skel.progs.gotrace_site_multi
-    } else {
-        &skel.progs.gotrace_site
-    };
     let mut links = Vec::new();
     let mut failed = Vec::new();
-    for site in plan.all_sites() {
-        let result = if multi_loaded {
-            let opts = UprobeMultiOpts {
-                offsets: vec![site.file_offset.0 as usize],
-                cookies: vec![cookie(site)],
-                ..Default::default()
-            };
-            prog.attach_uprobe_multi_with_opts(pid, binary, "", opts)
-        } else {
-            let opts = UprobeOpts {
-                cookie: cookie(site),
-                ..Default::default()
-            };
-            prog.attach_uprobe_with_opts(pid, binary, site.file_offset.0 as usize, opts)
+    for site in sites {
+        let opts = UprobeOpts {
+            cookie: cookie(site),
+            ..Default::default()
         };
+        let result = skel.progs.gotrace_site.attach_uprobe_with_opts(
+            pid,
+            binary,
+            site.file_offset.0 as usize,
+            opts,
+        );
         match result {
             Ok(link) => links.push(link),
             Err(e) if e.kind() == libbpf_rs::ErrorKind::PermissionDenied => {
                 return Err(KernelError::NoPrivileges)
             }
-            Err(e) => failed.push((site.clone(), format!("{e:#}"))),
+            Err(e) => failed.push(((*site).clone(), format!("{e:#}"))),
         }
     }
     Ok((links, AttachMethod::PerSite, failed))
 }
+
+type PerSiteOutcome = (Vec<Link>, AttachMethod, Refused);
 
 /// Each per-site link holds file descriptors: lift the soft limit to the hard one.
 fn raise_open_file_limit() {
@@ -801,6 +873,25 @@ fn raise_open_file_limit() {
     }
 }
 
+/// CLOCK_MONOTONIC now, the clock of the BPF side's timestamps.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into a valid timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// A generated BPF type read from map or event bytes; `None` when they are too short.
+fn read_plain<T: Copy>(bytes: &[u8]) -> Option<T> {
+    let bytes = bytes.get(..std::mem::size_of::<T>())?;
+    // SAFETY: only used with the skeleton's plain-integer types (gt_event, gt_capture,
+    // gt_frame_key, gt_inflight, gt_goroutine_key), for which any bit pattern is valid;
+    // `bytes` holds exactly their size and read_unaligned makes no alignment assumption.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) })
+}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -839,6 +930,34 @@ mod tests {
     }
 
     #[test]
+    fn bisection_finds_every_refused_site_and_only_those() {
+        for (n, bad) in [
+            (1, vec![0]),
+            (10, vec![3]),
+            (1000, vec![0, 17, 500, 999]),
+            (7, (0..7).collect()),
+        ] {
+            let mut trials = 0;
+            let found = bisect_refused(n, |set: &[usize]| {
+                trials += 1;
+                assert!(!set.is_empty());
+                match set.iter().find(|i| bad.contains(i)) {
+                    Some(i) => Err(*i),
+                    None => Ok(()),
+                }
+            });
+            let indices: Vec<usize> = found.iter().map(|(i, _)| *i).collect();
+            assert_eq!(indices, bad, "n={n}");
+            assert!(found.iter().all(|(i, e)| i == e));
+            let log2 = usize::BITS - n.leading_zeros();
+            assert!(
+                trials <= 2 * bad.len() * log2 as usize + 2,
+                "n={n}: {trials} trials"
+            );
+        }
+    }
+
+    #[test]
     fn captures_parse_back_with_padding() {
         let mut payload = Vec::new();
         for (addr, data) in [(0x1000u64, &b"hello"[..]), (0x2000, &b"12345678"[..])] {
@@ -860,23 +979,4 @@ mod tests {
         assert_eq!(parsed[1].addr, 0x2000);
         assert_eq!(parsed[1].bytes, b"12345678");
     }
-}
-/// CLOCK_MONOTONIC now, the clock of the BPF side's timestamps.
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into a valid timespec we own.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
-}
-
-/// A generated BPF type read from map or event bytes; `None` when they are too short.
-fn read_plain<T: Copy>(bytes: &[u8]) -> Option<T> {
-    let bytes = bytes.get(..std::mem::size_of::<T>())?;
-    // SAFETY: only used with the skeleton's plain-integer types (gt_event, gt_capture,
-    // gt_frame_key, gt_inflight, gt_goroutine_key), for which any bit pattern is valid;
-    // `bytes` holds exactly their size and read_unaligned makes no alignment assumption.
-    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) })
 }

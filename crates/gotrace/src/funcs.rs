@@ -55,6 +55,10 @@ struct Listed {
     /// Why the sites could not be found (an instruction that does not decode).
     #[serde(skip_serializing_if = "Option::is_none")]
     sites_error: Option<String>,
+    /// Why `trace` will not probe the function (assembly, a stack switch, an instruction the
+    /// kernel cannot probe), when it will not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    refused: Option<String>,
 }
 
 /// A parameter or result and where it is: at entry for parameters, at RET for results.
@@ -268,6 +272,15 @@ fn list(binary: &GoBinary, pattern: Option<&str>, with_sites: bool) -> Result<Li
                 Some(Err(e)) => (None, Some(e)),
                 None => (None, None),
             };
+            let refused = with_sites
+                .then(|| {
+                    gotrace_plan::refusal(binary, f).or_else(|| {
+                        let sites = binary.probe_sites(f).ok()?;
+                        gotrace_plan::site_refusal(binary, &sites, false)
+                    })
+                })
+                .flatten()
+                .map(|r| r.to_string());
             Listed {
                 name: f.name.clone(),
                 entry: f.entry.to_string(),
@@ -279,6 +292,7 @@ fn list(binary: &GoBinary, pattern: Option<&str>, with_sites: bool) -> Result<Li
                 results,
                 sites,
                 sites_error,
+                refused,
             }
         })
         .collect();
@@ -346,6 +360,9 @@ fn render_text(listing: &Listing, verbose: bool) -> String {
         if let Some(e) = &f.sites_error {
             let e = escape_controls(e);
             let _ = writeln!(out, "    {:<width$} error: {e}", "sites");
+        }
+        if let Some(why) = &f.refused {
+            let _ = writeln!(out, "    {:<width$} not traced: {why}", "refused");
         }
         if let Some(s) = &f.sites {
             let e = &s.entry;

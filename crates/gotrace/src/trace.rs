@@ -115,6 +115,9 @@ pub fn run(
     for warning in &plan.warnings {
         crate::say!("gotrace: warning: {warning}")?;
     }
+    if let Some(line) = refused_line(&plan) {
+        crate::say!("{line}")?;
+    }
     let empty_types = gotrace_binary::types::TypeTable::default();
     let types = match binary.dwarf() {
         Ok(Some(d)) => d.types(),
@@ -135,7 +138,15 @@ pub fn run(
             plan.functions.len()
         )?;
     }
-    let session = Session::attach(&plan, &path, &request.target)?;
+    if !gotrace_kernel::uprobe_multi_supported() && site_count > gotrace_kernel::PER_SITE_LIMIT {
+        anyhow::bail!(
+            "{site_count} sites to attach, and without uprobe_multi links (Linux 6.6+) each needs a uprobe of its own: detaching more than {} of those would hold gotrace for many seconds after Ctrl-C; trace fewer functions, or use --no-return",
+            gotrace_kernel::PER_SITE_LIMIT
+        );
+    }
+    let alias = utf8_alias(&path)?;
+    let attach_path = alias.as_ref().map_or(path.as_path(), |(p, _)| p.as_path());
+    let session = Session::attach(&plan, attach_path, &request.target)?;
     let report = session.report().clone();
     for (site, reason) in &report.failed {
         let owner = plan
@@ -332,6 +343,24 @@ fn report_losses(now: &Counters, reported: &mut Counters) -> Result<(), crate::s
     }
     *reported = *now;
     Ok(())
+}
+
+/// `/proc/self/fd/N` for a path that is not UTF-8 (libbpf takes paths as strings), with the
+/// file it names, which must stay open while the alias is used.
+fn utf8_alias(path: &Path) -> Result<Option<(PathBuf, std::fs::File)>> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    if path.to_str().is_some() {
+        return Ok(None);
+    }
+    // O_PATH: names the file without opening it for reading.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let alias = PathBuf::from(format!("/proc/self/fd/{}", file.as_raw_fd()));
+    Ok(Some((alias, file)))
 }
 
 /// `main.Fibonacci in /srv/app (3 sites: 1 entry, 2 returns; uprobe_multi, 1.2ms)`
