@@ -8,7 +8,8 @@ pub mod recipe;
 
 use gotrace_binary::abi::{self, Location};
 use gotrace_binary::dwarf::DwarfInfo;
-use gotrace_binary::sites::SkipCondition;
+use gotrace_binary::pclntab::FuncTraits;
+use gotrace_binary::sites::{ProbeSites, SkipCondition, UprobeRefusal};
 use gotrace_binary::types::TypeId;
 use gotrace_binary::types::{TypeKind, TypeTable};
 use gotrace_binary::{BinaryError, FileOffset, Function, GoBinary, VirtAddr};
@@ -36,9 +37,96 @@ pub enum PlanError {
     #[error("no function matches {pattern:?}")]
     NoMatch { pattern: String },
     #[error(
-        "nothing left to trace: every function matched was excluded or has no usable probe sites"
+        "nothing left to trace: every function matched was excluded, refused or has no usable probe sites"
     )]
     NothingToTrace,
+    #[error("{name} cannot be traced safely: {refusal}")]
+    Refused { name: String, refusal: Refusal },
+}
+
+/// Why gotrace will not probe a function, though a pattern names it: a uprobe there would
+/// harm the program or could not be attached. The first three come from the function's own
+/// record in `.gopclntab`, which the runtime keeps for its tracebacks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Refusal {
+    /// Hand-written assembly: no promise of a goroutine in R14 or of a Go frame, and it may
+    /// run mid-write-barrier, on the signal or system stack, or without a goroutine at all.
+    Assembly,
+    /// It sets SP itself: a stack switch (systemstack, mcall, morestack, gogo, asmcgocall).
+    StackSwitch,
+    /// The outermost frame of a stack (goexit, mstart, rt0_go): nothing calls it.
+    TopOfStack,
+    /// A probe site's instruction cannot carry a uprobe.
+    Instruction {
+        site: SiteKind,
+        addr: VirtAddr,
+        why: UprobeRefusal,
+    },
+}
+
+impl Refusal {
+    /// A short name for counting refusals by kind.
+    pub fn category(&self) -> &'static str {
+        match self {
+            Refusal::Assembly => "assembly",
+            Refusal::StackSwitch => "stack switch",
+            Refusal::TopOfStack => "top of a stack",
+            Refusal::Instruction { .. } => "instruction the kernel cannot probe",
+        }
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::Assembly => f.write_str(
+                "it is hand-written assembly, which may run without a goroutine, on the signal or system stack, or mid-write-barrier",
+            ),
+            Refusal::StackSwitch => f.write_str(
+                "it switches stacks (writes SP), so the goroutine seen at its probes is not the one that called it",
+            ),
+            Refusal::TopOfStack => f.write_str("it is the outermost frame of a stack: it is never called"),
+            Refusal::Instruction { site, addr, why } => {
+                write!(f, "its {} site at {addr} is {why}", site.label())
+            }
+        }
+    }
+}
+
+/// Whether `function` must not be probed, from what the binary records about it (its sites
+/// aside: see [`site_refusal`]).
+pub fn refusal(binary: &GoBinary, function: &Function) -> Option<Refusal> {
+    let traits = binary.traits(function).unwrap_or_default();
+    if traits.has(FuncTraits::SP_WRITE) {
+        Some(Refusal::StackSwitch)
+    } else if traits.has(FuncTraits::TOP_FRAME) {
+        Some(Refusal::TopOfStack)
+    } else if traits.has(FuncTraits::ASM) || function.name.ends_with(".abi0") {
+        // Symbol tables name ABI0 assembly `.abi0`; Go before 1.19 sets no assembly flag.
+        Some(Refusal::Assembly)
+    } else {
+        None
+    }
+}
+
+/// The first of `sites` whose instruction cannot carry a uprobe (the kernel refuses it, or
+/// would emulate it wrongly), as a refusal.
+pub fn site_refusal(binary: &GoBinary, sites: &ProbeSites, entry_only: bool) -> Option<Refusal> {
+    if binary.arch() != gotrace_binary::Arch::Amd64 {
+        return None;
+    }
+    let returns = sites.returns.iter().filter(|_| !entry_only);
+    std::iter::once((SiteKind::Entry, &sites.entry.addr))
+        .chain(returns.map(|a| (SiteKind::Return, a)))
+        .find_map(|(site, &addr)| {
+            // An instruction is at most 15 bytes; fewer remain at the end of the text.
+            let bytes = (1..=15)
+                .rev()
+                .find_map(|len| binary.bytes_at(addr, len).ok())?;
+            let why = gotrace_binary::sites::uprobe_refusal_amd64(bytes)?;
+            Some(Refusal::Instruction { site, addr, why })
+        })
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -52,6 +140,10 @@ pub enum SiteKind {
     GoExit,
     /// `runtime.fatalpanic`: an unrecovered panic; calls in flight panicked.
     FatalPanic,
+    /// `runtime.recovery`: a recovered panic; calls below the recovering frame panicked.
+    Recovery,
+    /// Entry and return at once: the function's body is a single `RET`.
+    EntryReturn,
 }
 
 impl SiteKind {
@@ -62,6 +154,8 @@ impl SiteKind {
             SiteKind::GoPanic => "runtime.gopanic",
             SiteKind::GoExit => "runtime.goexit1",
             SiteKind::FatalPanic => "runtime.fatalpanic",
+            SiteKind::Recovery => "runtime.recovery",
+            SiteKind::EntryReturn => "entry-and-return",
         }
     }
 }
@@ -71,103 +165,9 @@ const RUNTIME_HOOKS: [(&str, SiteKind); 4] = [
     ("runtime.gopanic", SiteKind::GoPanic),
     ("runtime.goexit1", SiteKind::GoExit),
     ("runtime.fatalpanic", SiteKind::FatalPanic),
+    ("runtime.recovery", SiteKind::Recovery),
 ];
 
-/// One address to attach the BPF program at.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Site {
-    /// Index into [`ProbePlan::functions`] (unused for runtime hooks).
-    pub function: u32,
-    pub kind: SiteKind,
-    pub addr: VirtAddr,
-    pub file_offset: FileOffset,
-    /// Entry only: the pass where this holds is about to grow the stack and restart.
-    pub skip_if: Option<SkipCondition>,
-    /// Entry only: the site can fire twice for one call (see [`gotrace_binary::EntrySite`]).
-    pub may_restart: bool,
-}
-
-/// A parameter or result: its name, type and where the ABI puts it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct PlannedValue {
-    pub name: String,
-    pub ty: TypeId,
-    pub location: Location,
-}
-
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct PlannedFunction {
-    pub name: String,
-    pub entry: VirtAddr,
-    /// `None` when the binary has no DWARF: names and types are unknown.
-    pub signature: Option<PlannedSignature>,
-    /// Memory to read at entry (for the arguments) and at each return (for the results).
-    pub entry_recipe: Recipe,
-    pub return_recipe: Recipe,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct PlannedSignature {
-    pub params: Vec<PlannedValue>,
-    pub results: Vec<PlannedValue>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-pub struct ProbePlan {
-    pub functions: Vec<PlannedFunction>,
-    /// The traced functions' sites.
-    pub sites: Vec<Site>,
-    /// Entries of runtime functions that end calls without a return (panics, Goexit).
-    pub runtime_hooks: Vec<Site>,
-    /// Offset of `goid` in `runtime.g`.
-    pub goid_offset: u64,
-    /// Attach entry sites only: arguments and counts, no results or durations.
-    pub entry_only: bool,
-    /// Things the user should know that do not stop tracing (unreadable DWARF, …).
-    pub warnings: Vec<String>,
-    pub limits: Limits,
-    /// Maps have the bucket layout of Go ≤ 1.23 (their entries are captured).
-    pub classic_maps: bool,
-    /// The binary is position-independent: runtime addresses differ per process.
-    pub position_independent: bool,
-    /// Recipes for the dynamic values of interfaces, by runtime type address (link-time).
-    pub type_recipes: Vec<(u64, Recipe)>,
-}
-
-#[derive(Clone, Debug, Default)]
-pub struct PlanOptions {
-    pub entry_only: bool,
-    /// Functions matching any of these globs are left out.
-    pub exclude: Vec<String>,
-    pub limits: Limits,
-    /// `runtime.recovery`: a recovered panic; calls below the recovering frame panicked.
-    Recovery,
-    /// Entry and return at once: the function's body is a single `RET`.
-    EntryReturn,
-}
-
-/// The functions `patterns` select: an exact name must exist (else an error with suggestions,
-/// or "inlined"); a glob must match at least one function. Sorted by address, no duplicates.
-pub fn select<'b>(
-    binary: &'b GoBinary,
-    patterns: &[String],
-    exclude: &[String],
-) -> Result<Vec<&'b Function>, PlanError> {
-    let excluded: Vec<Pattern> = exclude.iter().map(|e| Pattern::new(e)).collect();
-            SiteKind::Recovery => "runtime.recovery",
-            SiteKind::EntryReturn => "entry-and-return",
-    let mut chosen: Vec<&Function> = Vec::new();
-    for text in patterns {
-        let pattern = Pattern::new(text);
-        if !pattern.is_glob() {
-            chosen.push(binary.function(text)?);
-            continue;
-        }
-        let before = chosen.len();
-        // ABI0 wrappers of assembly functions do not keep the goroutine in R14.
-    ("runtime.recovery", SiteKind::Recovery),
-        chosen.extend(
-            binary
 /// Where `runtime.recovery(gp)` finds the stack pointer the recovering frame resumes at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum ResumeSp {
@@ -222,9 +222,101 @@ pub fn resume_sp_by_version(minor: Option<u32>) -> ResumeSp {
     }
 }
 
+/// One address to attach the BPF program at.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Site {
+    /// Index into [`ProbePlan::functions`] (unused for runtime hooks).
+    pub function: u32,
+    pub kind: SiteKind,
+    pub addr: VirtAddr,
+    pub file_offset: FileOffset,
+    /// Entry only: the pass where this holds is about to grow the stack and restart.
+    pub skip_if: Option<SkipCondition>,
+    /// Entry only: the site can fire twice for one call (see [`gotrace_binary::EntrySite`]).
+    pub may_restart: bool,
+}
+
+/// A parameter or result: its name, type and where the ABI puts it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PlannedValue {
+    pub name: String,
+    pub ty: TypeId,
+    pub location: Location,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PlannedFunction {
+    pub name: String,
+    pub entry: VirtAddr,
+    /// `None` when the binary has no DWARF: names and types are unknown.
+    pub signature: Option<PlannedSignature>,
+    /// Memory to read at entry (for the arguments) and at each return (for the results).
+    pub entry_recipe: Recipe,
+    pub return_recipe: Recipe,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct PlannedSignature {
+    pub params: Vec<PlannedValue>,
+    pub results: Vec<PlannedValue>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ProbePlan {
+    pub functions: Vec<PlannedFunction>,
+    /// The traced functions' sites.
+    pub sites: Vec<Site>,
+    /// Entries of runtime functions that end calls without a return (panics, Goexit).
+    pub runtime_hooks: Vec<Site>,
+    /// Offset of `goid` in `runtime.g`.
+    pub goid_offset: u64,
+    /// Attach entry sites only: arguments and counts, no results or durations.
+    pub entry_only: bool,
+    /// Things the user should know that do not stop tracing (unreadable DWARF, …).
+    pub warnings: Vec<String>,
+    /// Functions a glob matched that are not traced, and why.
+    pub refused: Vec<(String, Refusal)>,
+    pub limits: Limits,
+    /// Maps have the bucket layout of Go ≤ 1.23 (their entries are captured).
+    pub classic_maps: bool,
+    /// The binary is position-independent: runtime addresses differ per process.
+    pub position_independent: bool,
+    /// Recipes for the dynamic values of interfaces, by runtime type address (link-time).
+    pub type_recipes: Vec<(u64, Recipe)>,
+    /// How the `runtime.recovery` hook finds where a recovered goroutine resumes.
+    pub resume_sp: ResumeSp,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct PlanOptions {
+    pub entry_only: bool,
+    /// Functions matching any of these globs are left out.
+    pub exclude: Vec<String>,
+    pub limits: Limits,
+}
+
+/// The functions `patterns` select: an exact name must exist (else an error with suggestions,
+/// or "inlined"); a glob must match at least one function. Sorted by address, no duplicates.
+pub fn select<'b>(
+    binary: &'b GoBinary,
+    patterns: &[String],
+    exclude: &[String],
+) -> Result<Vec<&'b Function>, PlanError> {
+    let excluded: Vec<Pattern> = exclude.iter().map(|e| Pattern::new(e)).collect();
+    let mut chosen: Vec<&Function> = Vec::new();
+    for text in patterns {
+        let pattern = Pattern::new(text);
+        if !pattern.is_glob() {
+            chosen.push(binary.function(text)?);
+            continue;
+        }
+        let before = chosen.len();
+        // Assembly (`.abi0`) matches too: `plan` refuses it with a reason.
+        chosen.extend(
+            binary
                 .functions()
                 .iter()
-                .filter(|f| pattern.matches(&f.name) && !f.name.ends_with(".abi0")),
+                .filter(|f| pattern.matches(&f.name)),
         );
         if chosen.len() == before {
             return Err(PlanError::NoMatch {
@@ -274,6 +366,7 @@ pub fn plan(
         .and_then(|b| b.go_version_minor())
         .is_none_or(|minor| minor <= 23);
     let only_exact = patterns.iter().all(|p| !Pattern::new(p).is_glob());
+    let mut refused = Vec::new();
     for function in selected {
         let index = functions.len() as u32;
         let probe_sites = match binary.probe_sites(function) {
@@ -283,10 +376,24 @@ pub fn plan(
             Err(e) => {
                 warnings.push(format!("skipping {}: {e}", function.name));
                 continue;
-    /// How the `runtime.recovery` hook finds where a recovered goroutine resumes.
-    pub resume_sp: ResumeSp,
             }
         };
+        let refusal = refusal(binary, function)
+            .or_else(|| site_refusal(binary, &probe_sites, options.entry_only));
+        if let Some(refusal) = refusal {
+            let named = patterns.contains(&function.name);
+            if named && only_exact {
+                return Err(PlanError::Refused {
+                    name: function.name.clone(),
+                    refusal,
+                });
+            }
+            refused.push((function.name.clone(), refusal));
+            continue;
+        }
+        // A body that is a single RET enters and returns at one instruction: one site does both.
+        let entry_returns =
+            !options.entry_only && probe_sites.returns.contains(&probe_sites.entry.addr);
         sites.push(Site {
             function: index,
             kind: if entry_returns {
@@ -342,6 +449,12 @@ pub fn plan(
         });
     }
     if functions.is_empty() {
+        if let [(name, refusal)] = &refused[..] {
+            return Err(PlanError::Refused {
+                name: name.clone(),
+                refusal: refusal.clone(),
+            });
+        }
         return Err(PlanError::NothingToTrace);
     }
     let mut runtime_hooks = Vec::new();
@@ -351,6 +464,20 @@ pub fn plan(
                 .function(name)
                 .and_then(|f| binary.probe_sites(f))
                 .and_then(|s| Ok((s.entry, binary.file_offset(s.entry.addr)?)));
+            let hook_refused = site.as_ref().ok().and_then(|(entry, _)| {
+                let sites = ProbeSites {
+                    entry: *entry,
+                    returns: Vec::new(),
+                    deferreturns: Vec::new(),
+                };
+                site_refusal(binary, &sites, true)
+            });
+            if let Some(refusal) = hook_refused {
+                warnings.push(format!(
+                    "cannot probe {name} ({refusal}): calls unwound by panics or Goexit may go unreported"
+                ));
+                continue;
+            }
             match site {
                 Ok((entry, file_offset)) => runtime_hooks.push(Site {
                     function: u32::MAX,
@@ -386,14 +513,13 @@ pub fn plan(
         runtime_hooks,
         goid_offset,
         entry_only: options.entry_only,
-        // A body that is a single RET enters and returns at one instruction: one site does both.
-        let entry_returns =
-            !options.entry_only && probe_sites.returns.contains(&probe_sites.entry.addr);
         warnings,
+        refused,
         limits: options.limits,
         classic_maps,
         position_independent: binary.is_pie(),
         type_recipes,
+        resume_sp: resume_sp(binary),
     })
 }
 
@@ -519,7 +645,6 @@ pub struct RawCall {
     /// Index into [`ProbePlan::functions`].
     pub function: u32,
     pub pid: u32,
-        resume_sp: resume_sp(binary),
     pub entry_tid: u32,
     /// 0 when there was no return.
     pub return_tid: u32,
@@ -551,8 +676,8 @@ pub enum CallKind {
     Panicked,
     /// Cut short by runtime.Goexit.
     Exited,
-}
     /// Still running when its process exited or gotrace stopped; `return_ns` is that moment.
     InFlight,
     /// A call on a system stack (g0) whose frame the runtime reused: it never returned.
     Abandoned,
+}
