@@ -14,7 +14,7 @@ use gotrace_binary::abi::{AbiReg, Location};
 use gotrace_binary::types::{TypeId, TypeKind, TypeTable};
 use gotrace_plan::recipe::{
     has_pointers, is_pointer_shaped, map_bucket_size, map_layout, map_slots_shown,
-    swiss_slots_followed, MapLayout, SwissLayout, GROUP_SLOTS, MAP_BUCKETS_READ,
+    swiss_slots_followed, MapLayout, SwissLayout, GROUP_SLOTS, HMAP_OLDBUCKETS, MAP_BUCKETS_READ,
 };
 use gotrace_plan::{CallKind, PlannedValue, ProbePlan, RawCall, INT_REGS};
 use memory::Read;
@@ -657,9 +657,14 @@ impl<'p> Decoder<'p> {
             .unwrap_or(u64::MAX)
             .min(MAP_BUCKETS_READ);
         let slots = map_slots_shown(self.plan.limits) as usize;
-        for b in 0..in_use {
-            let Read::Bytes(bucket) = memory.read(buckets + b * bucket_size, bucket_size as usize)
-            else {
+        // A growing map's old buckets hold the entries not yet evacuated (their tophash is
+        // still ≥ 5); what those entries point at is not followed.
+        let old = read_uint(header, HMAP_OLDBUCKETS as usize, 8);
+        let old_in_use = if old == 0 { 0 } else { MAP_BUCKETS_READ };
+        let new = (0..in_use).map(|b| (buckets + b * bucket_size, true));
+        let olds = (0..old_in_use).map(|b| (old + b * bucket_size, false));
+        for (at, followed) in new.chain(olds) {
+            let Read::Bytes(bucket) = memory.read(at, bucket_size as usize) else {
                 continue;
             };
             for slot in 0..slots {
@@ -669,10 +674,14 @@ impl<'p> Decoder<'p> {
                 }
                 let k_at = 8 + slot * key_size as usize;
                 let v_at = 8 + 8 * key_size as usize + slot * value_size as usize;
-                entries.push((
-                    self.value(key, bucket.get(k_at..).unwrap_or(&[]), memory, depth - 1),
-                    self.value(value, bucket.get(v_at..).unwrap_or(&[]), memory, depth - 1),
-                ));
+                let k = self.value(key, bucket.get(k_at..).unwrap_or(&[]), memory, depth - 1);
+                let v = self.value(value, bucket.get(v_at..).unwrap_or(&[]), memory, depth - 1);
+                let unread = [&k, &v]
+                    .iter()
+                    .any(|x| x.unavailable_part() == Some(Missing::Budget));
+                if followed || !unread {
+                    entries.push((k, v));
+                }
             }
         }
         (Ok(read_uint(header, 0, 8)), entries, None)

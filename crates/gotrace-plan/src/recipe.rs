@@ -16,6 +16,7 @@ pub const MAX_READ: u32 = 8192;
 /// Size of Go's `runtime.hmap` header (Go ≤ 1.23) and where its bucket pointer sits.
 const HMAP_SIZE: u64 = 48;
 const HMAP_BUCKETS: u32 = 16;
+pub const HMAP_OLDBUCKETS: u32 = 24;
 /// Where `itab._type` sits: an iface's dynamic type is one load away from its itab.
 const ITAB_TYPE: i64 = 8;
 /// Map keys or values bigger than this are stored indirectly (by pointer) in buckets.
@@ -487,6 +488,27 @@ impl<'t> Compiler<'t> {
                 }
             }
         }
+        // A map that is growing still holds entries in its old buckets until they are
+        // evacuated: read those buckets too (their scalars; what they point at is not followed).
+        let saved = self.guard;
+        self.guard = Some(Guard::Above(
+            Operand::Word {
+                op: header,
+                off: HMAP_OLDBUCKETS,
+                add: 0,
+            },
+            0,
+        ));
+        for b in 0..MAP_BUCKETS_READ {
+            let at = Operand::Word {
+                op: header,
+                off: HMAP_OLDBUCKETS,
+                add: (b * bucket) as i64,
+            };
+            let kept = bucket.min(u64::from(MAX_READ));
+            self.read(at, Operand::Const(kept as i64), 0, kept as u32);
+        }
+        self.guard = saved;
     }
 
     /// Go ≥ 1.24 (Swiss tables): the map header; a small map's one group (no directory), or
@@ -566,10 +588,10 @@ impl<'t> Compiler<'t> {
     }
 }
 
-/// Groups of a large Swiss map's first table read: at the lowest load a table has after
-/// growing (7/16 of its slots full), enough to hold `--elems` entries many times over.
+/// Groups of a large Swiss map's first table read: one per entry shown, 8 slots for each,
+/// enough for `--elems` entries even in a table a split left under a third full.
 pub fn swiss_groups_read(limits: Limits, group_size: u64) -> u64 {
-    let wanted = u64::from(limits.elems).div_ceil(2).max(1);
+    let wanted = u64::from(limits.elems).max(1);
     wanted.min(u64::from(MAX_READ) / group_size.max(1)).max(1)
 }
 
@@ -973,7 +995,7 @@ mod tests {
             ops[4].kind,
             OpKind::Read {
                 elem_size: group,
-                max_len: group * 8
+                max_len: group * 16
             }
         );
         // Then the value strings of the first 8 slots of each: the small group's, the table's.
