@@ -11,6 +11,7 @@ pub mod buildinfo;
 pub mod dwarf;
 mod elf;
 mod error;
+pub mod inline;
 mod moduledata;
 pub mod pclntab;
 pub mod sites;
@@ -91,6 +92,10 @@ pub struct GoBinary {
     traits: std::collections::HashMap<VirtAddr, pclntab::FuncTraits>,
     build_info: Option<BuildInfo>,
     dwarf: std::sync::OnceLock<Result<Option<dwarf::DwarfInfo>, BinaryError>>,
+    /// The runtime's `gofunc`, which funcdata offsets count from (Go 1.18+).
+    gofunc: Option<u64>,
+    /// Every inlined body, read from the inline trees on first use.
+    inline: std::sync::OnceLock<Result<inline::InlineIndex, BinaryError>>,
 }
 
 impl GoBinary {
@@ -176,6 +181,10 @@ impl GoBinary {
             .map(|t| t.traits().iter().copied().collect())
             .unwrap_or_default();
         let text_range = module.map(|m| (VirtAddr(m.text), VirtAddr(m.etext)));
+        let gofunc = module.and_then(|m| m.gofunc).or_else(|| {
+            elf.symbol_address("go:func.*")
+                .or_else(|| elf.symbol_address("go.func.*"))
+        });
         let table_functions = table_functions
             .into_iter()
             .filter(|f| f.size() > 0)
@@ -195,6 +204,8 @@ impl GoBinary {
             traits,
             build_info,
             dwarf: std::sync::OnceLock::new(),
+            gofunc,
+            inline: std::sync::OnceLock::new(),
         })
     }
 
@@ -300,6 +311,101 @@ impl GoBinary {
             });
         }
         Ok(found)
+    }
+
+    /// Every inlined body in the binary, from `.gopclntab`'s inline trees (read on first use).
+    pub fn inline_index(&self) -> Result<&inline::InlineIndex, BinaryError> {
+        let loaded = self.inline.get_or_init(|| {
+            let (Some(found), Some(gofunc)) = (pclntab::locate(&self.elf)?, self.gofunc) else {
+                return Ok(inline::InlineIndex::default());
+            };
+            let entries: Vec<VirtAddr> = found.table.functions().iter().map(|f| f.entry).collect();
+            let quantum = match self.arch() {
+                Arch::Amd64 => 1,
+                Arch::Arm64 => 4,
+            };
+            inline::index(found.table.raw(), &entries, quantum, |off, len| {
+                self.elf
+                    .bytes_at(VirtAddr(gofunc.checked_add(off)?), len)
+                    .ok()
+            })
+        });
+        match loaded {
+            Ok(index) => Ok(index),
+            Err(e) => Err(BinaryError::Malformed {
+                section: ".gopclntab",
+                offset: 0,
+                reason: format!("inline tree: {e}"),
+            }),
+        }
+    }
+
+    /// Where to probe each place `name` was inlined: one result per inlined body, an error for
+    /// a body whose first instruction is not proven (see [`GoBinary::probe_sites`]: the
+    /// caller's start must be confirmed by two sources, and the address must be an
+    /// instruction of the linear decode from it).
+    pub fn inlined_sites(
+        &self,
+        name: &str,
+    ) -> Result<Vec<Result<inline::InlinedSite, BinaryError>>, BinaryError> {
+        let index = self.inline_index()?;
+        Ok(index
+            .bodies(name)
+            .iter()
+            .map(|body| self.inlined_site(index, name, body))
+            .collect())
+    }
+
+    fn inlined_site(
+        &self,
+        index: &inline::InlineIndex,
+        name: &str,
+        body: &inline::InlinedBody,
+    ) -> Result<inline::InlinedSite, BinaryError> {
+        let start = body.start();
+        let caller = self
+            .function_at(start)
+            .filter(|f| f.entry == body.caller_entry)
+            .ok_or_else(|| BinaryError::Unproven {
+                function: name.to_owned(),
+                reason: format!(
+                    "its body inlined at {start} lies in no function starting at {}",
+                    body.caller_entry
+                ),
+            })?;
+        self.prove_start(caller)?;
+        let code = self.code(caller)?;
+        let addr = match self.arch() {
+            Arch::Amd64 => {
+                let instructions = sites::decode_amd64(caller, code)?;
+                let first = instructions
+                    .binary_search_by_key(&start.0, |i| i.ip())
+                    .map_err(|_| BinaryError::Unproven {
+                        function: name.to_owned(),
+                        reason: format!(
+                            "its body inlined into {} starts at {start}, which is not an instruction the linear decode from {} reaches",
+                            caller.name, caller.entry
+                        ),
+                    })?;
+                inline::probe_instruction(&instructions, first, body.first_run_end())
+            }
+            Arch::Arm64 => start,
+        };
+        if off_boundary(self.arch(), caller, code, std::iter::once(addr)).is_some() {
+            return Err(BinaryError::Unproven {
+                function: name.to_owned(),
+                reason: format!(
+                    "site {addr} in {} is not an instruction the linear decode from {} reaches",
+                    caller.name, caller.entry
+                ),
+            });
+        }
+        Ok(inline::InlinedSite {
+            caller: caller.name.clone(),
+            body_start: start,
+            addr,
+            sp_delta: index.sp_delta(caller.entry, addr),
+        })
     }
 
     /// Checks that a second source agrees with the function's start: see

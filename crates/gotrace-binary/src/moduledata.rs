@@ -16,6 +16,10 @@
 //! | 16–18 | `ftab []functab` (the same pointer as `pclntable`, `nfunc+1`) |
 //! | 19–21 | `findfunctab`, `minpc`, `maxpc`                              |
 //! | 22–23 | `text`, `etext`                                              |
+//!
+//! Further on, `gofunc` (the base of every function's funcdata, such as its inline tree) moves
+//! as fields are added before it: word 38 in Go 1.18–1.19, 40 from 1.20 (coverage counters),
+//! 43 from 1.27 (`typedesclen`, `itaboffset`, `itabsize`).
 
 use crate::elf::ElfImage;
 use crate::pclntab::HeaderWords;
@@ -34,6 +38,21 @@ const ETEXT: u64 = 23;
 pub(crate) struct ModuleData {
     pub text: u64,
     pub etext: u64,
+    /// `go:func.*`, the base funcdata offsets count from; `None` when the word there is not
+    /// an address in the image.
+    pub gofunc: Option<u64>,
+}
+
+/// The word holding `gofunc`, by table magic; 1.27 is told from 1.20–1.26 by word 38, which
+/// is `etypes` (an address above `types`, word 37) before 1.27 and `typedesclen` (a length)
+/// from 1.27.
+fn gofunc_word(magic: u32, word: impl Fn(u64) -> Option<u64>) -> Option<u64> {
+    match magic {
+        0xFFFF_FFF0 => Some(38),
+        0xFFFF_FFF1 if word(38)? >= word(37)? => Some(40),
+        0xFFFF_FFF1 => Some(43),
+        _ => None,
+    }
 }
 
 /// Pointer-sized words of the image as the loader leaves them: a PIE's pointers are the
@@ -104,7 +123,14 @@ pub(crate) fn find(words: &Words<'_>, header_at: u64, header: &HeaderWords) -> O
         if !consistent || text == 0 || etext <= text {
             continue;
         }
-        let this = ModuleData { text, etext };
+        let gofunc = gofunc_word(header.magic, word)
+            .and_then(word)
+            .filter(|&g| g != 0 && words.at(g).is_some());
+        let this = ModuleData {
+            text,
+            etext,
+            gofunc,
+        };
         match found {
             Some(other) if other != this => return None,
             _ => found = Some(this),

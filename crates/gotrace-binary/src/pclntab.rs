@@ -46,6 +46,21 @@ pub struct Pclntab<'a> {
     names: Option<&'a [u8]>,
     /// Each function's `funcID` and `flag`, by entry address (Go 1.16+).
     traits: Vec<(VirtAddr, FuncTraits)>,
+    /// The raw table, for readers of the `_func` records' pc-value tables and funcdata.
+    raw: RawTable<'a>,
+}
+
+/// A Go 1.18+ table as the runtime sees it: where its parts start (`inline.rs` reads the
+/// `_func` records' pc-value tables and funcdata through it).
+#[derive(Clone, Copy)]
+pub(crate) struct RawTable<'a> {
+    pub data: &'a [u8],
+    /// `0xFFFFFFF0` (Go 1.18–1.19) or `0xFFFFFFF1` (1.20+); other tables are not described.
+    pub magic: u32,
+    pub nfunc: u64,
+    pub functab: u64,
+    pub pctab: u64,
+    pub names: Option<(u64, u64)>,
 }
 
 /// What the runtime's `_func` record says about a function beyond its name and extent: the
@@ -167,7 +182,19 @@ impl<'a> Pclntab<'a> {
             arg_sizes,
             names,
             traits,
+            raw: RawTable {
+                data,
+                magic: r.u32(0)?,
+                nfunc: layout.nfunc,
+                functab: layout.functab,
+                pctab: layout.pctab,
+                names: layout.names,
+            },
         })
+    }
+
+    pub(crate) fn raw(&self) -> RawTable<'a> {
+        self.raw
     }
 
     /// Each function's `funcID` and `flag`, by entry address; empty before Go 1.16.
@@ -215,6 +242,7 @@ impl<'a> Pclntab<'a> {
 /// The words of a Go 1.18+ header (pointer size 8) the runtime's module data is checked
 /// against; `None` for other tables.
 pub(crate) struct HeaderWords {
+    pub magic: u32,
     pub nfunc: u64,
     /// Offsets from the header of `funcnametab`, `pctab` and the function table.
     pub funcname: u64,
@@ -230,6 +258,7 @@ impl HeaderWords {
         }
         let word = |i: u64| r.word(8 + 8 * i, 8).ok();
         Some(HeaderWords {
+            magic: r.u32(0).ok()?,
             nfunc: word(0)?,
             funcname: word(3)?,
             pctab: word(6)?,
@@ -520,7 +549,7 @@ fn pc_table_extent(
 
 /// A name as the ELF symbol table spells it: the linker rewrites `·` to `.` there (for
 /// ASCII-only tools), so a stripped binary must too for its names to match an unstripped one.
-fn elf_name(raw: &[u8]) -> String {
+pub(crate) fn elf_name(raw: &[u8]) -> String {
     String::from_utf8_lossy(raw).replace('·', ".")
 }
 
@@ -533,7 +562,7 @@ pub(crate) fn abbreviate_generic(name: &str) -> String {
     }
 }
 
-fn malformed(offset: u64, reason: impl Into<String>) -> BinaryError {
+pub(crate) fn malformed(offset: u64, reason: impl Into<String>) -> BinaryError {
     BinaryError::Malformed {
         section: SECTION,
         offset,
@@ -542,12 +571,12 @@ fn malformed(offset: u64, reason: impl Into<String>) -> BinaryError {
 }
 
 /// Bounds-checked little-endian reads from the table.
-struct Reader<'a> {
-    data: &'a [u8],
+pub(crate) struct Reader<'a> {
+    pub data: &'a [u8],
 }
 
 impl<'a> Reader<'a> {
-    fn bytes(&self, off: u64, len: u64, what: &str) -> Result<&'a [u8], BinaryError> {
+    pub(crate) fn bytes(&self, off: u64, len: u64, what: &str) -> Result<&'a [u8], BinaryError> {
         let end = off.checked_add(len);
         end.and_then(|end| {
             self.data
@@ -564,11 +593,11 @@ impl<'a> Reader<'a> {
         })
     }
 
-    fn u8(&self, off: u64) -> Result<u8, BinaryError> {
+    pub(crate) fn u8(&self, off: u64) -> Result<u8, BinaryError> {
         Ok(self.bytes(off, 1, "byte")?[0])
     }
 
-    fn u32(&self, off: u64) -> Result<u32, BinaryError> {
+    pub(crate) fn u32(&self, off: u64) -> Result<u32, BinaryError> {
         let b = self.bytes(off, 4, "u32")?;
         Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
@@ -584,7 +613,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A Go-style uvarint of at most 32 bits, and how many bytes it took.
-    fn uvarint(&self, off: u64) -> Result<(u32, u64), BinaryError> {
+    pub(crate) fn uvarint(&self, off: u64) -> Result<(u32, u64), BinaryError> {
         let mut value: u32 = 0;
         for i in 0..5 {
             let b = self.u8(off.saturating_add(i))?;

@@ -90,7 +90,10 @@ fn find_amd64<'a>(
     })
 }
 
-pub(crate) fn decode_amd64(function: &Function, code: &[u8]) -> Result<Vec<Instruction>, BinaryError> {
+pub(crate) fn decode_amd64(
+    function: &Function,
+    code: &[u8],
+) -> Result<Vec<Instruction>, BinaryError> {
     let mut decoder = Decoder::with_ip(64, code, function.entry.0, DecoderOptions::NONE);
     let mut out = Vec::with_capacity(code.len() / 4);
     while decoder.can_decode() {

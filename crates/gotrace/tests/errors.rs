@@ -3,7 +3,6 @@
 mod common;
 
 use common::*;
-use gotrace_gobuild::Flavour;
 use std::process::{Command, Output};
 
 fn stderr(out: &Output) -> String {
@@ -52,18 +51,6 @@ fn no_such_function_suggests_close_names() {
             "did you mean main.Fibonacci",
         ],
     );
-}
-
-#[test]
-fn inlined_function_says_so_and_how_to_keep_it() {
-    let binary = build_go(
-        "fixtures/go/inlined",
-        &newest_toolchain(),
-        Flavour::Plain,
-        "",
-    );
-    let out = run_gotrace(&["trace", binary.to_str().unwrap(), "main.double"]);
-    assert_fails_saying(&out, &["inlined", "-gcflags=all=-l"]);
 }
 
 #[test]

@@ -1,0 +1,315 @@
+//! Inlined calls, from the inline trees Go keeps in `.gopclntab` for its own tracebacks —
+//! present even in stripped binaries.
+//!
+//! Each function's `_func` record (Go 1.18+: `runtime/runtime2.go`) is followed by `npcdata`
+//! u32 offsets into `pctab` and `nfuncdata` u32 offsets from the module's `gofunc`.
+//! `PCDATA_InlTreeIndex` (2) maps each pc to the inline tree node whose body it belongs to
+//! (-1: the function's own code); `FUNCDATA_InlTree` (3) is the array of nodes
+//! (`runtime/symtabinl.go`, `cmd/internal/obj/inl.go`):
+//!
+//! | Go        | `inlinedCall` (bytes)                                                          |
+//! |-----------|--------------------------------------------------------------------------------|
+//! | 1.18–1.19 | parent i16, funcID u8, pad, file i32, line i32, nameOff i32, parentPc i32 (20)  |
+//! | 1.20+     | funcID u8, pad ×3, nameOff i32, parentPc i32, startLine i32 (16)                |
+//!
+//! A node's parent is the node the pc `parentPc` (an instruction at the call site) belongs to,
+//! so a pc of a nested body belongs to every enclosing inlined call's body too.
+
+use crate::pclntab::{self, RawTable, Reader};
+use crate::{BinaryError, VirtAddr};
+use std::collections::HashMap;
+
+const PCDATA_INL_TREE_INDEX: u64 = 2;
+const FUNCDATA_INL_TREE: u64 = 3;
+/// Inlined calls nested deeper than this are treated as a corrupt tree (a parent cycle).
+const MAX_NESTING: usize = 256;
+
+/// One place a function's body was inlined into another function.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InlinedBody {
+    /// Entry of the function whose code holds the body.
+    pub caller_entry: VirtAddr,
+    /// The body's code: every pc range of the node or of a node nested in it, in address order.
+    pub ranges: Vec<(VirtAddr, VirtAddr)>,
+}
+
+impl InlinedBody {
+    /// The body's first instruction: its lowest address.
+    pub fn start(&self) -> VirtAddr {
+        self.ranges[0].0
+    }
+
+    /// Where the run of code that starts the body ends (adjacent ranges joined).
+    pub fn first_run_end(&self) -> VirtAddr {
+        let mut end = self.ranges[0].1;
+        for &(lo, hi) in &self.ranges[1..] {
+            if lo != end {
+                break;
+            }
+            end = hi;
+        }
+        end
+    }
+}
+
+/// Every inlined body in the binary, by the inlined function's name.
+#[derive(Debug, Default)]
+pub struct InlineIndex {
+    bodies: HashMap<String, Vec<InlinedBody>>,
+    /// Each function's stack-pointer table (`pcsp`), by entry: offset in `pctab`.
+    pcsp: HashMap<VirtAddr, u64>,
+    pctab: Vec<u8>,
+}
+
+impl InlineIndex {
+    /// The bodies of `name` inlined anywhere, in address order.
+    pub fn bodies(&self, name: &str) -> &[InlinedBody] {
+        self.bodies.get(name).map_or(&[], |b| b.as_slice())
+    }
+
+    /// How far SP is below its value at the function's entry, at `pc` inside it (pclntab's
+    /// `pcsp` table); `None` when the table does not cover `pc`.
+    pub fn sp_delta(&self, function_entry: VirtAddr, pc: VirtAddr) -> Option<u64> {
+        let &off = self.pcsp.get(&function_entry)?;
+        let r = Reader { data: &self.pctab };
+        let runs = pc_values(&r, off, function_entry.0, 1).ok()?;
+        let v = runs.iter().find(|(lo, hi, _)| *lo <= pc.0 && pc.0 < *hi)?.2;
+        u64::try_from(v).ok()
+    }
+}
+
+/// Reads every function's inline tree. `functions` are the table's own (entry, end) in table
+/// order; `gofunc(off, len)` reads `len` bytes at `gofunc + off`. Tables older than Go 1.18
+/// give an empty index (no toolchain that old is supported for tracing).
+pub(crate) fn index<'g>(
+    table: RawTable<'_>,
+    entries: &[VirtAddr],
+    quantum: u8,
+    gofunc: impl Fn(u64, u64) -> Option<&'g [u8]>,
+) -> Result<InlineIndex, BinaryError> {
+    let (fixed, node_size) = match table.magic {
+        0xFFFF_FFF0 => (40u64, 20u64),
+        0xFFFF_FFF1 => (44, 16),
+        _ => return Ok(InlineIndex::default()),
+    };
+    let r = Reader { data: table.data };
+    let pctab_len = (table.data.len() as u64).saturating_sub(table.pctab);
+    let pctab = r.bytes(table.pctab, pctab_len, "pc-value tables")?;
+    let pcr = Reader { data: pctab };
+    let mut out = InlineIndex {
+        pctab: pctab.to_vec(),
+        ..InlineIndex::default()
+    };
+    for (i, &entry) in entries.iter().enumerate().take(table.nfunc as usize) {
+        let record = u64::from(r.u32(table.functab + (2 * i as u64 + 1) * 4)?) + table.functab;
+        let pcsp = u64::from(r.u32(record + 16)?);
+        if pcsp != 0 {
+            out.pcsp.insert(entry, pcsp);
+        }
+        let npcdata = u64::from(r.u32(record + 28)?);
+        let nfuncdata = u64::from(r.u8(record + fixed - 1)?);
+        if npcdata <= PCDATA_INL_TREE_INDEX || nfuncdata <= FUNCDATA_INL_TREE {
+            continue;
+        }
+        let index_table = u64::from(r.u32(record + fixed + 4 * PCDATA_INL_TREE_INDEX)?);
+        let tree_off = r.u32(record + fixed + 4 * npcdata + 4 * FUNCDATA_INL_TREE)?;
+        if index_table == 0 || tree_off == u32::MAX {
+            continue;
+        }
+        let runs = pc_values(&pcr, index_table, entry.0, quantum)?;
+        let nodes = runs.iter().map(|r| r.2 + 1).max().unwrap_or(0).max(0) as u64;
+        if nodes == 0 {
+            continue;
+        }
+        let tree = gofunc(u64::from(tree_off), nodes * node_size).ok_or_else(|| {
+            pclntab::malformed(
+                record,
+                format!("the inline tree of the function at {entry} lies outside the image"),
+            )
+        })?;
+        let node = |k: i64| -> Result<(u64, u64), BinaryError> {
+            let at = k as u64 * node_size;
+            let t = Reader { data: tree };
+            // (nameOff, parentPc)
+            Ok(match table.magic {
+                0xFFFF_FFF0 => (u64::from(t.u32(at + 12)?), u64::from(t.u32(at + 16)?)),
+                _ => (u64::from(t.u32(at + 4)?), u64::from(t.u32(at + 8)?)),
+            })
+        };
+        let index_at = |pc: u64| {
+            runs.iter()
+                .find(|(lo, hi, _)| *lo <= pc && pc < *hi)
+                .map_or(-1, |r| r.2)
+        };
+        // Every node's body: its own ranges and those of the nodes nested in it.
+        let mut bodies: HashMap<i64, Vec<(VirtAddr, VirtAddr)>> = HashMap::new();
+        for &(lo, hi, k) in &runs {
+            let mut k = k;
+            for _ in 0..MAX_NESTING {
+                if k < 0 {
+                    break;
+                }
+                bodies
+                    .entry(k)
+                    .or_default()
+                    .push((VirtAddr(lo), VirtAddr(hi)));
+                let (_, parent_pc) = node(k)?;
+                let parent = index_at(entry.0 + parent_pc);
+                // A parent is an enclosing call: it was created before its children.
+                k = if parent < k { parent } else { -1 };
+            }
+        }
+        let names = table.names.map_or(0, |(start, _)| start);
+        for (k, mut ranges) in bodies {
+            let (name_off, _) = node(k)?;
+            let name = read_name(&r, names + name_off, table.names)?;
+            ranges.sort();
+            out.bodies.entry(name).or_default().push(InlinedBody {
+                caller_entry: entry,
+                ranges,
+            });
+        }
+    }
+    for bodies in out.bodies.values_mut() {
+        bodies.sort_by_key(|b| b.start());
+    }
+    Ok(out)
+}
+
+fn read_name(r: &Reader<'_>, off: u64, within: Option<(u64, u64)>) -> Result<String, BinaryError> {
+    let (lo, hi) = within.unwrap_or((0, r.data.len() as u64));
+    if off < lo || off >= hi {
+        return Err(pclntab::malformed(
+            off,
+            "inlined function name outside the name table",
+        ));
+    }
+    let rest = r.bytes(off, hi - off, "inlined function name")?;
+    let len = rest
+        .iter()
+        .position(|&b| b == 0)
+        .ok_or_else(|| pclntab::malformed(off, "inlined function name is not NUL-terminated"))?;
+    Ok(pclntab::elf_name(&rest[..len]))
+}
+
+/// The runs of a pc-value table at `off` (runtime `pcvalue`/`step`): (start, end, value), the
+/// value starting at -1 and changed by a zig-zag delta before each run.
+fn pc_values(
+    r: &Reader<'_>,
+    mut off: u64,
+    entry: u64,
+    quantum: u8,
+) -> Result<Vec<(u64, u64, i64)>, BinaryError> {
+    let start = off;
+    let mut out = Vec::new();
+    let mut pc = entry;
+    let mut value: i64 = -1;
+    // Each step reads at least two bytes: this bounds a table that never ends.
+    for step in 0..=r.data.len() {
+        let (delta, n) = r.uvarint(off)?;
+        off += n;
+        if delta == 0 && step > 0 {
+            return Ok(out);
+        }
+        value += i64::from((delta >> 1) as i32 ^ -((delta & 1) as i32));
+        let (pc_delta, n) = r.uvarint(off)?;
+        off += n;
+        let next = pc + u64::from(pc_delta) * u64::from(quantum);
+        out.push((pc, next, value));
+        pc = next;
+    }
+    Err(pclntab::malformed(start, "pc-value table does not end"))
+}
+
+/// A place to probe an inlined call: an instruction of the caller's linear decode.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct InlinedSite {
+    /// The function whose code holds the inlined body.
+    pub caller: String,
+    /// The body's first instruction.
+    pub body_start: VirtAddr,
+    /// Where the probe goes: the body's first instruction, or the jump it leads straight to.
+    pub addr: VirtAddr,
+    /// How far SP is below its value at the caller's entry, at `addr` (`None`: unknown).
+    pub sp_delta: Option<u64>,
+}
+
+/// Where to probe a body that starts at instruction `first` of `instructions` (the caller's
+/// linear decode) and whose first run of code ends at `run_end`: a jump there, reached from
+/// the first instruction through instructions that cannot fault or branch (so every pass
+/// through the first reaches it), because the kernel emulates a jump but single-steps the
+/// rest; otherwise the first instruction.
+pub(crate) fn probe_instruction(
+    instructions: &[iced_x86::Instruction],
+    first: usize,
+    run_end: VirtAddr,
+) -> VirtAddr {
+    use iced_x86::{FlowControl, Mnemonic as M, OpKind};
+    let start = VirtAddr(instructions[first].ip());
+    for ins in &instructions[first..] {
+        if ins.ip() >= run_end.0 {
+            break;
+        }
+        match ins.flow_control() {
+            FlowControl::ConditionalBranch | FlowControl::UnconditionalBranch => {
+                return VirtAddr(ins.ip())
+            }
+            FlowControl::Next => {}
+            _ => break,
+        }
+        let touches_memory = (0..ins.op_count()).any(|i| ins.op_kind(i) == OpKind::Memory)
+            && ins.mnemonic() != M::Lea;
+        let harmless = matches!(
+            ins.mnemonic(),
+            M::Mov
+                | M::Movzx
+                | M::Movsx
+                | M::Movsxd
+                | M::Lea
+                | M::Add
+                | M::Sub
+                | M::And
+                | M::Or
+                | M::Xor
+                | M::Cmp
+                | M::Test
+                | M::Inc
+                | M::Dec
+                | M::Neg
+                | M::Not
+                | M::Shl
+                | M::Shr
+                | M::Sar
+                | M::Imul
+                | M::Nop
+        );
+        if touches_memory || !harmless || ins.has_lock_prefix() {
+            break;
+        }
+    }
+    start
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pc_values_follow_the_runtime_encoding() {
+        // +1 (zig-zag 2) for 3 bytes, -1 (zig-zag 1) for 2 bytes, +2 (4) for 1 byte, end.
+        let data = [2u8, 3, 1, 2, 4, 1, 0];
+        let r = Reader { data: &data };
+        let runs = pc_values(&r, 0, 0x100, 1).unwrap();
+        assert_eq!(
+            runs,
+            [(0x100, 0x103, 0), (0x103, 0x105, -1), (0x105, 0x106, 1)]
+        );
+    }
+
+    #[test]
+    fn unterminated_pc_values_are_malformed() {
+        let data = [2u8, 3, 2];
+        let r = Reader { data: &data };
+        assert!(pc_values(&r, 0, 0, 1).is_err());
+    }
+}
