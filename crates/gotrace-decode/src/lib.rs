@@ -520,6 +520,10 @@ impl<'p> Decoder<'p> {
         if depth == 0 {
             return Err(Missing::Depth);
         }
+        // Nothing to read (context.Background's struct{}): no capture was needed.
+        if size == 0 {
+            return Ok(Box::new(self.value(ty, &[], memory, depth - 1)));
+        }
         match memory.read(addr, size) {
             Read::Bytes(bytes) => Ok(Box::new(self.value(ty, bytes, memory, depth - 1))),
             Read::Fault => Err(Missing::Unreadable),
