@@ -974,6 +974,95 @@ fn root_path_error_shows_its_errno() {
     }
 }
 
+/// The go command, built from the newest toolchain's own source (cached in target/).
+fn go_command(toolchain: &Toolchain) -> std::path::PathBuf {
+    let dir = gotrace_gobuild::workspace_target_dir().join("go-fixtures");
+    let out = dir.join(format!("gocmd-go{}", toolchain.version));
+    if out.exists() {
+        return out;
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    let goroot = toolchain.go.parent().and_then(Path::parent).unwrap();
+    let partial = out.with_extension(format!("partial{}", std::process::id()));
+    let status = Command::new(&toolchain.go)
+        .args(["build", "-o"])
+        .arg(&partial)
+        .arg("cmd/go")
+        .current_dir(goroot.join("src"))
+        .env("GOTOOLCHAIN", "local")
+        .env("GOFLAGS", "")
+        .env_remove("GO111MODULE")
+        .status()
+        .expect("running go build cmd/go");
+    assert!(status.success(), "go build cmd/go failed");
+    std::fs::rename(&partial, &out).unwrap();
+    out
+}
+
+/// The issue, on a real program: the go command's `loadPackageData` (a *Loader, a context, six
+/// more arguments) lost its `path` to the read budget in every call of `go list std`. Now every
+/// call shows it, what is not read says so, and every standard package listed was seen.
+#[test]
+fn root_go_command_load_package_data_shows_its_path() {
+    if !have_root() {
+        return;
+    }
+    let toolchain = newest_toolchain();
+    let gocmd = go_command(&toolchain);
+    let goroot = toolchain.go.parent().and_then(Path::parent).unwrap();
+    let func = "cmd/go/internal/load.loadPackageData";
+    let tracer = start_gotrace(&["--json", gocmd.to_str().unwrap(), func]);
+    let listed = Command::new(&gocmd)
+        .args(["list", "std"])
+        .current_dir(std::env::temp_dir())
+        .env("GOROOT", goroot)
+        .env("GOTOOLCHAIN", "local")
+        .env("GOFLAGS", "")
+        .env("GO111MODULE", "off")
+        .output()
+        .unwrap();
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let out = tracer.interrupt_and_collect();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let calls = json_calls(&out.stdout);
+    let packages: BTreeSet<&str> = std::str::from_utf8(&listed.stdout)
+        .unwrap()
+        .lines()
+        .collect();
+    assert!(
+        packages.len() > 100 && calls.len() >= packages.len(),
+        "{stderr}"
+    );
+    let mut seen = BTreeSet::new();
+    for call in &calls {
+        let path = call["args"]["path"]
+            .as_str()
+            .unwrap_or_else(|| panic!("path not read: {}", short(call)));
+        assert!(!path.is_empty(), "{}", short(call));
+        seen.insert(path.to_owned());
+        for (name, why) in call["unavailable"].as_object().into_iter().flatten() {
+            assert!(
+                why.as_str().is_some_and(|w| w.starts_with("not read")),
+                "{name}: {why}"
+            );
+        }
+    }
+    if stderr.contains(" 0 calls lost") {
+        let missing: Vec<&&str> = packages.iter().filter(|p| !seen.contains(**p)).collect();
+        assert!(missing.is_empty(), "listed but never traced: {missing:?}");
+    }
+    eprintln!(
+        "go {}: {} calls of {func}, path read in all; {} packages listed",
+        toolchain.version,
+        calls.len(),
+        packages.len()
+    );
+}
+
 /// The comparison itself, on a hand-made call: it accepts what the rules allow and catches each
 /// kind of mistake (so a passing end-to-end test means something). Needs no root.
 #[test]
