@@ -326,3 +326,17 @@ pub fn clock() -> Clock {
         realtime_minus_monotonic_ns: gotrace_kernel::realtime_minus_monotonic_ns(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn os_error_text_appears_once() {
+        let Err(e) = gotrace_binary::GoBinary::open(std::path::Path::new("/nonexistent/x")) else {
+            panic!("opened a file that does not exist");
+        };
+        let text = error_text(&anyhow::Error::from(e));
+        assert_eq!(text.matches("os error 2").count(), 1, "{text}");
+    }
+}

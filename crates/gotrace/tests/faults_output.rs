@@ -148,19 +148,9 @@ fn trace_into_unread_pipe(
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let stderr = collect(child.stderr.take().unwrap());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !ready.exists() {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "gotrace exited before attaching"
-        );
-        assert!(
-            Instant::now() < deadline,
-            "gotrace did not attach within 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    (Running(child), stdout, stderr)
+    let mut tracer = Running(child);
+    wait_ready(&mut tracer, &ready, Duration::from_secs(60));
+    (tracer, stdout, stderr)
 }
 
 /// Waits until nobody-reads `stdout` is full: gotrace's writes block from then on.
@@ -201,6 +191,7 @@ fn root_ctrl_c_with_stdout_a_pipe_nobody_reads_detaches_within_a_second() {
     let sent = Instant::now();
     tracer.signal(libc::SIGINT);
     let detached = time_until_detached(&mem, &addrs, sent);
+    eprintln!("probes detached {detached:?} after Ctrl-C");
     assert!(
         detached < LIMIT,
         "probes detached {detached:?} after Ctrl-C"
@@ -237,6 +228,7 @@ fn root_second_ctrl_c_exits_at_once() {
     tracer.signal(libc::SIGINT);
     let status = exit_within(&mut tracer.0, Duration::from_secs(10));
     let took = second.elapsed();
+    eprintln!("exited {took:?} after the second Ctrl-C");
     assert!(
         took < Duration::from_millis(500),
         "exited {took:?} after the second Ctrl-C"
@@ -296,15 +288,7 @@ fn root_ctrl_c_under_runtime_overload_detaches_within_a_second() {
         .unwrap();
     let stderr = collect(tracer.stderr.take().unwrap());
     let mut tracer = Running(tracer);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !ready.exists() {
-        assert!(
-            tracer.0.try_wait().unwrap().is_none(),
-            "gotrace exited before attaching"
-        );
-        assert!(Instant::now() < deadline, "gotrace did not attach");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_ready(&mut tracer, &ready, Duration::from_secs(120));
     let candidates = probe_addresses(pid, &binary, |n| n.starts_with("runtime."), false);
     let mem = open_mem(pid);
     let probed = breakpoints(&mem, &candidates);
@@ -328,6 +312,7 @@ fn root_ctrl_c_under_runtime_overload_detaches_within_a_second() {
     let detached = time_until_detached(&mem, &probed, sent);
     stop_load.store(true, std::sync::atomic::Ordering::Relaxed);
     let served: u64 = load.into_iter().map(|t| t.join().unwrap()).sum();
+    eprintln!("probes detached {detached:?} after Ctrl-C");
     assert!(
         detached < LIMIT,
         "probes detached {detached:?} after Ctrl-C"

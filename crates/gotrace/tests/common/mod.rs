@@ -291,3 +291,18 @@ impl Tracer {
         (stdout, stderr)
     }
 }
+
+/// Waits for gotrace's ready file: fails if gotrace exits first or does not attach in `limit`.
+pub fn wait_ready(tracer: &mut Running, ready: &Path, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while !ready.exists() {
+        if let Some(status) = tracer.0.try_wait().unwrap() {
+            panic!("gotrace exited before attaching ({status})");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gotrace did not attach within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
