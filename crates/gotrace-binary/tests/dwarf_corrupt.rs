@@ -1,4 +1,5 @@
-//! Broken DWARF: bytes of `.debug_info` and `.debug_abbrev` in a real binary are flipped,
+//! Broken DWARF: bytes of `.debug_info`, `.debug_abbrev` and (DWARF 5, Go 1.25 on) the address
+//! table `.debug_addr` in real binaries built by the oldest and the newest toolchain are flipped,
 //! overwritten and cut short in memory, and `GoBinary::from_bytes(..).dwarf()` — plus what
 //! callers then do with the result (signatures, ABI assignment, `runtime.g` offsets) — must
 //! give an error or a partial result: never a panic, never a hang.
@@ -34,6 +35,18 @@ fn fixture() -> PathBuf {
     sig_kinds(&newest, None)
 }
 
+/// The fixture built by the oldest and by the newest toolchain: DWARF 4 (Go up to 1.24) and,
+/// with Go 1.25 or later installed, DWARF 5.
+fn fixtures() -> Vec<PathBuf> {
+    let all = all_toolchains();
+    let mut ends = vec![&all[0]];
+    ends.extend(all.last().filter(|newest| newest.version != all[0].version));
+    ends.into_iter().map(|tc| sig_kinds(tc, None)).collect()
+}
+
+/// The DWARF sections gotrace's reader decodes itself (not only through zlib).
+const MUTATED: [&str; 3] = [".debug_info", ".debug_abbrev", ".debug_addr"];
+
 fn decompressed(path: &Path) -> Vec<u8> {
     let mut out = path.as_os_str().to_owned();
     out.push(format!(".decompressed-{}", std::process::id()));
@@ -59,16 +72,15 @@ struct Target {
     size_field: usize,
 }
 
+/// Where the sections named `names` that the image has are (`.debug_addr` is DWARF 5 only).
 fn targets(image: &[u8], names: &[&str]) -> Vec<Target> {
     let file = object::File::parse(image).unwrap();
     let shoff = u64::from_le_bytes(image[0x28..0x30].try_into().unwrap()) as usize;
     let shentsize = u16::from_le_bytes(image[0x3a..0x3c].try_into().unwrap()) as usize;
     names
         .iter()
-        .map(|name| {
-            let section = file
-                .section_by_name(name)
-                .unwrap_or_else(|| panic!("{name} missing"));
+        .filter_map(|name| file.section_by_name(name))
+        .map(|section| {
             let (offset, size) = section.file_range().unwrap();
             Target {
                 offset: offset as usize,
@@ -142,21 +154,23 @@ fn exercise(image: Vec<u8>) -> bool {
 
 #[test]
 fn broken_dwarf_is_an_error_or_partial_never_a_panic() {
-    let path = fixture();
-    let original = std::fs::read(&path).unwrap();
-    let plain = decompressed(&path);
-    let names = [".debug_info", ".debug_abbrev"];
-    let inputs = [
-        (&plain, targets(&plain, &names)),
-        (&original, targets(&original, &names)),
-    ];
-    // The undamaged inputs load, or the outcomes below would prove nothing.
-    for (image, _) in &inputs {
-        assert!(
-            exercise(image.to_vec()),
-            "{}: DWARF does not load",
-            path.display()
-        );
+    // Per fixture: (decompressed copy, compressed original), each with its targets.
+    let mut inputs = Vec::new();
+    for path in fixtures() {
+        let original = std::fs::read(&path).unwrap();
+        let plain = decompressed(&path);
+        let (plain_targets, original_targets) =
+            (targets(&plain, &MUTATED), targets(&original, &MUTATED));
+        assert!(plain_targets.len() >= 2, "{}", path.display());
+        // The undamaged inputs load, or the outcomes below would prove nothing.
+        for image in [&plain, &original] {
+            assert!(
+                exercise(image.to_vec()),
+                "{}: DWARF does not load",
+                path.display()
+            );
+        }
+        inputs.push([(plain, plain_targets), (original, original_targets)]);
     }
 
     let seed = env_u64("GOTRACE_FUZZ_SEED", 0x607A_CE00);
@@ -165,7 +179,8 @@ fn broken_dwarf_is_an_error_or_partial_never_a_panic() {
     let mut iteration: u64 = 0;
     while iteration < MIN_INPUTS || Instant::now() < deadline {
         let mut rng = Rng::new(seed ^ iteration.wrapping_mul(0x9E37_79B9_7F4A_7C15));
-        let (image, targets) = &inputs[usize::from(rng.below(4) == 0)];
+        let fixture = &inputs[rng.below(inputs.len())];
+        let (image, targets) = &fixture[usize::from(rng.below(4) == 0)];
         let mut image = image.to_vec();
         for _ in 0..1 + rng.below(3) {
             let t = targets[rng.below(targets.len())];
