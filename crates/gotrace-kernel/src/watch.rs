@@ -276,6 +276,8 @@ impl Watcher {
             }
         }
         if written && lock(&self.state).attached.is_some() {
+            // An ack left from an earlier detach must not release these execs.
+            while self.acks.try_recv().is_ok() {}
             self.notify(FileChange::WrittenInPlace);
             // Execs of the changed file wait until the probes are gone.
             if self.acks.recv().is_err() {

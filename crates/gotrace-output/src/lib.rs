@@ -480,6 +480,57 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// Adds the counts of a later session on the same target (the traced file was rebuilt
+    /// and attached anew). Sites are the latest session's: they are what is attached now.
+    pub fn absorb(&mut self, later: &Summary) {
+        let Summary {
+            calls,
+            unreturned,
+            panicked,
+            exited,
+            in_flight,
+            abandoned,
+            truncated_values,
+            values_not_read,
+            args_lost,
+            lost_ring_full,
+            lost_busy,
+            unmatched_returns,
+            inflight_full,
+            growth_restarts,
+            read_failures,
+            exits_lost,
+            sites_attached,
+            sites_failed,
+            not_written_failed,
+            not_written_stopped,
+        } = later;
+        for (total, add) in [
+            (&mut self.calls, calls),
+            (&mut self.unreturned, unreturned),
+            (&mut self.panicked, panicked),
+            (&mut self.exited, exited),
+            (&mut self.in_flight, in_flight),
+            (&mut self.abandoned, abandoned),
+            (&mut self.truncated_values, truncated_values),
+            (&mut self.values_not_read, values_not_read),
+            (&mut self.args_lost, args_lost),
+            (&mut self.lost_ring_full, lost_ring_full),
+            (&mut self.lost_busy, lost_busy),
+            (&mut self.unmatched_returns, unmatched_returns),
+            (&mut self.inflight_full, inflight_full),
+            (&mut self.growth_restarts, growth_restarts),
+            (&mut self.read_failures, read_failures),
+            (&mut self.exits_lost, exits_lost),
+            (&mut self.not_written_failed, not_written_failed),
+            (&mut self.not_written_stopped, not_written_stopped),
+        ] {
+            *total += add;
+        }
+        self.sites_attached = *sites_attached;
+        self.sites_failed = *sites_failed;
+    }
+
     /// Calls that started and were never written, by cause.
     fn losses(&self) -> [(u64, &'static str); 6] {
         [

@@ -2,6 +2,7 @@
 
 mod cli;
 mod demo;
+mod follow;
 mod funcs;
 mod peek;
 mod stdio;
@@ -143,6 +144,8 @@ struct PrinterSink {
     discarding: bool,
     stdout: Writer,
     messages: &'static Writer,
+    /// Calls the sessions reported, written or not: what `--count` counts.
+    seen: u64,
 }
 
 impl PrinterSink {
@@ -189,6 +192,7 @@ impl PrinterSink {
 
 impl trace::CallSink for PrinterSink {
     fn call(&mut self, call: &gotrace_decode::DecodedCall<'_>) {
+        self.seen += 1;
         let line = match call.outcome {
             CallKind::Returned | CallKind::Entered => Line::Call,
             CallKind::Panicked | CallKind::Exited | CallKind::InFlight | CallKind::Abandoned => {
@@ -263,22 +267,66 @@ fn run_trace(args: TraceArgs) -> Result<()> {
         discarding: false,
         stdout,
         messages,
+        seen: 0,
     };
+    let mut follow = follow::Follow::start(&request.target)?;
+    let mut stop_fds = vec![signals.pipe.as_raw_fd()];
+    stop_fds.extend(follow.as_ref().map(follow::Follow::fd));
     let stop = trace::Stop {
-        fds: &[signals.pipe.as_raw_fd()],
+        fds: &stop_fds,
         exit_on_signal: Some(&signals.exit_now),
     };
-    let result = trace::run(&request, &mut sink, &stop, |plan, report| {
-        let path = trace::target_binary(&request.target)?;
-        say!(
-            "gotrace: tracing {} — Ctrl-C to stop",
-            trace::describe_attach(plan, report, &path)
-        )?;
-        if let Some(ready) = &args.ready_file {
-            trace::write_ready_file(ready)?;
+    let mut attaches = 0u32;
+    let mut total: Option<gotrace_output::Summary> = None;
+    let result = loop {
+        if let Some(follow) = &mut follow {
+            follow.planning();
         }
-        Ok(())
-    });
+        let session_request = trace::TraceRequest {
+            count: request.count.map(|n| n.saturating_sub(sink.seen)),
+            ..request.clone()
+        };
+        let session = trace::run(&session_request, &mut sink, &stop, |plan, report| {
+            let path = trace::target_binary(&request.target)?;
+            if let Some(follow) = &follow {
+                follow.attached();
+            }
+            attaches += 1;
+            say!(
+                "gotrace: tracing {} — Ctrl-C to stop",
+                trace::describe_attach(plan, report, &path)
+            )?;
+            if let Some(ready) = &args.ready_file {
+                trace::write_ready_file(ready, attaches)?;
+            }
+            Ok(())
+        });
+        let failed = match session {
+            Ok(summary) => {
+                total.get_or_insert_with(Default::default).absorb(&summary);
+                false
+            }
+            // The first plan failing is an error; a later one is a rebuild to wait out.
+            Err(e) if attaches == 0 || follow.is_none() => break Err(e),
+            Err(e) => {
+                say!(
+                    "gotrace: warning: cannot trace the new file: {}; waiting for the next build",
+                    error_text(&e)
+                )?;
+                true
+            }
+        };
+        let done = request.count.is_some_and(|n| sink.seen >= n);
+        let next = match &follow {
+            Some(follow) if !done => {
+                follow.next(signals.pipe.as_raw_fd(), &signals.exit_now, failed)?
+            }
+            _ => follow::Next::Stop,
+        };
+        if matches!(next, follow::Next::Stop) {
+            break Ok(total.take().unwrap_or_default());
+        }
+    };
     // Probes are detached: a further Ctrl-C need not wait for the output.
     signals.exit_now.store(true, Ordering::SeqCst);
     let delivery = sink.finish(Instant::now() + DRAIN_GRACE);

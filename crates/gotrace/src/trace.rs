@@ -22,6 +22,7 @@ const COUNTER_INTERVAL: Duration = Duration::from_secs(1);
 /// is seen promptly however fast events come.
 const BATCH: usize = 4096;
 
+#[derive(Clone)]
 pub struct TraceRequest {
     pub target: Target,
     pub functions: Vec<String>,
@@ -394,10 +395,11 @@ pub fn describe_attach(plan: &ProbePlan, report: &AttachReport, binary: &Path) -
     )
 }
 
-/// Writes `path` atomically so a reader never sees it half-written.
-pub fn write_ready_file(path: &Path) -> Result<()> {
+/// Writes `path` atomically so a reader never sees it half-written: gotrace's PID, then how
+/// many times it has attached (more than once when the traced file was rebuilt).
+pub fn write_ready_file(path: &Path, attaches: u32) -> Result<()> {
     let tmp = path.with_extension("partial");
-    std::fs::write(&tmp, format!("{}\n", std::process::id()))
+    std::fs::write(&tmp, format!("{}\n{attaches}\n", std::process::id()))
         .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("writing {}", path.display()))
 }
