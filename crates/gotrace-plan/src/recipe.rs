@@ -2,7 +2,8 @@
 //! strings, slices, pointed-to values, interfaces and maps, not just registers. A recipe is a
 //! list of ops; each reads bytes at an address computed from a register, the stack pointer, or
 //! a word an earlier op captured. Interfaces dispatch on their dynamic type at run time to the
-//! recipe registered for that type. Everything is bounded: bytes per op, elements, pointer depth.
+//! recipe registered for that type. Everything is bounded: bytes per op, elements, pointer depth,
+//! ops per recipe — and laid out breadth first, so what a bound leaves out is the deepest.
 
 use gotrace_binary::abi::{AbiReg, Location};
 use gotrace_binary::types::{TypeId, TypeKind, TypeTable};
