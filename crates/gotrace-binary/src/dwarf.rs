@@ -389,27 +389,33 @@ impl<'a> Reader<'a, '_> {
             }
             list.push(var);
         }
-        let name = self.name(&die, function)?.unwrap_or_default();
-        // Go 1.27 lists the dictionary itself, typed as its words (`*[6]uintptr`). It is the
-        // compiler's, never decoded: one opaque type on every version, so no read goes
-        // through it.
+        // An out-of-line copy of an inlinable function is named only by its abstract origin
+        // (`slices.Sort[go.shape.[]string,go.shape.string]`): without the name its dictionary
+        // would be missed and every argument read one register early.
+        let name = match self.name(&die, function)? {
+            Some(name) => name,
+            None => match self.reference(function, &die, dw::DW_AT_abstract_origin)? {
+                Some(origin) => self.name(&self.die(origin)?, origin)?.unwrap_or_default(),
+                None => String::new(),
+            },
+        };
+        // Go 1.27 lists the dictionary itself, typed as its words (`*[6]uintptr`), and in an
+        // out-of-line copy of an inlinable function as the copy's own parameter, after the
+        // abstract function's: it goes where the ABI passes it. It is the compiler's, never
+        // decoded: one opaque type on every version, so no read goes through it.
         let listed = sig.params.iter().position(|p| p.name == DICT_PARAM);
-        match (listed, dictionary_position(&name, f.go_minor)) {
-            (Some(i), _) => {
-                let ty = self.dict_type()?;
-                if let Some(dict) = sig.params.get_mut(i) {
-                    dict.ty = ty;
-                }
+        let position = dictionary_position(&name, f.go_minor);
+        if listed.is_some() || position.is_some() {
+            let ty = self.dict_type()?;
+            let at = position.or(listed).unwrap_or(0);
+            if let Some(i) = listed {
+                sig.params.remove(i);
             }
-            (None, Some(at)) => {
-                let ty = self.dict_type()?;
-                let dict = Variable {
-                    name: DICT_PARAM.to_owned(),
-                    ty,
-                };
-                sig.params.insert(at.min(sig.params.len()), dict);
-            }
-            (None, None) => {}
+            let dict = Variable {
+                name: DICT_PARAM.to_owned(),
+                ty,
+            };
+            sig.params.insert(at.min(sig.params.len()), dict);
         }
         Ok(sig)
     }

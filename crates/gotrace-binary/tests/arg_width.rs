@@ -5,9 +5,10 @@
 
 mod common;
 
-use common::{all_toolchains, sig_kinds};
+use common::{all_toolchains, build, sig_kinds};
 use gotrace_binary::abi::assign;
 use gotrace_binary::GoBinary;
+use gotrace_gobuild::Flavour;
 
 #[test]
 fn arg_width_matches_pclntab_except_where_dwarf_omits_parameters() {
@@ -72,5 +73,38 @@ fn arg_width_matches_pclntab_except_where_dwarf_omits_parameters() {
                 toolchain.version
             );
         }
+    }
+}
+
+/// The out-of-line copy of an inlinable generic function is named in DWARF only through its
+/// abstract origin: read without that name, `main.Last[go.shape.string]` got no dictionary
+/// and its slice was read from the dictionary's register (the go command's `slices.Sort` and
+/// `atomic.(*Pointer[…]).Load` on Go 1.24–1.26).
+#[test]
+fn out_of_line_copy_of_inlinable_generic_code_takes_its_dictionary() {
+    for toolchain in all_toolchains() {
+        let path = build(
+            "fixtures/go/generic_copies",
+            "",
+            &toolchain,
+            Flavour::Plain,
+            None,
+        );
+        let bin = GoBinary::open(&path).unwrap();
+        let dwarf = bin.dwarf().unwrap().expect("plain build has DWARF");
+        let f = bin
+            .functions()
+            .iter()
+            .find(|f| f.name.starts_with("main.Last[go.shape.string"))
+            .unwrap_or_else(|| panic!("Go {}: no out-of-line main.Last", toolchain.version));
+        let sig = dwarf.signature(f.entry).expect("signature");
+        let names: Vec<&str> = sig.params.iter().map(|p| p.name.as_str()).collect();
+        assert_eq!(names, [".dict", "xs"], "Go {}", toolchain.version);
+        assert_eq!(
+            Some(assign(bin.arch(), sig, dwarf.types()).arg_width),
+            bin.arg_size(f),
+            "Go {}",
+            toolchain.version
+        );
     }
 }
