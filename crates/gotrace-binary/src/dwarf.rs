@@ -74,28 +74,22 @@ pub struct DwarfInfo {
     structs: HashMap<String, TypeId>,
     /// DW_AT_go_runtime_type values, as written, with the type each describes.
     runtime_types: Vec<(u64, TypeId)>,
+    /// Functions with an abstract (inlinable) description: its DIE and its parameters, each
+    /// with its own DIE (an inlined call's parameters refer to those).
+    inlinable: HashMap<String, (DieRef, Vec<(DieRef, Variable)>)>,
 }
 
 impl DwarfInfo {
     /// `None` when the binary carries no DWARF (built with -ldflags=-w, or stripped).
     pub fn load(elf: &ElfImage) -> Result<Option<DwarfInfo>, BinaryError> {
-        let mut sections: Vec<(SectionId, Cow<'_, [u8]>)> = Vec::with_capacity(SECTIONS.len());
-        for id in SECTIONS {
-            sections.push((id, elf.debug_section(id.name())?));
-        }
+        let sections = read_sections(elf, &SECTIONS)?;
         let has_info = sections
             .iter()
             .any(|(id, data)| *id == SectionId::DebugInfo && !data.is_empty());
         if !has_info {
             return Ok(None);
         }
-        let mut dwarf = gimli::Dwarf::load::<_, BinaryError>(|id| {
-            let data = sections
-                .iter()
-                .find(|(s, _)| *s == id)
-                .map_or(&[][..], |(_, d)| &d[..]);
-            Ok(EndianSlice::new(data, LittleEndian))
-        })?;
+        let mut dwarf = gimli_view(&sections)?;
         // Go writes one abbreviation table shared by all its units.
         dwarf.populate_abbreviations_cache(gimli::AbbreviationsCacheStrategy::All);
         let mut units = Vec::new();
@@ -129,12 +123,18 @@ impl DwarfInfo {
         for (value, at) in index.runtime_types {
             runtime_types.push((value, reader.type_ref(at)?));
         }
+        let mut inlinable = HashMap::with_capacity(index.abstract_functions.len());
+        for (name, at) in index.abstract_functions {
+            let params = reader.abstract_params(at)?;
+            inlinable.insert(name, (at, params));
+        }
         let types = reader.finish()?;
         Ok(Some(DwarfInfo {
             types,
             signatures,
             structs,
             runtime_types,
+            inlinable,
         }))
     }
 
@@ -170,6 +170,220 @@ impl DwarfInfo {
     }
 }
 
+/// A value's place at one pc, from its DWARF location description.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DwarfLocation {
+    /// In value order: each piece's size in bytes (0: the whole value) and where it is
+    /// (`None`: that part is not available).
+    Pieces(Vec<(u64, Option<DwarfPlace>)>),
+    /// No location at this pc: the value was optimized away or folded into a constant.
+    Nowhere,
+    /// An expression gotrace does not evaluate, named.
+    Unsupported(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DwarfPlace {
+    /// A DWARF register number.
+    Register(u16),
+    /// This many bytes from the canonical frame address (Go's frame base).
+    Cfa(i64),
+}
+
+/// A parameter of an inlined call, and where it is at one pc.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InlinedParam {
+    pub name: String,
+    pub ty: TypeId,
+    pub location: DwarfLocation,
+}
+
+/// What locating inlined calls reads beyond [`SECTIONS`]: location lists and range lists, in
+/// both the DWARF 4 (`.debug_loc`, `.debug_ranges`) and the DWARF 5 form (Go 1.25+).
+const LOCATION_SECTIONS: [SectionId; 4] = [
+    SectionId::DebugLoc,
+    SectionId::DebugLocLists,
+    SectionId::DebugRanges,
+    SectionId::DebugRngLists,
+];
+
+impl DwarfInfo {
+    /// For each of `pcs`, the parameters of the inlined call of `callee` whose code holds it,
+    /// in declaration order, each located at that pc; `None` where DWARF describes no inlined
+    /// call of `callee`. Reads every unit once, with its location lists.
+    pub(crate) fn inlined_params(
+        &self,
+        elf: &ElfImage,
+        callee: &str,
+        pcs: &[u64],
+    ) -> Result<Vec<Option<Vec<InlinedParam>>>, BinaryError> {
+        let mut out = vec![None; pcs.len()];
+        let Some((origin, params)) = self.inlinable.get(callee) else {
+            return Ok(out);
+        };
+        let all: Vec<SectionId> = SECTIONS.iter().chain(&LOCATION_SECTIONS).copied().collect();
+        let sections = read_sections(elf, &all)?;
+        let dwarf = gimli_view(&sections)?;
+        let mut headers = dwarf.units();
+        while let Some(header) = headers.next()? {
+            let base = header.offset().0;
+            let unit = dwarf.unit(header).map_err(|e| at_offset(base, e))?;
+            let mut cursor = unit.entries();
+            while let Some(die) = cursor.next_dfs().map_err(|e| at_offset(base, e))? {
+                if die.tag() != dw::DW_TAG_inlined_subroutine {
+                    continue;
+                }
+                let refers = match die.attr_value(dw::DW_AT_abstract_origin) {
+                    Some(AttributeValue::UnitRef(o)) => base + o.0 == *origin,
+                    Some(AttributeValue::DebugInfoRef(o)) => o.0 == *origin,
+                    _ => false,
+                };
+                if !refers {
+                    continue;
+                }
+                let mut ranges = Vec::new();
+                let mut iter = dwarf.die_ranges(&unit, die)?;
+                while let Some(r) = iter.next()? {
+                    ranges.push((r.begin, r.end));
+                }
+                let hits: Vec<usize> = (0..pcs.len())
+                    .filter(|&i| ranges.iter().any(|&(lo, hi)| lo <= pcs[i] && pcs[i] < hi))
+                    .collect();
+                if hits.is_empty() {
+                    continue;
+                }
+                // The call's own parameters: its direct children that refer to the abstract
+                // function's, with their location descriptions.
+                let mut located: Vec<(DieRef, AttributeValue<R<'_>>)> = Vec::new();
+                let mut children = unit
+                    .entries_at_offset(die.offset())
+                    .map_err(|e| at_offset(base, e))?;
+                let mut first = true;
+                while let Some(child) = children.next_dfs().map_err(|e| at_offset(base, e))? {
+                    if std::mem::take(&mut first) {
+                        continue; // the call itself
+                    }
+                    if child.depth() <= 0 {
+                        break;
+                    }
+                    if child.depth() != 1 || child.tag() != dw::DW_TAG_formal_parameter {
+                        continue;
+                    }
+                    let param = match child.attr_value(dw::DW_AT_abstract_origin) {
+                        Some(AttributeValue::UnitRef(o)) => base + o.0,
+                        Some(AttributeValue::DebugInfoRef(o)) => o.0,
+                        _ => continue,
+                    };
+                    if let Some(value) = child.attr_value(dw::DW_AT_location) {
+                        located.push((param, value));
+                    }
+                }
+                for i in hits {
+                    let mut found = Vec::with_capacity(params.len());
+                    for (at, var) in params {
+                        let location = match located.iter().find(|(p, _)| p == at) {
+                            Some((_, value)) => location_at(&dwarf, &unit, *value, pcs[i])?,
+                            None => DwarfLocation::Nowhere,
+                        };
+                        found.push(InlinedParam {
+                            name: var.name.clone(),
+                            ty: var.ty,
+                            location,
+                        });
+                    }
+                    out[i] = Some(found);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The location description in effect at `pc`: a single expression, or the entry of a location
+/// list (`.debug_loc` or `.debug_loclists`) whose range holds `pc`.
+fn location_at(
+    dwarf: &gimli::Dwarf<R<'_>>,
+    unit: &gimli::Unit<R<'_>>,
+    value: AttributeValue<R<'_>>,
+    pc: u64,
+) -> Result<DwarfLocation, BinaryError> {
+    let expression = match value {
+        AttributeValue::Exprloc(e) => e,
+        other => {
+            let Some(mut list) = dwarf.attr_locations(unit, other)? else {
+                return Ok(DwarfLocation::Unsupported(
+                    "a location that is not an expression or a location list".into(),
+                ));
+            };
+            let mut found = None;
+            while let Some(entry) = list.next()? {
+                if entry.range.begin <= pc && pc < entry.range.end {
+                    found = Some(entry.data);
+                    break;
+                }
+            }
+            match found {
+                Some(e) => e,
+                None => return Ok(DwarfLocation::Nowhere),
+            }
+        }
+    };
+    let mut pieces = Vec::new();
+    let mut place = None;
+    let mut ops = expression.operations(unit.encoding());
+    while let Some(op) = ops.next()? {
+        match op {
+            gimli::Operation::Register { register } => {
+                place = Some(DwarfPlace::Register(register.0))
+            }
+            gimli::Operation::FrameOffset { offset } => place = Some(DwarfPlace::Cfa(offset)),
+            gimli::Operation::CallFrameCFA => place = Some(DwarfPlace::Cfa(0)),
+            gimli::Operation::PlusConstant { value } => match place {
+                Some(DwarfPlace::Cfa(off)) => {
+                    place = Some(DwarfPlace::Cfa(off.wrapping_add(value as i64)))
+                }
+                _ => {
+                    return Ok(DwarfLocation::Unsupported(
+                        "DW_OP_plus_uconst on a register".into(),
+                    ))
+                }
+            },
+            gimli::Operation::Piece {
+                size_in_bits,
+                bit_offset: None,
+            } if size_in_bits % 8 == 0 => pieces.push((size_in_bits / 8, place.take())),
+            other => return Ok(DwarfLocation::Unsupported(format!("{other:?}"))),
+        }
+    }
+    match (pieces.is_empty(), place) {
+        (true, Some(p)) => Ok(DwarfLocation::Pieces(vec![(0, Some(p))])),
+        (true, None) => Ok(DwarfLocation::Nowhere),
+        (false, _) => Ok(DwarfLocation::Pieces(pieces)),
+    }
+}
+
+type Sections<'e> = Vec<(SectionId, Cow<'e, [u8]>)>;
+
+/// The DWARF sections `ids`, decompressed where they are compressed; a missing one is empty.
+fn read_sections<'e>(elf: &'e ElfImage, ids: &[SectionId]) -> Result<Sections<'e>, BinaryError> {
+    ids.iter()
+        .map(|&id| Ok((id, elf.debug_section(id.name())?)))
+        .collect()
+}
+
+/// gimli's view of `sections` (any section not among them reads as empty).
+fn gimli_view<'s>(sections: &'s Sections<'_>) -> Result<gimli::Dwarf<R<'s>>, BinaryError> {
+    gimli::Dwarf::load::<_, BinaryError>(|id| {
+        let data = sections
+            .iter()
+            .find(|(s, _)| *s == id)
+            .map_or(&[][..], |(_, d)| &d[..]);
+        Ok(EndianSlice::new(data, LittleEndian))
+    })
+}
+
 fn at_offset(offset: usize, e: gimli::Error) -> BinaryError {
     BinaryError::Dwarf(format!(".debug_info at {offset:#x}: {e}"))
 }
@@ -191,6 +405,8 @@ struct FunctionDie {
 /// What one pass over every top-level DIE finds.
 struct Index {
     functions: Vec<FunctionDie>,
+    /// Abstract descriptions of inlinable functions, by name.
+    abstract_functions: Vec<(String, DieRef)>,
     structs: Vec<(String, DieRef)>,
     runtime_types: Vec<(u64, DieRef)>,
     ptr_size: u64,
@@ -213,6 +429,7 @@ impl<'a> Reader<'a, '_> {
     fn index(&self) -> Result<Index, BinaryError> {
         let mut index = Index {
             functions: Vec::new(),
+            abstract_functions: Vec::new(),
             structs: Vec::new(),
             runtime_types: Vec::new(),
             ptr_size: 8,
@@ -252,7 +469,13 @@ impl<'a> Reader<'a, '_> {
                 match die.tag() {
                     dw::DW_TAG_subprogram => {
                         let Some(value) = die.attr_value(dw::DW_AT_low_pc) else {
-                            continue; // abstract (inlined-only) function
+                            // An abstract function: what its inlined calls refer to.
+                            if die.attr(dw::DW_AT_inline).is_some() {
+                                if let Some(name) = self.name_in(unit, die, at)? {
+                                    index.abstract_functions.push((name, at));
+                                }
+                            }
+                            continue;
                         };
                         if let Some(pc) = self
                             .dwarf
@@ -458,6 +681,30 @@ impl<'a> Reader<'a, '_> {
             }
         }
         Ok(all)
+    }
+
+    /// The parameters (not the results) of an abstract function, with their DIEs.
+    fn abstract_params(
+        &mut self,
+        function: DieRef,
+    ) -> Result<Vec<(DieRef, Variable)>, BinaryError> {
+        let mut out = Vec::new();
+        for (at, child) in self.children(function)? {
+            let is_result = matches!(
+                child.attr_value(dw::DW_AT_variable_parameter),
+                Some(AttributeValue::Flag(true))
+            );
+            if child.tag() != dw::DW_TAG_formal_parameter || is_result {
+                continue;
+            }
+            let name = self.name(&child, at)?.unwrap_or_default();
+            let Some(ty) = self.reference(at, &child, dw::DW_AT_type)? else {
+                return Err(malformed(at, "parameter without a type"));
+            };
+            let ty = self.type_ref(ty)?;
+            out.push((at, Variable { name, ty }));
+        }
+        Ok(out)
     }
 
     /// The type of the hidden dictionary parameter: a pointer to the dictionary's words.

@@ -62,6 +62,11 @@ pub struct InlineIndex {
 }
 
 impl InlineIndex {
+    /// Every function inlined somewhere, in no particular order.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.bodies.keys().map(String::as_str)
+    }
+
     /// The bodies of `name` inlined anywhere, in address order.
     pub fn bodies(&self, name: &str) -> &[InlinedBody] {
         self.bodies.get(name).map_or(&[], |b| b.as_slice())

@@ -356,6 +356,21 @@ impl GoBinary {
             .collect())
     }
 
+    /// For each of `pcs` (sites of `name` inlined, see [`GoBinary::inlined_sites`]), the
+    /// inlined call's parameters and where DWARF puts each there; `None` where DWARF (or the
+    /// binary's DWARF as a whole) describes no inlined call of `name`.
+    pub fn inlined_params(
+        &self,
+        name: &str,
+        pcs: &[VirtAddr],
+    ) -> Result<Vec<Option<Vec<dwarf::InlinedParam>>>, BinaryError> {
+        let Some(d) = self.dwarf()? else {
+            return Ok(vec![None; pcs.len()]);
+        };
+        let pcs: Vec<u64> = pcs.iter().map(|p| p.0).collect();
+        d.inlined_params(&self.elf, name, &pcs)
+    }
+
     fn inlined_site(
         &self,
         index: &inline::InlineIndex,

@@ -6,6 +6,7 @@
 mod common;
 
 use common::{all_toolchains, build};
+use gotrace_binary::dwarf::DwarfLocation;
 use gotrace_binary::inline::InlinedSite;
 use gotrace_binary::GoBinary;
 use gotrace_gobuild::Flavour;
@@ -49,6 +50,33 @@ fn inlined_sites_on_every_toolchain_and_flavour() {
                 assert!(site.addr >= site.body_start, "{what}: {site:?}");
                 assert!(site.sp_delta.is_some(), "{what}: {site:?}");
             }
+            // Every site has an inlined call in DWARF with both parameters, named; DWARF
+            // locates some of them (DWARF 5 location lists from 1.25).
+            let pcs: Vec<_> = add.iter().chain(&scale).map(|s| s.addr).collect();
+            let mut params = binary
+                .inlined_params("main.Add", &pcs[..add.len()])
+                .unwrap();
+            params.extend(
+                binary
+                    .inlined_params("main.Scale", &pcs[add.len()..])
+                    .unwrap(),
+            );
+            let mut located = 0;
+            for (site, params) in add.iter().chain(&scale).zip(&params) {
+                let params = params
+                    .as_ref()
+                    .unwrap_or_else(|| panic!("{what}: no DWARF inlined call at {site:?}"));
+                let names: Vec<&str> = params.iter().map(|p| p.name.as_str()).collect();
+                assert!(
+                    names == ["a", "b"] || names == ["x", "k"],
+                    "{what}: {names:?}"
+                );
+                located += params
+                    .iter()
+                    .filter(|p| matches!(p.location, DwarfLocation::Pieces(_)))
+                    .count();
+            }
+            assert!(located >= 4, "{what}: {located} located");
             let stripped_path = build(FIXTURE, "", &toolchain, stripped, None);
             let stripped_binary = GoBinary::open(&stripped_path).unwrap();
             assert_eq!(

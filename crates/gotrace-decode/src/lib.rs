@@ -16,7 +16,7 @@ use gotrace_plan::recipe::{
     has_pointers, is_pointer_shaped, map_bucket_size, map_layout, map_slots_shown,
     swiss_slots_followed, MapLayout, SwissLayout, GROUP_SLOTS, HMAP_OLDBUCKETS, MAP_BUCKETS_READ,
 };
-use gotrace_plan::{CallKind, PlannedValue, ProbePlan, RawCall, INT_REGS};
+use gotrace_plan::{CallKind, PlannedValue, ProbePlan, RawCall, Unlocated, INT_REGS};
 use memory::Read;
 use std::collections::HashMap;
 
@@ -96,6 +96,12 @@ pub enum Missing {
     Lost,
     /// The binary has no DWARF type for the dynamic type.
     UnknownType,
+    /// An inlined call's argument DWARF gives no location for at the probe.
+    NoLocation,
+    /// An inlined call's argument in a register the probe does not capture.
+    UncapturedRegister,
+    /// An inlined call's argument placed by a DWARF expression gotrace does not evaluate.
+    LocationExpression,
 }
 
 impl Missing {
@@ -111,6 +117,15 @@ impl Missing {
             Missing::MapLayout => "not read: this binary's DWARF describes no map layout gotrace knows",
             Missing::Lost => "not read: the memory read at entry was lost (ring buffer full)",
             Missing::UnknownType => "not read: dynamic type not described in DWARF",
+            Missing::NoLocation => {
+                "not read: DWARF gives no location for it at this inlined call (optimized away or a constant)"
+            }
+            Missing::UncapturedRegister => {
+                "not read: at this inlined call it is in a register gotrace does not capture (RDX, RBP, R12-R15)"
+            }
+            Missing::LocationExpression => {
+                "not read: DWARF places it at this inlined call in a way gotrace does not evaluate"
+            }
         }
     }
 
@@ -124,6 +139,9 @@ impl Missing {
             Missing::MapLayout => "map layout unknown",
             Missing::Lost => "entry memory lost",
             Missing::UnknownType => "type not in DWARF",
+            Missing::NoLocation => "no location",
+            Missing::UncapturedRegister => "register not captured",
+            Missing::LocationExpression => "location not understood",
         }
     }
 }
@@ -180,10 +198,18 @@ impl Value {
         }
     }
 
-    /// Whether some part of it was not read (as opposed to floats, which cannot be).
+    /// Whether some part of it was not read (as opposed to floats in registers and inlined
+    /// calls' arguments DWARF does not locate, which cannot be).
     pub fn has_unread_part(&self) -> bool {
-        self.unavailable_part()
-            .is_some_and(|m| m != Missing::FloatRegister)
+        self.unavailable_part().is_some_and(|m| {
+            !matches!(
+                m,
+                Missing::FloatRegister
+                    | Missing::NoLocation
+                    | Missing::UncapturedRegister
+                    | Missing::LocationExpression
+            )
+        })
     }
 
     /// Whether anything inside was cut to a capture limit (string bytes, elements, entries).
@@ -320,13 +346,18 @@ impl<'p> Decoder<'p> {
                 self.named_all(&s.results, &exit, false, out.results.take())
             }),
             CallKind::Entered
+            | CallKind::Inlined
             | CallKind::Panicked
             | CallKind::Exited
             | CallKind::InFlight
             | CallKind::Abandoned => None,
         };
         out.function = &function.name;
-        out.outcome = raw.kind;
+        // The BPF side reports an inlined copy's hit as an entry: its plan says what it is.
+        out.outcome = match (raw.kind, &function.inlined_into) {
+            (CallKind::Entered, Some(_)) => CallKind::Inlined,
+            (kind, _) => kind,
+        };
         out.pid = raw.pid;
         out.tid = raw.entry_tid;
         out.return_tid = raw.return_tid;
@@ -354,7 +385,13 @@ impl<'p> Decoder<'p> {
                     name: &v.name,
                     type_name: &self.types.get(v.ty).name,
                     // Registers came with the call record; what was read through them did not.
-                    value: if memory_lost && has_pointers(self.types, v.ty) {
+                    value: if let Some(why) = v.unavailable {
+                        Value::Unavailable(match why {
+                            Unlocated::Nowhere => Missing::NoLocation,
+                            Unlocated::Register => Missing::UncapturedRegister,
+                            Unlocated::Expression => Missing::LocationExpression,
+                        })
+                    } else if memory_lost && has_pointers(self.types, v.ty) {
                         Value::Unavailable(Missing::Lost)
                     } else {
                         self.located(v.ty, &v.location, site)

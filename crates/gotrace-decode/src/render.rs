@@ -163,8 +163,14 @@ fn write_value(f: &mut fmt::Formatter<'_>, value: &Value) -> fmt::Result {
         }
         Value::Address(0) => f.write_str("nil"),
         Value::Address(addr) => write!(f, "{addr:#x}"),
-        // Floats in registers: documented as `?`, never read by any uprobe.
-        Value::Unavailable(Missing::FloatRegister) => f.write_char('?'),
+        // Floats in registers, never read by any uprobe, and an inlined call's arguments that
+        // DWARF does not locate: documented as `?`.
+        Value::Unavailable(
+            Missing::FloatRegister
+            | Missing::NoLocation
+            | Missing::UncapturedRegister
+            | Missing::LocationExpression,
+        ) => f.write_char('?'),
         Value::Unavailable(missing) => write_not_read(f, *missing),
     }
 }

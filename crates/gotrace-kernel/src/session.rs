@@ -458,7 +458,7 @@ impl Pairing {
             _ => return None,
         };
         let (entry_captures, return_captures) = match kind {
-            CallKind::Entered => (Some(captures), Vec::new()),
+            CallKind::Entered | CallKind::Inlined => (Some(captures), Vec::new()),
             CallKind::Returned => (self.pending.remove(&e.call_id), captures),
             CallKind::Panicked | CallKind::Exited | CallKind::Abandoned | CallKind::InFlight => {
                 (self.pending.remove(&e.call_id), Vec::new())
@@ -616,11 +616,12 @@ impl RecipeTables {
 
 /// Each function's entry-site address, from which the BPF side learns a PIE process's bias.
 fn store_entry_sites(skel: &GotraceSkel<'_>, plan: &ProbePlan) -> Result<(), KernelError> {
-    for site in plan
-        .sites
-        .iter()
-        .filter(|s| matches!(s.kind, SiteKind::Entry | SiteKind::EntryReturn))
-    {
+    for site in plan.sites.iter().filter(|s| {
+        matches!(
+            s.kind,
+            SiteKind::Entry | SiteKind::EntryReturn | SiteKind::Inlined
+        )
+    }) {
         skel.maps
             .entry_sites
             .update(
@@ -694,6 +695,7 @@ fn cookie(site: &Site) -> u64 {
         SiteKind::FatalPanic => types::gt_site_kind::GT_SITE_FATALPANIC,
         SiteKind::Recovery => types::gt_site_kind::GT_SITE_RECOVERY,
         SiteKind::EntryReturn => types::gt_site_kind::GT_SITE_ENTRY_RETURN,
+        SiteKind::Inlined => types::gt_site_kind::GT_SITE_INLINED,
     };
     let skip = match site.skip_if {
         None => types::gt_skip::GT_SKIP_NEVER,

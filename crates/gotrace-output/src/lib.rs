@@ -144,6 +144,7 @@ fn write_text(
     out.write_all(b")")?;
     match call.outcome {
         CallKind::Entered => Ok(()),
+        CallKind::Inlined => out.write_all(b" inlined"),
         CallKind::Panicked => out.write_all(b" panicked"),
         CallKind::Exited => out.write_all(b" exited (runtime.Goexit)"),
         CallKind::Abandoned => {
@@ -228,6 +229,7 @@ fn write_json(
     let outcome: &[u8] = match call.outcome {
         CallKind::Returned => b",\"outcome\":\"returned\"",
         CallKind::Entered => b",\"outcome\":\"entered\"",
+        CallKind::Inlined => b",\"outcome\":\"inlined\"",
         CallKind::Panicked => b",\"outcome\":\"panicked\"",
         CallKind::Exited => b",\"outcome\":\"exited\"",
         CallKind::InFlight => b",\"outcome\":\"in_flight\"",
@@ -416,8 +418,14 @@ impl Serialize for JsonValue<'_> {
             }
             Value::Address(0) => serializer.serialize_none(),
             Value::Address(addr) => serializer.serialize_str(&format!("{addr:#x}")),
-            // Floats in registers: null, with the reason under "unavailable" (documented).
-            Value::Unavailable(Missing::FloatRegister) => serializer.serialize_none(),
+            // Floats in registers and unlocated arguments of inlined calls: null, with the
+            // reason under "unavailable" (documented).
+            Value::Unavailable(
+                Missing::FloatRegister
+                | Missing::NoLocation
+                | Missing::UncapturedRegister
+                | Missing::LocationExpression,
+            ) => serializer.serialize_none(),
             Value::Unavailable(missing) => NotRead(*missing, None).serialize(serializer),
         }
     }

@@ -6,8 +6,10 @@
 pub mod pattern;
 pub mod recipe;
 
-use gotrace_binary::abi::{self, Location};
+use gotrace_binary::abi::{self, AbiReg, Location, Piece};
 use gotrace_binary::dwarf::DwarfInfo;
+use gotrace_binary::dwarf::{DwarfLocation, DwarfPlace};
+use gotrace_binary::inline::InlinedSite;
 use gotrace_binary::pclntab::FuncTraits;
 use gotrace_binary::sites::{ProbeSites, SkipCondition, UprobeRefusal};
 use gotrace_binary::types::TypeId;
@@ -144,6 +146,9 @@ pub enum SiteKind {
     Recovery,
     /// Entry and return at once: the function's body is a single `RET`.
     EntryReturn,
+    /// The first instruction of a body the compiler inlined into another function: an entry
+    /// with no return of its own.
+    Inlined,
 }
 
 impl SiteKind {
@@ -156,6 +161,7 @@ impl SiteKind {
             SiteKind::FatalPanic => "runtime.fatalpanic",
             SiteKind::Recovery => "runtime.recovery",
             SiteKind::EntryReturn => "entry-and-return",
+            SiteKind::Inlined => "inlined",
         }
     }
 }
@@ -242,6 +248,20 @@ pub struct PlannedValue {
     pub name: String,
     pub ty: TypeId,
     pub location: Location,
+    /// Why the value cannot be read at this site (`location` is then unused).
+    pub unavailable: Option<Unlocated>,
+}
+
+/// Why an inlined call's argument is not read: DWARF's location lists are all there is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unlocated {
+    /// DWARF gives no location there (optimized away, or folded into a constant).
+    Nowhere,
+    /// It is in a register the probe does not capture (RDX, RBP, R12–R15).
+    Register,
+    /// DWARF describes its place in a form gotrace does not evaluate.
+    Expression,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -253,6 +273,8 @@ pub struct PlannedFunction {
     /// Memory to read at entry (for the arguments) and at each return (for the results).
     pub entry_recipe: Recipe,
     pub return_recipe: Recipe,
+    /// An inlined copy: the function whose code holds it (`entry` is then its probe site).
+    pub inlined_into: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -359,6 +381,18 @@ pub fn plan(
             None
         }
     };
+    // A name with no code of its own is traced where it was inlined.
+    let excluded: Vec<Pattern> = options.exclude.iter().map(|e| Pattern::new(e)).collect();
+    let (inlined_only, patterns): (Vec<String>, Vec<String>) =
+        patterns.iter().cloned().partition(|p| {
+            !Pattern::new(p).is_glob()
+                && matches!(binary.function(p), Err(BinaryError::Inlined { .. }))
+        });
+    let inlined_only: Vec<String> = inlined_only
+        .into_iter()
+        .filter(|n| !excluded.iter().any(|e| e.matches(n)))
+        .collect();
+    let patterns = &patterns[..];
     let selected = select(binary, patterns, &options.exclude)?;
     // Swiss-table maps (Go 1.24+) have another layout; their entries are not captured.
     let classic_maps = binary
@@ -367,7 +401,7 @@ pub fn plan(
         .is_none_or(|minor| minor <= 23);
     let only_exact = patterns.iter().all(|p| !Pattern::new(p).is_glob());
     let mut refused = Vec::new();
-    for function in selected {
+    for &function in &selected {
         let index = functions.len() as u32;
         let probe_sites = match binary.probe_sites(function) {
             Ok(sites) => sites,
@@ -446,7 +480,21 @@ pub fn plan(
             signature,
             entry_recipe,
             return_recipe,
+            inlined_into: None,
         });
+    }
+    let inlined_names = selected.iter().map(|f| f.name.clone()).chain(inlined_only);
+    let compiler = || dwarf.map(|d| Compiler::new(d.types(), options.limits, classic_maps));
+    for name in inlined_names {
+        plan_inlined(
+            binary,
+            &name,
+            &compiler,
+            &mut functions,
+            &mut sites,
+            &mut warnings,
+            &mut refused,
+        )?;
     }
     if functions.is_empty() {
         if let [(name, refusal)] = &refused[..] {
@@ -523,8 +571,199 @@ pub fn plan(
     })
 }
 
+/// Plans an entry-like probe at each place `name` was inlined, each its own planned function
+/// (its arguments are somewhere else at every site). A site the binary cannot prove, or whose
+/// caller or instruction cannot bear a probe, is left out with a warning; a name with no code
+/// of its own and no site left is an error.
+fn plan_inlined<'t>(
+    binary: &GoBinary,
+    name: &str,
+    compiler: &dyn Fn() -> Option<Compiler<'t>>,
+    functions: &mut Vec<PlannedFunction>,
+    sites: &mut Vec<Site>,
+    warnings: &mut Vec<String>,
+    refused: &mut Vec<(String, Refusal)>,
+) -> Result<(), PlanError> {
+    let mut usable = Vec::new();
+    for found in binary.inlined_sites(name)? {
+        let site = match found {
+            Ok(site) => site,
+            Err(e) => {
+                warnings.push(format!("skipping an inlined copy of {name}: {e}"));
+                continue;
+            }
+        };
+        match inlined_refusal(binary, &site)? {
+            Some(Refusal::Instruction { addr, why, .. }) => refused.push((
+                format!("{name} (inlined into {})", site.caller),
+                Refusal::Instruction {
+                    site: SiteKind::Inlined,
+                    addr,
+                    why,
+                },
+            )),
+            Some(r) => refused.push((format!("{name} (inlined into {})", site.caller), r)),
+            None => usable.push(site),
+        }
+    }
+    let has_code = binary.function(name).is_ok();
+    if usable.is_empty() && !has_code {
+        if let Some((_, refusal)) = refused.iter().rev().find(|(n, _)| n.starts_with(name)) {
+            return Err(PlanError::Refused {
+                name: name.to_owned(),
+                refusal: refusal.clone(),
+            });
+        }
+        return Err(BinaryError::Inlined {
+            name: name.to_owned(),
+        }
+        .into());
+    }
+    let addrs: Vec<VirtAddr> = usable.iter().map(|s| s.addr).collect();
+    let params = binary.inlined_params(name, &addrs)?;
+    let types = binary.dwarf().ok().flatten().map(|d| d.types());
+    for (site, params) in usable.into_iter().zip(params) {
+        let signature = params.map(|params| PlannedSignature {
+            params: params
+                .into_iter()
+                .map(|p| {
+                    let size = types.map_or(0, |t| t.get(p.ty).size);
+                    let (location, unavailable) =
+                        match inlined_location(&p.location, size, site.sp_delta) {
+                            Ok(location) => (location, None),
+                            Err(why) => (Location::Empty, Some(why)),
+                        };
+                    PlannedValue {
+                        name: p.name,
+                        ty: p.ty,
+                        location,
+                        unavailable,
+                    }
+                })
+                .collect(),
+            results: Vec::new(),
+        });
+        let entry_recipe = match (&signature, compiler()) {
+            (Some(sig), Some(c)) => c.site(&located(&sig.params)),
+            _ => Recipe::default(),
+        };
+        sites.push(Site {
+            function: functions.len() as u32,
+            kind: SiteKind::Inlined,
+            addr: site.addr,
+            file_offset: binary.file_offset(site.addr)?,
+            skip_if: None,
+            may_restart: false,
+        });
+        functions.push(PlannedFunction {
+            name: name.to_owned(),
+            entry: site.addr,
+            signature,
+            entry_recipe,
+            return_recipe: Recipe::default(),
+            inlined_into: Some(site.caller),
+        });
+    }
+    Ok(())
+}
+
+/// Whether an inlined copy's site must not be probed: its caller must not be (see
+/// [`refusal`]), or its instruction cannot bear a probe.
+pub fn inlined_refusal(
+    binary: &GoBinary,
+    site: &InlinedSite,
+) -> Result<Option<Refusal>, BinaryError> {
+    let caller = binary.function(&site.caller)?;
+    let sites = ProbeSites {
+        entry: gotrace_binary::EntrySite {
+            addr: site.addr,
+            skip_if: None,
+            may_restart: false,
+        },
+        returns: Vec::new(),
+        deferreturns: Vec::new(),
+    };
+    Ok(refusal(binary, caller).or_else(|| site_refusal(binary, &sites, true)))
+}
+
+/// Where the probe finds a value DWARF places at `location` (amd64): the integer registers the
+/// BPF side captures, float registers (shown as unknown), or the caller's frame — the
+/// canonical frame address is SP at the caller's entry plus 8 (the return address), and
+/// `sp_delta` is how far SP is below that entry value at the probe.
+fn inlined_location(
+    location: &DwarfLocation,
+    size: u64,
+    sp_delta: Option<u64>,
+) -> Result<Location, Unlocated> {
+    let pieces = match location {
+        DwarfLocation::Nowhere => return Err(Unlocated::Nowhere),
+        DwarfLocation::Unsupported(_) => return Err(Unlocated::Expression),
+        DwarfLocation::Pieces(pieces) => pieces,
+    };
+    // (value offset, piece size, place); a size of 0 is the whole value.
+    let mut parts = Vec::with_capacity(pieces.len());
+    let mut at = 0;
+    for &(piece_size, place) in pieces {
+        let piece_size = if piece_size == 0 { size } else { piece_size };
+        parts.push((at, piece_size, place.ok_or(Unlocated::Nowhere)?));
+        at += piece_size;
+    }
+    if parts
+        .iter()
+        .all(|(_, _, p)| matches!(p, DwarfPlace::Register(_)))
+    {
+        let mut out = Vec::with_capacity(parts.len());
+        for (value_offset, piece_size, place) in parts {
+            let DwarfPlace::Register(r) = place else {
+                return Err(Unlocated::Expression);
+            };
+            if piece_size > 8 {
+                return Err(Unlocated::Expression);
+            }
+            let reg = match r {
+                0 => AbiReg::Int(0),
+                3 => AbiReg::Int(1),
+                2 => AbiReg::Int(2),
+                5 => AbiReg::Int(3),
+                4 => AbiReg::Int(4),
+                8..=11 => AbiReg::Int(r as u8 - 3),
+                17..=32 => AbiReg::Float(r as u8 - 17),
+                _ => return Err(Unlocated::Register),
+            };
+            out.push(Piece {
+                reg,
+                value_offset,
+                size: piece_size,
+            });
+        }
+        return Ok(Location::Registers(out));
+    }
+    // In memory: one run of the frame, each piece where the one before it ends.
+    let cfa_above_sp = sp_delta.ok_or(Unlocated::Expression)? + 8;
+    let mut start = None;
+    for (value_offset, _, place) in parts {
+        let DwarfPlace::Cfa(off) = place else {
+            return Err(Unlocated::Expression);
+        };
+        let first = off - value_offset as i64;
+        match start {
+            None => start = Some(first),
+            Some(s) if s == first => {}
+            Some(_) => return Err(Unlocated::Expression),
+        }
+    }
+    let sp_offset = cfa_above_sp as i64 + start.ok_or(Unlocated::Nowhere)?;
+    u64::try_from(sp_offset)
+        .map(|sp_offset| Location::Stack { sp_offset })
+        .map_err(|_| Unlocated::Expression)
+}
+
 fn located(values: &[PlannedValue]) -> Vec<(TypeId, &Location)> {
-    values.iter().map(|v| (v.ty, &v.location)).collect()
+    values
+        .iter()
+        .filter(|v| v.unavailable.is_none())
+        .map(|v| (v.ty, &v.location))
+        .collect()
 }
 
 /// Whether any argument or result can hold an interface (then dynamic types need recipes).
@@ -598,6 +837,7 @@ fn planned_signature(
                 name: v.name.clone(),
                 ty: v.ty,
                 location,
+                unavailable: None,
             })
             .collect()
     };
@@ -680,4 +920,6 @@ pub enum CallKind {
     InFlight,
     /// A call on a system stack (g0) whose frame the runtime reused: it never returned.
     Abandoned,
+    /// An inlined call, seen at its body's first instruction: it has no return of its own.
+    Inlined,
 }

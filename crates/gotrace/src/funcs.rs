@@ -59,6 +59,68 @@ struct Listed {
     /// kernel cannot probe), when it will not.
     #[serde(skip_serializing_if = "Option::is_none")]
     refused: Option<String>,
+    /// Every place the compiler inlined the function, where `trace` probes it too.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    inlined: Vec<InlinedListed>,
+}
+
+/// One body of the function inlined into another, and the instruction `trace` probes in it.
+#[derive(Serialize)]
+struct InlinedListed {
+    /// The function whose code holds the body.
+    caller: String,
+    /// The body's first instruction.
+    body: String,
+    /// The probe site: the body's first instruction, or a jump it leads straight to.
+    addr: String,
+    /// The site's offset in the caller.
+    offset: u64,
+    /// Why the site cannot be probed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// Where `name` was inlined, each site proven (or why not), and refused where `trace` would
+/// refuse it; a binary whose inline trees cannot be read says so as one entry.
+fn inlined(binary: &GoBinary, name: &str) -> Vec<InlinedListed> {
+    let found = match binary.inlined_sites(name) {
+        Ok(found) => found,
+        Err(e) => {
+            return vec![InlinedListed {
+                caller: String::new(),
+                body: String::new(),
+                addr: String::new(),
+                offset: 0,
+                error: Some(e.to_string()),
+            }]
+        }
+    };
+    found
+        .into_iter()
+        .map(|site| match site {
+            Ok(site) => {
+                let caller = binary.function(&site.caller).ok();
+                let error = match gotrace_plan::inlined_refusal(binary, &site) {
+                    Ok(refusal) => refusal.map(|r| format!("not traced: {r}")),
+                    Err(e) => Some(e.to_string()),
+                };
+                InlinedListed {
+                    offset: caller.map_or(0, |c| site.addr.0 - c.entry.0),
+                    caller: site.caller,
+                    body: site.body_start.to_string(),
+                    addr: site.addr.to_string(),
+                    error,
+                }
+            }
+            Err(e) => InlinedListed {
+                caller: String::new(),
+                body: String::new(),
+                addr: String::new(),
+                offset: 0,
+                error: Some(e.to_string()),
+            },
+        })
+        .collect()
 }
 
 /// A parameter or result and where it is: at entry for parameters, at RET for results.
@@ -241,7 +303,7 @@ fn list(binary: &GoBinary, pattern: Option<&str>, with_sites: bool) -> Result<Li
     };
     let arch = binary.arch();
     let pattern = pattern.map(Pattern::new);
-    let functions: Vec<Listed> = binary
+    let mut functions: Vec<Listed> = binary
         .functions()
         .iter()
         .filter(|f| pattern.as_ref().is_none_or(|p| p.matches(&f.name)))
@@ -293,9 +355,42 @@ fn list(binary: &GoBinary, pattern: Option<&str>, with_sites: bool) -> Result<Li
                 sites,
                 sites_error,
                 refused,
+                inlined: if with_sites {
+                    inlined(binary, &f.name)
+                } else {
+                    Vec::new()
+                },
             }
         })
         .collect();
+    // With a pattern, the functions that have no code of their own but were inlined: `trace`
+    // probes them where they were inlined.
+    if let Some(pattern) = &pattern {
+        let mut only_inlined: Vec<&str> = binary
+            .inline_index()?
+            .names()
+            .filter(|n| pattern.matches(n) && binary.function(n).is_err())
+            .collect();
+        only_inlined.sort_unstable();
+        functions.extend(only_inlined.into_iter().map(|name| Listed {
+            name: name.to_owned(),
+            entry: "inlined".to_owned(),
+            end: "inlined".to_owned(),
+            size: 0,
+            signature: None,
+            abi0: false,
+            params: None,
+            results: None,
+            sites: None,
+            sites_error: None,
+            refused: None,
+            inlined: if with_sites {
+                inlined(binary, name)
+            } else {
+                Vec::new()
+            },
+        }));
+    }
     Ok(Listing {
         binary: binary_info(binary, dwarf.is_some(), dwarf_error),
         functions,
@@ -389,6 +484,21 @@ fn render_text(listing: &Listing, verbose: bool) -> String {
         }
         for (label, v) in &values {
             let _ = writeln!(out, "    {label:<width$} {}", place_text(v));
+        }
+        for site in &f.inlined {
+            let at = match site.addr == site.body {
+                true => format!("{} {}+{:#x}", site.addr, site.caller, site.offset),
+                false => format!(
+                    "{} {}+{:#x} (first jump of the body at {})",
+                    site.addr, site.caller, site.offset, site.body
+                ),
+            };
+            let text = match &site.error {
+                Some(e) if site.addr.is_empty() => format!("error: {e}"),
+                Some(e) => format!("{at}  {e}"),
+                None => at,
+            };
+            let _ = writeln!(out, "    {:<width$} {}", "inlined", escape_controls(&text));
         }
     }
     out

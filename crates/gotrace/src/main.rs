@@ -194,7 +194,7 @@ impl trace::CallSink for PrinterSink {
     fn call(&mut self, call: &gotrace_decode::DecodedCall<'_>) {
         self.seen += 1;
         let line = match call.outcome {
-            CallKind::Returned | CallKind::Entered => Line::Call,
+            CallKind::Returned | CallKind::Entered | CallKind::Inlined => Line::Call,
             CallKind::Panicked | CallKind::Exited | CallKind::InFlight | CallKind::Abandoned => {
                 Line::Unreturned
             }

@@ -119,6 +119,9 @@ pub fn run(
     if let Some(line) = refused_line(&plan) {
         crate::say!("{line}")?;
     }
+    if let Some(note) = inlined_note(&plan) {
+        crate::say!("{note}")?;
+    }
     let empty_types = gotrace_binary::types::TypeTable::default();
     let types = match binary.dwarf() {
         Ok(Some(d)) => d.types(),
@@ -287,7 +290,7 @@ struct Outcomes {
 impl Outcomes {
     fn add(&mut self, kind: CallKind) {
         match kind {
-            CallKind::Returned | CallKind::Entered => {}
+            CallKind::Returned | CallKind::Entered | CallKind::Inlined => {}
             CallKind::Panicked => self.panicked += 1,
             CallKind::Exited => self.exited += 1,
             CallKind::InFlight => self.in_flight += 1,
@@ -364,34 +367,73 @@ fn utf8_alias(path: &Path) -> Result<Option<(PathBuf, std::fs::File)>> {
     Ok(Some((alias, file)))
 }
 
-/// `main.Fibonacci in /srv/app (3 sites: 1 entry, 2 returns; uprobe_multi, 1.2ms)`
+/// `main.Fibonacci in /srv/app (3 sites: 1 entry, 2 return, 0 inlined, 4 runtime; one
+/// uprobe_multi link, attached in 1.2ms)`; a function inlined somewhere adds how many copies of
+/// it have code of their own and at how many sites it was inlined (`main.Add: 1 copy, 3
+/// inlined sites`).
 pub fn describe_attach(plan: &ProbePlan, report: &AttachReport, binary: &Path) -> String {
-    let names = match plan.functions.as_slice() {
-        [one] => one.name.clone(),
+    use gotrace_plan::SiteKind;
+    // Each inlined copy is planned as a function of its own: count names, not copies.
+    let mut names: Vec<&str> = Vec::new();
+    for f in &plan.functions {
+        if !names.contains(&f.name.as_str()) {
+            names.push(&f.name);
+        }
+    }
+    let shown = match names.as_slice() {
+        [one] => (*one).to_owned(),
         many => format!("{} functions", many.len()),
     };
-    let entries = plan
-        .sites
+    let with_inlined: Vec<String> = names
         .iter()
-        .filter(|s| {
-            matches!(
-                s.kind,
-                gotrace_plan::SiteKind::Entry | gotrace_plan::SiteKind::EntryReturn
-            )
+        .filter_map(|&name| {
+            let copies = |inlined: bool| {
+                plan.functions
+                    .iter()
+                    .filter(|f| f.name == name && f.inlined_into.is_some() == inlined)
+                    .count()
+            };
+            let (own, sites) = (copies(false), copies(true));
+            (sites > 0).then(|| {
+                format!(
+                    "{name}: {own} {}, {sites} inlined site{}",
+                    if own == 1 { "copy" } else { "copies" },
+                    if sites == 1 { "" } else { "s" }
+                )
+            })
         })
-        .count();
+        .collect();
+    let inlined_text = match with_inlined.as_slice() {
+        [] => String::new(),
+        few if few.len() <= 3 => format!("{}; ", few.join("; ")),
+        many => format!("{} functions also inlined; ", many.len()),
+    };
+    let count = |kinds: &[SiteKind]| {
+        plan.sites
+            .iter()
+            .filter(|s| kinds.contains(&s.kind))
+            .count()
+    };
+    let entries = count(&[SiteKind::Entry, SiteKind::EntryReturn]);
+    let returns = count(&[SiteKind::Return]);
+    let inlined = count(&[SiteKind::Inlined]);
     let hooks = plan.runtime_hooks.len();
     let method = match report.method {
         AttachMethod::UprobeMulti => "one uprobe_multi link",
         AttachMethod::PerSite => "one uprobe per site",
     };
     format!(
-        "{} in {} ({} sites: {entries} entry, {} return, {hooks} runtime; {method}, attached in {:.1?})",
-        names,
+        "{shown} in {} ({inlined_text}{} sites: {entries} entry, {returns} return, {inlined} inlined, {hooks} runtime; {method}, attached in {:.1?})",
         binary.display(),
         report.attached,
-        plan.sites.len() - entries,
         report.elapsed
+    )
+}
+
+/// Said once when inlined copies are traced: why their calls look different.
+pub fn inlined_note(plan: &ProbePlan) -> Option<&'static str> {
+    plan.functions.iter().any(|f| f.inlined_into.is_some()).then_some(
+        "gotrace: note: an inlined call has no return of its own to probe: it is shown `inlined`, with the arguments DWARF locates at its first instruction (? where it does not), and no result or duration",
     )
 }
 

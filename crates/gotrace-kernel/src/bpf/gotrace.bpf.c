@@ -756,7 +756,9 @@ static __always_inline int on_site(struct pt_regs *ctx)
 			count(GT_STAT_GROWTH_SKIPPED);
 		return 0;
 	}
-	if (kind == GT_SITE_ENTRY || kind == GT_SITE_ENTRY_RETURN)
+	int starts_call =
+		kind == GT_SITE_ENTRY || kind == GT_SITE_ENTRY_RETURN || kind == GT_SITE_INLINED;
+	if (starts_call)
 		learn_load_bias(ctx, tgid, GT_COOKIE_FUNC(cookie));
 	if (kind == GT_SITE_RECOVERY)
 		return on_recovery(ctx, tgid);
@@ -764,13 +766,14 @@ static __always_inline int on_site(struct pt_regs *ctx)
 	/* R14 holds the current goroutine's g at every ABIInternal entry and RET. */
 	void *g = (void *)ctx->r14;
 	__u64 goid = 0, stack_hi = 0;
-	int lost_call = kind == GT_SITE_ENTRY || kind == GT_SITE_ENTRY_RETURN;
+	int lost_call = starts_call;
 	if (bpf_probe_read_user(&goid, sizeof(goid), g + goid_offset)) {
 		if (lost_call)
 			count(GT_STAT_READ_FAILED);
 		return 0;
 	}
-	if (entry_only)
+	/* An inlined call has no return to pair with: reported at once, like entry-only mode. */
+	if (entry_only || kind == GT_SITE_INLINED)
 		return on_entry_only(ctx, cookie, tgid, (__u32)pid_tgid, goid, now);
 	if (bpf_probe_read_user(&stack_hi, sizeof(stack_hi), g + stack_hi_offset)) {
 		if (lost_call)

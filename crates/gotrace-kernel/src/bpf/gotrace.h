@@ -16,6 +16,7 @@ enum gt_site_kind {
 	GT_SITE_FATALPANIC = 4, /* runtime.fatalpanic: an unrecovered panic kills the process */
 	GT_SITE_RECOVERY = 5,   /* runtime.recovery: a recovered panic unwinds the frames below */
 	GT_SITE_ENTRY_RETURN = 6, /* a body that is a single RET: entry and return at once */
+	GT_SITE_INLINED = 7, /* a body the compiler inlined: an entry with no return of its own */
 };
 
 enum gt_skip {
