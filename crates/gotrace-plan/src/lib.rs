@@ -584,8 +584,20 @@ fn plan_inlined<'t>(
     warnings: &mut Vec<String>,
     refused: &mut Vec<(String, Refusal)>,
 ) -> Result<(), PlanError> {
+    let has_code = binary.function(name).is_ok();
+    let found = match binary.inlined_sites(name) {
+        Ok(found) => found,
+        // A table gotrace cannot read costs the inlined copies, not the function's own code.
+        Err(e) if has_code => {
+            warnings.push(format!(
+                "cannot find where {name} was inlined ({e}): only its own code is traced"
+            ));
+            return Ok(());
+        }
+        Err(e) => return Err(e.into()),
+    };
     let mut usable = Vec::new();
-    for found in binary.inlined_sites(name)? {
+    for found in found {
         let site = match found {
             Ok(site) => site,
             Err(e) => {
@@ -606,7 +618,6 @@ fn plan_inlined<'t>(
             None => usable.push(site),
         }
     }
-    let has_code = binary.function(name).is_ok();
     if usable.is_empty() && !has_code {
         if let Some((_, refusal)) = refused.iter().rev().find(|(n, _)| n.starts_with(name)) {
             return Err(PlanError::Refused {
@@ -620,7 +631,12 @@ fn plan_inlined<'t>(
         .into());
     }
     let addrs: Vec<VirtAddr> = usable.iter().map(|s| s.addr).collect();
-    let params = binary.inlined_params(name, &addrs)?;
+    let params = binary.inlined_params(name, &addrs).unwrap_or_else(|e| {
+        warnings.push(format!(
+            "cannot read the DWARF of {name}'s inlined copies ({e}): their arguments are shown as ?"
+        ));
+        vec![None; addrs.len()]
+    });
     let types = binary.dwarf().ok().flatten().map(|d| d.types());
     for (site, params) in usable.into_iter().zip(params) {
         let signature = params.map(|params| PlannedSignature {
