@@ -311,6 +311,49 @@ mod tests {
         );
     }
 
+    fn decode(bytes: &[u8]) -> Vec<iced_x86::Instruction> {
+        let mut d = iced_x86::Decoder::with_ip(64, bytes, 0x1000, iced_x86::DecoderOptions::NONE);
+        let mut out = Vec::new();
+        while d.can_decode() {
+            out.push(d.decode());
+        }
+        out
+    }
+
+    #[test]
+    fn probe_moves_to_a_jump_only_through_harmless_instructions() {
+        // mov rax,rbx; add rax,1; jmp +0
+        let code = [0x48, 0x89, 0xd8, 0x48, 0x83, 0xc0, 0x01, 0xeb, 0x00];
+        let ins = decode(&code);
+        assert_eq!(
+            probe_instruction(&ins, 0, VirtAddr(0x1009)),
+            VirtAddr(0x1007)
+        );
+        // The body's first run ends before the jump: stay on the first instruction.
+        assert_eq!(
+            probe_instruction(&ins, 0, VirtAddr(0x1007)),
+            VirtAddr(0x1000)
+        );
+        // mov rax,[rbx] may fault (a nil check): a pass could stop there.
+        let code = [0x48, 0x8b, 0x03, 0xeb, 0x00];
+        assert_eq!(
+            probe_instruction(&decode(&code), 0, VirtAddr(0x1005)),
+            VirtAddr(0x1000)
+        );
+        // A call before the jump: stay.
+        let code = [0xe8, 0, 0, 0, 0, 0xeb, 0x00];
+        assert_eq!(
+            probe_instruction(&decode(&code), 0, VirtAddr(0x1007)),
+            VirtAddr(0x1000)
+        );
+        // A body that starts with a jump is probed there.
+        let code = [0x74, 0x00];
+        assert_eq!(
+            probe_instruction(&decode(&code), 0, VirtAddr(0x1002)),
+            VirtAddr(0x1000)
+        );
+    }
+
     #[test]
     fn unterminated_pc_values_are_malformed() {
         let data = [2u8, 3, 2];

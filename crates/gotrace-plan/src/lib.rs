@@ -939,3 +939,95 @@ pub enum CallKind {
     /// An inlined call, seen at its body's first instruction: it has no return of its own.
     Inlined,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn whole(place: DwarfPlace) -> DwarfLocation {
+        DwarfLocation::Pieces(vec![(0, Some(place))])
+    }
+
+    #[test]
+    fn inlined_arguments_in_captured_registers() {
+        // DWARF 3 is RBX, the second register of Go's sequence; 9 is R9, the seventh.
+        let got = inlined_location(&whole(DwarfPlace::Register(3)), 8, None);
+        let piece = |reg, value_offset| Piece {
+            reg,
+            value_offset,
+            size: 8,
+        };
+        assert_eq!(got, Ok(Location::Registers(vec![piece(AbiReg::Int(1), 0)])));
+        // A string split over RAX (pointer) and R9 (length).
+        let split = DwarfLocation::Pieces(vec![
+            (8, Some(DwarfPlace::Register(0))),
+            (8, Some(DwarfPlace::Register(9))),
+        ]);
+        assert_eq!(
+            inlined_location(&split, 16, None),
+            Ok(Location::Registers(vec![
+                piece(AbiReg::Int(0), 0),
+                piece(AbiReg::Int(6), 8)
+            ]))
+        );
+    }
+
+    #[test]
+    fn inlined_arguments_the_probe_cannot_read() {
+        // RDX (1) and R12 (12) are not among the captured registers.
+        for r in [1, 6, 12, 15] {
+            let got = inlined_location(&whole(DwarfPlace::Register(r)), 8, None);
+            assert_eq!(got, Err(Unlocated::Register), "DWARF register {r}");
+        }
+        assert_eq!(
+            inlined_location(&DwarfLocation::Nowhere, 8, None),
+            Err(Unlocated::Nowhere)
+        );
+        // Half a string optimized away.
+        let half = DwarfLocation::Pieces(vec![(8, Some(DwarfPlace::Register(0))), (8, None)]);
+        assert_eq!(inlined_location(&half, 16, None), Err(Unlocated::Nowhere));
+        let mixed = DwarfLocation::Pieces(vec![
+            (8, Some(DwarfPlace::Register(0))),
+            (8, Some(DwarfPlace::Cfa(-16))),
+        ]);
+        assert_eq!(
+            inlined_location(&mixed, 16, None),
+            Err(Unlocated::Expression)
+        );
+        let other = DwarfLocation::Unsupported("DW_OP_deref".into());
+        assert_eq!(
+            inlined_location(&other, 8, None),
+            Err(Unlocated::Expression)
+        );
+    }
+
+    #[test]
+    fn inlined_arguments_in_the_frame_are_found_from_sp() {
+        // 0x48 below the caller's entry SP, a slot 24 bytes below the CFA (entry SP + 8):
+        // SP + 0x48 + 8 - 24.
+        let slot = whole(DwarfPlace::Cfa(-24));
+        assert_eq!(
+            inlined_location(&slot, 8, Some(0x48)),
+            Ok(Location::Stack { sp_offset: 0x38 })
+        );
+        // Unknown frame size: not guessed.
+        assert_eq!(inlined_location(&slot, 8, None), Err(Unlocated::Expression));
+        // A string in two adjacent slots is one run; two apart are not.
+        let run = DwarfLocation::Pieces(vec![
+            (8, Some(DwarfPlace::Cfa(-32))),
+            (8, Some(DwarfPlace::Cfa(-24))),
+        ]);
+        assert_eq!(
+            inlined_location(&run, 16, Some(0x48)),
+            Ok(Location::Stack { sp_offset: 0x30 })
+        );
+        let apart = DwarfLocation::Pieces(vec![
+            (8, Some(DwarfPlace::Cfa(-40))),
+            (8, Some(DwarfPlace::Cfa(-24))),
+        ]);
+        assert_eq!(
+            inlined_location(&apart, 16, Some(0x48)),
+            Err(Unlocated::Expression)
+        );
+    }
+}
