@@ -15,6 +15,7 @@ use gimli::{
 };
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 /// amd64 and arm64, the only architectures gotrace reads, are little-endian.
 type R<'a> = EndianSlice<'a, LittleEndian>;
@@ -77,6 +78,14 @@ pub struct DwarfInfo {
     /// Functions with an abstract (inlinable) description: its DIE and its parameters, each
     /// with its own DIE (an inlined call's parameters refer to those).
     inlinable: HashMap<String, (DieRef, Vec<(DieRef, Variable)>)>,
+    /// Every inlined call's DIE (its unit's offset, its own), by its abstract function's DIE:
+    /// found in load's one pass, so locating one function's inlined calls reads only their
+    /// units.
+    inlined_calls: HashMap<DieRef, Vec<(usize, DieRef)>>,
+    /// The sections load read, kept so later reads do not inflate them again.
+    held: Held,
+    /// [`LOCATION_SECTIONS`], read on first use.
+    location_held: OnceLock<Result<Held, String>>,
 }
 
 impl DwarfInfo {
@@ -129,12 +138,17 @@ impl DwarfInfo {
             inlinable.insert(name, (at, params));
         }
         let types = reader.finish()?;
+        drop(units);
+        drop(dwarf);
         Ok(Some(DwarfInfo {
             types,
             signatures,
             structs,
             runtime_types,
             inlinable,
+            inlined_calls: index.inlined_calls,
+            held: hold(sections),
+            location_held: OnceLock::new(),
         }))
     }
 
@@ -212,7 +226,8 @@ const LOCATION_SECTIONS: [SectionId; 4] = [
 impl DwarfInfo {
     /// For each of `pcs`, the parameters of the inlined call of `callee` whose code holds it,
     /// in declaration order, each located at that pc; `None` where DWARF describes no inlined
-    /// call of `callee`. Reads every unit once, with its location lists.
+    /// call of `callee`. Reads only the units holding its inlined calls, with the location
+    /// lists (inflated once per binary).
     pub(crate) fn inlined_params(
         &self,
         elf: &ElfImage,
@@ -223,78 +238,78 @@ impl DwarfInfo {
         let Some((origin, params)) = self.inlinable.get(callee) else {
             return Ok(out);
         };
-        let all: Vec<SectionId> = SECTIONS.iter().chain(&LOCATION_SECTIONS).copied().collect();
-        let sections = read_sections(elf, &all)?;
+        let Some(calls) = self.inlined_calls.get(origin) else {
+            return Ok(out);
+        };
+        let sections = self.sections(elf)?;
         let dwarf = gimli_view(&sections)?;
-        let mut headers = dwarf.units();
-        while let Some(header) = headers.next()? {
-            let base = header.offset().0;
-            let unit = dwarf.unit(header).map_err(|e| at_offset(base, e))?;
-            let mut cursor = unit.entries();
-            while let Some(die) = cursor.next_dfs().map_err(|e| at_offset(base, e))? {
-                if die.tag() != dw::DW_TAG_inlined_subroutine {
+        let mut units: HashMap<usize, gimli::Unit<R<'_>>> = HashMap::new();
+        for &(base, at) in calls {
+            let unit = match units.entry(base) {
+                std::collections::hash_map::Entry::Occupied(u) => u.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    let header = dwarf
+                        .debug_info
+                        .header_from_offset(gimli::DebugInfoOffset(base))
+                        .map_err(|e| at_offset(base, e))?;
+                    v.insert(dwarf.unit(header).map_err(|e| at_offset(base, e))?)
+                }
+            };
+            let unit = &*unit;
+            let die = &unit
+                .entry(UnitOffset(at - base))
+                .map_err(|e| at_offset(at, e))?;
+            let mut ranges = Vec::new();
+            let mut iter = dwarf.die_ranges(unit, die)?;
+            while let Some(r) = iter.next()? {
+                ranges.push((r.begin, r.end));
+            }
+            let hits: Vec<usize> = (0..pcs.len())
+                .filter(|&i| ranges.iter().any(|&(lo, hi)| lo <= pcs[i] && pcs[i] < hi))
+                .collect();
+            if hits.is_empty() {
+                continue;
+            }
+            // The call's own parameters: its direct children that refer to the abstract
+            // function's, with their location descriptions.
+            let mut located: Vec<(DieRef, AttributeValue<R<'_>>)> = Vec::new();
+            let mut children = unit
+                .entries_at_offset(die.offset())
+                .map_err(|e| at_offset(base, e))?;
+            let mut first = true;
+            while let Some(child) = children.next_dfs().map_err(|e| at_offset(base, e))? {
+                if std::mem::take(&mut first) {
+                    continue; // the call itself
+                }
+                if child.depth() <= 0 {
+                    break;
+                }
+                if child.depth() != 1 || child.tag() != dw::DW_TAG_formal_parameter {
                     continue;
                 }
-                let refers = match die.attr_value(dw::DW_AT_abstract_origin) {
-                    Some(AttributeValue::UnitRef(o)) => base + o.0 == *origin,
-                    Some(AttributeValue::DebugInfoRef(o)) => o.0 == *origin,
-                    _ => false,
+                let param = match child.attr_value(dw::DW_AT_abstract_origin) {
+                    Some(AttributeValue::UnitRef(o)) => base + o.0,
+                    Some(AttributeValue::DebugInfoRef(o)) => o.0,
+                    _ => continue,
                 };
-                if !refers {
-                    continue;
+                if let Some(value) = child.attr_value(dw::DW_AT_location) {
+                    located.push((param, value));
                 }
-                let mut ranges = Vec::new();
-                let mut iter = dwarf.die_ranges(&unit, die)?;
-                while let Some(r) = iter.next()? {
-                    ranges.push((r.begin, r.end));
-                }
-                let hits: Vec<usize> = (0..pcs.len())
-                    .filter(|&i| ranges.iter().any(|&(lo, hi)| lo <= pcs[i] && pcs[i] < hi))
-                    .collect();
-                if hits.is_empty() {
-                    continue;
-                }
-                // The call's own parameters: its direct children that refer to the abstract
-                // function's, with their location descriptions.
-                let mut located: Vec<(DieRef, AttributeValue<R<'_>>)> = Vec::new();
-                let mut children = unit
-                    .entries_at_offset(die.offset())
-                    .map_err(|e| at_offset(base, e))?;
-                let mut first = true;
-                while let Some(child) = children.next_dfs().map_err(|e| at_offset(base, e))? {
-                    if std::mem::take(&mut first) {
-                        continue; // the call itself
-                    }
-                    if child.depth() <= 0 {
-                        break;
-                    }
-                    if child.depth() != 1 || child.tag() != dw::DW_TAG_formal_parameter {
-                        continue;
-                    }
-                    let param = match child.attr_value(dw::DW_AT_abstract_origin) {
-                        Some(AttributeValue::UnitRef(o)) => base + o.0,
-                        Some(AttributeValue::DebugInfoRef(o)) => o.0,
-                        _ => continue,
+            }
+            for i in hits {
+                let mut found = Vec::with_capacity(params.len());
+                for (at, var) in params {
+                    let location = match located.iter().find(|(p, _)| p == at) {
+                        Some((_, value)) => location_at(&dwarf, unit, *value, pcs[i])?,
+                        None => DwarfLocation::Nowhere,
                     };
-                    if let Some(value) = child.attr_value(dw::DW_AT_location) {
-                        located.push((param, value));
-                    }
+                    found.push(InlinedParam {
+                        name: var.name.clone(),
+                        ty: var.ty,
+                        location,
+                    });
                 }
-                for i in hits {
-                    let mut found = Vec::with_capacity(params.len());
-                    for (at, var) in params {
-                        let location = match located.iter().find(|(p, _)| p == at) {
-                            Some((_, value)) => location_at(&dwarf, &unit, *value, pcs[i])?,
-                            None => DwarfLocation::Nowhere,
-                        };
-                        found.push(InlinedParam {
-                            name: var.name.clone(),
-                            ty: var.ty,
-                            location,
-                        });
-                    }
-                    out[i] = Some(found);
-                }
+                out[i] = Some(found);
             }
         }
         Ok(out)
@@ -366,6 +381,43 @@ fn location_at(
 
 type Sections<'e> = Vec<(SectionId, Cow<'e, [u8]>)>;
 
+/// Sections as read: each one's inflated bytes, or `None` where the file holds it as is (read
+/// again from the mapping, at no cost).
+type Held = Vec<(SectionId, Option<Vec<u8>>)>;
+
+fn hold(sections: Sections<'_>) -> Held {
+    sections
+        .into_iter()
+        .map(|(id, data)| match data {
+            Cow::Owned(inflated) => (id, Some(inflated)),
+            Cow::Borrowed(_) => (id, None),
+        })
+        .collect()
+}
+
+impl DwarfInfo {
+    /// [`SECTIONS`] and [`LOCATION_SECTIONS`], the compressed ones inflated once per binary.
+    fn sections<'s>(&'s self, elf: &'s ElfImage) -> Result<Sections<'s>, BinaryError> {
+        let located = self
+            .location_held
+            .get_or_init(|| {
+                read_sections(elf, &LOCATION_SECTIONS)
+                    .map(hold)
+                    .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(|e| BinaryError::Dwarf(e.trim_start_matches("DWARF: ").to_owned()))?;
+        self.held
+            .iter()
+            .chain(located)
+            .map(|(id, inflated)| match inflated {
+                Some(bytes) => Ok((*id, Cow::Borrowed(&bytes[..]))),
+                None => Ok((*id, elf.debug_section(id.name())?)),
+            })
+            .collect()
+    }
+}
+
 /// The DWARF sections `ids`, decompressed where they are compressed; a missing one is empty.
 fn read_sections<'e>(elf: &'e ElfImage, ids: &[SectionId]) -> Result<Sections<'e>, BinaryError> {
     ids.iter()
@@ -407,6 +459,8 @@ struct Index {
     functions: Vec<FunctionDie>,
     /// Abstract descriptions of inlinable functions, by name.
     abstract_functions: Vec<(String, DieRef)>,
+    /// Inlined calls (their unit's offset and their own), by abstract function.
+    inlined_calls: HashMap<DieRef, Vec<(usize, DieRef)>>,
     structs: Vec<(String, DieRef)>,
     runtime_types: Vec<(u64, DieRef)>,
     ptr_size: u64,
@@ -430,6 +484,7 @@ impl<'a> Reader<'a, '_> {
         let mut index = Index {
             functions: Vec::new(),
             abstract_functions: Vec::new(),
+            inlined_calls: HashMap::new(),
             structs: Vec::new(),
             runtime_types: Vec::new(),
             ptr_size: 8,
@@ -451,6 +506,17 @@ impl<'a> Reader<'a, '_> {
                         }
                         None => None,
                     };
+                }
+                if die.tag() == dw::DW_TAG_inlined_subroutine {
+                    let origin = match die.attr_value(dw::DW_AT_abstract_origin) {
+                        Some(AttributeValue::UnitRef(o)) => Some(base + o.0),
+                        Some(AttributeValue::DebugInfoRef(o)) => Some(o.0),
+                        _ => None,
+                    };
+                    if let Some(origin) = origin {
+                        let call = (base, base + die.offset().0);
+                        index.inlined_calls.entry(origin).or_default().push(call);
+                    }
                 }
                 // Go puts functions and types directly under the compile unit.
                 if die.depth() != 1 {
