@@ -22,12 +22,19 @@ const FUNCTION: &str = "main.Fibonacci";
 /// Valid inputs, then inputs the handler rejects before calling Fibonacci.
 const REQUESTS: [&str; 7] = ["1", "10", "20", "50", "abc", "-3", "0"];
 
-/// Sends each traced call's text line to the demo's main thread.
-struct ChannelSink(mpsc::Sender<String>, crate::Clock);
+/// Sends each traced call's text line to the demo's main thread, counting them: the summary's
+/// "calls traced" is what was shown.
+struct ChannelSink {
+    lines: mpsc::Sender<String>,
+    clock: crate::Clock,
+    shown: u64,
+}
 
 impl CallSink for ChannelSink {
     fn call(&mut self, call: &DecodedCall<'_>) {
-        let _ = self.0.send(gotrace_output::text_line(call, self.1));
+        if self.lines.send(gotrace_output::text_line(call, self.clock)).is_ok() {
+            self.shown += 1;
+        }
     }
 
     fn flush(&mut self, _stopping: bool) -> Flow {
@@ -74,16 +81,22 @@ pub fn run(args: &DemoArgs) -> Result<()> {
             limits: gotrace_plan::Limits::default(),
             count: None,
         };
-        let mut sink = ChannelSink(lines_tx, crate::clock());
+        let mut sink = ChannelSink {
+            lines: lines_tx,
+            clock: crate::clock(),
+            shown: 0,
+        };
         let stop = trace::Stop {
             fds: &[stop_read.as_raw_fd()],
             exit_on_signal: None,
         };
-        trace::run(&request, &mut sink, &stop, |plan, report| {
+        let mut summary = trace::run(&request, &mut sink, &stop, |plan, report| {
             let path = trace::target_binary(&request.target)?;
             let _ = attached_tx.send(trace::describe_attach(plan, report, &path));
             Ok(())
-        })
+        })?;
+        summary.calls = sink.shown;
+        Ok::<_, anyhow::Error>(summary)
     });
     match attached.recv_timeout(Duration::from_secs(30)) {
         Ok(description) => out!("gotrace: tracing {description}")?,

@@ -26,16 +26,27 @@ pub enum Next {
 }
 
 impl Follow {
-    /// Watches the traced file in binary mode; a `--pid` process keeps its own file.
+    /// Watches the traced file in binary mode; a `--pid` process keeps its own file. Where the
+    /// kernel will not let gotrace watch (fanotify's permission events need CAP_SYS_ADMIN),
+    /// it traces unwatched and says what that risks.
     pub fn start(target: &Target) -> Result<Option<Follow>> {
         let Target::Binary(path) = target else {
             return Ok(None);
         };
-        Ok(Some(Follow {
-            watch: BinaryWatch::start(path)?,
-            path: path.clone(),
-            planned: None,
-        }))
+        match BinaryWatch::start(path) {
+            Ok(watch) => Ok(Some(Follow {
+                watch,
+                path: path.clone(),
+                planned: None,
+            })),
+            Err(e) => {
+                say!(
+                    "gotrace: warning: {e}: if {} is written in place while traced, processes started from it may crash; stop gotrace before replacing it",
+                    path.display()
+                )?;
+                Ok(None)
+            }
+        }
     }
 
     /// Readable when the file changed: stops the session like a signal does.

@@ -269,6 +269,9 @@ fn run_trace(args: TraceArgs) -> Result<()> {
         messages,
         seen: 0,
     };
+    // The errors tracing would give first, before the file is watched.
+    trace::target_binary(&request.target)?;
+    gotrace_kernel::check_environment()?;
     let mut follow = follow::Follow::start(&request.target)?;
     let mut stop_fds = vec![signals.pipe.as_raw_fd()];
     stop_fds.extend(follow.as_ref().map(follow::Follow::fd));
