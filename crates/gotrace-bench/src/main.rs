@@ -6,12 +6,14 @@
 //! and entry-only); the empty program on each kind of instruction a probe can sit on (gotrace's
 //! entry jump, the function's first instruction, its returns). A function given a 1 MiB
 //! string. Then throughput through the ring buffer, and attach/detach times for 1,000 and
-//! 10,000 sites. Needs root.
+//! 10,000 sites. Then the time from starting gotrace to its ready file, and its peak memory,
+//! on the go command (a large real binary) against the small loop program. Needs root.
 
 mod many;
 mod placement;
 mod report;
 mod run;
+mod startup;
 mod text;
 
 use anyhow::{bail, Context, Result};
@@ -26,6 +28,10 @@ use std::process::ExitCode;
 
 /// Functions in the generated program for the attach timings (two sites each).
 const MANY_FUNCTIONS: usize = 5_200;
+
+/// Traced in the go command from a standing start: one function, and a glob reaching many
+/// inlined sites.
+const GO_COMMAND_PATTERNS: [&str; 2] = ["cmd/go/internal/load.loadPackageData", "strings.*"];
 
 #[derive(Debug, Parser)]
 #[command(
@@ -57,6 +63,9 @@ struct Args {
     /// Skip the 1 MiB string argument.
     #[arg(long)]
     skip_string: bool,
+    /// Skip start → ready on the go command (built once from the toolchain's source).
+    #[arg(long)]
+    skip_startup: bool,
 }
 
 fn main() -> ExitCode {
@@ -138,6 +147,11 @@ fn bench(args: &Args) -> Result<()> {
     };
     let throughput = throughput(&gotrace, &work_dir, &binary, &target)?;
     let attach = attach_timings(args, &build, &work_dir)?;
+    let startup = if args.skip_startup {
+        Vec::new()
+    } else {
+        startup_timings(args, &gotrace, &work_dir, &toolchain, &target.binary)?
+    };
 
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     println!(
@@ -192,13 +206,63 @@ fn bench(args: &Args) -> Result<()> {
     println!("## Attach and detach (`Session::attach` / `detach`, the program running)\n");
     println!("{}", report::attach_table(&attach));
     ratios.extend(report::scale_ratios(&throughput, &attach));
+    if !startup.is_empty() {
+        println!("## Start → ready: `gotrace trace` started until its ready file exists\n");
+        println!("Reading the binary, planning, loading the BPF program and attaching; peak memory is gotrace's VmHWM then.");
+        println!("The first row is the startup floor: the small loop program, one function. Median of {} starts.\n", args.repeat.max(1));
+        println!("{}", report::startup_table(&startup));
+    }
     println!("## Goals (issue 6)\n");
     print!("{}", report::ratio_lines(&ratios));
     if !string_ratios.is_empty() {
         println!("\n## Goals (issue 4)\n");
         print!("{}", report::ratio_lines(&string_ratios));
     }
+    if !startup.is_empty() {
+        println!("\n## Goals (issue 10)\n");
+        print!("{}", report::ratio_lines(&report::startup_ratios(&startup)));
+    }
     Ok(())
+}
+
+/// Start → ready: the loop program (the startup floor), then the go command built from the
+/// toolchain's own source (cached in target/).
+fn startup_timings(
+    args: &Args,
+    gotrace: &Path,
+    work_dir: &Path,
+    toolchain: &gotrace_gobuild::Toolchain,
+    loop_binary: &Path,
+) -> Result<Vec<report::Startup>> {
+    let repeat = args.repeat.max(1);
+    note("start → ready: the loop program's main.Work (the startup floor)");
+    let mut out = vec![startup::measure(
+        gotrace,
+        work_dir,
+        loop_binary,
+        "loop program",
+        "main.Work",
+        repeat,
+    )?];
+    note(&format!(
+        "building the go command from Go {}'s source (once; cached in target/)",
+        toolchain.version
+    ));
+    let fixtures = gotrace_gobuild::workspace_target_dir().join("go-fixtures");
+    let go_command = gotrace_gobuild::go_command(toolchain, &fixtures)?;
+    let label = format!("go command (Go {})", toolchain.version);
+    for pattern in GO_COMMAND_PATTERNS {
+        note(&format!("start → ready: the go command, {pattern}"));
+        out.push(startup::measure(
+            gotrace,
+            work_dir,
+            &go_command,
+            &label,
+            pattern,
+            repeat,
+        )?);
+    }
+    Ok(out)
 }
 
 /// The 1-minute load average.

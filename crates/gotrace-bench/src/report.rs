@@ -354,6 +354,80 @@ pub fn scale_ratios(throughput: &[Throughput], attach: &[AttachTiming]) -> Vec<R
     out
 }
 
+/// One binary and pattern: from starting `gotrace trace` to its ready file.
+#[derive(Clone, Debug)]
+pub struct Startup {
+    /// `go command (Go 1.27)`
+    pub binary: String,
+    pub functions: usize,
+    pub pattern: String,
+    pub sites: usize,
+    /// The median over the runs.
+    pub ready: Duration,
+    /// gotrace's peak resident memory by then (the largest over the runs), in bytes.
+    pub peak_rss: u64,
+    /// The empty program's load and attach on the same sites.
+    pub floor_attach: Duration,
+}
+
+/// The first row is the startup floor (the small loop program); the others are shown as
+/// multiples of it.
+pub fn startup_table(runs: &[Startup]) -> String {
+    let floor = runs.first();
+    let rows = runs
+        .iter()
+        .map(|s| {
+            let times = floor.and_then(|f| divide(s.ready.as_secs_f64(), f.ready.as_secs_f64()));
+            let memory = floor.and_then(|f| divide(s.peak_rss as f64, f.peak_rss as f64));
+            vec![
+                s.binary.clone(),
+                s.functions.to_string(),
+                format!("`{}`", s.pattern),
+                s.sites.to_string(),
+                duration(s.ready),
+                opt(times, |r| format!("{r:.1} ×")),
+                format!("{:.0} MB", s.peak_rss as f64 / 1e6),
+                opt(memory, |r| format!("{r:.1} ×")),
+                duration(s.floor_attach),
+            ]
+        })
+        .collect();
+    markdown(
+        &[
+            "binary",
+            "functions",
+            "pattern",
+            "sites",
+            "start → ready",
+            "× floor",
+            "peak memory",
+            "× floor",
+            "empty program load + attach",
+        ],
+        rows,
+    )
+}
+
+/// The goals for a large binary: ready within 2 s, in at most 300 MB (every row but
+/// the startup floor).
+pub fn startup_ratios(runs: &[Startup]) -> Vec<Ratio> {
+    let mut out = Vec::new();
+    for s in runs.iter().skip(1) {
+        let what = format!("{}, `{}`", s.binary, s.pattern);
+        out.push(Ratio {
+            name: format!("{what}: start → ready, seconds"),
+            value: Some(s.ready.as_secs_f64()),
+            goal: Goal::AtMost(2.0),
+        });
+        out.push(Ratio {
+            name: format!("{what}: peak memory, MB"),
+            value: Some(s.peak_rss as f64 / 1e6),
+            goal: Goal::AtMost(300.0),
+        });
+    }
+    out
+}
+
 pub fn ratio_lines(ratios: &[Ratio]) -> String {
     let mut s = String::new();
     for r in ratios {
@@ -602,6 +676,37 @@ pub fn markdown(headers: &[&str], rows: Vec<Vec<String>>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn startup(binary: &str, ready_ms: u64, peak_mb: u64) -> Startup {
+        Startup {
+            binary: binary.into(),
+            functions: 3_000,
+            pattern: "main.Work".into(),
+            sites: 9,
+            ready: Duration::from_millis(ready_ms),
+            peak_rss: peak_mb * 1_000_000,
+            floor_attach: Duration::from_millis(12),
+        }
+    }
+
+    #[test]
+    fn startup_rows_are_multiples_of_the_floor_and_goals_leave_the_floor_out() {
+        let runs = [
+            startup("loop program", 200, 20),
+            startup("go command", 900, 110),
+            startup("go command", 2_500, 320),
+        ];
+        let table = startup_table(&runs);
+        assert!(table.contains("| 4.5 ×"), "{table}");
+        assert!(table.contains("| 5.5 ×"), "{table}");
+        assert!(table.contains("| 900.0 ms"), "{table}");
+        assert!(table.contains("| 2.50 s"), "{table}");
+        let r = startup_ratios(&runs);
+        assert_eq!(r.len(), 4);
+        let met: Vec<_> = r.iter().map(|r| r.met()).collect();
+        assert_eq!(met, [Some(true), Some(true), Some(false), Some(false)]);
+        assert_eq!(r[1].value, Some(110.0));
+    }
 
     fn row(tracer: Tracer, probes: Probes, ns_per_call: Option<f64>, status: &str) -> Row {
         Row {

@@ -123,13 +123,13 @@ impl LoopTarget {
 
 /// A child process (its stderr going to a file, so it can never block on a full pipe), killed
 /// and reaped when dropped.
-struct Child {
+pub struct Child {
     process: std::process::Child,
     stderr: PathBuf,
 }
 
 impl Child {
-    fn spawn(cmd: &mut Command, stderr: PathBuf) -> Result<Child> {
+    pub fn spawn(cmd: &mut Command, stderr: PathBuf) -> Result<Child> {
         let file =
             fs::File::create(&stderr).with_context(|| format!("creating {}", stderr.display()))?;
         let what = format!("{:?}", cmd.get_program());
@@ -138,6 +138,10 @@ impl Child {
             .spawn()
             .with_context(|| format!("starting {what}"))?;
         Ok(Child { process, stderr })
+    }
+
+    pub fn id(&self) -> u32 {
+        self.process.id()
     }
 
     fn stderr_text(&self) -> String {
@@ -150,7 +154,7 @@ impl Child {
     }
 
     /// Fails if the child has already exited (it could not attach).
-    fn check_alive(&mut self, what: &str) -> Result<()> {
+    pub fn check_alive(&mut self, what: &str) -> Result<()> {
         if let Some(status) = self.process.try_wait()? {
             bail!(
                 "{what} exited before attaching ({status}): {}",
@@ -176,7 +180,7 @@ impl Child {
     /// SIGINT, then waits for it to finish; returns its stderr and the CPU time it used.
     /// Call it after every other child has been reaped: the CPU time is the growth of this
     /// process's reaped-children total.
-    fn stop(mut self) -> Result<(String, Duration)> {
+    pub fn stop(mut self) -> Result<(String, Duration)> {
         let before = children_cpu();
         self.interrupt();
         self.process.wait()?;

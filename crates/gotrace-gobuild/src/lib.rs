@@ -235,6 +235,47 @@ impl Build<'_> {
     }
 }
 
+/// The go command (`go build cmd/go`, ~15,000 functions), built from `toolchain`'s own source
+/// tree once and kept in `out_dir` as `gocmd-go1.N`: a large real binary to trace.
+pub fn go_command(toolchain: &Toolchain, out_dir: &Path) -> Result<PathBuf, BuildError> {
+    fs::create_dir_all(out_dir).map_err(io_err(format!("creating {}", out_dir.display())))?;
+    let binary = out_dir.join(format!("gocmd-go{}", toolchain.version));
+    let _lock = FileLock::acquire(&out_dir.join(".lock"))?;
+    if binary.exists() {
+        return Ok(binary);
+    }
+    let src = toolchain
+        .go
+        .parent()
+        .and_then(Path::parent)
+        .map(|goroot| goroot.join("src"))
+        .unwrap_or_default();
+    let partial = binary.with_extension("partial");
+    // In the toolchain's own tree `cmd` is a module with its dependencies vendored: module
+    // mode, no GOPATH.
+    let output = Command::new(&toolchain.go)
+        .current_dir(&src)
+        .args(["build", "-o"])
+        .arg(&partial)
+        .arg("cmd/go")
+        .env_remove("GO111MODULE")
+        .env("GOCACHE", out_dir.join("go-cache"))
+        .env("GOFLAGS", "")
+        .env("GOTOOLCHAIN", "local")
+        .output()
+        .map_err(io_err(format!("running {}", toolchain.go.display())))?;
+    if !output.status.success() {
+        return Err(BuildError::Failed {
+            source_dir: src.join("cmd/go"),
+            version: toolchain.version.clone(),
+            flavour: Flavour::Plain,
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        });
+    }
+    fs::rename(&partial, &binary).map_err(io_err(format!("renaming {}", partial.display())))?;
+    Ok(binary)
+}
+
 impl Hash for Toolchain {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.version.hash(state);

@@ -977,26 +977,7 @@ fn root_path_error_shows_its_errno() {
 /// The go command, built from the newest toolchain's own source (cached in target/).
 fn go_command(toolchain: &Toolchain) -> std::path::PathBuf {
     let dir = gotrace_gobuild::workspace_target_dir().join("go-fixtures");
-    let out = dir.join(format!("gocmd-go{}", toolchain.version));
-    if out.exists() {
-        return out;
-    }
-    std::fs::create_dir_all(&dir).unwrap();
-    let goroot = toolchain.go.parent().and_then(Path::parent).unwrap();
-    let partial = out.with_extension(format!("partial{}", std::process::id()));
-    let status = Command::new(&toolchain.go)
-        .args(["build", "-o"])
-        .arg(&partial)
-        .arg("cmd/go")
-        .current_dir(goroot.join("src"))
-        .env("GOTOOLCHAIN", "local")
-        .env("GOFLAGS", "")
-        .env_remove("GO111MODULE")
-        .status()
-        .expect("running go build cmd/go");
-    assert!(status.success(), "go build cmd/go failed");
-    std::fs::rename(&partial, &out).unwrap();
-    out
+    gotrace_gobuild::go_command(toolchain, &dir).expect("go build cmd/go")
 }
 
 /// The issue, on a real program: the go command's `loadPackageData` (a *Loader, a context, six
