@@ -3,7 +3,7 @@
 
 use gotrace_kernel::{BinaryWatch, FileChange};
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 fn is_root() -> bool {
@@ -19,7 +19,20 @@ fn is_root() -> bool {
     root
 }
 
-fn executable_copy(dir: &Path) -> std::path::PathBuf {
+/// A copy of /bin/true in a fresh directory, watched as if probes were attached to it; `None`
+/// when not root (skipped).
+fn watched_program(tag: &str) -> Option<(PathBuf, PathBuf, BinaryWatch)> {
+    if !is_root() {
+        return None;
+    }
+    let dir = tempfile_dir(tag);
+    let path = executable_copy(&dir);
+    let watch = BinaryWatch::start(&path).expect("watch");
+    watch.attached(&std::fs::metadata(&path).expect("stat"));
+    Some((dir, path, watch))
+}
+
+fn executable_copy(dir: &Path) -> PathBuf {
     let path = dir.join("prog");
     std::fs::copy("/bin/true", &path).expect("copying /bin/true");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
@@ -39,13 +52,9 @@ fn wait_for(watch: &BinaryWatch, want: FileChange) -> Duration {
 
 #[test]
 fn root_exec_of_a_file_written_in_place_waits_for_the_detach() {
-    if !is_root() {
+    let Some((dir, path, watch)) = watched_program("inplace") else {
         return;
-    }
-    let dir = tempfile_dir("inplace");
-    let path = executable_copy(&dir);
-    let watch = BinaryWatch::start(&path).expect("watch");
-    watch.attached(&std::fs::metadata(&path).expect("stat"));
+    };
 
     // Unchanged: exec runs at once.
     let ok = std::process::Command::new(&path).status().expect("exec");
@@ -94,13 +103,9 @@ fn root_exec_of_a_file_written_in_place_waits_for_the_detach() {
 
 #[test]
 fn root_a_new_file_at_the_path_is_reported_replaced() {
-    if !is_root() {
+    let Some((dir, path, watch)) = watched_program("replace") else {
         return;
-    }
-    let dir = tempfile_dir("replace");
-    let path = executable_copy(&dir);
-    let watch = BinaryWatch::start(&path).expect("watch");
-    watch.attached(&std::fs::metadata(&path).expect("stat"));
+    };
     let fresh = dir.join("prog.new");
     std::fs::copy("/bin/true", &fresh).expect("copy");
     std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(0o755)).expect("chmod");
@@ -117,7 +122,7 @@ fn root_a_new_file_at_the_path_is_reported_replaced() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-fn tempfile_dir(tag: &str) -> std::path::PathBuf {
+fn tempfile_dir(tag: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("gotrace-watch-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("mkdir");
