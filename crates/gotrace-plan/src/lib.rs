@@ -456,11 +456,11 @@ pub fn plan(
                 });
             }
         }
-        let signature = match dwarf.and_then(|d| planned_signature(binary, d, function)) {
+        let signature = match dwarf.and_then(|d| checked_signature(binary, d, function)) {
             Some(Ok(signature)) => Some(signature),
-            Some(Err(SignatureMismatch { dwarf_width, frame })) => {
+            Some(Err(mismatch)) => {
                 warnings.push(format!(
-                    "{}: its DWARF signature needs a {dwarf_width}-byte argument frame but the function's is {frame} bytes (Go before 1.22 leaves blank `_` parameters and wrapper receivers out of DWARF): its arguments and results are shown as ? rather than guessed",
+                    "{}: {mismatch}: its arguments and results are shown as ? rather than guessed",
                     function.name
                 ));
                 None
@@ -824,14 +824,26 @@ fn check_traceable(binary: &GoBinary) -> Result<(), PlanError> {
 }
 
 /// The DWARF signature describes another argument frame than the compiler built.
-struct SignatureMismatch {
-    dwarf_width: u64,
-    frame: u64,
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SignatureMismatch {
+    pub dwarf_width: u64,
+    pub frame: u64,
 }
 
-/// The function's signature with each value's ABI location. A signature whose argument frame
-/// differs from pclntab's would put values in the wrong registers: refused.
-fn planned_signature(
+impl std::fmt::Display for SignatureMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "its DWARF signature needs a {}-byte argument frame but the function's is {} bytes (Go before 1.22 leaves blank `_` parameters and wrapper receivers out of DWARF)",
+            self.dwarf_width, self.frame
+        )
+    }
+}
+
+/// The function's signature with each value's ABI location, as `trace` reads them (and
+/// `funcs -v` shows them). A signature whose argument frame differs from pclntab's would put
+/// values in the wrong registers: refused. `None` when DWARF has no signature for it.
+pub fn checked_signature(
     binary: &GoBinary,
     dwarf: &DwarfInfo,
     function: &Function,

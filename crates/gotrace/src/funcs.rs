@@ -6,12 +6,13 @@
 
 use crate::cli::FuncsArgs;
 use anyhow::Result;
-use gotrace_binary::abi::{self, AbiReg, Location};
+use gotrace_binary::abi::{AbiReg, Location};
 use gotrace_binary::sites::SkipCondition;
 use gotrace_binary::types::{Signature, TypeTable, Variable};
 use gotrace_binary::{Arch, Function, FunctionSource, GoBinary, VirtAddr};
 use gotrace_output::escape_controls;
 use gotrace_plan::pattern::Pattern;
+use gotrace_plan::PlannedValue;
 use serde::Serialize;
 use std::fmt::Write as _;
 
@@ -50,6 +51,10 @@ struct Listed {
     abi0: bool,
     params: Option<Vec<Value>>,
     results: Option<Vec<Value>>,
+    /// Why the values have no locations though DWARF names them: the planner's check of the
+    /// signature against the argument frame failed, and `trace` shows them as `?`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    locations_error: Option<String>,
     /// `None` when not asked for (text without `-v`), or when they could not be found.
     sites: Option<Sites>,
     /// Why the sites could not be found (an instruction that does not decode).
@@ -130,8 +135,8 @@ struct Value {
     #[serde(rename = "type")]
     ty: String,
     size: u64,
-    /// `None` for ABI0 functions (assembly, cgo stubs): everything is on the stack there and
-    /// the register assignment does not apply.
+    /// `None` for ABI0 functions (assembly, cgo stubs: everything is on the stack there and
+    /// the register assignment does not apply), and where the signature failed its check.
     location: Option<Place>,
 }
 
@@ -230,10 +235,14 @@ fn place(arch: Arch, loc: &Location) -> Place {
 }
 
 /// `RAX` for a value one register holds whole; `RCX[0:1] RDI[2:4]` (value bytes lo..hi in each
-/// register's low bytes) for one split over several; `stack+0x10`; `(zero size)`.
-fn place_text(value: &Value) -> String {
+/// register's low bytes) for one split over several; `stack+0x10`; `(zero size)`; `?` where
+/// the signature failed its check.
+fn place_text(value: &Value, abi0: bool) -> String {
     let Some(location) = &value.location else {
-        return "stack (ABI0; offsets not computed)".to_owned();
+        return match abi0 {
+            true => "stack (ABI0; offsets not computed)".to_owned(),
+            false => "?".to_owned(),
+        };
     };
     match location {
         Place::Registers { pieces } => match pieces.as_slice() {
@@ -291,7 +300,8 @@ fn binary_info(binary: &GoBinary, dwarf: bool, dwarf_error: Option<String>) -> B
 }
 
 /// The functions of `binary` matching `pattern` (all without one), with signatures from DWARF
-/// where it has them and, when `with_sites`, their probe sites.
+/// where it has them, located as the planner locates them for `trace`, and, when
+/// `with_sites`, their probe sites.
 fn list(binary: &GoBinary, pattern: Option<&str>, with_sites: bool) -> Result<Listing> {
     // Broken DWARF costs the signatures, not the listing.
     let (dwarf, dwarf_error) = match binary.dwarf() {
@@ -310,22 +320,38 @@ fn list(binary: &GoBinary, pattern: Option<&str>, with_sites: bool) -> Result<Li
         .map(|f| {
             let signature = dwarf.and_then(|d| d.signature(f.entry).map(|s| (s, d.types())));
             let abi0 = f.name.ends_with(".abi0");
-            let values = |vars: &[Variable], locs: Option<&[Location]>, types: &TypeTable| {
-                vars.iter()
-                    .enumerate()
-                    .map(|(i, v)| Value {
-                        name: v.name.clone(),
-                        ty: types.get(v.ty).name.clone(),
-                        size: types.get(v.ty).size,
-                        location: locs.and_then(|l| l.get(i)).map(|loc| place(arch, loc)),
-                    })
-                    .collect::<Vec<_>>()
+            let values =
+                |vars: &[Variable], located: Option<&[PlannedValue]>, types: &TypeTable| {
+                    vars.iter()
+                        .enumerate()
+                        .map(|(i, v)| Value {
+                            name: v.name.clone(),
+                            ty: types.get(v.ty).name.clone(),
+                            size: types.get(v.ty).size,
+                            location: located
+                                .and_then(|l| l.get(i))
+                                .map(|p| place(arch, &p.location)),
+                        })
+                        .collect::<Vec<_>>()
+                };
+            // The planner's locations, checked against the argument frame: what `trace` reads.
+            let checked = match (dwarf, abi0) {
+                (Some(d), false) => gotrace_plan::checked_signature(binary, d, f),
+                _ => None,
+            };
+            let (checked, locations_error) = match checked {
+                Some(Ok(checked)) => (Some(checked), None),
+                Some(Err(mismatch)) => (None, Some(mismatch.to_string())),
+                None => (None, None),
             };
             let assigned = signature.map(|(sig, types)| {
-                let a = (!abi0).then(|| abi::assign(arch, sig, types));
                 (
-                    values(&sig.params, a.as_ref().map(|a| &a.params[..]), types),
-                    values(&sig.results, a.as_ref().map(|a| &a.results[..]), types),
+                    values(&sig.params, checked.as_ref().map(|c| &c.params[..]), types),
+                    values(
+                        &sig.results,
+                        checked.as_ref().map(|c| &c.results[..]),
+                        types,
+                    ),
                 )
             });
             let (params, results) = assigned.unzip();
@@ -352,6 +378,7 @@ fn list(binary: &GoBinary, pattern: Option<&str>, with_sites: bool) -> Result<Li
                 abi0,
                 params,
                 results,
+                locations_error,
                 sites,
                 sites_error,
                 refused,
@@ -381,6 +408,7 @@ fn list(binary: &GoBinary, pattern: Option<&str>, with_sites: bool) -> Result<Li
             abi0: false,
             params: None,
             results: None,
+            locations_error: None,
             sites: None,
             sites_error: None,
             refused: None,
@@ -482,8 +510,11 @@ fn render_text(listing: &Listing, verbose: bool) -> String {
                 }
             }
         }
+        if let Some(why) = &f.locations_error {
+            let _ = writeln!(out, "    {:<width$} not known: {why}", "locations");
+        }
         for (label, v) in &values {
-            let _ = writeln!(out, "    {label:<width$} {}", place_text(v));
+            let _ = writeln!(out, "    {label:<width$} {}", place_text(v, f.abi0));
         }
         for site in &f.inlined {
             let at = match site.addr == site.body {

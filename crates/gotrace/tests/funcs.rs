@@ -305,3 +305,118 @@ fn unknown_function_is_an_error_with_suggestions() {
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("main.DivMod"), "{stderr}");
 }
+
+/// The location `gotrace funcs --json` gives for a planned value.
+fn listed_location(location: &gotrace_binary::abi::Location) -> Value {
+    use gotrace_binary::abi::{AbiReg, Location};
+    const INT: [&str; 9] = ["RAX", "RBX", "RCX", "RDI", "RSI", "R8", "R9", "R10", "R11"];
+    match location {
+        Location::Registers(pieces) => {
+            let pieces: Vec<Value> = pieces
+                .iter()
+                .map(|p| {
+                    let reg = match p.reg {
+                        AbiReg::Int(i) => INT[usize::from(i)].to_owned(),
+                        AbiReg::Float(i) => format!("X{i}"),
+                    };
+                    serde_json::json!({"reg": reg, "value_offset": p.value_offset, "size": p.size})
+                })
+                .collect();
+            serde_json::json!({"kind": "registers", "pieces": pieces})
+        }
+        Location::Stack { sp_offset } => {
+            serde_json::json!({"kind": "stack", "sp_offset": sp_offset})
+        }
+        Location::Empty => serde_json::json!({"kind": "empty"}),
+    }
+}
+
+/// `funcs -v` shows where `trace` reads each argument and result: for every `main.*` function
+/// of every fixture (built as the other tests build them) on every toolchain, each location
+/// `funcs --json` lists equals the plan's, and a signature the plan does not trust (its DWARF
+/// misses a blank parameter, Go 1.19 and 1.21) has no locations in the listing either.
+#[test]
+fn funcs_and_the_plan_agree_on_every_location() {
+    let fixtures_dir = gotrace_gobuild::repo_root().join("fixtures/go");
+    let mut fixtures: Vec<String> = std::fs::read_dir(&fixtures_dir)
+        .expect("fixtures/go")
+        .flatten()
+        .filter(|e| e.path().join("main.go").exists())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    fixtures.sort();
+    assert!(fixtures.len() >= 15, "{fixtures:?}");
+    let (mut compared, mut unlocated) = (0, 0);
+    for tc in toolchains() {
+        for fixture in &fixtures {
+            // Out of line (`-l`), and as the compiler likes it (inlined copies, generic shapes).
+            for gcflags in ["-l", ""] {
+                let path = build_go(
+                    &format!("fixtures/go/{fixture}"),
+                    &tc,
+                    Flavour::Plain,
+                    gcflags,
+                );
+                let what = format!("Go {} {fixture} gcflags={gcflags:?}", tc.version);
+                let listing = funcs_json(&path, Some("main.*"));
+                let binary = gotrace_binary::GoBinary::open(&path).expect("a Go binary");
+                let plan = gotrace_plan::plan(
+                    &binary,
+                    &["main.*".to_owned()],
+                    gotrace_plan::PlanOptions::default(),
+                )
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+                let listed: BTreeMap<&str, &Value> = listing["functions"]
+                    .as_array()
+                    .expect("functions")
+                    .iter()
+                    .map(|f| (f["name"].as_str().expect("name"), f))
+                    .collect();
+                let planned = plan.functions.iter().filter(|f| f.inlined_into.is_none());
+                for function in planned {
+                    let f = listed
+                        .get(function.name.as_str())
+                        .unwrap_or_else(|| panic!("{what}: {} planned, not listed", function.name));
+                    let Some(signature) = &function.signature else {
+                        // Not trusted: nothing located in the listing either, and it says why.
+                        for v in f["params"].as_array().into_iter().flatten() {
+                            assert_eq!(v["location"], Value::Null, "{what}: {}", function.name);
+                        }
+                        if f["params"].is_array() {
+                            assert!(f["locations_error"].is_string(), "{what}: {f}");
+                            unlocated += 1;
+                        }
+                        continue;
+                    };
+                    for (kind, values) in [
+                        ("params", &signature.params),
+                        ("results", &signature.results),
+                    ] {
+                        let shown = f[kind].as_array().unwrap_or_else(|| panic!("{what}: {f}"));
+                        assert_eq!(
+                            shown.len(),
+                            values.len(),
+                            "{what}: {} {kind}",
+                            function.name
+                        );
+                        for (v, s) in values.iter().zip(shown) {
+                            assert_eq!(s["name"], v.name.as_str(), "{what}: {}", function.name);
+                            assert_eq!(
+                                s["location"],
+                                listed_location(&v.location),
+                                "{what}: {} {kind} {}",
+                                function.name,
+                                v.name
+                            );
+                            compared += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    // Both kinds were met: the blank-parameter signatures of Go 1.19 and 1.21 among them.
+    assert!(compared > 1000, "{compared} values compared");
+    assert!(unlocated >= 2, "{unlocated} signatures not trusted");
+    eprintln!("{compared} locations agree; {unlocated} signatures located by neither");
+}
