@@ -62,6 +62,9 @@ pub struct Counters {
     /// Process exits the ring buffer had no room for: their calls in flight were reported when
     /// gotrace stopped, with the time in flight measured to then.
     pub exits_lost: u64,
+    /// Calls begun after [`Session::detach`] began (between the stop and the probes' removal):
+    /// not traced.
+    pub stopping: u64,
 }
 
 /// Loaded BPF program plus its links. Dropping it detaches every probe.
@@ -304,13 +307,23 @@ impl Session {
             growth_restarts: read(types::gt_stat::GT_STAT_GROWTH_SKIPPED)?,
             read_failures: read(types::gt_stat::GT_STAT_READ_FAILED)?,
             exits_lost: read(types::gt_stat::GT_STAT_EXIT_LOST)?,
+            stopping: read(types::gt_stat::GT_STAT_STOPPING)?,
         })
     }
 
     /// Removes every probe (restoring the original instructions) and returns how long it took.
     /// The ring buffer and counters stay readable: what the probes reported can still be read.
+    /// First the probes are told to stop: a hit from then on returns at once (its call is
+    /// counted in [`Counters::stopping`]), so the probed program spends its time getting out
+    /// of the way of the detach, not filling the ring buffer.
     pub fn detach(&self) -> Duration {
         let started = Instant::now();
+        // Failing only saves the probes less work: the links are closed all the same.
+        let _ =
+            self.skel
+                .maps
+                .stopping
+                .update(&0u32.to_ne_bytes(), &1u32.to_ne_bytes(), MapFlags::ANY);
         self.links.borrow_mut().clear();
         started.elapsed()
     }

@@ -95,6 +95,17 @@ impl Waiter {
     /// Waits for a stop descriptor only, at most one interval: for when events must stay in
     /// the ring buffer for now (the output is backed up).
     pub fn wait_for_stop(&self) -> Result<Wake, KernelError> {
+        let timeout = self.interval.as_millis().min(i32::MAX as u128) as i32;
+        self.poll_stop(timeout)
+    }
+
+    /// Whether a stop descriptor has fired, without waiting: looked at between parts of a
+    /// batch, so a stop is seen within a few events however slowly they are decoded.
+    pub fn stop_requested(&self) -> Result<bool, KernelError> {
+        Ok(self.poll_stop(0)? == Wake::Stop)
+    }
+
+    fn poll_stop(&self, timeout: i32) -> Result<Wake, KernelError> {
         let mut fds: Vec<libc::pollfd> = self
             .stop_fds
             .iter()
@@ -104,7 +115,6 @@ impl Waiter {
                 revents: 0,
             })
             .collect();
-        let timeout = self.interval.as_millis().min(i32::MAX as u128) as i32;
         // SAFETY: `fds` is a writable array of the length passed.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
         if n < 0 {

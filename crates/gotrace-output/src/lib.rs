@@ -472,6 +472,8 @@ pub struct Summary {
     /// Calls lost: a probe hit preempted another on the same CPU (scratch space in use).
     pub lost_busy: u64,
     pub unmatched_returns: u64,
+    /// Calls begun after gotrace began to stop, before its probes were gone: not traced.
+    pub begun_while_stopping: u64,
     /// Calls lost: the in-flight table was full.
     pub inflight_full: u64,
     pub growth_restarts: u64,
@@ -504,6 +506,7 @@ impl Summary {
             lost_ring_full,
             lost_busy,
             unmatched_returns,
+            begun_while_stopping,
             inflight_full,
             growth_restarts,
             read_failures,
@@ -526,6 +529,7 @@ impl Summary {
             (&mut self.lost_ring_full, lost_ring_full),
             (&mut self.lost_busy, lost_busy),
             (&mut self.unmatched_returns, unmatched_returns),
+            (&mut self.begun_while_stopping, begun_while_stopping),
             (&mut self.inflight_full, inflight_full),
             (&mut self.growth_restarts, growth_restarts),
             (&mut self.read_failures, read_failures),
@@ -603,6 +607,10 @@ impl Summary {
                 "returns without a traced entry (calls begun before attaching)",
             ),
             (
+                self.begun_while_stopping,
+                "calls begun while gotrace was stopping (not traced)",
+            ),
+            (
                 self.exits_lost,
                 "process exits not seen (ring buffer full): their calls in flight were timed to the stop",
             ),
@@ -647,6 +655,20 @@ mod tests {
         assert_eq!(
             Summary::default().text(),
             "gotrace: 0 calls traced, 0 calls lost"
+        );
+    }
+
+    #[test]
+    fn calls_begun_while_stopping_are_shown_but_not_lost() {
+        let summary = Summary {
+            calls: 3,
+            begun_while_stopping: 7,
+            ..Summary::default()
+        };
+        assert_eq!(summary.calls_lost(), 0);
+        assert_eq!(
+            summary.text(),
+            "gotrace: 3 calls traced, 0 calls lost, 7 calls begun while gotrace was stopping (not traced)"
         );
     }
 

@@ -3,7 +3,9 @@
 use anyhow::{Context, Result};
 use gotrace_binary::GoBinary;
 use gotrace_decode::{DecodedCall, Decoder};
-use gotrace_kernel::{proc, AttachMethod, AttachReport, Counters, Session, Target, Waiter, Wake};
+use gotrace_kernel::{
+    proc, AttachMethod, AttachReport, Counters, EventStream, Session, Target, Waiter, Wake,
+};
 use gotrace_output::Summary;
 use gotrace_plan::{CallKind, PlanOptions, ProbePlan};
 use std::cell::{Cell, RefCell};
@@ -18,9 +20,12 @@ const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
 const LARGE_PLAN: usize = 1000;
 /// How often the BPF side's loss counters are checked while tracing.
 const COUNTER_INTERVAL: Duration = Duration::from_secs(1);
-/// Events decoded between two looks at the stop signals: a few milliseconds of work, so a stop
-/// is seen promptly however fast events come.
+/// Events decoded between two flushes of the output.
 const BATCH: usize = 4096;
+/// Events decoded between two looks at the stop signals: well under a millisecond of work on an
+/// idle machine, a few when gotrace gets a fraction of a CPU under overload (a batch of 4096 then
+/// took half a second), so a stop is seen promptly however events come.
+const CHUNK: usize = 64;
 
 #[derive(Clone)]
 pub struct TraceRequest {
@@ -233,8 +238,8 @@ pub fn run(
             if wake == Wake::Stop {
                 break;
             }
-            if flow != Flow::Full {
-                events.consume_at_most(BATCH)?;
+            if flow != Flow::Full && consume_until_stop(&events, &waiter)? {
+                break;
             }
             flow = sink.borrow_mut().flush(false);
             if flow == Flow::Closed || calls.get() >= limit {
@@ -271,11 +276,29 @@ pub fn run(
     summary.lost_ring_full = counters.lost;
     summary.lost_busy = counters.busy;
     summary.unmatched_returns = counters.unmatched_returns;
+    summary.begun_while_stopping = counters.stopping;
     summary.inflight_full = counters.inflight_full;
     summary.growth_restarts = counters.growth_restarts;
     summary.read_failures = counters.read_failures;
     summary.exits_lost = counters.exits_lost;
     Ok(summary)
+}
+
+/// Consumes one batch (at most [`BATCH`] events) a [`CHUNK`] at a time, looking at the stop
+/// signals between chunks; true when one fired.
+fn consume_until_stop(events: &EventStream<'_>, waiter: &Waiter) -> Result<bool> {
+    let mut done = 0;
+    while done < BATCH {
+        let n = events.consume_at_most(CHUNK)?;
+        done += n;
+        if waiter.stop_requested()? {
+            return Ok(true);
+        }
+        if n < CHUNK {
+            break;
+        }
+    }
+    Ok(false)
 }
 
 /// Calls that did not return, by how they ended.

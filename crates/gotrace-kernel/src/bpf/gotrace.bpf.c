@@ -80,6 +80,16 @@ struct {
 	__type(value, __u64);
 } stats SEC(".maps");
 
+/* Entry 0 is set by user space the moment gotrace stops, before the probes are detached: from
+ * then on a hit returns at once (the calls it would have begun are counted), so neither the
+ * detach nor the final drain waits on probe work. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} stopping SEC(".maps");
+
 /* Recipe of function f's entry at 2f, of its returns at 2f+1; sized by user space. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -758,6 +768,14 @@ static __always_inline int on_site(struct pt_regs *ctx)
 	}
 	int starts_call =
 		kind == GT_SITE_ENTRY || kind == GT_SITE_ENTRY_RETURN || kind == GT_SITE_INLINED;
+	__u32 zero = 0;
+	__u32 *stop = bpf_map_lookup_elem(&stopping, &zero);
+	if (stop && *stop) {
+		/* A call in flight stays in the table: user space reports it in flight. */
+		if (starts_call)
+			count(GT_STAT_STOPPING);
+		return 0;
+	}
 	if (starts_call)
 		learn_load_bias(ctx, tgid, GT_COOKIE_FUNC(cookie));
 	if (kind == GT_SITE_RECOVERY)

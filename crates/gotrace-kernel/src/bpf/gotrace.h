@@ -174,7 +174,8 @@ enum gt_stat {
 	GT_STAT_TRUNCATED = 5,        /* captures cut to their limit */
 	GT_STAT_BUSY = 6,             /* calls lost: the CPU's scratch space was in use */
 	GT_STAT_EXIT_LOST = 7,        /* process exits not reported: the ring buffer was full */
-	GT_STAT_COUNT = 8,
+	GT_STAT_STOPPING = 8,         /* calls begun after gotrace began to stop: not traced */
+	GT_STAT_COUNT = 9,
 };
 
 #endif
