@@ -78,28 +78,41 @@ pub struct TraceArgs {
     pub depth: u32,
 }
 
+/// Words on the command line that do not make a command: exit status 2, as clap's own.
+#[derive(Debug)]
+pub struct UsageError(String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
 impl TraceArgs {
     /// The binary (absent with --pid; any bytes, as paths are) and the function patterns
     /// (UTF-8, as Go names are).
-    pub fn binary_and_functions(&self) -> anyhow::Result<(Option<PathBuf>, Vec<String>)> {
+    pub fn binary_and_functions(&self) -> Result<(Option<PathBuf>, Vec<String>), UsageError> {
         let names = |items: &[OsString]| {
             items
                 .iter()
                 .map(|f| {
                     f.to_str().map(str::to_owned).ok_or_else(|| {
-                        anyhow::anyhow!("function name {f:?} is not UTF-8 (Go names are)")
+                        UsageError(format!("function name {f:?} is not UTF-8 (Go names are)"))
                     })
                 })
-                .collect::<anyhow::Result<Vec<_>>>()
+                .collect::<Result<Vec<_>, _>>()
         };
         match (self.pid, self.positionals.split_first()) {
-            (Some(_), _) => Ok((None, names(&self.positionals)?)),
+            (Some(_), Some(_)) => Ok((None, names(&self.positionals)?)),
             (None, Some((binary, functions))) if !functions.is_empty() => {
                 Ok((Some(PathBuf::from(binary)), names(functions)?))
             }
-            _ => anyhow::bail!(
+            _ => Err(UsageError(
                 "usage: gotrace trace <BINARY | --pid PID> <FUNCTION>... (see gotrace trace --help)"
-            ),
+                    .to_owned(),
+            )),
         }
     }
 }

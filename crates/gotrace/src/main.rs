@@ -41,7 +41,10 @@ fn main() -> ExitCode {
                 text.push_str(&format!("\ngotrace: hint: {hint}"));
             }
             stdio::report(&text);
-            ExitCode::FAILURE
+            match e.downcast_ref::<cli::UsageError>() {
+                Some(_) => ExitCode::from(2),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }

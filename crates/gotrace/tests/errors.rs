@@ -112,10 +112,34 @@ fn kernel_without_uprobes_is_reported() {
     assert_fails_saying(&out, &["no uprobe support", "CONFIG_UPROBES"]);
 }
 
+/// Usage errors exit 2, whether clap finds them (a missing argument, an unknown flag) or
+/// gotrace does (a binary and no function; a function name that is not UTF-8).
 #[test]
-fn usage_errors_exit_non_zero() {
-    let out = run_gotrace(&["trace"]);
-    assert!(!out.status.success());
-    let out = run_gotrace(&["trace", "--pid", "1"]);
-    assert!(!out.status.success());
+fn usage_errors_exit_2() {
+    use std::os::unix::ffi::OsStrExt;
+    let not_utf8 = std::ffi::OsStr::from_bytes(b"main.\xff");
+    let runs = [
+        run_gotrace(&["trace"]),
+        run_gotrace(&["trace", "--pid", "1"]),
+        run_gotrace(&["trace", "--bogus", "/bin/true", "main.main"]),
+        run_gotrace(&["trace", "/bin/true"]),
+        run_gotrace(&["funcs"]),
+        Command::new(GOTRACE)
+            .args(["trace", "/bin/true"])
+            .arg(not_utf8)
+            .output()
+            .expect("running gotrace"),
+    ];
+    for (i, out) in runs.iter().enumerate() {
+        let err = stderr(out);
+        assert_eq!(out.status.code(), Some(2), "run {i}: {err}");
+        let says = if i == 5 { "is not UTF-8" } else { "sage" };
+        assert!(err.contains(says), "run {i}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    let err = stderr(&runs[3]);
+    assert!(
+        err.contains("gotrace trace <BINARY | --pid PID> <FUNCTION>..."),
+        "{err}"
+    );
 }
