@@ -5,6 +5,10 @@
 //! the types those signatures reach, and every named struct (so `runtime.g` can be asked
 //! about). Types are translated with a work list rather than recursion, so a deep chain of
 //! pointers between large runtime structs cannot overflow the stack.
+//!
+//! A DIE that cannot be read costs what depends on it, not the binary: the rest of its unit
+//! (DIEs cannot be walked past it), a function whose own DIEs are broken, a type (and so every
+//! signature holding it by value, whose registers would otherwise be guessed).
 
 use crate::elf::ElfImage;
 use crate::types::{Field, GoType, Signature, TypeId, TypeKind, TypeTable, Variable};
@@ -72,6 +76,11 @@ const MAX_VALUE_NESTING: u32 = 64;
 pub struct DwarfInfo {
     types: TypeTable,
     signatures: HashMap<VirtAddr, Signature>,
+    /// Why a function's signature could not be read, by entry.
+    signature_errors: HashMap<VirtAddr, String>,
+    /// The first error that cost a unit, or part of one, its DIEs: what a function not found
+    /// may have been lost to.
+    damage: Option<String>,
     structs: HashMap<String, TypeId>,
     /// DW_AT_go_runtime_type values, as written, with the type each describes.
     runtime_types: Vec<(u64, TypeId)>,
@@ -102,10 +111,24 @@ impl DwarfInfo {
         // Go writes one abbreviation table shared by all its units.
         dwarf.populate_abbreviations_cache(gimli::AbbreviationsCacheStrategy::All);
         let mut units = Vec::new();
+        let mut broken = Vec::new();
         let mut headers = dwarf.units();
-        while let Some(header) = headers.next()? {
-            let at = header.offset().0;
-            units.push(dwarf.unit(header).map_err(|e| at_offset(at, e))?);
+        loop {
+            match headers.next() {
+                Ok(Some(header)) => {
+                    let at = header.offset().0;
+                    match dwarf.unit(header) {
+                        Ok(unit) => units.push(unit),
+                        Err(e) => broken.push(at_offset(at, e)),
+                    }
+                }
+                Ok(None) => break,
+                // A bad unit header hides where the next unit starts.
+                Err(e) => {
+                    broken.push(e.into());
+                    break;
+                }
+            }
         }
         let mut reader = Reader {
             dwarf: &dwarf,
@@ -116,33 +139,69 @@ impl DwarfInfo {
             pending: Vec::new(),
             dict_type: None,
         };
-        let index = reader.index()?;
+        let index = reader.index(&mut broken);
         reader.ptr_size = index.ptr_size;
+        let mut broken = broken.into_iter();
+        let damage = match broken.next() {
+            Some(first) if index.functions.is_empty() => return Err(first),
+            first => first.map(|e| e.to_string()),
+        };
 
         let mut signatures = HashMap::with_capacity(index.functions.len());
+        let mut signature_errors = HashMap::new();
         for f in &index.functions {
-            signatures.insert(f.entry, reader.signature(f)?);
+            match reader.signature(f) {
+                Ok(sig) => {
+                    signatures.insert(f.entry, sig);
+                }
+                Err(e) => {
+                    signature_errors.insert(f.entry, e.to_string());
+                }
+            }
         }
         let mut structs = HashMap::with_capacity(index.structs.len());
         for (name, at) in index.structs {
-            let id = reader.type_ref(at)?;
-            structs.entry(name).or_insert(id);
+            if let Ok(id) = reader.type_ref(at) {
+                structs.entry(name).or_insert(id);
+            }
         }
         let mut runtime_types = Vec::with_capacity(index.runtime_types.len());
         for (value, at) in index.runtime_types {
-            runtime_types.push((value, reader.type_ref(at)?));
+            if let Ok(id) = reader.type_ref(at) {
+                runtime_types.push((value, id));
+            }
         }
         let mut inlinable = HashMap::with_capacity(index.abstract_functions.len());
         for (name, at) in index.abstract_functions {
-            let params = reader.abstract_params(at)?;
-            inlinable.insert(name, (at, params));
+            if let Ok(params) = reader.abstract_params(at) {
+                inlinable.insert(name, (at, params));
+            }
         }
-        let types = reader.finish()?;
+        let (types, unreadable) = reader.finish();
+        // A value's registers follow from its whole layout: a signature holding an unreadable
+        // type by value is not read at all.
+        let why = |vars: Vec<&Variable>| {
+            vars.into_iter()
+                .find_map(|v| unreadable.get(&v.ty).map(|e| (v.name.clone(), e)))
+                .map(|(name, e)| format!("the type of {name} cannot be read: {e}"))
+        };
+        signatures.retain(|entry, sig| {
+            match why(sig.params.iter().chain(&sig.results).collect()) {
+                Some(reason) => {
+                    signature_errors.insert(*entry, reason);
+                    false
+                }
+                None => true,
+            }
+        });
+        inlinable.retain(|_, (_, params)| why(params.iter().map(|(_, v)| v).collect()).is_none());
         drop(units);
         drop(dwarf);
         Ok(Some(DwarfInfo {
             types,
             signatures,
+            signature_errors,
+            damage,
             structs,
             runtime_types,
             inlinable,
@@ -159,6 +218,19 @@ impl DwarfInfo {
     /// The signature of the function whose code starts at `entry`.
     pub fn signature(&self, entry: VirtAddr) -> Option<&Signature> {
         self.signatures.get(&entry)
+    }
+
+    /// Why there is no signature for the function starting at `entry` when DWARF is damaged:
+    /// a DIE it depends on is broken, or it may be among the DIEs lost.
+    pub fn signature_error(&self, entry: VirtAddr) -> Option<String> {
+        if let Some(e) = self.signature_errors.get(&entry) {
+            return Some(e.clone());
+        }
+        if self.signatures.contains_key(&entry) {
+            return None;
+        }
+        let damage = self.damage.as_ref()?;
+        Some(format!("not found in DWARF, which is damaged ({damage})"))
     }
 
     /// The struct type named `name` (`runtime.g`, `main.Point`).
@@ -480,7 +552,9 @@ struct Reader<'a, 'd> {
 }
 
 impl<'a> Reader<'a, '_> {
-    fn index(&self) -> Result<Index, BinaryError> {
+    /// What every readable unit holds; a unit that cannot be walked to its end adds its error
+    /// to `broken` and gives what came before the bad DIE.
+    fn index(&self, broken: &mut Vec<BinaryError>) -> Index {
         let mut index = Index {
             functions: Vec::new(),
             abstract_functions: Vec::new(),
@@ -490,81 +564,95 @@ impl<'a> Reader<'a, '_> {
             ptr_size: 8,
         };
         for unit in self.units {
-            let base = unit.header.offset().0;
-            index.ptr_size = u64::from(unit.header.address_size());
-            let mut go_minor = None;
-            let mut cursor = unit.entries();
-            while let Some(die) = cursor.next_dfs().map_err(|e| at_offset(base, e))? {
-                if die.depth() == 0 {
-                    go_minor = match die.attr_value(dw::DW_AT_producer) {
-                        Some(v) => {
-                            let producer = self
-                                .dwarf
-                                .attr_string(unit, v)
-                                .map_err(|e| at_offset(base, e))?;
-                            go_minor_version(&producer.to_string_lossy())
-                        }
-                        None => None,
-                    };
-                }
-                if die.tag() == dw::DW_TAG_inlined_subroutine {
-                    let origin = match die.attr_value(dw::DW_AT_abstract_origin) {
-                        Some(AttributeValue::UnitRef(o)) => Some(base + o.0),
-                        Some(AttributeValue::DebugInfoRef(o)) => Some(o.0),
-                        _ => None,
-                    };
-                    if let Some(origin) = origin {
-                        let call = (base, base + die.offset().0);
-                        index.inlined_calls.entry(origin).or_default().push(call);
-                    }
-                }
-                // Go puts functions and types directly under the compile unit.
-                if die.depth() != 1 {
-                    continue;
-                }
-                let at = base + die.offset().0;
-                if let Some(value) = die.attr_value(DW_AT_GO_RUNTIME_TYPE) {
-                    let addr = match value {
-                        gimli::AttributeValue::Addr(a) => Some(a),
-                        other => other.udata_value(),
-                    };
-                    if let Some(addr) = addr {
-                        index.runtime_types.push((addr, at));
-                    }
-                }
-                match die.tag() {
-                    dw::DW_TAG_subprogram => {
-                        let Some(value) = die.attr_value(dw::DW_AT_low_pc) else {
-                            // An abstract function: what its inlined calls refer to.
-                            if die.attr(dw::DW_AT_inline).is_some() {
-                                if let Some(name) = self.name_in(unit, die, at)? {
-                                    index.abstract_functions.push((name, at));
-                                }
-                            }
-                            continue;
-                        };
-                        if let Some(pc) = self
-                            .dwarf
-                            .attr_address(unit, value)
-                            .map_err(|e| at_offset(at, e))?
-                        {
-                            index.functions.push(FunctionDie {
-                                entry: VirtAddr(pc),
-                                die: at,
-                                go_minor,
-                            });
-                        }
-                    }
-                    dw::DW_TAG_structure_type => {
-                        if let Some(name) = self.name_in(unit, die, at)? {
-                            index.structs.push((name, at));
-                        }
-                    }
-                    _ => {}
-                }
+            if let Err(e) = self.index_unit(unit, &mut index, broken) {
+                broken.push(e);
             }
         }
-        Ok(index)
+        index
+    }
+
+    /// Adds what `unit` holds to `index`: an error where the walk cannot go on; a DIE whose
+    /// name or address cannot be read is left out (its error in `broken`).
+    fn index_unit(
+        &self,
+        unit: &gimli::Unit<R<'a>>,
+        index: &mut Index,
+        broken: &mut Vec<BinaryError>,
+    ) -> Result<(), BinaryError> {
+        let base = unit.header.offset().0;
+        index.ptr_size = u64::from(unit.header.address_size());
+        let mut go_minor = None;
+        let mut cursor = unit.entries();
+        while let Some(die) = cursor.next_dfs().map_err(|e| at_offset(base, e))? {
+            if die.depth() == 0 {
+                go_minor = match die.attr_value(dw::DW_AT_producer) {
+                    Some(v) => {
+                        let producer = self
+                            .dwarf
+                            .attr_string(unit, v)
+                            .map_err(|e| at_offset(base, e))?;
+                        go_minor_version(&producer.to_string_lossy())
+                    }
+                    None => None,
+                };
+            }
+            if die.tag() == dw::DW_TAG_inlined_subroutine {
+                let origin = match die.attr_value(dw::DW_AT_abstract_origin) {
+                    Some(AttributeValue::UnitRef(o)) => Some(base + o.0),
+                    Some(AttributeValue::DebugInfoRef(o)) => Some(o.0),
+                    _ => None,
+                };
+                if let Some(origin) = origin {
+                    let call = (base, base + die.offset().0);
+                    index.inlined_calls.entry(origin).or_default().push(call);
+                }
+            }
+            // Go puts functions and types directly under the compile unit.
+            if die.depth() != 1 {
+                continue;
+            }
+            let at = base + die.offset().0;
+            if let Some(value) = die.attr_value(DW_AT_GO_RUNTIME_TYPE) {
+                let addr = match value {
+                    gimli::AttributeValue::Addr(a) => Some(a),
+                    other => other.udata_value(),
+                };
+                if let Some(addr) = addr {
+                    index.runtime_types.push((addr, at));
+                }
+            }
+            match die.tag() {
+                dw::DW_TAG_subprogram => {
+                    let Some(value) = die.attr_value(dw::DW_AT_low_pc) else {
+                        // An abstract function: what its inlined calls refer to.
+                        if die.attr(dw::DW_AT_inline).is_some() {
+                            match self.name_in(unit, die, at) {
+                                Ok(Some(name)) => index.abstract_functions.push((name, at)),
+                                Ok(None) => {}
+                                Err(e) => broken.push(e),
+                            }
+                        }
+                        continue;
+                    };
+                    match self.dwarf.attr_address(unit, value) {
+                        Ok(Some(pc)) => index.functions.push(FunctionDie {
+                            entry: VirtAddr(pc),
+                            die: at,
+                            go_minor,
+                        }),
+                        Ok(None) => {}
+                        Err(e) => broken.push(at_offset(at, e)),
+                    }
+                }
+                dw::DW_TAG_structure_type => match self.name_in(unit, die, at) {
+                    Ok(Some(name)) => index.structs.push((name, at)),
+                    Ok(None) => {}
+                    Err(e) => broken.push(e),
+                },
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     fn unit_of(&self, at: DieRef) -> Result<(&gimli::Unit<R<'a>>, UnitOffset), BinaryError> {
@@ -588,24 +676,17 @@ impl<'a> Reader<'a, '_> {
     fn children(&self, at: DieRef) -> Result<Vec<(DieRef, Die<'a>)>, BinaryError> {
         let (unit, offset) = self.unit_of(at)?;
         let base = unit.header.offset().0;
-        let mut cursor = unit
-            .entries_at_offset(offset)
+        // A tree, not a depth-first walk: the list ends at its null entry, so a broken DIE
+        // right after it costs nothing here.
+        let mut tree = unit
+            .entries_tree(Some(offset))
             .map_err(|e| at_offset(at, e))?;
+        let root = tree.root().map_err(|e| at_offset(at, e))?;
+        let mut children = root.children();
         let mut out = Vec::new();
-        let mut first = true;
-        while let Some(die) = cursor.next_dfs().map_err(|e| at_offset(at, e))? {
-            if first {
-                first = false;
-                if !die.has_children() {
-                    break;
-                }
-                continue;
-            }
-            match die.depth() {
-                1 => out.push((base + die.offset().0, die.clone())),
-                d if d <= 0 => break,
-                _ => {}
-            }
+        while let Some(child) = children.next().map_err(|e| at_offset(at, e))? {
+            let die = child.entry();
+            out.push((base + die.offset().0, die.clone()));
         }
         Ok(out)
     }
@@ -826,12 +907,21 @@ impl<'a> Reader<'a, '_> {
         Ok(id)
     }
 
-    /// Reads every type handed out (and what they reach), then computes alignments.
-    fn finish(mut self) -> Result<TypeTable, BinaryError> {
+    /// Reads every type handed out (and what they reach), then computes alignments. A type
+    /// whose DIEs cannot be read stays unknown; it is returned with its error, and so is every
+    /// type holding one by value (struct fields, array elements), whose layout is then unknown.
+    fn finish(mut self) -> (TypeTable, HashMap<TypeId, String>) {
+        let mut unreadable = HashMap::new();
         while let Some((at, id)) = self.pending.pop() {
-            let ty = self.translate(at)?;
-            if let Some(slot) = self.types.get_mut(id.0 as usize) {
-                *slot = Some(ty);
+            match self.translate(at) {
+                Ok(ty) => {
+                    if let Some(slot) = self.types.get_mut(id.0 as usize) {
+                        *slot = Some(ty);
+                    }
+                }
+                Err(e) => {
+                    unreadable.insert(id, e.to_string());
+                }
             }
         }
         let mut types: Vec<GoType> = self
@@ -844,11 +934,12 @@ impl<'a> Reader<'a, '_> {
             let align = align_of(&types, TypeId(i as u32), &mut aligns, self.ptr_size, 0);
             types[i].align = align;
         }
+        spread_unreadable(&types, &mut unreadable);
         let mut table = TypeTable::default();
         for ty in types {
             table.push(ty);
         }
-        Ok(table)
+        (table, unreadable)
     }
 
     fn translate(&mut self, at: DieRef) -> Result<GoType, BinaryError> {
@@ -1143,6 +1234,38 @@ fn unknown() -> GoType {
 /// Go's alignment rules: scalars align to their size (a complex to its halves), pointer-shaped
 /// values and headers to the pointer size, arrays to their element, structs to their most
 /// aligned field.
+/// Adds to `unreadable` every type that holds one of its types by value, until none is left:
+/// its layout, and so where its parts travel, is unknown.
+fn spread_unreadable(types: &[GoType], unreadable: &mut HashMap<TypeId, String>) {
+    while !unreadable.is_empty() {
+        let mut found = Vec::new();
+        for (i, ty) in types.iter().enumerate() {
+            let id = TypeId(i as u32);
+            if unreadable.contains_key(&id) {
+                continue;
+            }
+            let held = match &ty.kind {
+                TypeKind::Struct { fields } => fields.iter().find_map(|f| {
+                    unreadable
+                        .get(&f.ty)
+                        .map(|e| format!("field {}: {e}", f.name))
+                }),
+                TypeKind::Array { elem, .. } => {
+                    unreadable.get(elem).map(|e| format!("element: {e}"))
+                }
+                _ => None,
+            };
+            if let Some(why) = held {
+                found.push((id, why));
+            }
+        }
+        if found.is_empty() {
+            break;
+        }
+        unreadable.extend(found);
+    }
+}
+
 fn align_of(types: &[GoType], id: TypeId, memo: &mut [Option<u64>], ptr: u64, depth: u32) -> u64 {
     let i = id.0 as usize;
     if let Some(Some(a)) = memo.get(i) {

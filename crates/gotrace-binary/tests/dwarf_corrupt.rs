@@ -14,13 +14,12 @@
 
 mod common;
 
-use common::{all_toolchains, env_u64, sig_kinds, Rng};
+use common::{all_toolchains, decompressed, dwarf_4_and_5, env_u64, sig_kinds, Rng};
 use gotrace_binary::{abi, GoBinary};
 use gotrace_gobuild::workspace_target_dir;
 use object::{Object, ObjectSection};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -35,33 +34,8 @@ fn fixture() -> PathBuf {
     sig_kinds(&newest, None)
 }
 
-/// The fixture built by the oldest and by the newest toolchain: DWARF 4 (Go up to 1.24) and,
-/// with Go 1.25 or later installed, DWARF 5.
-fn fixtures() -> Vec<PathBuf> {
-    let all = all_toolchains();
-    let mut ends = vec![&all[0]];
-    ends.extend(all.last().filter(|newest| newest.version != all[0].version));
-    ends.into_iter().map(|tc| sig_kinds(tc, None)).collect()
-}
-
 /// The DWARF sections gotrace's reader decodes itself (not only through zlib).
 const MUTATED: [&str; 3] = [".debug_info", ".debug_abbrev", ".debug_addr"];
-
-fn decompressed(path: &Path) -> Vec<u8> {
-    let mut out = path.as_os_str().to_owned();
-    out.push(format!(".decompressed-{}", std::process::id()));
-    let out = PathBuf::from(out);
-    let status = Command::new("objcopy")
-        .arg("--decompress-debug-sections")
-        .arg(path)
-        .arg(&out)
-        .status()
-        .expect("running objcopy (binutils; scripts/setup.sh installs it)");
-    assert!(status.success(), "objcopy failed on {}", path.display());
-    let data = std::fs::read(&out).unwrap();
-    let _ = std::fs::remove_file(&out);
-    data
-}
 
 /// A section's place in the file: its bytes, and its section-header entry (for truncation).
 #[derive(Clone, Copy, Debug)]
@@ -156,7 +130,7 @@ fn exercise(image: Vec<u8>) -> bool {
 fn broken_dwarf_is_an_error_or_partial_never_a_panic() {
     // Per fixture: (decompressed copy, compressed original), each with its targets.
     let mut inputs = Vec::new();
-    for path in fixtures() {
+    for path in dwarf_4_and_5() {
         let original = std::fs::read(&path).unwrap();
         let plain = decompressed(&path);
         let (plain_targets, original_targets) =

@@ -465,7 +465,15 @@ pub fn plan(
                 ));
                 None
             }
-            None => None,
+            None => {
+                if let Some(why) = dwarf.and_then(|d| d.signature_error(function.entry)) {
+                    warnings.push(format!(
+                        "{}: its signature cannot be read ({why}): its arguments and results are shown as ?",
+                        function.name
+                    ));
+                }
+                None
+            }
         };
         let (entry_recipe, return_recipe) = match (&signature, dwarf) {
             (Some(sig), Some(d)) => (

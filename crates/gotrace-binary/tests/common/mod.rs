@@ -1,42 +1,11 @@
 //! Shared by the integration tests: the installed Go toolchains, the fixtures they build, and the
 //! deterministic random numbers the fuzzers mutate with.
-#![allow(dead_code)] // each test binary uses its own subset
+#![allow(dead_code, unused_imports)] // each test binary uses its own subset
 
-use gotrace_gobuild::{repo_root, toolchains, workspace_target_dir, Build, Flavour, Toolchain};
-use std::path::PathBuf;
-
-/// Every installed Go toolchain, oldest first; none installed fails the test.
-pub fn all_toolchains() -> Vec<Toolchain> {
-    let all = toolchains();
-    assert!(
-        !all.is_empty(),
-        "no Go toolchain under /usr/lib/go-1.*: run scripts/setup.sh"
-    );
-    all
-}
-
-/// Builds (or reuses the cached build of) `fixture`, a directory relative to the repository
-/// root. All tests share the builds under `target/go-fixtures`.
-pub fn build(
-    fixture: &str,
-    gcflags: &str,
-    toolchain: &Toolchain,
-    flavour: Flavour,
-    goarch: Option<&str>,
-) -> PathBuf {
-    let source_dir = repo_root().join(fixture);
-    let out_dir = workspace_target_dir().join("go-fixtures");
-    Build {
-        source_dir: &source_dir,
-        toolchain,
-        flavour,
-        goarch,
-        gcflags,
-        out_dir: &out_dir,
-    }
-    .run()
-    .unwrap_or_else(|e| panic!("{e}"))
-}
+pub use gotrace_gobuild::testing::{build_fixture as build, toolchains as all_toolchains};
+use gotrace_gobuild::{Flavour, Toolchain};
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 /// `fixtures/go/pcln_kinds`, built without `-l` so the compiler inlines `main.tinyRecord` into
 /// every caller.
@@ -54,6 +23,33 @@ pub fn sig_kinds(toolchain: &Toolchain, goarch: Option<&str>) -> PathBuf {
         Flavour::Plain,
         goarch,
     )
+}
+
+/// `sig_kinds` built by the oldest and by the newest toolchain: DWARF 4 (Go up to 1.24) and,
+/// with Go 1.25 or later installed, DWARF 5.
+pub fn dwarf_4_and_5() -> Vec<PathBuf> {
+    let all = all_toolchains();
+    let mut ends = vec![&all[0]];
+    ends.extend(all.last().filter(|newest| newest.version != all[0].version));
+    ends.into_iter().map(|tc| sig_kinds(tc, None)).collect()
+}
+
+/// A copy of the binary at `path` with its DWARF sections decompressed (`objcopy
+/// --decompress-debug-sections`), so tests can edit single DIEs.
+pub fn decompressed(path: &Path) -> Vec<u8> {
+    let mut out = path.as_os_str().to_owned();
+    out.push(format!(".decompressed-{}", std::process::id()));
+    let out = PathBuf::from(out);
+    let status = Command::new("objcopy")
+        .arg("--decompress-debug-sections")
+        .arg(path)
+        .arg(&out)
+        .status()
+        .expect("running objcopy (binutils; scripts/setup.sh installs it)");
+    assert!(status.success(), "objcopy failed on {}", path.display());
+    let data = std::fs::read(&out).unwrap();
+    let _ = std::fs::remove_file(&out);
+    data
 }
 
 /// xorshift64* seeded through splitmix64: small, deterministic (so a failure names its input),
