@@ -4,6 +4,8 @@
 //! by a hash of the sources, toolchain and flags, and serialised with a file lock so parallel
 //! tests build each fixture once.
 
+pub mod testing;
+
 use std::fs;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::io;

@@ -1,28 +1,16 @@
 //! The watch on the traced file, against the real kernel: an exec of a file written in place
 //! waits until the session says its probes are gone; a new file at the path is reported.
 
+use gotrace_gobuild::testing::have_root;
 use gotrace_kernel::{BinaryWatch, FileChange};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-fn is_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        assert!(
-            std::env::var_os("GOTRACE_REQUIRE_ROOT").is_none(),
-            "fanotify permission events need root"
-        );
-        eprintln!("skipped: needs root");
-    }
-    root
-}
-
 /// A copy of /bin/true in a fresh directory, watched as if probes were attached to it; `None`
 /// when not root (skipped).
 fn watched_program(tag: &str) -> Option<(PathBuf, PathBuf, BinaryWatch)> {
-    if !is_root() {
+    if !have_root() {
         return None;
     }
     let dir = tempfile_dir(tag);

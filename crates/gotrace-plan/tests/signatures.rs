@@ -3,32 +3,25 @@
 //! parameters out of DWARF; `main.Unused(a int, _ string, c int)` in the fixture is such a case.
 
 use gotrace_binary::GoBinary;
-use gotrace_gobuild::{repo_root, toolchains, workspace_target_dir, Build, Flavour};
+use gotrace_gobuild::testing::{build_fixture, toolchains};
+use gotrace_gobuild::Flavour;
 use gotrace_plan::{plan, PlanOptions};
 
 /// `fixtures/go/sig_kinds` built plain with `-l` (each function keeps its own signature).
 fn sig_kinds(toolchain: &gotrace_gobuild::Toolchain) -> GoBinary {
-    let path = Build {
-        source_dir: &repo_root().join("fixtures/go/sig_kinds"),
+    let path = build_fixture(
+        "fixtures/go/sig_kinds",
+        "-l",
         toolchain,
-        flavour: Flavour::Plain,
-        goarch: None,
-        gcflags: "-l",
-        out_dir: &workspace_target_dir().join("go-fixtures"),
-    }
-    .run()
-    .unwrap_or_else(|e| panic!("{e}"));
+        Flavour::Plain,
+        None,
+    );
     GoBinary::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 #[test]
 fn a_signature_missing_a_blank_parameter_is_refused_not_guessed() {
-    let all = toolchains();
-    assert!(
-        !all.is_empty(),
-        "no Go toolchain installed: run scripts/setup.sh"
-    );
-    for toolchain in &all {
+    for toolchain in &toolchains() {
         let minor: u32 = toolchain.version.trim_start_matches("1.").parse().unwrap();
         let binary = sig_kinds(toolchain);
         let planned = plan(&binary, &["main.Unused".to_owned()], PlanOptions::default()).unwrap();

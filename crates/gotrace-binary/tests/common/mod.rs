@@ -1,43 +1,11 @@
 //! Shared by the integration tests: the installed Go toolchains, the fixtures they build, and the
 //! deterministic random numbers the fuzzers mutate with.
-#![allow(dead_code)] // each test binary uses its own subset
+#![allow(dead_code, unused_imports)] // each test binary uses its own subset
 
-use gotrace_gobuild::{repo_root, toolchains, workspace_target_dir, Build, Flavour, Toolchain};
+pub use gotrace_gobuild::testing::{build_fixture as build, toolchains as all_toolchains};
+use gotrace_gobuild::{Flavour, Toolchain};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-
-/// Every installed Go toolchain, oldest first; none installed fails the test.
-pub fn all_toolchains() -> Vec<Toolchain> {
-    let all = toolchains();
-    assert!(
-        !all.is_empty(),
-        "no Go toolchain under /usr/lib/go-1.*: run scripts/setup.sh"
-    );
-    all
-}
-
-/// Builds (or reuses the cached build of) `fixture`, a directory relative to the repository
-/// root. All tests share the builds under `target/go-fixtures`.
-pub fn build(
-    fixture: &str,
-    gcflags: &str,
-    toolchain: &Toolchain,
-    flavour: Flavour,
-    goarch: Option<&str>,
-) -> PathBuf {
-    let source_dir = repo_root().join(fixture);
-    let out_dir = workspace_target_dir().join("go-fixtures");
-    Build {
-        source_dir: &source_dir,
-        toolchain,
-        flavour,
-        goarch,
-        gcflags,
-        out_dir: &out_dir,
-    }
-    .run()
-    .unwrap_or_else(|e| panic!("{e}"))
-}
 
 /// `fixtures/go/pcln_kinds`, built without `-l` so the compiler inlines `main.tinyRecord` into
 /// every caller.

@@ -1,7 +1,7 @@
 //! Shared by the end-to-end tests: building Go programs, running them and gotrace, talking HTTP.
-#![allow(dead_code)] // each test binary uses its own subset
+#![allow(dead_code, unused_imports)] // each test binary uses its own subset
 
-use gotrace_gobuild::{Build, Flavour, Toolchain};
+use gotrace_gobuild::{Flavour, Toolchain};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -10,33 +10,7 @@ use std::time::{Duration, Instant};
 
 pub const GOTRACE: &str = env!("CARGO_BIN_EXE_gotrace");
 
-/// Tests that load BPF programs need root. Outside CI they are skipped with a note; with
-/// GOTRACE_REQUIRE_ROOT set (the README's test command sets it) skipping is a failure.
-pub fn have_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        assert!(
-            std::env::var_os("GOTRACE_REQUIRE_ROOT").is_none(),
-            "this test needs root (BPF and uprobes) and GOTRACE_REQUIRE_ROOT is set"
-        );
-        eprintln!("skipped: needs root");
-    }
-    root
-}
-
-pub fn fixtures_out_dir() -> PathBuf {
-    gotrace_gobuild::workspace_target_dir().join("go-fixtures")
-}
-
-pub fn toolchains() -> Vec<Toolchain> {
-    let all = gotrace_gobuild::toolchains();
-    assert!(
-        !all.is_empty(),
-        "no Go toolchain installed: run scripts/setup.sh"
-    );
-    all
-}
+pub use gotrace_gobuild::testing::{have_root, toolchains};
 
 pub fn newest_toolchain() -> Toolchain {
     toolchains().pop().expect("checked non-empty")
@@ -49,17 +23,7 @@ pub fn build_go(
     flavour: Flavour,
     gcflags: &str,
 ) -> PathBuf {
-    let source_dir = gotrace_gobuild::repo_root().join(relative_dir);
-    Build {
-        source_dir: &source_dir,
-        toolchain,
-        flavour,
-        goarch: None,
-        gcflags,
-        out_dir: &fixtures_out_dir(),
-    }
-    .run()
-    .unwrap_or_else(|e| panic!("building {relative_dir}: {e}"))
+    gotrace_gobuild::testing::build_fixture(relative_dir, gcflags, toolchain, flavour, None)
 }
 
 /// The seed's Fibonacci service, built as the article builds it.
