@@ -14,7 +14,7 @@ use gotrace_binary::abi::{AbiReg, Location};
 use gotrace_binary::types::{TypeId, TypeKind, TypeTable};
 use gotrace_plan::recipe::{
     has_pointers, is_pointer_shaped, map_bucket_size, map_layout, map_slots_shown,
-    swiss_slots_followed, MapLayout, SwissLayout, GROUP_SLOTS, HMAP_OLDBUCKETS, MAP_BUCKETS_READ,
+    swiss_entries_followed, MapLayout, SwissLayout, GROUP_SLOTS, HMAP_OLDBUCKETS, MAP_BUCKETS_READ,
 };
 use gotrace_plan::{CallKind, PlannedValue, ProbePlan, RawCall, Unlocated, INT_REGS};
 use memory::Read;
@@ -233,9 +233,11 @@ impl Value {
             Value::Map {
                 len: Ok(len),
                 entries,
+                entries_missing,
                 ..
             } => {
-                entries.len() as u64 != *len
+                // Entries not read are not cut: they are marked not read instead.
+                (entries_missing.is_none() && entries.len() as u64 != *len)
                     || entries
                         .iter()
                         .any(|(k, v)| k.is_truncated() || v.is_truncated())
@@ -730,7 +732,8 @@ impl<'p> Decoder<'p> {
 
     /// Go ≥ 1.24 (Swiss tables): the length from the `Map` header; entries from a small
     /// map's one group, or from the first groups of a large map's first table — the slots
-    /// whose control byte says full (high bit clear; 0x80 empty, 0xfe deleted).
+    /// whose control byte says full (high bit clear; 0x80 empty, 0xfe deleted), in the order
+    /// the probe gathered them. Fewer than min(len, --elems) entries say why.
     fn swiss_map(
         &self,
         layout: &SwissLayout,
@@ -774,34 +777,38 @@ impl<'p> Decoder<'p> {
             Read::Absent => return (Ok(len), entries, Some(Missing::Budget)),
         };
         let (key_size, value_size) = (self.types.get(key).size, self.types.get(value).size);
-        let followed = swiss_slots_followed(self.plan.limits);
-        'groups: for (g, group) in groups.chunks_exact(group_size).enumerate() {
-            for slot in 0..GROUP_SLOTS {
-                if entries.len() >= self.plan.limits.elems as usize {
-                    break 'groups;
-                }
-                let ctrl = group
-                    .get((layout.ctrl + slot) as usize)
-                    .copied()
-                    .unwrap_or(0x80);
-                if ctrl & 0x80 != 0 {
-                    continue;
-                }
-                let k = self.slot_value(key, key_size, &layout.key, slot, group, memory, depth);
-                let v =
-                    self.slot_value(value, value_size, &layout.elem, slot, group, memory, depth);
-                // Keys and values needing reads are followed in the first slots only: later
-                // entries are left out like those beyond --elems. Entries the probe meant to
-                // read are shown, with what it could not read marked.
-                let unread = [&k, &v]
-                    .iter()
-                    .any(|x| x.unavailable_part() == Some(Missing::Budget));
-                if !unread || (g == 0 && slot < followed) {
-                    entries.push((k, v));
-                }
+        let limits = self.plan.limits;
+        let followed = swiss_entries_followed(self.types, limits, layout, key, value);
+        let wanted = len.min(u64::from(limits.elems));
+        let full = groups.chunks_exact(group_size).flat_map(|group| {
+            (0..GROUP_SLOTS)
+                .filter(|&slot| {
+                    // A slot past the bytes read counts as empty.
+                    group
+                        .get((layout.ctrl + slot) as usize)
+                        .is_some_and(|ctrl| ctrl & 0x80 == 0)
+                })
+                .map(move |slot| (group, slot))
+        });
+        for (n, (group, slot)) in full.enumerate() {
+            if entries.len() as u64 >= wanted {
+                break;
+            }
+            let k = self.slot_value(key, key_size, &layout.key, slot, group, memory, depth);
+            let v = self.slot_value(value, value_size, &layout.elem, slot, group, memory, depth);
+            // The first `followed` full slots are the ones the probe gathered and followed:
+            // shown, with what it could not read marked. Past them, only entries needing no
+            // reads of their own.
+            let unread = [&k, &v]
+                .iter()
+                .any(|x| x.unavailable_part() == Some(Missing::Budget));
+            if !unread || (n as u64) < followed {
+                entries.push((k, v));
             }
         }
-        (Ok(len), entries, None)
+        // Groups or tables not read, or entries not followed: fewer than --elems shown.
+        let missing = (entries.len() as u64) < wanted;
+        (Ok(len), entries, missing.then_some(Missing::Budget))
     }
 
     /// The key or value in one slot of a Swiss-table group, read through its pointer when

@@ -3,7 +3,7 @@
 use crate::skel::{types, GotraceSkel, GotraceSkelBuilder};
 use crate::KernelError;
 use gotrace_binary::sites::SkipCondition;
-use gotrace_plan::recipe::{CaptureOp, Guard, OpKind, Operand, Recipe};
+use gotrace_plan::recipe::{CaptureOp, Gather, Guard, OpKind, Operand, Recipe};
 use gotrace_plan::{
     CallKind, Capture, CaptureStatus, ProbePlan, RawCall, ResumeSp, Site, SiteKind, INT_REGS,
 };
@@ -550,6 +550,7 @@ fn parse_captures(mut payload: &[u8]) -> Vec<Capture> {
             types::gt_capture_status::GT_CAPTURE_TRUNCATED => CaptureStatus::Truncated,
             types::gt_capture_status::GT_CAPTURE_FAULT => CaptureStatus::Fault,
             types::gt_capture_status::GT_CAPTURE_NIL => CaptureStatus::Nil,
+            types::gt_capture_status::GT_CAPTURE_GATHERED => CaptureStatus::Gathered,
             _ => CaptureStatus::NoRoom,
         };
         out.push(Capture {
@@ -679,6 +680,11 @@ fn gt_op(op: &CaptureOp) -> types::gt_op {
     let (kind, elem_size, max_len) = match op.kind {
         OpKind::Read { elem_size, max_len } => (types::gt_op_kind::GT_OP_READ, elem_size, max_len),
         OpKind::Dynamic => (types::gt_op_kind::GT_OP_DYNAMIC, 0, 0),
+        OpKind::Gather(g) => (types::gt_op_kind::GT_OP_GATHER, g.group_size, g.max_len),
+    };
+    let (addr, len) = match op.kind {
+        OpKind::Gather(g) => gather_operands(&g),
+        _ => (gt_operand(op.addr), gt_operand(op.len)),
     };
     let (guard, guard_above, guard_at_most) = match op.guard {
         Some(Guard::Above(operand, bound)) => (gt_operand(operand), bound, 0),
@@ -692,10 +698,31 @@ fn gt_op(op: &CaptureOp) -> types::gt_op {
         guard_above: guard_above.clamp(0, i64::from(u32::MAX)) as u32,
         elem_size,
         max_len,
-        addr: gt_operand(op.addr),
-        len: gt_operand(op.len),
+        addr,
+        len,
         guard,
     }
+}
+
+/// A gather's fields, packed into its operands as gotrace.h's GT_OP_GATHER reads them.
+fn gather_operands(g: &Gather) -> (types::gt_operand, types::gt_operand) {
+    use types::gt_operand_kind as K;
+    let second = g.second.map_or(K::GT_OPERAND_NONE, |_| K::GT_OPERAND_WORD);
+    let addr = types::gt_operand {
+        kind: K::GT_OPERAND_WORD.0 as u8,
+        reg: 0,
+        op: g.first,
+        off: g.base,
+        add: i64::from(g.size),
+    };
+    let len = types::gt_operand {
+        kind: second.0 as u8,
+        reg: 0,
+        op: g.second.unwrap_or(0),
+        off: g.stride,
+        add: i64::from(g.ctrl),
+    };
+    (addr, len)
 }
 
 /// The site's cookie, laid out as `GT_COOKIE_*` in gotrace.h reads it.

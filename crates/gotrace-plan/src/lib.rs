@@ -912,6 +912,8 @@ pub enum CaptureStatus {
     Nil,
     /// The event had no room left for it.
     NoRoom,
+    /// Copies of bytes other ops captured (a Swiss map's full slots): no memory at `addr`.
+    Gathered,
 }
 
 /// What the kernel reports for one call.

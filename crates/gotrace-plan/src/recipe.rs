@@ -98,6 +98,28 @@ pub enum OpKind {
     Read { elem_size: u32, max_len: u32 },
     /// Run the recipe of the runtime type at `addr`, with `len` as the interface's data word.
     Dynamic,
+    /// Copy one part (keys or values) of every full slot of a Swiss map's captured groups side
+    /// by side, so that later ops find the n-th entry at a fixed offset wherever the hash put
+    /// it. `addr` and `len` are unused.
+    Gather(Gather),
+}
+
+/// Where a gather finds a Swiss map's slots and which part of each it copies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Gather {
+    /// The ops whose captures are walked, in order (a small map's group, a table's groups):
+    /// one that did not run adds no slot.
+    pub first: u16,
+    pub second: Option<u16>,
+    pub group_size: u32,
+    /// Offset in a group of its 8 control bytes (high bit clear: the slot is full).
+    pub ctrl: u32,
+    /// The part of slot s is `size` bytes at `base + s × stride` in its group.
+    pub base: u32,
+    pub stride: u32,
+    pub size: u32,
+    /// Bytes copied at most: `size` per entry.
+    pub max_len: u32,
 }
 
 /// When an op runs: its reads are wasted, or wrong to interpret, otherwise.
@@ -515,7 +537,8 @@ impl<'t> Compiler<'t> {
     /// Go ≥ 1.24 (Swiss tables): the map header; a small map's one group (no directory), or
     /// the first table of a large map's directory and that table's first groups — a table
     /// holds hundreds of entries, more than `--elems` shows. Keys and values that hold
-    /// pointers are read for the first slots of each.
+    /// pointers are gathered from the full slots of those groups, wherever the hash put them,
+    /// and followed for the first `--elems` entries.
     fn swiss_map(
         &mut self,
         ptr: Operand,
@@ -564,42 +587,96 @@ impl<'t> Compiler<'t> {
             let max = group * swiss_groups_read(self.limits, group);
             self.read(data, count, group as u32, max as u32)
         });
-        for op in [small, groups].into_iter().flatten() {
-            for slot in 0..swiss_slots_followed(self.limits) {
-                for (ty, part) in [(key, &layout.key), (value, &layout.elem)] {
-                    let at = part.at(slot);
-                    if part.indirect {
-                        let size = self.types.get(ty).size.min(u64::from(MAX_READ));
-                        let target = Operand::Word {
-                            op,
-                            off: at as u32,
-                            add: 0,
-                        };
-                        let read = self.read(target, Operand::Const(size as i64), 0, size as u32);
-                        if let (Some(op), true) = (read, has_pointers(self.types, ty)) {
-                            self.later(Home::Captured { op, base: 0 }, ty, depth - 1);
-                        }
-                    } else if has_pointers(self.types, ty) {
-                        let base = at as u32;
-                        self.later(Home::Captured { op, base }, ty, depth - 1);
-                    }
+        let sources: Vec<u16> = [small, groups].into_iter().flatten().collect();
+        let Some((&first, rest)) = sources.split_first() else {
+            return;
+        };
+        let shown = swiss_entries_followed(self.types, self.limits, layout, key, value);
+        for (ty, part) in [(key, &layout.key), (value, &layout.elem)] {
+            let Some(size) = swiss_part_followed(self.types, ty, part) else {
+                continue;
+            };
+            // Nothing to gather from an empty map.
+            self.guard = Some(Guard::Above(word(layout.used), 0));
+            let gather = self.push(CaptureOp {
+                kind: OpKind::Gather(Gather {
+                    first,
+                    second: rest.first().copied(),
+                    group_size: group as u32,
+                    ctrl: layout.ctrl as u32,
+                    base: part.base as u32,
+                    stride: part.stride as u32,
+                    size: size as u32,
+                    max_len: (shown * size) as u32,
+                }),
+                addr: Operand::Const(0),
+                len: Operand::Const(0),
+                guard: self.guard,
+            });
+            self.guard = saved;
+            let Some(gather) = gather else { return };
+            for entry in 0..shown {
+                let at = (entry * size) as u32;
+                if !part.indirect {
+                    self.later(
+                        Home::Captured {
+                            op: gather,
+                            base: at,
+                        },
+                        ty,
+                        depth - 1,
+                    );
+                    continue;
+                }
+                let size = self.types.get(ty).size.min(u64::from(MAX_READ));
+                let target = Operand::Word {
+                    op: gather,
+                    off: at,
+                    add: 0,
+                };
+                let read = self.read(target, Operand::Const(size as i64), 0, size as u32);
+                if let (Some(op), true) = (read, has_pointers(self.types, ty)) {
+                    self.later(Home::Captured { op, base: 0 }, ty, depth - 1);
                 }
             }
         }
     }
 }
 
-/// Groups of a large Swiss map's first table read: one per entry shown, 8 slots for each,
-/// enough for `--elems` entries even in a table a split left under a third full.
+/// Groups of a large Swiss map's first table read: four per entry shown, 32 slots for each,
+/// so that even a table grown for many more entries than it still holds (deleted ones) very
+/// probably gives `--elems` of them; as many as one read takes.
 pub fn swiss_groups_read(limits: Limits, group_size: u64) -> u64 {
-    let wanted = u64::from(limits.elems).max(1);
+    let wanted = u64::from(limits.elems).saturating_mul(4).max(1);
     wanted.min(u64::from(MAX_READ) / group_size.max(1)).max(1)
 }
 
-/// Slots of each group read whose keys and values are followed (strings, pointers): every
-/// such slot costs ops of a recipe that all arguments share.
-pub fn swiss_slots_followed(limits: Limits) -> u64 {
-    GROUP_SLOTS.min(u64::from(limits.elems))
+/// Bytes of each full slot's key (or value) a gather copies when it needs reads of its own
+/// (strings, pointers; an indirect slot's pointer): `None` when it needs none.
+pub fn swiss_part_followed(types: &TypeTable, ty: TypeId, part: &SlotPart) -> Option<u64> {
+    if part.indirect {
+        Some(8)
+    } else if has_pointers(types, ty) {
+        Some(types.get(ty).size).filter(|&size| size > 0)
+    } else {
+        None
+    }
+}
+
+/// Entries of a Swiss map whose keys and values are gathered and followed, in the order of
+/// its full slots: `--elems`, fewer where one gather's bytes would not fit in one read.
+pub fn swiss_entries_followed(
+    types: &TypeTable,
+    limits: Limits,
+    layout: &SwissLayout,
+    key: TypeId,
+    value: TypeId,
+) -> u64 {
+    [(key, &layout.key), (value, &layout.elem)]
+        .into_iter()
+        .filter_map(|(ty, part)| swiss_part_followed(types, ty, part))
+        .map(|size| u64::from(MAX_READ) / size)
+        .fold(u64::from(limits.elems), u64::min)
 }
 
 /// How a map type's memory is laid out in this binary.
@@ -996,14 +1073,29 @@ mod tests {
             ops[4].kind,
             OpKind::Read {
                 elem_size: group,
-                max_len: group * 16
+                max_len: group * (8192 / group)
             }
         );
-        // Then the value strings of the first 8 slots of each: the small group's, the table's.
-        let strings: Vec<Operand> = ops[5..].iter().map(|o| o.addr).collect();
-        let expected: Vec<Operand> = [1u16, 4]
-            .iter()
-            .flat_map(|&op| (0..8).map(move |s| word(op, 8 + s * 24 + 8)))
+        // Then, in a non-empty map, the values of the full slots of either gathered side by
+        // side (a value at 8 + 8 in each 24-byte slot), wherever the hash put them...
+        assert_eq!(
+            ops[5].kind,
+            OpKind::Gather(Gather {
+                first: 1,
+                second: Some(4),
+                group_size: group,
+                ctrl: 0,
+                base: 8 + 8,
+                stride: 24,
+                size: 16,
+                max_len: 16 * 16
+            })
+        );
+        assert_eq!(ops[5].guard, Some(Guard::Above(word(0, 0), 0)));
+        // ... and the strings of the first --elems of them.
+        let strings: Vec<(Operand, Operand)> = ops[6..].iter().map(|o| (o.addr, o.len)).collect();
+        let expected: Vec<(Operand, Operand)> = (0..16)
+            .map(|e| (word(5, e * 16), word(5, e * 16 + 8)))
             .collect();
         assert_eq!(strings, expected);
         assert!(!recipe.incomplete);

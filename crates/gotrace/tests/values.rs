@@ -34,8 +34,8 @@ struct Limits {
     string_max: usize,
     elems: usize,
     depth: u64,
-    /// Maps show exactly --elems entries of numbers (Swiss tables, Go 1.24+: gotrace reads
-    /// enough groups); Go ≤ 1.23 maps show what their first two buckets hold.
+    /// Maps show exactly min(len, --elems) entries, or fewer with a reason (Swiss tables, Go
+    /// 1.24+); Go ≤ 1.23 maps show what their first two buckets hold.
     exact_maps: bool,
 }
 
@@ -554,7 +554,8 @@ impl Comparison {
         let Some(got_entries) = got.get("entries").and_then(Value::as_array) else {
             return self.problem(path, exp_v, got_v, "map without entries");
         };
-        if got_entries.is_empty() && !exp_entries.is_empty() {
+        // Swiss tables may show fewer entries with a reason (checked below).
+        if got_entries.is_empty() && !exp_entries.is_empty() && !self.limits.exact_maps {
             return self.problem(
                 path,
                 exp_v,
@@ -589,20 +590,22 @@ impl Comparison {
                 None => self.problem(path, exp_v, key, "map key not in the map"),
             }
         }
-        // Entries of numbers need no reads of their own: --elems of them, marked when cut.
-        let numbers = |e: &Value| e[0].is_number() && e[1].is_number();
-        if self.limits.exact_maps && exp_entries.iter().all(numbers) {
+        // Swiss tables: --elems entries wherever the hash put them, marked when cut; fewer only
+        // with a reason under "unavailable" (groups or tables beyond the read budget).
+        if self.limits.exact_maps {
             let want = exp_entries.len().min(self.limits.elems);
-            if got_entries.len() != want {
+            if got_entries.len() < want {
+                self.partial.insert(self.top.clone());
+                self.not_read.insert(self.top.clone());
+            } else if got_entries.len() != want {
                 let why = format!(
                     "{} entries; expected {want} of {} (--elems {})",
                     got_entries.len(),
                     exp_entries.len(),
                     self.limits.elems
                 );
-                return self.problem(path, exp_v, got_v, &why);
-            }
-            if want < exp_entries.len() {
+                self.problem(path, exp_v, got_v, &why);
+            } else if want < exp_entries.len() {
                 self.cut.insert(self.top.clone());
             }
         } else if got_entries.len() < exp_entries.len() {
@@ -695,6 +698,18 @@ fn report(problems: &[String]) -> String {
     out
 }
 
+/// A toolchain's problems, for the failure message.
+fn session_failure(toolchain: &Toolchain, session: &Session, problems: &[String]) -> String {
+    format!(
+        "Go {}: {} problems in {} calls\n{}gotrace's stderr:\n{}",
+        toolchain.version,
+        problems.len(),
+        session.program.len(),
+        report(problems),
+        session.stderr
+    )
+}
+
 #[test]
 fn root_values_equal_the_programs_own_record_on_every_toolchain() {
     if !have_root() {
@@ -717,14 +732,7 @@ fn root_values_equal_the_programs_own_record_on_every_toolchain() {
             problems.len()
         );
         if !problems.is_empty() {
-            failures.push(format!(
-                "Go {}: {} problems in {} calls\n{}gotrace's stderr:\n{}",
-                toolchain.version,
-                problems.len(),
-                session.program.len(),
-                report(&problems),
-                session.stderr
-            ));
+            failures.push(session_failure(&toolchain, &session, &problems));
         }
     }
     assert!(
@@ -732,6 +740,98 @@ fn root_values_equal_the_programs_own_record_on_every_toolchain() {
         "gotrace's values differ from the program's:\n{}",
         failures.join("\n")
     );
+}
+
+/// Swiss tables put each entry in the group its hash picks, and the hash seed is new in every
+/// process: a map read from its first slots showed a 20-entry map without any entry when the
+/// seed left them empty. Every map case, 150 times each with new maps (1 to 200 entries built
+/// in increasing, decreasing and shuffled order, half of them grown by entries deleted again,
+/// and a map emptied to a few entries among hundreds of groups), on Go 1.24–1.27: every value
+/// equal, every map of `FMapStress` shows exactly min(len, --elems) entries with nothing left
+/// unread, and a map showing fewer says why.
+#[test]
+fn root_maps_show_their_entries_wherever_the_hash_put_them() {
+    if !have_root() {
+        return;
+    }
+    const ROUNDS: usize = 150;
+    let mut failures = Vec::new();
+    for toolchain in toolchains().into_iter().filter(swiss_maps) {
+        let binary = values_program(&toolchain);
+        let rounds = ROUNDS.to_string();
+        let mut session = run_traced(
+            &binary,
+            &[],
+            &["main.FMap*"],
+            &["-workers", "0", "-big", "0", "-maps", &rounds],
+        );
+        // The program's own calls of other functions (its bad pointers) are not traced here.
+        session.program.retain(|c| {
+            c["func"]
+                .as_str()
+                .is_some_and(|f| f.starts_with("main.FMap"))
+        });
+        let limits = Limits {
+            exact_maps: true,
+            ..DEFAULTS
+        };
+        let mut problems = compare_session(&session, limits);
+        let stress: Vec<&Value> = session
+            .traced
+            .iter()
+            .filter(|c| c["func"] == "main.FMapStress" && c["pid"] == session.pid)
+            .collect();
+        if stress.len() != ROUNDS {
+            problems.push(format!(
+                "{} FMapStress calls traced, not {ROUNDS}",
+                stress.len()
+            ));
+        }
+        // Fewer entries only where the kernel could not read the groups at that moment (seen
+        // about once in 3000 maps: a read of a few KiB the kernel refused without faulting
+        // pages in), never for lack of reads.
+        let (mut shown, mut unreadable) = (0, 0);
+        for call in &stress {
+            for name in ["a", "b"] {
+                let map = &call["args"][name];
+                let len = map["len"].as_u64().unwrap_or(0) as usize;
+                let entries = map["entries"].as_array().map_or(0, Vec::len);
+                shown += entries;
+                let why = call["unavailable"][name].as_str().unwrap_or("");
+                if why.starts_with("not read: unreadable memory") {
+                    unreadable += 1;
+                } else if entries != len.min(DEFAULTS.elems) || !why.is_empty() {
+                    problems.push(format!(
+                        "FMapStress id={} {name}: {entries} entries of {len}, unavailable {}",
+                        call["args"]["id"], call["unavailable"]
+                    ));
+                }
+            }
+        }
+        if unreadable * 100 > ROUNDS * 2 {
+            problems.push(format!("{unreadable} FMapStress maps unreadable"));
+        }
+        let sparse_marked = session
+            .traced
+            .iter()
+            .filter(|c| c["func"] == "main.FMapSparse" && c["pid"] == session.pid)
+            .filter(|c| c["unavailable"]["c"].is_string())
+            .count();
+        eprintln!(
+            "Go {}: {} map calls traced, {} problems; FMapStress entries shown: {shown}, maps \
+             unreadable: {unreadable}; FMapSparse maps marked not read: {sparse_marked} of {ROUNDS}",
+            toolchain.version,
+            session.traced.len(),
+            problems.len()
+        );
+        if shown < ROUNDS * 2 {
+            problems.push(format!("only {shown} FMapStress entries shown"));
+        }
+        if !problems.is_empty() {
+            failures.push(session_failure(&toolchain, &session, &problems));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 /// The limits given as flags, not the defaults: the 1 MiB string is cut at --string-max 4096,
@@ -1057,7 +1157,7 @@ fn comparison_accepts_the_rules_and_rejects_each_kind_of_mistake() {
     let exp = serde_json::json!({
         "func": "main.F", "id": 7,
         "args": {"id": 7, "f": 1.5, "s": "abcdef", "xs": [1, 2, 3], "p": {"X": 1, "Next": {"X": 2, "Next": null}},
-                 "m": {"len": 2, "entries": [["a", 1], ["b", 2]]}, "e": {"type": "*main.E", "value": {"s": "x"}},
+                 "m": {"len": 3, "entries": [["a", 1], ["b", 2], ["c", 3]]}, "e": {"type": "*main.E", "value": {"s": "x"}},
                  "bad": {"address": "0x1008", "error": "unreadable"}},
         "results": {"~r0": -1},
         "types": {"id": "int", "f": "float64", "s": "string", "xs": "[]int", "p": "*main.N", "m": "map[string]int",
@@ -1069,7 +1169,7 @@ fn comparison_accepts_the_rules_and_rejects_each_kind_of_mistake() {
     let good = serde_json::json!({
         "func": "main.F", "outcome": "returned",
         "args": {"id": 7, "f": null, "s": "abcd", "xs": [1, 2], "p": {"X": 1, "Next": {"address": "0x20", "not_read": "beyond --depth"}},
-                 "m": {"len": 2, "entries": [["b", 2]]}, "e": {"type": "*main.E", "value": {"address": "0x40", "not_read": "beyond --depth"}},
+                 "m": {"len": 3, "entries": [["c", 3], ["a", 1]]}, "e": {"type": "*main.E", "value": {"address": "0x40", "not_read": "beyond --depth"}},
                  "bad": {"address": "0x1008", "error": "unreadable"}},
         "results": {"~r0": -1},
         "types": exp["types"].clone(),
@@ -1078,9 +1178,15 @@ fn comparison_accepts_the_rules_and_rejects_each_kind_of_mistake() {
                         "e": "not read: beyond --depth", "bad": "not read: unreadable memory"},
     });
     assert_eq!(compare_call(&exp, &good, limits), Vec::<String>::new());
+    // A map may show fewer than --elems entries when it says why.
+    let mut short = good.clone();
+    short["args"]["m"]["entries"] = serde_json::json!([]);
+    short["truncated"] = serde_json::json!(["s", "xs"]);
+    short["unavailable"]["m"] = "not read: read budget used up".into();
+    assert_eq!(compare_call(&exp, &short, limits), Vec::<String>::new());
 
     type Mutation = fn(&mut Value);
-    let mistakes: [(&str, Mutation); 17] = [
+    let mistakes: [(&str, Mutation); 19] = [
         ("wrong int", |g| g["results"]["~r0"] = (-1i64 as u64).into()),
         ("not read without a reason", |g| {
             g["unavailable"].as_object_mut().unwrap().remove("p");
@@ -1115,7 +1221,13 @@ fn comparison_accepts_the_rules_and_rejects_each_kind_of_mistake() {
             g["args"]["p"]["Next"] = serde_json::json!({"X": 2, "Next": null})
         }),
         ("map entry not in the map", |g| {
-            g["args"]["m"]["entries"] = serde_json::json!([["c", 2]])
+            g["args"]["m"]["entries"] = serde_json::json!([["d", 2]])
+        }),
+        ("map short of --elems without a reason", |g| {
+            g["args"]["m"]["entries"] = serde_json::json!([["b", 2]])
+        }),
+        ("map beyond --elems", |g| {
+            g["args"]["m"]["entries"] = serde_json::json!([["a", 1], ["b", 2], ["c", 3]])
         }),
         ("bad pointer read", |g| {
             g["args"]["bad"] = serde_json::json!({"X": 0, "Next": null})

@@ -246,15 +246,33 @@ static __always_inline int operand_value(struct gt_scratch *s, struct gt_operand
 	return 0;
 }
 
+/* Whether the op's guard keeps it from running. */
+static __always_inline int guarded_off(struct gt_scratch *s, struct gt_op *op, __u32 slot_base)
+{
+	__u64 v;
+	return op->guard.kind != GT_OPERAND_NONE &&
+	       (operand_value(s, &op->guard, slot_base, &v) ||
+		((__s64)v <= (__s64)op->guard_above) != op->guard_at_most);
+}
+
+/* Writes a capture's header at payload offset `at` (its bytes are at `data_at`) and makes them
+ * op `cap->op`'s, for the words later ops read. */
+static __always_inline void record_capture(struct gt_scratch *s, struct gt_capture *cap, __u32 at,
+					   __u32 data_at)
+{
+	__builtin_memcpy(&s->payload[at & GT_PAYLOAD_MASK], cap, sizeof(*cap));
+	__u32 slot = cap->op & (2 * GT_MAX_OPS - 1);
+	s->pos[slot] = data_at;
+	s->lens[slot] = cap->len;
+	s->payload_len = at + sizeof(struct gt_capture) + ((cap->len + 7) & ~7U);
+}
+
 static __always_inline void run_read(struct gt_scratch *s, struct gt_op *op, __u32 slot,
 				     __u32 slot_base)
 {
 	s->pos[slot] = GT_NO_POS;
 	s->lens[slot] = 0;
-	__u64 v;
-	if (op->guard.kind != GT_OPERAND_NONE &&
-	    (operand_value(s, &op->guard, slot_base, &v) ||
-	     ((__s64)v <= (__s64)op->guard_above) != op->guard_at_most))
+	if (guarded_off(s, op, slot_base))
 		return;
 	__u64 addr, want;
 	if (operand_value(s, &op->addr, slot_base, &addr) ||
@@ -297,10 +315,81 @@ static __always_inline void run_read(struct gt_scratch *s, struct gt_op *op, __u
 		.op = slot,
 		.status = status,
 	};
-	__builtin_memcpy(&s->payload[at], &cap, sizeof(cap));
-	s->pos[slot] = data_at;
-	s->lens[slot] = keep;
-	s->payload_len = at + sizeof(struct gt_capture) + ((keep + 7) & ~7ULL);
+	record_capture(s, &cap, at, data_at);
+}
+
+/* A gather walking one captured group array: payload offsets and the group's layout. */
+struct gt_gather {
+	__u32 src, src_len, out, out_end;
+	__u32 group_size, ctrl, base, stride, size;
+};
+
+/* One slot (index = group × 8 + slot) of a gather's walk: copied if its control byte says full. */
+static long gather_slot(__u64 index, void *ctx)
+{
+	struct gt_gather *g = ctx;
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct gt_scratch *s = bpf_map_lookup_elem(&scratch, &cpu);
+	if (!s)
+		return 1;
+	__u32 group = (__u32)(index / 8) * g->group_size, slot = index % 8;
+	if (group + g->group_size > g->src_len || g->out + g->size > g->out_end)
+		return 1;
+	__u8 ctrl = s->payload[(g->src + group + g->ctrl + slot) & GT_PAYLOAD_MASK];
+	if (ctrl & 0x80)
+		return 0;
+	__u32 from = (g->src + group + g->base + slot * g->stride) & GT_PAYLOAD_MASK;
+	if (bpf_probe_read_kernel(&s->payload[g->out & GT_PAYLOAD_MASK],
+				  g->size & (GT_MAX_READ - 1), &s->payload[from]))
+		return 1;
+	g->out += g->size;
+	return 0;
+}
+
+/* GT_OP_GATHER: the full slots' keys (or values) side by side, so that later ops read the n-th
+ * entry's words at a fixed offset wherever the map's hash put it. */
+static __always_inline void run_gather(struct gt_scratch *s, struct gt_op *op, __u32 slot,
+				       __u32 slot_base)
+{
+	s->pos[slot] = GT_NO_POS;
+	s->lens[slot] = 0;
+	if (guarded_off(s, op, slot_base) || op->elem_size == 0)
+		return;
+	__u32 at = s->payload_len;
+	if (at + sizeof(struct gt_capture) > GT_PAYLOAD_MAX)
+		return;
+	at &= GT_PAYLOAD_MASK;
+	__u32 data_at = at + sizeof(struct gt_capture);
+	__u32 room = GT_PAYLOAD_MAX - data_at;
+	__u32 max = op->max_len < GT_MAX_READ ? op->max_len : GT_MAX_READ;
+	struct gt_gather g = {
+		.out = data_at,
+		.out_end = data_at + (max < room ? max : room),
+		.group_size = op->elem_size,
+		.ctrl = (__u32)op->len.add,
+		.base = op->addr.off,
+		.stride = op->len.off,
+		.size = (__u32)op->addr.add,
+	};
+	struct gt_operand *sources[2] = {&op->addr, &op->len};
+	for (int i = 0; i < 2; i++) {
+		if (i == 1 && op->len.kind == GT_OPERAND_NONE)
+			break;
+		__u32 src = (slot_base + sources[i]->op) & (2 * GT_MAX_OPS - 1);
+		if (s->pos[src] == GT_NO_POS)
+			continue;
+		g.src = s->pos[src];
+		g.src_len = s->lens[src];
+		bpf_loop(g.src_len / g.group_size * 8, gather_slot, &g, 0);
+	}
+	__u32 kept = g.out - data_at;
+	struct gt_capture cap = {
+		.want = kept,
+		.len = kept,
+		.op = slot,
+		.status = GT_CAPTURE_GATHERED,
+	};
+	record_capture(s, &cap, at, data_at);
 }
 
 static __always_inline void run_dynamic(struct gt_scratch *s, struct gt_op *op, __u32 slot_base)
@@ -351,6 +440,8 @@ static long capture_step(__u64 index, void *unused)
 		run_read(s, op, slot, slot_base);
 	else if (op->kind == GT_OP_DYNAMIC)
 		run_dynamic(s, op, slot_base);
+	else if (op->kind == GT_OP_GATHER)
+		run_gather(s, op, slot, slot_base);
 	return 0;
 }
 

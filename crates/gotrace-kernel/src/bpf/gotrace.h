@@ -117,6 +117,11 @@ enum gt_op_kind {
 	GT_OP_DYNAMIC = 1, /* an interface: run the recipe registered for runtime type `addr`
 			      with `len` as its data word; inside such a recipe only as its
 			      last op, whose recipe then replaces it (at most GT_MAX_HOPS) */
+	GT_OP_GATHER = 2,  /* a Swiss map's full slots: walks the groups (`elem_size` bytes each)
+			      that op `addr.op` captured, then op `len.op` (len kind NONE: no
+			      second), and for each slot whose control byte (at `len.add` in the
+			      group) has its high bit clear copies `addr.add` bytes from
+			      `addr.off + slot × len.off` in the group; at most `max_len` bytes */
 };
 
 struct gt_op {
@@ -143,6 +148,7 @@ enum gt_capture_status {
 	GT_CAPTURE_FAULT = 2,     /* the address could not be read */
 	GT_CAPTURE_NIL = 3,       /* the address was 0 */
 	GT_CAPTURE_NO_ROOM = 4,   /* the event's capture space was used up */
+	GT_CAPTURE_GATHERED = 5,  /* a gather's copies of captured bytes: no memory at `addr` */
 };
 
 /* One captured memory region, followed by `len` bytes padded to 8. */
