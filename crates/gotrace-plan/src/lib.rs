@@ -3,9 +3,11 @@
 //! [`GoBinary`] without touching the kernel; the kernel crate executes it and the decoder reads
 //! captured registers back through it.
 
+pub mod event;
 pub mod pattern;
 pub mod recipe;
 
+pub use event::{CallKind, Capture, CaptureStatus, RawCall, INT_REGS};
 use gotrace_binary::abi::{self, AbiReg, Location, Piece};
 use gotrace_binary::dwarf::DwarfInfo;
 use gotrace_binary::dwarf::{DwarfLocation, DwarfPlace};
@@ -19,9 +21,6 @@ use pattern::Pattern;
 use recipe::Compiler;
 pub use recipe::{Limits, Recipe};
 use serde::Serialize;
-
-/// Number of integer argument registers the kernel side captures (amd64's Go ABI).
-pub const INT_REGS: usize = 9;
 
 /// What gotrace can trace: amd64 Go binaries with the register ABI (Go 1.17+).
 #[derive(Debug, thiserror::Error)]
@@ -888,78 +887,6 @@ impl ProbePlan {
     pub fn all_sites(&self) -> impl Iterator<Item = &Site> {
         self.sites.iter().chain(&self.runtime_hooks)
     }
-}
-
-/// One region of the traced process's memory, read at a probe site.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Capture {
-    pub addr: u64,
-    /// Bytes the recipe asked for; more than `bytes.len()` when cut to a limit.
-    pub want: u64,
-    pub status: CaptureStatus,
-    pub bytes: Vec<u8>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CaptureStatus {
-    Ok,
-    /// Cut to a limit: `want` bytes asked for, fewer kept.
-    Truncated,
-    /// The address could not be read (unmapped, freed).
-    Fault,
-    /// The address was 0.
-    Nil,
-    /// The event had no room left for it.
-    NoRoom,
-    /// Copies of bytes other ops captured (a Swiss map's full slots): no memory at `addr`.
-    Gathered,
-}
-
-/// What the kernel reports for one call.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RawCall {
-    pub kind: CallKind,
-    /// Index into [`ProbePlan::functions`].
-    pub function: u32,
-    pub pid: u32,
-    pub entry_tid: u32,
-    /// 0 when there was no return.
-    pub return_tid: u32,
-    pub goid: u64,
-    /// CLOCK_MONOTONIC nanoseconds.
-    pub entry_ns: u64,
-    pub return_ns: u64,
-    pub entry_regs: [u64; INT_REGS],
-    pub return_regs: [u64; INT_REGS],
-    pub entry_sp: u64,
-    pub return_sp: u64,
-    /// Runtime − link-time address of the process's binary (0 unless position-independent).
-    pub load_bias: u64,
-    /// Memory read at entry (for the arguments) and at the return (for the results).
-    pub entry_captures: Vec<Capture>,
-    pub return_captures: Vec<Capture>,
-    /// The entry read memory but that record was lost: arguments that need it are unknown.
-    pub entry_data_lost: bool,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CallKind {
-    /// Entered and returned.
-    Returned,
-    /// Entered; returns are not traced (entry-only mode).
-    Entered,
-    /// Unwound by a panic: it never returned.
-    Panicked,
-    /// Cut short by runtime.Goexit.
-    Exited,
-    /// Still running when its process exited or gotrace stopped; `return_ns` is that moment.
-    InFlight,
-    /// A call on a system stack (g0) whose frame the runtime reused: it never returned.
-    Abandoned,
-    /// An inlined call, seen at its body's first instruction: it has no return of its own.
-    Inlined,
 }
 
 #[cfg(test)]
