@@ -9,6 +9,7 @@
 //! 10,000 sites. Then the time from starting gotrace to its ready file, and its peak memory,
 //! on the go command (a large real binary) against the small loop program. Needs root.
 
+mod floor;
 mod many;
 mod placement;
 mod report;

@@ -1,8 +1,8 @@
 //! Running the loop program: alone, under the empty program (the floor), under the gotrace CLI
 //! and under bpftrace. Every child is killed and reaped if the benchmark stops half-way.
 
+use crate::floor::Floor;
 use anyhow::{bail, Context, Result};
-use gotrace_kernel::floor::Floor;
 use gotrace_kernel::Target;
 use gotrace_plan::ProbePlan;
 use std::fs;
@@ -210,7 +210,7 @@ pub fn under_floor(plan: &ProbePlan, target: &LoopTarget, func: &str) -> Result<
     let floor = Floor::attach(plan, &target.binary, &Target::Binary(target.binary.clone()))
         .context("attaching the empty program (the floor)")?;
     let run = target.run(func, 1, &[]);
-    floor.detach();
+    drop(floor);
     run
 }
 

@@ -4,11 +4,11 @@
 //! startup floor: what any start costs, whatever the binary. Beside them, the empty program's
 //! load and attach on the very same sites (the kernel's share).
 
+use crate::floor::Floor;
 use crate::report::Startup;
 use crate::run::Child;
 use anyhow::{bail, Context, Result};
 use gotrace_binary::GoBinary;
-use gotrace_kernel::floor::Floor;
 use gotrace_kernel::Target;
 use std::fs;
 use std::path::Path;

@@ -3,15 +3,16 @@
 //! counters, and reads target processes through `/proc`.
 
 mod error;
-pub mod floor;
 pub mod proc;
 mod session;
+mod trial;
 mod wait;
 mod watch;
 
-pub use error::KernelError;
-pub use session::{check_environment, uprobe_multi_supported, EventStream, PER_SITE_LIMIT};
+pub use error::{KernelError, Missing};
+pub use session::{check_environment, EventStream, PER_SITE_LIMIT};
 pub use session::{AttachMethod, AttachReport, Counters, Session, Target};
+pub use trial::uprobe_multi_supported;
 pub use wait::{pidfd, Waiter, Wake};
 pub use watch::{BinaryWatch, FileChange};
 

@@ -91,12 +91,14 @@ pub fn check_environment() -> Result<(), KernelError> {
         return Err(KernelError::NoUprobes(sysfs));
     }
     if !has_bpf_capabilities() {
-        return Err(KernelError::NoPrivileges);
+        return Err(KernelError::NoPrivileges(crate::trial::missing()));
     }
     Ok(())
 }
 
-/// root, or CAP_SYS_ADMIN, or both CAP_BPF and CAP_PERFMON in the effective set.
+/// root, or CAP_SYS_ADMIN, or both CAP_BPF and CAP_PERFMON in the effective set. The last are
+/// not enough for perf-event uprobes on kernels with the fix for CVE-2025-38466: the kernel
+/// says so when attaching, and the error says what is missing.
 fn has_bpf_capabilities() -> bool {
     const CAP_SYS_ADMIN: u32 = 21;
     const CAP_PERFMON: u32 = 38;
@@ -165,7 +167,7 @@ impl Session {
                 }
             }
         }
-        let use_multi = uprobe_multi_supported();
+        let use_multi = crate::trial::uprobe_multi_supported();
         open.progs.gotrace_site_multi.set_autoload(use_multi);
         open.progs.gotrace_site.set_autoload(!use_multi);
         // Entry-only tracing keeps no calls in flight: nothing to report when a process exits.
@@ -742,27 +744,12 @@ fn cookie(site: &Site) -> u64 {
         Some(SkipCondition::CarrySet) => types::gt_skip::GT_SKIP_IF_CF,
         Some(SkipCondition::CarryOrZeroSet) => types::gt_skip::GT_SKIP_IF_CF_ZF,
     };
+    use types::gt_cookie as C;
+    let field = |value: u32| u64::from(value & C::GT_COOKIE_FIELD_MASK.0);
     u64::from(site.function)
-        | u64::from(kind.0 & 0xff) << 32
-        | u64::from(skip.0 & 0xff) << 40
-        | u64::from(site.may_restart) << 48
-}
-
-/// uprobe_multi links on Linux 6.6+, unless GOTRACE_NO_UPROBE_MULTI asks for per-site probes.
-pub fn uprobe_multi_supported() -> bool {
-    if std::env::var_os("GOTRACE_NO_UPROBE_MULTI").is_some() {
-        return false;
-    }
-    // Linux 6.6 added uprobe_multi links.
-    let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
-        return false;
-    };
-    let mut parts = release
-        .trim()
-        .split(['.', '-'])
-        .map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    (major, minor) >= (6, 6)
+        | field(kind.0) << C::GT_COOKIE_KIND_SHIFT.0
+        | field(skip.0) << C::GT_COOKIE_SKIP_SHIFT.0
+        | u64::from(site.may_restart) << C::GT_COOKIE_MAY_RESTART_SHIFT.0
 }
 
 fn attach_multi(
@@ -786,7 +773,7 @@ type Refused = Vec<(Site, String)>;
 
 /// Attaches `sites` on one uprobe_multi link. The kernel fails the whole batch for one site it
 /// will not probe (and only while a process maps the binary): then the refused sites are found
-/// by bisection — trial attachments of the empty floor program, so nothing is reported and no
+/// by bisection — trial attachments of the empty trial program, so nothing is reported and no
 /// state is left meanwhile — and the rest go on one link. Never one probe per site: thousands
 /// of those take minutes to attach and to detach.
 fn attach_multi_finding_refused(
@@ -802,11 +789,12 @@ fn attach_multi_finding_refused(
     let first = match attach_multi(skel, sites, binary, pid) {
         Ok(link) => return Ok((Some(link), Vec::new())),
         Err(e) if e.kind() == libbpf_rs::ErrorKind::PermissionDenied => {
-            return Err(KernelError::NoPrivileges)
+            return Err(KernelError::NoPrivileges(crate::trial::missing()))
         }
         Err(e) => e,
     };
-    let trial = crate::floor::Trial::load()?;
+    let trial =
+        crate::trial::Trial::load().map_err(|e| KernelError::from_libbpf(e, KernelError::Load))?;
     let offsets: Vec<usize> = sites.iter().map(|s| s.file_offset.0 as usize).collect();
     let refused = bisect_refused(sites.len(), |set| {
         trial
@@ -865,7 +853,8 @@ fn bisect_refused<E>(
 /// each waits for an RCU grace period (about 0.1 s here), so more would hold Ctrl-C for long.
 pub const PER_SITE_LIMIT: usize = 64;
 
-/// One perf-event uprobe per site (kernels before 6.6, or `GOTRACE_NO_UPROBE_MULTI`).
+/// One perf-event uprobe per site (kernels without uprobe_multi links, or
+/// `GOTRACE_NO_UPROBE_MULTI`).
 fn attach_per_site(
     skel: &GotraceSkel<'_>,
     sites: &[&Site],
@@ -889,7 +878,7 @@ fn attach_per_site(
         match result {
             Ok(link) => links.push(link),
             Err(e) if e.kind() == libbpf_rs::ErrorKind::PermissionDenied => {
-                return Err(KernelError::NoPrivileges)
+                return Err(KernelError::NoPrivileges(crate::trial::missing()))
             }
             Err(e) => failed.push(((*site).clone(), format!("{e:#}"))),
         }
@@ -943,6 +932,91 @@ mod tests {
     fn plan_limits_match_the_bpf_program() {
         assert_eq!(MAX_OPS as u32, types::gt_limits::GT_MAX_OPS.0);
         assert_eq!(MAX_READ, types::gt_limits::GT_MAX_READ.0);
+        assert_eq!(types::gt_event::default().entry_regs.len(), INT_REGS);
+    }
+
+    mod cookie_test_skel {
+        #![allow(clippy::all, unused_imports, dead_code)]
+        include!(concat!(env!("OUT_DIR"), "/cookie_test.skel.rs"));
+    }
+
+    /// Rust lays cookies out with the generated `gt_cookie` constants; the BPF program reads
+    /// them with gotrace.h's GT_COOKIE_* macros (here in a test program run by
+    /// BPF_PROG_TEST_RUN): every field of every kind of site reads back.
+    #[test]
+    fn cookies_read_back_with_the_bpf_programs_macros() {
+        use cookie_test_skel::{types::gt_cookie_fields, CookieTestSkelBuilder};
+        use gotrace_binary::{FileOffset, VirtAddr};
+        use types::{gt_site_kind as K, gt_skip as S};
+        if !gotrace_gobuild::testing::have_root() {
+            return;
+        }
+        let mut storage = MaybeUninit::uninit();
+        let skel = CookieTestSkelBuilder::default()
+            .open(&mut storage)
+            .and_then(|open| open.load())
+            .expect("the cookie decoder loads");
+        let kinds = [
+            (SiteKind::Entry, K::GT_SITE_ENTRY),
+            (SiteKind::Return, K::GT_SITE_RETURN),
+            (SiteKind::GoPanic, K::GT_SITE_GOPANIC),
+            (SiteKind::GoExit, K::GT_SITE_GOEXIT),
+            (SiteKind::FatalPanic, K::GT_SITE_FATALPANIC),
+            (SiteKind::Recovery, K::GT_SITE_RECOVERY),
+            (SiteKind::EntryReturn, K::GT_SITE_ENTRY_RETURN),
+            (SiteKind::Inlined, K::GT_SITE_INLINED),
+        ];
+        let skips = [
+            (None, S::GT_SKIP_NEVER),
+            (Some(SkipCondition::CarrySet), S::GT_SKIP_IF_CF),
+            (Some(SkipCondition::CarryOrZeroSet), S::GT_SKIP_IF_CF_ZF),
+        ];
+        let mut decoded = 0;
+        for (kind, bpf_kind) in kinds {
+            for (skip_if, bpf_skip) in skips {
+                for may_restart in [false, true] {
+                    for function in [0, 1, 0x8765_4321, u32::MAX] {
+                        let site = Site {
+                            function,
+                            kind,
+                            addr: VirtAddr(0x401000),
+                            file_offset: FileOffset(0x1000),
+                            skip_if,
+                            may_restart,
+                        };
+                        let mut fields = gt_cookie_fields {
+                            cookie: cookie(&site),
+                            ..Default::default()
+                        };
+                        // SAFETY: gt_cookie_fields is plain integers (any bytes are valid) and
+                        // the slice covers exactly it, borrowed mutably for the test run.
+                        let context = unsafe {
+                            std::slice::from_raw_parts_mut(
+                                (&mut fields as *mut gt_cookie_fields).cast::<u8>(),
+                                std::mem::size_of::<gt_cookie_fields>(),
+                            )
+                        };
+                        let input = libbpf_rs::ProgramInput {
+                            context_in: Some(context),
+                            ..Default::default()
+                        };
+                        let output = skel
+                            .progs
+                            .decode_cookie
+                            .test_run(input)
+                            .expect("BPF_PROG_TEST_RUN runs the decoder");
+                        assert_eq!(output.return_value, 0);
+                        assert_eq!(
+                            (fields.func, fields.kind, fields.skip, fields.may_restart),
+                            (function, bpf_kind.0, bpf_skip.0, u32::from(may_restart)),
+                            "{site:?}"
+                        );
+                        decoded += 1;
+                    }
+                }
+            }
+        }
+        assert_eq!(decoded, 8 * 3 * 2 * 4);
     }
 
     fn event(kind: types::gt_event_kind, call_id: u64) -> Vec<u8> {

@@ -32,6 +32,7 @@ const volatile struct gt_capture gt_capture_type;
 const volatile enum gt_event_kind gt_event_kind_type;
 const volatile enum gt_site_kind gt_site_kind_type;
 const volatile enum gt_skip gt_skip_type;
+const volatile enum gt_cookie gt_cookie_type;
 const volatile enum gt_stat gt_stat_type;
 const volatile enum gt_operand_kind gt_operand_kind_type;
 const volatile enum gt_op_kind gt_op_kind_type;

@@ -25,10 +25,19 @@ enum gt_skip {
 	GT_SKIP_IF_CF_ZF = 2, /* jbe: taken when CF=1 or ZF=1 */
 };
 
+/* The cookie's layout, the one definition: the skeleton carries it into Rust, which builds
+ * cookies with these shifts (a test decodes Rust's cookies with the macros below). */
+enum gt_cookie {
+	GT_COOKIE_KIND_SHIFT = 32,
+	GT_COOKIE_SKIP_SHIFT = 40,
+	GT_COOKIE_MAY_RESTART_SHIFT = 48,
+	GT_COOKIE_FIELD_MASK = 0xff, /* kind and skip: 8 bits each */
+};
+
 #define GT_COOKIE_FUNC(c) ((__u32)(c))
-#define GT_COOKIE_KIND(c) ((__u32)(((c) >> 32) & 0xff))
-#define GT_COOKIE_SKIP(c) ((__u32)(((c) >> 40) & 0xff))
-#define GT_COOKIE_MAY_RESTART(c) (((c) >> 48) & 1)
+#define GT_COOKIE_KIND(c) ((__u32)(((c) >> GT_COOKIE_KIND_SHIFT) & GT_COOKIE_FIELD_MASK))
+#define GT_COOKIE_SKIP(c) ((__u32)(((c) >> GT_COOKIE_SKIP_SHIFT) & GT_COOKIE_FIELD_MASK))
+#define GT_COOKIE_MAY_RESTART(c) (((c) >> GT_COOKIE_MAY_RESTART_SHIFT) & 1)
 
 enum gt_event_kind {
 	GT_EVENT_CALL = 1,       /* an entry paired with its return (+ the return's captures) */
