@@ -91,7 +91,7 @@ pub fn check_environment() -> Result<(), KernelError> {
         return Err(KernelError::NoUprobes(sysfs));
     }
     if !has_bpf_capabilities() {
-        return Err(KernelError::NoPrivileges(crate::trial::missing()));
+        return Err(KernelError::NoPrivileges(crate::trial::missing_untried()));
     }
     Ok(())
 }

@@ -123,10 +123,20 @@ fn kernel_btf_has_uprobe_multi() -> Option<bool> {
 
 /// What is missing, when the kernel denies gotrace, for the way gotrace would attach.
 pub(crate) fn missing() -> Missing {
+    missing_given(kernel_has_uprobe_multi)
+}
+
+/// [`missing`] for a process without the capabilities to try: the kernel's BTF tells (trying
+/// would only fill stderr with libbpf's complaints).
+pub(crate) fn missing_untried() -> Missing {
+    missing_given(kernel_btf_has_uprobe_multi)
+}
+
+fn missing_given(has_uprobe_multi: fn() -> Option<bool>) -> Missing {
     if std::env::var_os("GOTRACE_NO_UPROBE_MULTI").is_some() {
         return Missing::SysAdmin { env_override: true };
     }
-    match kernel_has_uprobe_multi() {
+    match has_uprobe_multi() {
         Some(true) => Missing::BpfAndPerfmon,
         Some(false) => Missing::SysAdmin {
             env_override: false,

@@ -83,21 +83,93 @@ fn root_without_privileges_says_which_are_needed() {
     }
     let service_bin = fibonacci_service(&newest_toolchain());
     // Drop to nobody with no capabilities at all.
-    let out = Command::new("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "--inh-caps=-all",
-            "--bounding-set=-all",
-        ])
-        .arg(GOTRACE)
-        .args(["trace", service_bin.to_str().unwrap(), "main.Fibonacci"])
+    let nobody = [
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=-all",
+        "--bounding-set=-all",
+    ];
+    let out = setpriv_gotrace(&nobody, &["trace", service_bin.to_str().unwrap()])
+        .arg("main.Fibonacci")
         .output()
         .expect("setpriv (util-linux) runs");
+    // This kernel has uprobe_multi links (its BTF says so: gotrace may not try them).
     assert_fails_saying(
         &out,
-        &["not enough privileges", "root", "CAP_BPF", "CAP_PERFMON"],
+        &[
+            "not enough privileges",
+            "root",
+            "CAP_BPF and CAP_PERFMON, enough on this kernel as it has uprobe_multi links",
+        ],
+    );
+    assert!(!stderr(&out).contains("libbpf"), "{}", stderr(&out));
+}
+
+/// `gotrace ARGS` run by `setpriv SETPRIV`.
+fn setpriv_gotrace(setpriv: &[&str], args: &[&str]) -> Command {
+    let mut command = Command::new("setpriv");
+    command.args(setpriv).arg(GOTRACE).args(args);
+    command
+}
+
+/// `setpriv` arguments keeping root's user but only CAP_BPF and CAP_PERFMON.
+const ONLY_BPF_AND_PERFMON: [&str; 2] = ["--inh-caps=-all", "--bounding-set=-all,+bpf,+perfmon"];
+
+/// CAP_BPF and CAP_PERFMON are enough for the uprobe_multi link gotrace attaches on this kernel.
+#[test]
+fn cap_bpf_and_cap_perfmon_attach_uprobe_multi() {
+    if !have_root() {
+        return;
+    }
+    // The binary, not --pid: reading a root process's /proc/PID/exe takes the caps it has.
+    let service_bin = fibonacci_service(&newest_toolchain());
+    let ready = tempfile_path("ready");
+    let binary = service_bin.to_str().unwrap();
+    let tracer = setpriv_gotrace(&ONLY_BPF_AND_PERFMON, &["trace", "--count", "1", binary])
+        .args(["main.Fibonacci", "--ready-file"])
+        .arg(&ready)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("setpriv (util-linux) runs");
+    let mut tracer = Running(tracer);
+    wait_ready(&mut tracer, &ready, std::time::Duration::from_secs(60));
+    let addr = free_addr();
+    let _service = start_service(&service_bin, addr);
+    http_get(addr, "/fibonacci?num=5");
+    let out = tracer.collect();
+    let err = stderr(&out);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("one uprobe_multi link"), "{err}");
+    let calls = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(calls.matches("main.Fibonacci(").count(), 1, "{calls}");
+}
+
+/// Perf-event uprobes need CAP_SYS_ADMIN since the fix for CVE-2025-38466: with
+/// GOTRACE_NO_UPROBE_MULTI, CAP_BPF and CAP_PERFMON are refused and the error says why.
+#[test]
+fn perf_event_uprobes_without_cap_sys_admin_say_so() {
+    if !have_root() {
+        return;
+    }
+    let service_bin = fibonacci_service(&newest_toolchain());
+    let out = setpriv_gotrace(
+        &ONLY_BPF_AND_PERFMON,
+        &["trace", service_bin.to_str().unwrap()],
+    )
+    .arg("main.Fibonacci")
+    .env("GOTRACE_NO_UPROBE_MULTI", "1")
+    .output()
+    .expect("setpriv (util-linux) runs");
+    assert_fails_saying(
+        &out,
+        &[
+            "not enough privileges",
+            "perf-event uprobes (GOTRACE_NO_UPROBE_MULTI is set)",
+            "CAP_SYS_ADMIN",
+            "CVE-2025-38466",
+        ],
     );
 }
 
