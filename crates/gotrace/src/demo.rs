@@ -32,7 +32,11 @@ struct ChannelSink {
 
 impl CallSink for ChannelSink {
     fn call(&mut self, call: &DecodedCall<'_>) {
-        if self.lines.send(gotrace_output::text_line(call, self.clock)).is_ok() {
+        if self
+            .lines
+            .send(gotrace_output::text_line(call, self.clock))
+            .is_ok()
+        {
             self.shown += 1;
         }
     }
