@@ -81,11 +81,15 @@ impl Drop for Running {
     }
 }
 
+/// A free port on a loopback address of this call's own (127.x.y.z, from the PID and a
+/// counter): the port is free only until it is closed, and two services that raced for one
+/// port on 127.0.0.1 let a test connect to the other's and then trace one that had exited.
 pub fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+    static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let pid = std::process::id();
+    let ip = std::net::Ipv4Addr::new(127, (pid >> 8) as u8, pid as u8, 1 + (n % 250) as u8);
+    TcpListener::bind((ip, 0)).unwrap().local_addr().unwrap()
 }
 
 pub fn start_service(binary: &Path, addr: SocketAddr) -> Running {
