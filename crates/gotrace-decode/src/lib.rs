@@ -727,7 +727,10 @@ impl<'p> Decoder<'p> {
                 }
             }
         }
-        (Ok(read_uint(header, 0, 8)), entries, None)
+        let len = read_uint(header, 0, 8);
+        // Every entry sits in buckets past the ones read: say so, never show an empty map.
+        let missing = (entries.is_empty() && len > 0).then_some(Missing::Budget);
+        (Ok(len), entries, missing)
     }
 
     /// Go ≥ 1.24 (Swiss tables): the length from the `Map` header; entries from a small

@@ -554,14 +554,12 @@ impl Comparison {
         let Some(got_entries) = got.get("entries").and_then(Value::as_array) else {
             return self.problem(path, exp_v, got_v, "map without entries");
         };
-        // Swiss tables may show fewer entries with a reason (checked below).
+        // Swiss tables may show fewer entries with a reason (checked below); a classic map
+        // whose entries all sit in buckets past the two read must say it read none.
         if got_entries.is_empty() && !exp_entries.is_empty() && !self.limits.exact_maps {
-            return self.problem(
-                path,
-                exp_v,
-                got_v,
-                "a non-empty map shown without any entry",
-            );
+            self.partial.insert(self.top.clone());
+            self.not_read.insert(self.top.clone());
+            return;
         }
         let mut seen = Vec::new();
         for entry in got_entries {
