@@ -200,22 +200,11 @@ pub fn run(
         if raw.entry_data_lost {
             args_lost.set(args_lost.get() + 1);
         }
-        let cut = call
-            .args
-            .iter()
-            .chain(call.results.iter())
-            .flatten()
-            .filter(|v| v.value.is_truncated())
-            .count();
-        truncated.set(truncated.get() + cut as u64);
-        let unread = call
-            .args
-            .iter()
-            .chain(call.results.iter())
-            .flatten()
-            .filter(|v| v.value.has_unread_part())
-            .count();
-        not_read.set(not_read.get() + unread as u64);
+        // One pass over the values on the per-event path.
+        for v in call.args.iter().chain(call.results.iter()).flatten() {
+            truncated.set(truncated.get() + u64::from(v.value.is_truncated()));
+            not_read.set(not_read.get() + u64::from(v.value.has_unread_part()));
+        }
         sink.borrow_mut().call(&call);
     };
     {
