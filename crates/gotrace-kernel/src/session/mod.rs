@@ -1,0 +1,392 @@
+//! Loading the BPF program, attaching it at every planned site, and reading what it reports.
+
+mod attach;
+mod events;
+mod tables;
+
+use crate::skel::{types, GotraceSkel, GotraceSkelBuilder};
+use crate::KernelError;
+pub use attach::PER_SITE_LIMIT;
+use attach::{attach_multi_finding_refused, attach_per_site};
+pub use events::EventStream;
+use events::{monotonic_ns, read_plain, Event, Pairing};
+use gotrace_plan::{ProbePlan, RawCall, ResumeSp, Site};
+use libbpf_rs::skel::{OpenSkel, SkelBuilder};
+use libbpf_rs::{Link, MapCore, MapFlags, RingBufferBuilder};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::mem::MaybeUninit;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tables::{store_entry_sites, RecipeTables};
+
+/// What to trace: every process running a binary (now or later), or one process.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    Binary(PathBuf),
+    Process(u32),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AttachMethod {
+    /// One uprobe_multi link for all sites (Linux 6.6+): attaches and detaches in milliseconds.
+    UprobeMulti,
+    /// One perf-event uprobe per site: older kernels, or to find which sites the kernel refuses.
+    PerSite,
+}
+
+/// How attaching went: nothing refused is hidden.
+#[derive(Clone, Debug)]
+pub struct AttachReport {
+    pub method: AttachMethod,
+    pub attached: usize,
+    /// Sites the kernel refused, with its reason.
+    pub failed: Vec<(Site, String)>,
+    pub elapsed: Duration,
+    /// Things that work less well than they should, and why.
+    pub warnings: Vec<String>,
+}
+
+/// Counters kept by the BPF program, summed over CPUs. Losses count calls.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Calls lost because the ring buffer was full when their record was sent.
+    pub lost: u64,
+    /// Calls lost because the CPU's scratch space was in use (a probe hit preempted another).
+    pub busy: u64,
+    /// Calls lost because the in-flight table was full.
+    pub inflight_full: u64,
+    /// Returns seen without their entry (the call began before gotrace attached).
+    pub unmatched_returns: u64,
+    /// Entry passes ignored because the function was about to grow its stack and restart.
+    pub growth_restarts: u64,
+    /// Calls lost because their goroutine could not be read at entry.
+    pub read_failures: u64,
+    /// Process exits the ring buffer had no room for: their calls in flight were reported when
+    /// gotrace stopped, with the time in flight measured to then.
+    pub exits_lost: u64,
+    /// Calls begun after [`Session::detach`] began (between the stop and the probes' removal):
+    /// not traced.
+    pub stopping: u64,
+}
+
+/// Loaded BPF program plus its links. Dropping it detaches every probe.
+pub struct Session {
+    /// Emptied by `detach`, which must work while the ring buffer is still being drained.
+    links: std::cell::RefCell<Vec<Link>>,
+    skel: GotraceSkel<'static>,
+    report: AttachReport,
+    /// Joins entry captures with their calls; shared by the ring buffer and the final drain.
+    pairing: RefCell<Pairing>,
+}
+
+fn uprobe_sysfs_type() -> PathBuf {
+    // Overridable so the "kernel without uprobes" error can be exercised on a kernel with them.
+    std::env::var_os("GOTRACE_UPROBE_SYSFS_TYPE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/sys/bus/event_source/devices/uprobe/type"))
+}
+
+/// Fails early, with the right message, when this process may not use BPF or uprobes.
+pub fn check_environment() -> Result<(), KernelError> {
+    let sysfs = uprobe_sysfs_type();
+    if !sysfs.exists() {
+        return Err(KernelError::NoUprobes(sysfs));
+    }
+    if !has_bpf_capabilities() {
+        return Err(KernelError::NoPrivileges(crate::trial::missing_untried()));
+    }
+    Ok(())
+}
+
+/// root, or CAP_SYS_ADMIN, or both CAP_BPF and CAP_PERFMON in the effective set. The last are
+/// not enough for perf-event uprobes on kernels with the fix for CVE-2025-38466: the kernel
+/// says so when attaching, and the error says what is missing.
+fn has_bpf_capabilities() -> bool {
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_PERFMON: u32 = 38;
+    const CAP_BPF: u32 = 39;
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return true; // cannot tell: let the kernel decide
+    };
+    let Some(eff) = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+    else {
+        return true;
+    };
+    let has = |cap: u32| eff & (1 << cap) != 0;
+    has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))
+}
+
+impl Session {
+    /// Loads the program and attaches it at every site of `plan` in `binary`.
+    pub fn attach(
+        plan: &ProbePlan,
+        binary: &Path,
+        target: &Target,
+    ) -> Result<Session, KernelError> {
+        check_environment()?;
+        let pid = match target {
+            Target::Binary(_) => None,
+            Target::Process(pid) => Some(*pid),
+        };
+        if let Some(pid) = pid {
+            if !crate::proc::exists(pid) {
+                return Err(KernelError::NoSuchProcess(pid));
+            }
+        }
+        // The skeleton borrows its backing storage for as long as it lives; a session lives
+        // about as long as the process, so the few bytes are leaked rather than self-referenced.
+        let storage: &'static mut MaybeUninit<libbpf_rs::OpenObject> =
+            Box::leak(Box::new(MaybeUninit::uninit()));
+        let mut open = GotraceSkelBuilder::default()
+            .open(storage)
+            .map_err(|e| KernelError::from_libbpf(e, KernelError::Load))?;
+        if let Some(rodata) = open.maps.rodata_data.as_deref_mut() {
+            rodata.goid_offset = plan.goid_offset;
+            rodata.target_tgid = pid.unwrap_or(0);
+            rodata.entry_only = u8::from(plan.entry_only);
+            rodata.position_independent = u8::from(plan.position_independent);
+            rodata.has_recipes = u8::from(
+                plan.functions
+                    .iter()
+                    .any(|f| !f.entry_recipe.ops.is_empty() || !f.return_recipe.ops.is_empty()),
+            );
+            match plan.resume_sp {
+                ResumeSp::Unknown => rodata.resume_sp_mode = 0,
+                ResumeSp::SigCode0 { g_offset } => {
+                    rodata.resume_sp_mode = 1;
+                    rodata.g_sigcode0_offset = g_offset;
+                }
+                ResumeSp::PanicSp {
+                    g_offset,
+                    sp_offset,
+                } => {
+                    rodata.resume_sp_mode = 2;
+                    rodata.g_panic_offset = g_offset;
+                    rodata.panic_sp_offset = sp_offset;
+                }
+            }
+        }
+        let use_multi = crate::trial::uprobe_multi_supported();
+        open.progs.gotrace_site_multi.set_autoload(use_multi);
+        open.progs.gotrace_site.set_autoload(!use_multi);
+        // Entry-only tracing keeps no calls in flight: nothing to report when a process exits.
+        open.progs
+            .gotrace_process_exit
+            .set_autoload(!plan.entry_only);
+        let tables = RecipeTables::new(plan);
+        let size = |map: &mut libbpf_rs::OpenMapMut<'_>, n: usize| {
+            map.set_max_entries(n.max(1) as u32)
+                .map_err(|e| KernelError::Load(format!("sizing a map: {e:#}")))
+        };
+        size(&mut open.maps.recipes, tables.recipes.len())?;
+        size(&mut open.maps.ops, tables.ops.len())?;
+        size(&mut open.maps.type_recipes, tables.type_recipes.len())?;
+        size(&mut open.maps.entry_sites, plan.functions.len())?;
+        let cpus = libbpf_rs::num_possible_cpus()
+            .map_err(|e| KernelError::Load(format!("counting CPUs: {e:#}")))?;
+        size(&mut open.maps.scratch, cpus)?;
+        let skel = open
+            .load()
+            .map_err(|e| KernelError::from_libbpf(e, KernelError::Load))?;
+        tables.store(&skel)?;
+        store_entry_sites(&skel, plan)?;
+
+        let started = Instant::now();
+        let pid_arg = pid.map_or(-1, |p| p as i32);
+        let sites: Vec<&Site> = plan.all_sites().collect();
+        let (links, method, failed) = if use_multi {
+            let (link, failed) = attach_multi_finding_refused(&skel, &sites, binary, pid_arg)?;
+            let links: Vec<Link> = link.into_iter().collect();
+            (links, AttachMethod::UprobeMulti, failed)
+        } else {
+            attach_per_site(&skel, &sites, binary, pid_arg)?
+        };
+        let attached = match method {
+            AttachMethod::UprobeMulti if links.is_empty() => 0,
+            AttachMethod::UprobeMulti => sites.len() - failed.len(),
+            AttachMethod::PerSite => links.len(),
+        };
+        if attached == 0 {
+            let reason = failed
+                .first()
+                .map(|(_, r)| r.clone())
+                .unwrap_or_else(|| "no sites".into());
+            return Err(KernelError::Attach {
+                binary: binary.to_owned(),
+                reason,
+            });
+        }
+        let mut warnings = Vec::new();
+        let mut links = links;
+        if !plan.entry_only {
+            match skel
+                .progs
+                .gotrace_process_exit
+                .attach_raw_tracepoint("sched_process_exit")
+            {
+                Ok(link) => links.push(link),
+                Err(e) => warnings.push(format!("cannot watch processes exit ({e:#}): calls still in flight when a traced process exits are reported when gotrace stops")),
+            }
+        }
+        Ok(Session {
+            pairing: RefCell::new(Pairing {
+                pending: HashMap::new(),
+                entry_data: plan
+                    .functions
+                    .iter()
+                    .map(|f| !f.entry_recipe.ops.is_empty())
+                    .collect(),
+            }),
+            links: std::cell::RefCell::new(links),
+            skel,
+            report: AttachReport {
+                method,
+                attached,
+                failed,
+                elapsed: started.elapsed(),
+                warnings,
+            },
+        })
+    }
+
+    pub fn report(&self) -> &AttachReport {
+        &self.report
+    }
+
+    /// A stream of the calls the probes report; `on_call` runs for each as it is consumed. When
+    /// a traced process exits, its calls still in flight come as [`CallKind::InFlight`](gotrace_plan::CallKind::InFlight).
+    pub fn events<'a>(
+        &'a self,
+        mut on_call: impl FnMut(RawCall) + 'a,
+    ) -> Result<EventStream<'a>, KernelError> {
+        let mut builder = RingBufferBuilder::new();
+        builder
+            .add(&self.skel.maps.events, move |bytes: &[u8]| {
+                let mut pairing = self.pairing.borrow_mut();
+                match pairing.event(bytes) {
+                    Some(Event::Call(call)) => on_call(call),
+                    Some(Event::ProcessExit { pid, at_ns }) => {
+                        // A failure leaves the calls in the table: the final drain gets them.
+                        let _ = self.drain(&mut pairing, Some(pid), at_ns, &mut on_call);
+                    }
+                    None => {}
+                }
+                0
+            })
+            .map_err(|e| KernelError::Load(format!("ring buffer: {e:#}")))?;
+        let ring = builder
+            .build()
+            .map_err(|e| KernelError::Load(format!("ring buffer: {e:#}")))?;
+        Ok(EventStream { ring })
+    }
+
+    /// The BPF program's counters, summed over CPUs.
+    pub fn counters(&self) -> Result<Counters, KernelError> {
+        let read = |stat: types::gt_stat| -> Result<u64, KernelError> {
+            let key = stat.0.to_ne_bytes();
+            let per_cpu = self
+                .skel
+                .maps
+                .stats
+                .lookup_percpu(&key, MapFlags::ANY)
+                .map_err(|e| KernelError::Load(format!("reading counters: {e:#}")))?
+                .unwrap_or_default();
+            Ok(per_cpu
+                .iter()
+                .filter_map(|v| {
+                    v.get(..8)
+                        .and_then(|b| b.try_into().ok())
+                        .map(u64::from_ne_bytes)
+                })
+                .sum())
+        };
+        Ok(Counters {
+            lost: read(types::gt_stat::GT_STAT_LOST)?,
+            busy: read(types::gt_stat::GT_STAT_BUSY)?,
+            inflight_full: read(types::gt_stat::GT_STAT_INFLIGHT_FULL)?,
+            unmatched_returns: read(types::gt_stat::GT_STAT_UNMATCHED_RETURN)?,
+            growth_restarts: read(types::gt_stat::GT_STAT_GROWTH_SKIPPED)?,
+            read_failures: read(types::gt_stat::GT_STAT_READ_FAILED)?,
+            exits_lost: read(types::gt_stat::GT_STAT_EXIT_LOST)?,
+            stopping: read(types::gt_stat::GT_STAT_STOPPING)?,
+        })
+    }
+
+    /// Removes every probe (restoring the original instructions) and returns how long it took.
+    /// The ring buffer and counters stay readable: what the probes reported can still be read.
+    /// First the probes are told to stop: a hit from then on returns at once (its call is
+    /// counted in [`Counters::stopping`]), so the probed program spends its time getting out
+    /// of the way of the detach, not filling the ring buffer.
+    pub fn detach(&self) -> Duration {
+        let started = Instant::now();
+        // Failing only saves the probes less work: the links are closed all the same.
+        let _ =
+            self.skel
+                .maps
+                .stopping
+                .update(&0u32.to_ne_bytes(), &1u32.to_ne_bytes(), MapFlags::ANY);
+        self.links.borrow_mut().clear();
+        started.elapsed()
+    }
+
+    /// Reports every call still in flight as [`CallKind::InFlight`](gotrace_plan::CallKind::InFlight), in flight until now; call
+    /// it after [`Session::detach`] and a last consume, so that none of them can still
+    /// return. Returns how many were reported.
+    pub fn drain_in_flight(&self, mut on_call: impl FnMut(RawCall)) -> Result<u64, KernelError> {
+        let mut pairing = self.pairing.borrow_mut();
+        self.drain(&mut pairing, None, monotonic_ns(), &mut on_call)
+    }
+
+    /// Claims (deletes) the calls in flight of process `only` (or of all) and reports them, at
+    /// `at_ns`. The BPF side reports a call only if its own delete succeeds: each call once.
+    fn drain(
+        &self,
+        pairing: &mut Pairing,
+        only: Option<u32>,
+        at_ns: u64,
+        on_call: &mut dyn FnMut(RawCall),
+    ) -> Result<u64, KernelError> {
+        let map_error =
+            |e: libbpf_rs::Error| KernelError::Load(format!("draining calls in flight: {e:#}"));
+        let inflight = &self.skel.maps.inflight;
+        let mut reported = 0;
+        for key in inflight.keys().collect::<Vec<_>>() {
+            let Some(k) = read_plain::<types::gt_frame_key>(&key) else {
+                continue;
+            };
+            if only.is_some_and(|pid| pid != k.tgid) {
+                continue;
+            }
+            let Some(value) = inflight.lookup_and_delete(&key).map_err(map_error)? else {
+                continue;
+            };
+            let Some(call) = read_plain::<types::gt_inflight>(&value) else {
+                continue;
+            };
+            let bias = self
+                .skel
+                .maps
+                .load_biases
+                .lookup(&k.tgid.to_ne_bytes(), MapFlags::ANY)
+                .ok()
+                .flatten()
+                .and_then(|b| read_plain::<u64>(&b))
+                .unwrap_or(0);
+            on_call(pairing.in_flight(&k, &call, at_ns, bias));
+            reported += 1;
+        }
+        if let Some(pid) = only {
+            let goroutines = &self.skel.maps.goroutines;
+            for key in goroutines.keys().collect::<Vec<_>>() {
+                if read_plain::<types::gt_goroutine_key>(&key).is_some_and(|g| g.tgid == pid) {
+                    goroutines.delete(&key).map_err(map_error)?;
+                }
+            }
+        }
+        Ok(reported)
+    }
+}
