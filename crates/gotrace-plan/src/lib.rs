@@ -4,23 +4,25 @@
 //! captured registers back through it.
 
 pub mod event;
+mod inlined;
 pub mod pattern;
 pub mod recipe;
+mod refusal;
+mod signature;
 
 pub use event::{CallKind, Capture, CaptureStatus, RawCall, INT_REGS};
-use gotrace_binary::abi::{self, AbiReg, Location, Piece};
-use gotrace_binary::dwarf::DwarfInfo;
-use gotrace_binary::dwarf::{DwarfLocation, DwarfPlace};
-use gotrace_binary::inline::InlinedSite;
-use gotrace_binary::pclntab::FuncTraits;
-use gotrace_binary::sites::{ProbeSites, SkipCondition, UprobeRefusal};
-use gotrace_binary::types::TypeId;
-use gotrace_binary::types::{TypeKind, TypeTable};
+use gotrace_binary::abi::Location;
+use gotrace_binary::sites::{ProbeSites, SkipCondition};
+use gotrace_binary::types::{TypeId, TypeKind, TypeTable};
 use gotrace_binary::{BinaryError, FileOffset, Function, GoBinary, VirtAddr};
+pub use inlined::inlined_refusal;
+use inlined::plan_inlined;
 use pattern::Pattern;
 use recipe::Compiler;
 pub use recipe::{Limits, Recipe};
+pub use refusal::{refusal, site_refusal, Refusal};
 use serde::Serialize;
+pub use signature::{checked_signature, SignatureMismatch};
 
 /// What gotrace can trace: amd64 Go binaries with the register ABI (Go 1.17+).
 #[derive(Debug, thiserror::Error)]
@@ -43,91 +45,6 @@ pub enum PlanError {
     NothingToTrace,
     #[error("{name} cannot be traced safely: {refusal}")]
     Refused { name: String, refusal: Refusal },
-}
-
-/// Why gotrace will not probe a function, though a pattern names it: a uprobe there would
-/// harm the program or could not be attached. The first three come from the function's own
-/// record in `.gopclntab`, which the runtime keeps for its tracebacks.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Refusal {
-    /// Hand-written assembly: no promise of a goroutine in R14 or of a Go frame, and it may
-    /// run mid-write-barrier, on the signal or system stack, or without a goroutine at all.
-    Assembly,
-    /// It sets SP itself: a stack switch (systemstack, mcall, morestack, gogo, asmcgocall).
-    StackSwitch,
-    /// The outermost frame of a stack (goexit, mstart, rt0_go): nothing calls it.
-    TopOfStack,
-    /// A probe site's instruction cannot carry a uprobe.
-    Instruction {
-        site: SiteKind,
-        addr: VirtAddr,
-        why: UprobeRefusal,
-    },
-}
-
-impl Refusal {
-    /// A short name for counting refusals by kind.
-    pub fn category(&self) -> &'static str {
-        match self {
-            Refusal::Assembly => "assembly",
-            Refusal::StackSwitch => "stack switch",
-            Refusal::TopOfStack => "top of a stack",
-            Refusal::Instruction { .. } => "instruction the kernel cannot probe",
-        }
-    }
-}
-
-impl std::fmt::Display for Refusal {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Refusal::Assembly => f.write_str(
-                "it is hand-written assembly, which may run without a goroutine, on the signal or system stack, or mid-write-barrier",
-            ),
-            Refusal::StackSwitch => f.write_str(
-                "it switches stacks (writes SP), so the goroutine seen at its probes is not the one that called it",
-            ),
-            Refusal::TopOfStack => f.write_str("it is the outermost frame of a stack: it is never called"),
-            Refusal::Instruction { site, addr, why } => {
-                write!(f, "its {} site at {addr} is {why}", site.label())
-            }
-        }
-    }
-}
-
-/// Whether `function` must not be probed, from what the binary records about it (its sites
-/// aside: see [`site_refusal`]).
-pub fn refusal(binary: &GoBinary, function: &Function) -> Option<Refusal> {
-    let traits = binary.traits(function).unwrap_or_default();
-    if traits.has(FuncTraits::SP_WRITE) {
-        Some(Refusal::StackSwitch)
-    } else if traits.has(FuncTraits::TOP_FRAME) {
-        Some(Refusal::TopOfStack)
-    } else if traits.has(FuncTraits::ASM) || function.name.ends_with(".abi0") {
-        // Symbol tables name ABI0 assembly `.abi0`; Go before 1.19 sets no assembly flag.
-        Some(Refusal::Assembly)
-    } else {
-        None
-    }
-}
-
-/// The first of `sites` whose instruction cannot carry a uprobe (the kernel refuses it, or
-/// would emulate it wrongly), as a refusal.
-pub fn site_refusal(binary: &GoBinary, sites: &ProbeSites, entry_only: bool) -> Option<Refusal> {
-    if binary.arch() != gotrace_binary::Arch::Amd64 {
-        return None;
-    }
-    let returns = sites.returns.iter().filter(|_| !entry_only);
-    std::iter::once((SiteKind::Entry, &sites.entry.addr))
-        .chain(returns.map(|a| (SiteKind::Return, a)))
-        .find_map(|(site, &addr)| {
-            // An instruction is at most 15 bytes; fewer remain at the end of the text.
-            let bytes = (1..=15)
-                .rev()
-                .find_map(|len| binary.bytes_at(addr, len).ok())?;
-            let why = gotrace_binary::sites::uprobe_refusal_amd64(bytes)?;
-            Some(Refusal::Instruction { site, addr, why })
-        })
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -578,209 +495,6 @@ pub fn plan(
     })
 }
 
-/// Plans an entry-like probe at each place `name` was inlined, each its own planned function
-/// (its arguments are somewhere else at every site). A site the binary cannot prove, or whose
-/// caller or instruction cannot bear a probe, is left out with a warning; a name with no code
-/// of its own and no site left is an error.
-fn plan_inlined<'t>(
-    binary: &GoBinary,
-    name: &str,
-    compiler: &dyn Fn() -> Option<Compiler<'t>>,
-    functions: &mut Vec<PlannedFunction>,
-    sites: &mut Vec<Site>,
-    warnings: &mut Vec<String>,
-    refused: &mut Vec<(String, Refusal)>,
-) -> Result<(), PlanError> {
-    let has_code = binary.function(name).is_ok();
-    let found = match binary.inlined_sites(name) {
-        Ok(found) => found,
-        // A table gotrace cannot read costs the inlined copies, not the function's own code.
-        Err(e) if has_code => {
-            warnings.push(format!(
-                "cannot find where {name} was inlined ({e}): only its own code is traced"
-            ));
-            return Ok(());
-        }
-        Err(e) => return Err(e.into()),
-    };
-    let mut usable = Vec::new();
-    for found in found {
-        let site = match found {
-            Ok(site) => site,
-            Err(e) => {
-                warnings.push(format!("skipping an inlined copy of {name}: {e}"));
-                continue;
-            }
-        };
-        match inlined_refusal(binary, &site)? {
-            Some(Refusal::Instruction { addr, why, .. }) => refused.push((
-                format!("{name} (inlined into {})", site.caller),
-                Refusal::Instruction {
-                    site: SiteKind::Inlined,
-                    addr,
-                    why,
-                },
-            )),
-            Some(r) => refused.push((format!("{name} (inlined into {})", site.caller), r)),
-            None => usable.push(site),
-        }
-    }
-    if usable.is_empty() && !has_code {
-        if let Some((_, refusal)) = refused.iter().rev().find(|(n, _)| n.starts_with(name)) {
-            return Err(PlanError::Refused {
-                name: name.to_owned(),
-                refusal: refusal.clone(),
-            });
-        }
-        return Err(BinaryError::Inlined {
-            name: name.to_owned(),
-        }
-        .into());
-    }
-    let addrs: Vec<VirtAddr> = usable.iter().map(|s| s.addr).collect();
-    let params = binary.inlined_params(name, &addrs).unwrap_or_else(|e| {
-        warnings.push(format!(
-            "cannot read the DWARF of {name}'s inlined copies ({e}): their arguments are shown as ?"
-        ));
-        vec![None; addrs.len()]
-    });
-    let types = binary.dwarf().ok().flatten().map(|d| d.types());
-    for (site, params) in usable.into_iter().zip(params) {
-        let signature = params.map(|params| PlannedSignature {
-            params: params
-                .into_iter()
-                .map(|p| {
-                    let size = types.map_or(0, |t| t.get(p.ty).size);
-                    let (location, unavailable) =
-                        match inlined_location(&p.location, size, site.sp_delta) {
-                            Ok(location) => (location, None),
-                            Err(why) => (Location::Empty, Some(why)),
-                        };
-                    PlannedValue {
-                        name: p.name,
-                        ty: p.ty,
-                        location,
-                        unavailable,
-                    }
-                })
-                .collect(),
-            results: Vec::new(),
-        });
-        let entry_recipe = match (&signature, compiler()) {
-            (Some(sig), Some(c)) => c.site(&located(&sig.params)),
-            _ => Recipe::default(),
-        };
-        sites.push(Site {
-            function: functions.len() as u32,
-            kind: SiteKind::Inlined,
-            addr: site.addr,
-            file_offset: binary.file_offset(site.addr)?,
-            skip_if: None,
-            may_restart: false,
-        });
-        functions.push(PlannedFunction {
-            name: name.to_owned(),
-            entry: site.addr,
-            signature,
-            entry_recipe,
-            return_recipe: Recipe::default(),
-            inlined_into: Some(site.caller),
-        });
-    }
-    Ok(())
-}
-
-/// Whether an inlined copy's site must not be probed: its caller must not be (see
-/// [`refusal`]), or its instruction cannot bear a probe.
-pub fn inlined_refusal(
-    binary: &GoBinary,
-    site: &InlinedSite,
-) -> Result<Option<Refusal>, BinaryError> {
-    let caller = binary.function(&site.caller)?;
-    let sites = ProbeSites {
-        entry: gotrace_binary::EntrySite {
-            addr: site.addr,
-            skip_if: None,
-            may_restart: false,
-        },
-        returns: Vec::new(),
-        deferreturns: Vec::new(),
-    };
-    Ok(refusal(binary, caller).or_else(|| site_refusal(binary, &sites, true)))
-}
-
-/// Where the probe finds a value DWARF places at `location` (amd64): the integer registers the
-/// BPF side captures, float registers (shown as unknown), or the caller's frame — the
-/// canonical frame address is SP at the caller's entry plus 8 (the return address), and
-/// `sp_delta` is how far SP is below that entry value at the probe.
-fn inlined_location(
-    location: &DwarfLocation,
-    size: u64,
-    sp_delta: Option<u64>,
-) -> Result<Location, Unlocated> {
-    let pieces = match location {
-        DwarfLocation::Nowhere => return Err(Unlocated::Nowhere),
-        DwarfLocation::Unsupported(_) => return Err(Unlocated::Expression),
-        DwarfLocation::Pieces(pieces) => pieces,
-    };
-    // (value offset, piece size, place); a size of 0 is the whole value.
-    let mut parts = Vec::with_capacity(pieces.len());
-    let mut at = 0;
-    for &(piece_size, place) in pieces {
-        let piece_size = if piece_size == 0 { size } else { piece_size };
-        parts.push((at, piece_size, place.ok_or(Unlocated::Nowhere)?));
-        at += piece_size;
-    }
-    if parts
-        .iter()
-        .all(|(_, _, p)| matches!(p, DwarfPlace::Register(_)))
-    {
-        let mut out = Vec::with_capacity(parts.len());
-        for (value_offset, piece_size, place) in parts {
-            let DwarfPlace::Register(r) = place else {
-                return Err(Unlocated::Expression);
-            };
-            if piece_size > 8 {
-                return Err(Unlocated::Expression);
-            }
-            let reg = match r {
-                0 => AbiReg::Int(0),
-                3 => AbiReg::Int(1),
-                2 => AbiReg::Int(2),
-                5 => AbiReg::Int(3),
-                4 => AbiReg::Int(4),
-                8..=11 => AbiReg::Int(r as u8 - 3),
-                17..=32 => AbiReg::Float(r as u8 - 17),
-                _ => return Err(Unlocated::Register),
-            };
-            out.push(Piece {
-                reg,
-                value_offset,
-                size: piece_size,
-            });
-        }
-        return Ok(Location::Registers(out));
-    }
-    // In memory: one run of the frame, each piece where the one before it ends.
-    let cfa_above_sp = sp_delta.ok_or(Unlocated::Expression)? + 8;
-    let mut start = None;
-    for (value_offset, _, place) in parts {
-        let DwarfPlace::Cfa(off) = place else {
-            return Err(Unlocated::Expression);
-        };
-        let first = off - value_offset as i64;
-        match start {
-            None => start = Some(first),
-            Some(s) if s == first => {}
-            Some(_) => return Err(Unlocated::Expression),
-        }
-    }
-    let sp_offset = cfa_above_sp as i64 + start.ok_or(Unlocated::Nowhere)?;
-    u64::try_from(sp_offset)
-        .map(|sp_offset| Location::Stack { sp_offset })
-        .map_err(|_| Unlocated::Expression)
-}
-
 fn located(values: &[PlannedValue]) -> Vec<(TypeId, &Location)> {
     values
         .iter()
@@ -830,153 +544,9 @@ fn check_traceable(binary: &GoBinary) -> Result<(), PlanError> {
     Ok(())
 }
 
-/// The DWARF signature describes another argument frame than the compiler built.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SignatureMismatch {
-    pub dwarf_width: u64,
-    pub frame: u64,
-}
-
-impl std::fmt::Display for SignatureMismatch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "its DWARF signature needs a {}-byte argument frame but the function's is {} bytes (Go before 1.22 leaves blank `_` parameters and wrapper receivers out of DWARF)",
-            self.dwarf_width, self.frame
-        )
-    }
-}
-
-/// The function's signature with each value's ABI location, as `trace` reads them (and
-/// `funcs -v` shows them). A signature whose argument frame differs from pclntab's would put
-/// values in the wrong registers: refused. `None` when DWARF has no signature for it.
-pub fn checked_signature(
-    binary: &GoBinary,
-    dwarf: &DwarfInfo,
-    function: &Function,
-) -> Option<Result<PlannedSignature, SignatureMismatch>> {
-    let signature = dwarf.signature(function.entry)?;
-    let assignment = abi::assign(binary.arch(), signature, dwarf.types());
-    if let Some(frame) = binary.arg_size(function) {
-        if frame != assignment.arg_width {
-            return Some(Err(SignatureMismatch {
-                dwarf_width: assignment.arg_width,
-                frame,
-            }));
-        }
-    }
-    let zip = |vars: &[gotrace_binary::types::Variable], locations: Vec<Location>| {
-        vars.iter()
-            .zip(locations)
-            .map(|(v, location)| PlannedValue {
-                name: v.name.clone(),
-                ty: v.ty,
-                location,
-                unavailable: None,
-            })
-            .collect()
-    };
-    Some(Ok(PlannedSignature {
-        params: zip(&signature.params, assignment.params),
-        results: zip(&signature.results, assignment.results),
-    }))
-}
-
 impl ProbePlan {
     /// Every site to attach: the functions' and the runtime hooks.
     pub fn all_sites(&self) -> impl Iterator<Item = &Site> {
         self.sites.iter().chain(&self.runtime_hooks)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn whole(place: DwarfPlace) -> DwarfLocation {
-        DwarfLocation::Pieces(vec![(0, Some(place))])
-    }
-
-    #[test]
-    fn inlined_arguments_in_captured_registers() {
-        // DWARF 3 is RBX, the second register of Go's sequence; 9 is R9, the seventh.
-        let got = inlined_location(&whole(DwarfPlace::Register(3)), 8, None);
-        let piece = |reg, value_offset| Piece {
-            reg,
-            value_offset,
-            size: 8,
-        };
-        assert_eq!(got, Ok(Location::Registers(vec![piece(AbiReg::Int(1), 0)])));
-        // A string split over RAX (pointer) and R9 (length).
-        let split = DwarfLocation::Pieces(vec![
-            (8, Some(DwarfPlace::Register(0))),
-            (8, Some(DwarfPlace::Register(9))),
-        ]);
-        assert_eq!(
-            inlined_location(&split, 16, None),
-            Ok(Location::Registers(vec![
-                piece(AbiReg::Int(0), 0),
-                piece(AbiReg::Int(6), 8)
-            ]))
-        );
-    }
-
-    #[test]
-    fn inlined_arguments_the_probe_cannot_read() {
-        // RDX (1) and R12 (12) are not among the captured registers.
-        for r in [1, 6, 12, 15] {
-            let got = inlined_location(&whole(DwarfPlace::Register(r)), 8, None);
-            assert_eq!(got, Err(Unlocated::Register), "DWARF register {r}");
-        }
-        assert_eq!(
-            inlined_location(&DwarfLocation::Nowhere, 8, None),
-            Err(Unlocated::Nowhere)
-        );
-        // Half a string optimized away.
-        let half = DwarfLocation::Pieces(vec![(8, Some(DwarfPlace::Register(0))), (8, None)]);
-        assert_eq!(inlined_location(&half, 16, None), Err(Unlocated::Nowhere));
-        let mixed = DwarfLocation::Pieces(vec![
-            (8, Some(DwarfPlace::Register(0))),
-            (8, Some(DwarfPlace::Cfa(-16))),
-        ]);
-        assert_eq!(
-            inlined_location(&mixed, 16, None),
-            Err(Unlocated::Expression)
-        );
-        let other = DwarfLocation::Unsupported("DW_OP_deref".into());
-        assert_eq!(
-            inlined_location(&other, 8, None),
-            Err(Unlocated::Expression)
-        );
-    }
-
-    #[test]
-    fn inlined_arguments_in_the_frame_are_found_from_sp() {
-        // 0x48 below the caller's entry SP, a slot 24 bytes below the CFA (entry SP + 8):
-        // SP + 0x48 + 8 - 24.
-        let slot = whole(DwarfPlace::Cfa(-24));
-        assert_eq!(
-            inlined_location(&slot, 8, Some(0x48)),
-            Ok(Location::Stack { sp_offset: 0x38 })
-        );
-        // Unknown frame size: not guessed.
-        assert_eq!(inlined_location(&slot, 8, None), Err(Unlocated::Expression));
-        // A string in two adjacent slots is one run; two apart are not.
-        let run = DwarfLocation::Pieces(vec![
-            (8, Some(DwarfPlace::Cfa(-32))),
-            (8, Some(DwarfPlace::Cfa(-24))),
-        ]);
-        assert_eq!(
-            inlined_location(&run, 16, Some(0x48)),
-            Ok(Location::Stack { sp_offset: 0x30 })
-        );
-        let apart = DwarfLocation::Pieces(vec![
-            (8, Some(DwarfPlace::Cfa(-40))),
-            (8, Some(DwarfPlace::Cfa(-24))),
-        ]);
-        assert_eq!(
-            inlined_location(&apart, 16, Some(0x48)),
-            Err(Unlocated::Expression)
-        );
     }
 }

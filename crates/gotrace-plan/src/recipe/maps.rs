@@ -1,0 +1,370 @@
+//! Map capture: Go <= 1.23's hmap buckets and Go >= 1.24's Swiss tables, and the map layouts
+//! read from DWARF that both the compiler and the decoder follow.
+
+use super::*;
+
+impl Compiler<'_> {
+    /// Go ≤ 1.23: the hmap header, then the first buckets of its bucket array.
+    pub(super) fn classic_map(&mut self, ptr: Operand, key: TypeId, value: TypeId, depth: u32) {
+        let Some(header) = self.read(ptr, Operand::Const(HMAP_SIZE as i64), 0, HMAP_SIZE as u32)
+        else {
+            return;
+        };
+        let (key_size, value_size) = (self.types.get(key).size, self.types.get(value).size);
+        if key_size > MAP_MAX_INLINE || value_size > MAP_MAX_INLINE {
+            return;
+        }
+        let bucket = map_bucket_size(key_size, value_size);
+        // Each bucket its own read: one past the end of a small map's array may fault
+        // without losing the first.
+        for b in 0..MAP_BUCKETS_READ {
+            let at = Operand::Word {
+                op: header,
+                off: HMAP_BUCKETS,
+                add: (b * bucket) as i64,
+            };
+            let kept = bucket.min(u64::from(MAX_READ));
+            let Some(op) = self.read(at, Operand::Const(kept as i64), 0, kept as u32) else {
+                return;
+            };
+            let slots = map_slots_shown(self.limits);
+            for (ty, first, size) in [(key, 8, key_size), (value, 8 + 8 * key_size, value_size)] {
+                if has_pointers(self.types, ty) {
+                    for i in 0..slots {
+                        let base = (first + i * size) as u32;
+                        self.later(Home::Captured { op, base }, ty, depth - 1);
+                    }
+                }
+            }
+        }
+        // A map that is growing still holds entries in its old buckets until they are
+        // evacuated: read those buckets too (their scalars; what they point at is not followed).
+        let saved = self.guard;
+        self.guard = Some(Guard::Above(
+            Operand::Word {
+                op: header,
+                off: HMAP_OLDBUCKETS,
+                add: 0,
+            },
+            0,
+        ));
+        for b in 0..MAP_BUCKETS_READ {
+            let at = Operand::Word {
+                op: header,
+                off: HMAP_OLDBUCKETS,
+                add: (b * bucket) as i64,
+            };
+            let kept = bucket.min(u64::from(MAX_READ));
+            self.read(at, Operand::Const(kept as i64), 0, kept as u32);
+        }
+        self.guard = saved;
+    }
+
+    /// Go ≥ 1.24 (Swiss tables): the map header; a small map's one group (no directory), or
+    /// the first table of a large map's directory and that table's first groups — a table
+    /// holds hundreds of entries, more than `--elems` shows. Keys and values that hold
+    /// pointers are gathered from the full slots of those groups, wherever the hash put them,
+    /// and followed for the first `--elems` entries.
+    pub(super) fn swiss_map(
+        &mut self,
+        ptr: Operand,
+        layout: &SwissLayout,
+        key: TypeId,
+        value: TypeId,
+        depth: u32,
+    ) {
+        let size = layout.header_size;
+        let Some(header) = self.read(ptr, Operand::Const(size as i64), 0, size as u32) else {
+            return;
+        };
+        let word = |off: u64| Operand::Word {
+            op: header,
+            off: off as u32,
+            add: 0,
+        };
+        let (dir_ptr, dir_len) = (word(layout.dir_ptr), word(layout.dir_len));
+        let group = layout.group_size;
+        let saved = self.guard;
+        self.guard = Some(Guard::AtMost(dir_len, 0));
+        let small = self.read(dir_ptr, Operand::Const(group as i64), 0, group as u32);
+        self.guard = Some(Guard::Above(dir_len, 0));
+        let directory = self.read(dir_ptr, Operand::Const(8), 0, 8);
+        self.guard = saved;
+        let table = directory.and_then(|d| {
+            let first = Operand::Word {
+                op: d,
+                off: 0,
+                add: 0,
+            };
+            let size = layout.table_size;
+            self.read(first, Operand::Const(size as i64), 0, size as u32)
+        });
+        let groups = table.and_then(|t| {
+            let data = Operand::Word {
+                op: t,
+                off: layout.groups_data as u32,
+                add: 0,
+            };
+            let count = Operand::Word {
+                op: t,
+                off: layout.groups_mask as u32,
+                add: 1,
+            };
+            let max = group * swiss_groups_read(self.limits, group);
+            self.read(data, count, group as u32, max as u32)
+        });
+        let sources: Vec<u16> = [small, groups].into_iter().flatten().collect();
+        let Some((&first, rest)) = sources.split_first() else {
+            return;
+        };
+        let shown = swiss_entries_followed(self.types, self.limits, layout, key, value);
+        for (ty, part) in [(key, &layout.key), (value, &layout.elem)] {
+            let Some(size) = swiss_part_followed(self.types, ty, part) else {
+                continue;
+            };
+            // Nothing to gather from an empty map.
+            self.guard = Some(Guard::Above(word(layout.used), 0));
+            let gather = self.push(CaptureOp {
+                kind: OpKind::Gather(Gather {
+                    first,
+                    second: rest.first().copied(),
+                    group_size: group as u32,
+                    ctrl: layout.ctrl as u32,
+                    base: part.base as u32,
+                    stride: part.stride as u32,
+                    size: size as u32,
+                    max_len: (shown * size) as u32,
+                }),
+                addr: Operand::Const(0),
+                len: Operand::Const(0),
+                guard: self.guard,
+            });
+            self.guard = saved;
+            let Some(gather) = gather else { return };
+            for entry in 0..shown {
+                let at = (entry * size) as u32;
+                if !part.indirect {
+                    self.later(
+                        Home::Captured {
+                            op: gather,
+                            base: at,
+                        },
+                        ty,
+                        depth - 1,
+                    );
+                    continue;
+                }
+                let size = self.types.get(ty).size.min(u64::from(MAX_READ));
+                let target = Operand::Word {
+                    op: gather,
+                    off: at,
+                    add: 0,
+                };
+                let read = self.read(target, Operand::Const(size as i64), 0, size as u32);
+                if let (Some(op), true) = (read, has_pointers(self.types, ty)) {
+                    self.later(Home::Captured { op, base: 0 }, ty, depth - 1);
+                }
+            }
+        }
+    }
+}
+
+/// Groups of a large Swiss map's first table read: four per entry shown, 32 slots for each,
+/// so that even a table grown for many more entries than it still holds (deleted ones) very
+/// probably gives `--elems` of them; as many as one read takes.
+pub fn swiss_groups_read(limits: Limits, group_size: u64) -> u64 {
+    let wanted = u64::from(limits.elems).saturating_mul(4).max(1);
+    wanted.min(u64::from(MAX_READ) / group_size.max(1)).max(1)
+}
+
+/// Bytes of each full slot's key (or value) a gather copies when it needs reads of its own
+/// (strings, pointers; an indirect slot's pointer): `None` when it needs none.
+pub fn swiss_part_followed(types: &TypeTable, ty: TypeId, part: &SlotPart) -> Option<u64> {
+    if part.indirect {
+        Some(8)
+    } else if has_pointers(types, ty) {
+        Some(types.get(ty).size).filter(|&size| size > 0)
+    } else {
+        None
+    }
+}
+
+/// Entries of a Swiss map whose keys and values are gathered and followed, in the order of
+/// its full slots: `--elems`, fewer where one gather's bytes would not fit in one read.
+pub fn swiss_entries_followed(
+    types: &TypeTable,
+    limits: Limits,
+    layout: &SwissLayout,
+    key: TypeId,
+    value: TypeId,
+) -> u64 {
+    [(key, &layout.key), (value, &layout.elem)]
+        .into_iter()
+        .filter_map(|(ty, part)| swiss_part_followed(types, ty, part))
+        .map(|size| u64::from(MAX_READ) / size)
+        .fold(u64::from(limits.elems), u64::min)
+}
+
+/// How a map type's memory is laid out in this binary.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MapLayout {
+    /// Go ≤ 1.23: runtime.hmap and its buckets.
+    Classic,
+    /// Go ≥ 1.24: Swiss tables, as this binary's DWARF describes them.
+    Swiss(SwissLayout),
+    /// Neither described in DWARF nor implied by the Go version.
+    Unknown,
+}
+
+/// Offsets of a Swiss map's parts (`internal/runtime/maps`): the `Map` header, its `table`s
+/// and their groups of 8 slots.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SwissLayout {
+    pub header_size: u64,
+    /// Offsets in `Map` of `used` (the length), `dirPtr` and `dirLen`.
+    pub used: u64,
+    pub dir_ptr: u64,
+    pub dir_len: u64,
+    pub table_size: u64,
+    /// Offsets in `table` of `groups.data` and `groups.lengthMask`.
+    pub groups_data: u64,
+    pub groups_mask: u64,
+    pub group_size: u64,
+    /// Offset in a group of its 8 control bytes.
+    pub ctrl: u64,
+    pub key: SlotPart,
+    pub elem: SlotPart,
+}
+
+/// Where the keys (or the values) of a group's slots are.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SlotPart {
+    pub base: u64,
+    pub stride: u64,
+    /// The slot holds a pointer to it (Go stores keys and values over 128 bytes so).
+    pub indirect: bool,
+}
+
+impl SlotPart {
+    pub fn at(&self, slot: u64) -> u64 {
+        self.base + slot * self.stride
+    }
+}
+
+/// Reads a map type's layout from the header type DWARF gives it (`*map<K,V>` with Swiss
+/// tables, `*hash<K,V>` before); without one, the Go version decides.
+pub fn map_layout(types: &TypeTable, map: TypeId, classic_maps: bool) -> MapLayout {
+    let TypeKind::Map { key, value, header } = types.get(map).kind else {
+        return MapLayout::Unknown;
+    };
+    if let Some(header) = header.and_then(|p| pointee(types, p)) {
+        if let Some(layout) = swiss_layout(types, header, key, value) {
+            return MapLayout::Swiss(layout);
+        }
+        if field(types, header, "buckets").is_some() {
+            return MapLayout::Classic;
+        }
+    }
+    if classic_maps {
+        MapLayout::Classic
+    } else {
+        MapLayout::Unknown
+    }
+}
+
+fn swiss_layout(
+    types: &TypeTable,
+    header: TypeId,
+    map_key: TypeId,
+    map_value: TypeId,
+) -> Option<SwissLayout> {
+    let (_, used) = field(types, header, "used")?;
+    let (dir_ptr_ty, dir_ptr) = field(types, header, "dirPtr")?;
+    let (_, dir_len) = field(types, header, "dirLen")?;
+    let table = pointee(types, pointee(types, dir_ptr_ty)?)?;
+    let (groups_ty, groups) = field(types, table, "groups")?;
+    let (data_ty, data) = field(types, groups_ty, "data")?;
+    let (_, mask) = field(types, groups_ty, "lengthMask")?;
+    let group = pointee(types, data_ty)?;
+    let (_, ctrl) = field(types, group, "ctrl")?;
+    let array = |ty: TypeId| match types.get(ty).kind {
+        TypeKind::Array { elem, len } if len == GROUP_SLOTS => Some(elem),
+        _ => None,
+    };
+    // A slot holding a pointer to the map's key (value) type holds it indirectly.
+    let part = |base: u64, stride: u64, ty: TypeId, of: TypeId| SlotPart {
+        base,
+        stride,
+        indirect: ty != of
+            && (pointee(types, ty) == Some(of)
+                || (types.get(of).size > MAP_MAX_INLINE && types.get(ty).size == 8)),
+    };
+    let (key, elem) = match field(types, group, "slots") {
+        // One array of {key, elem} slots.
+        Some((slots_ty, slots)) => {
+            let slot = array(slots_ty)?;
+            let stride = types.get(slot).size;
+            let (key_ty, key) = field(types, slot, "key")?;
+            let (elem_ty, elem) = field(types, slot, "elem")?;
+            (
+                part(slots + key, stride, key_ty, map_key),
+                part(slots + elem, stride, elem_ty, map_value),
+            )
+        }
+        // GOEXPERIMENT=mapsplitgroup (Go 1.27): the 8 keys, then the 8 values.
+        None => {
+            let (keys_ty, keys) = field(types, group, "keys")?;
+            let (elems_ty, elems) = field(types, group, "elems")?;
+            let (key_ty, elem_ty) = (array(keys_ty)?, array(elems_ty)?);
+            (
+                part(keys, types.get(key_ty).size, key_ty, map_key),
+                part(elems, types.get(elem_ty).size, elem_ty, map_value),
+            )
+        }
+    };
+    Some(SwissLayout {
+        header_size: types.get(header).size,
+        used,
+        dir_ptr,
+        dir_len,
+        table_size: types.get(table).size,
+        groups_data: groups + data,
+        groups_mask: groups + mask,
+        group_size: types.get(group).size,
+        ctrl,
+        key,
+        elem,
+    })
+}
+
+/// A struct member's type and offset.
+fn field(types: &TypeTable, ty: TypeId, name: &str) -> Option<(TypeId, u64)> {
+    match &types.get(ty).kind {
+        TypeKind::Struct { fields } => fields
+            .iter()
+            .find(|f| f.name == name)
+            .map(|f| (f.ty, f.offset)),
+        _ => None,
+    }
+}
+
+fn pointee(types: &TypeTable, ty: TypeId) -> Option<TypeId> {
+    match types.get(ty).kind {
+        TypeKind::Pointer { elem } => Some(elem),
+        _ => None,
+    }
+}
+
+/// Buckets of a classic map read from the start of its bucket array: a map of a few dozen
+/// entries spreads them over several, and any one may be empty.
+pub const MAP_BUCKETS_READ: u64 = 2;
+
+/// Slots of each bucket read (a bucket holds 8).
+pub fn map_slots_shown(limits: Limits) -> u64 {
+    8u64.min(u64::from(limits.elems))
+}
+
+/// Bytes of one classic map bucket: 8 tophash bytes, 8 keys, 8 values, the overflow pointer.
+pub fn map_bucket_size(key_size: u64, value_size: u64) -> u64 {
+    (8 + 8 * key_size + 8 * value_size).div_ceil(8) * 8 + 8
+}
