@@ -36,9 +36,13 @@ impl<'a> Memory<'a> {
         }
     }
 
-    /// Up to `len` bytes at `addr`: fewer when the capture was cut to a limit.
+    /// Up to `len` bytes at `addr`: fewer when the capture was cut to a limit. Several
+    /// captures may hold `addr` (a classic map's second bucket read past a one-bucket array
+    /// runs into the next object, which may be another map's buckets): the one holding the
+    /// most of the range is taken, not the first, whose few bytes would leave it unread.
     pub fn read_prefix(&self, addr: u64, len: u64) -> Read<'a> {
         let mut fault = false;
+        let mut best: Option<&'a [u8]> = None;
         for c in self.captures {
             if addr < c.addr {
                 continue;
@@ -49,16 +53,22 @@ impl<'a> Memory<'a> {
                 CaptureStatus::Ok | CaptureStatus::Truncated
                     if skip < c.bytes.len() as u64 || (skip == 0 && len == 0) =>
                 {
-                    let end = c.bytes.len().min((skip + len) as usize);
-                    return Read::Bytes(&c.bytes[skip as usize..end]);
+                    let end = c.bytes.len().min(skip.saturating_add(len) as usize);
+                    let found = &c.bytes[skip as usize..end];
+                    if found.len() as u64 == len {
+                        return Read::Bytes(found);
+                    }
+                    if best.is_none_or(|b| found.len() > b.len()) {
+                        best = Some(found);
+                    }
                 }
                 _ => {}
             }
         }
-        if fault {
-            Read::Fault
-        } else {
-            Read::Absent
+        match best {
+            Some(bytes) => Read::Bytes(bytes),
+            None if fault => Read::Fault,
+            None => Read::Absent,
         }
     }
 }
