@@ -5,6 +5,7 @@
 #![allow(dead_code)] // each test file uses its own part of it
 
 pub mod bpf_model;
+mod go_maps;
 pub mod go_memory;
 
 use bpf_model::{captures, Machine};
