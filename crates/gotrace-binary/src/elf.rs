@@ -114,6 +114,10 @@ impl ElfImage {
         self.pie
     }
 
+    pub fn is_little_endian(&self) -> bool {
+        self.object().is_little_endian()
+    }
+
     pub fn data(&self) -> &[u8] {
         &self.data
     }

@@ -49,6 +49,8 @@ pub enum BinaryError {
     Unproven { function: String, reason: String },
     #[error("DWARF: {0}")]
     Dwarf(String),
+    #[error(transparent)]
+    DebugFile(#[from] crate::debugfile::DebugFileError),
 }
 
 fn suggestion_text(suggestions: &[String]) -> String {

@@ -8,6 +8,7 @@
 pub mod abi;
 mod addr;
 pub mod buildinfo;
+pub mod debugfile;
 pub mod dwarf;
 mod elf;
 mod error;
@@ -20,6 +21,7 @@ pub mod types;
 
 pub use addr::{FileOffset, VirtAddr};
 pub use buildinfo::BuildInfo;
+pub use debugfile::{BuildIds, DebugSource};
 pub use elf::Arch;
 pub use error::BinaryError;
 pub use sites::{EntrySite, ProbeSites};
@@ -49,6 +51,62 @@ fn check_regular(path: &Path, meta: &std::fs::Metadata) -> Result<(), BinaryErro
         path: path.to_owned(),
         kind,
     })
+}
+
+/// Maps `path` read-only, refusing anything but a non-empty regular file (checked before
+/// opening it: a FIFO or a device would block or never end).
+fn map_file(path: &Path) -> Result<elf::ImageBytes, BinaryError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let io = |source| BinaryError::Io {
+        path: path.to_owned(),
+        source,
+    };
+    check_regular(path, &std::fs::metadata(path).map_err(io)?)?;
+    // Non-blocking, so that a FIFO swapped in since the check cannot hang the open.
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    check_regular(path, &meta)?;
+    if meta.len() == 0 {
+        return Err(BinaryError::NotElf {
+            path: path.to_owned(),
+            reason: "the file is empty".into(),
+        });
+    }
+    // Shared, not private: the kernel installs the breakpoints of uprobes on a file into
+    // every private mapping of it that may execute (another gotrace tracing the same
+    // binary), and the instruction bytes read here would be its int3s.
+    // SAFETY: the mapping is read-only. Executables are not normally rewritten in place;
+    // if one is, the parsers see a mix of old and new bytes, which they handle like any
+    // untrusted input (every access is bounds-checked).
+    let map = unsafe { memmap2::MmapOptions::new().map(&file) }.map_err(io)?;
+    Ok(elf::ImageBytes::Mapped(map))
+}
+
+/// Functions from a symbol table, or the function table's: linker markers dropped, sorted by
+/// entry, duplicates removed.
+fn own_functions(
+    symtab: Option<Vec<Function>>,
+    table: &[Function],
+) -> (Vec<Function>, FunctionSource) {
+    let (mut functions, function_source) = match symtab {
+        Some(fs) if !fs.is_empty() => (fs, FunctionSource::Symtab),
+        _ => (table.to_vec(), FunctionSource::Pclntab),
+    };
+    // Linker markers (`go:textfipsstart`, Go 1.24+) have table entries but no code (the
+    // symbol table gives them one byte of padding): they are not functions.
+    let markers: std::collections::HashSet<(VirtAddr, &str)> = table
+        .iter()
+        .filter(|f| f.size() == 0)
+        .map(|f| (f.entry, f.name.as_str()))
+        .collect();
+    functions.retain(|f| f.size() > 0 && !markers.contains(&(f.entry, f.name.as_str())));
+    functions.sort_by(|a, b| a.entry.cmp(&b.entry).then_with(|| a.name.cmp(&b.name)));
+    functions.dedup_by(|a, b| a.entry == b.entry && a.name == b.name);
+    (functions, function_source)
 }
 
 /// A function with machine code of its own.
@@ -96,6 +154,8 @@ pub struct GoBinary {
     gofunc: Option<u64>,
     /// Every inlined body, read from the inline trees on first use.
     inline: std::sync::OnceLock<Result<inline::InlineIndex, BinaryError>>,
+    /// Separate debug information of the same build, when attached.
+    debug: Option<debugfile::DebugFile>,
 }
 
 impl GoBinary {
@@ -103,34 +163,7 @@ impl GoBinary {
     /// regular file (checked before opening it: a FIFO or a device would block or never end),
     /// not an ELF file or not a Go program.
     pub fn open(path: &Path) -> Result<GoBinary, BinaryError> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let io = |source| BinaryError::Io {
-            path: path.to_owned(),
-            source,
-        };
-        check_regular(path, &std::fs::metadata(path).map_err(io)?)?;
-        // Non-blocking, so that a FIFO swapped in since the check cannot hang the open.
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(libc::O_NONBLOCK)
-            .open(path)
-            .map_err(io)?;
-        let meta = file.metadata().map_err(io)?;
-        check_regular(path, &meta)?;
-        if meta.len() == 0 {
-            return Err(BinaryError::NotElf {
-                path: path.to_owned(),
-                reason: "the file is empty".into(),
-            });
-        }
-        // Shared, not private: the kernel installs the breakpoints of uprobes on a file into
-        // every private mapping of it that may execute (another gotrace tracing the same
-        // binary), and the instruction bytes read here would be its int3s.
-        // SAFETY: the mapping is read-only. Executables are not normally rewritten in place;
-        // if one is, the parsers see a mix of old and new bytes, which they handle like any
-        // untrusted input (every access is bounds-checked).
-        let map = unsafe { memmap2::MmapOptions::new().map(&file) }.map_err(io)?;
-        Self::from_image(path, elf::ImageBytes::Mapped(map))
+        Self::from_image(path, map_file(path)?)
     }
 
     /// Indexes an ELF image already in memory; `path` is only used in messages.
@@ -153,25 +186,9 @@ impl GoBinary {
                 path: path.to_owned(),
             });
         }
-        let (mut functions, function_source) = match elf.symtab_functions() {
-            Some(fs) if !fs.is_empty() => (fs, FunctionSource::Symtab),
-            _ => (
-                table.as_ref().map(|t| t.functions()).unwrap_or_default(),
-                FunctionSource::Pclntab,
-            ),
-        };
-        // Linker markers (`go:textfipsstart`, Go 1.24+) have table entries but no code (the
-        // symbol table gives them one byte of padding): they are not functions.
         let table_functions: Vec<Function> =
             table.as_ref().map(|t| t.functions()).unwrap_or_default();
-        let markers: std::collections::HashSet<(VirtAddr, &str)> = table_functions
-            .iter()
-            .filter(|f| f.size() == 0)
-            .map(|f| (f.entry, f.name.as_str()))
-            .collect();
-        functions.retain(|f| f.size() > 0 && !markers.contains(&(f.entry, f.name.as_str())));
-        functions.sort_by(|a, b| a.entry.cmp(&b.entry).then_with(|| a.name.cmp(&b.name)));
-        functions.dedup_by(|a, b| a.entry == b.entry && a.name == b.name);
+        let (functions, function_source) = own_functions(elf.symtab_functions(), &table_functions);
         let inlined_names = table
             .as_ref()
             .map(|t| t.names_without_code(&functions))
@@ -206,7 +223,70 @@ impl GoBinary {
             dwarf: std::sync::OnceLock::new(),
             gofunc,
             inline: std::sync::OnceLock::new(),
+            debug: None,
         })
+    }
+
+    /// Takes DWARF (signatures, types, inlined-call locations) and, for a binary without a
+    /// symbol table, the symbol table from the debug file at `path`, once its build ID is proven
+    /// equal to this binary's (see [`debugfile`]). On error nothing changes.
+    ///
+    /// The debug file's symbol table then stands where the binary's own would: as the source of
+    /// function names and ends, and as one of the two sources a probed function's start must be
+    /// confirmed by (the other is still this binary's `.gopclntab`, so both must agree before
+    /// anything is probed).
+    pub fn attach_debug_file(&mut self, path: &Path) -> Result<(), BinaryError> {
+        let debug = debugfile::DebugFile::open(path, &self.path, &self.elf)?;
+        if self.function_source == FunctionSource::Pclntab {
+            if let Some(symtab) = debug.elf.symtab_functions() {
+                let table = pclntab::locate(&self.elf)?.map(|found| found.table);
+                let all: Vec<Function> = table.as_ref().map(|t| t.functions()).unwrap_or_default();
+                let (functions, source) = own_functions(Some(symtab), &all);
+                self.inlined_names = table
+                    .map(|t| t.names_without_code(&functions))
+                    .unwrap_or_default();
+                self.functions = functions;
+                self.function_source = source;
+            }
+        }
+        if self.gofunc.is_none() {
+            self.gofunc = debug
+                .elf
+                .symbol_address("go:func.*")
+                .or_else(|| debug.elf.symbol_address("go.func.*"));
+        }
+        self.dwarf = std::sync::OnceLock::new();
+        self.debug = Some(debug);
+        Ok(())
+    }
+
+    /// The Go build ID and GNU build-id in the binary's notes.
+    pub fn build_ids(&self) -> BuildIds {
+        BuildIds::read(&self.elf)
+    }
+
+    /// Where signatures come from: the binary's DWARF, a debug file, or nowhere.
+    pub fn debug_source(&self) -> DebugSource {
+        match &self.debug {
+            Some(d) => DebugSource::DebugFile {
+                path: d.path.clone(),
+                matched: d.matched,
+            },
+            None if debugfile::has_dwarf(&self.elf) => DebugSource::Dwarf,
+            None => DebugSource::None,
+        }
+    }
+
+    /// The file DWARF is read from: the debug file when one is attached.
+    fn dwarf_elf(&self) -> &elf::ElfImage {
+        self.debug.as_ref().map_or(&self.elf, |d| &d.elf)
+    }
+
+    /// A symbol's address from `.symtab`, or from the debug file's when the binary has none.
+    fn symbol_address(&self, name: &str) -> Option<u64> {
+        self.elf
+            .symbol_address(name)
+            .or_else(|| self.debug.as_ref()?.elf.symbol_address(name))
     }
 
     pub fn path(&self) -> &Path {
@@ -368,7 +448,7 @@ impl GoBinary {
             return Ok(vec![None; pcs.len()]);
         };
         let pcs: Vec<u64> = pcs.iter().map(|p| p.0).collect();
-        d.inlined_params(&self.elf, name, &pcs)
+        d.inlined_params(self.dwarf_elf(), name, &pcs)
     }
 
     fn inlined_site(
@@ -482,7 +562,9 @@ impl GoBinary {
 
     /// DWARF, read on first use; `None` when the binary was built or stripped without it.
     pub fn dwarf(&self) -> Result<Option<&dwarf::DwarfInfo>, BinaryError> {
-        let loaded = self.dwarf.get_or_init(|| dwarf::DwarfInfo::load(&self.elf));
+        let loaded = self
+            .dwarf
+            .get_or_init(|| dwarf::DwarfInfo::load(self.dwarf_elf()));
         match loaded {
             Ok(d) => Ok(d.as_ref()),
             Err(e) => Err(BinaryError::Dwarf(
@@ -500,7 +582,7 @@ impl GoBinary {
             return Ok(Default::default());
         };
         // Go 1.20+ writes offsets from `runtime.types`; older releases, absolute addresses.
-        let base = self.elf.symbol_address("runtime.types").unwrap_or(0);
+        let base = self.symbol_address("runtime.types").unwrap_or(0);
         Ok(dwarf
             .runtime_type_values()
             .iter()

@@ -237,6 +237,41 @@ impl Build<'_> {
     }
 }
 
+/// What a build pipeline keeps of `binary` (a build with DWARF and a symbol table): its debug
+/// information alone (`objcopy --only-keep-debug`, as `BINARY.debug`) and the binary stripped of
+/// both (`objcopy --strip-all`, as `BINARY.stripped`), a pair of the same build. Made once, next
+/// to the binary; returns (stripped, debug file).
+pub fn split_debug(binary: &Path) -> Result<(PathBuf, PathBuf), BuildError> {
+    let with_suffix = |suffix: &str| {
+        let mut name = binary.as_os_str().to_owned();
+        name.push(suffix);
+        PathBuf::from(name)
+    };
+    let (stripped, debug) = (with_suffix(".stripped"), with_suffix(".debug"));
+    let lock = binary.parent().unwrap_or(Path::new(".")).join(".lock");
+    let _lock = FileLock::acquire(&lock)?;
+    for (out, how) in [(&debug, "--only-keep-debug"), (&stripped, "--strip-all")] {
+        if out.exists() {
+            continue;
+        }
+        let partial = with_suffix(".partial");
+        let output = Command::new("objcopy")
+            .arg(how)
+            .arg(binary)
+            .arg(&partial)
+            .output()
+            .map_err(io_err("running objcopy"))?;
+        if !output.status.success() {
+            return Err(BuildError::Io {
+                context: format!("objcopy {how} {}", binary.display()),
+                source: io::Error::other(String::from_utf8_lossy(&output.stderr).into_owned()),
+            });
+        }
+        fs::rename(&partial, out).map_err(io_err(format!("renaming {}", partial.display())))?;
+    }
+    Ok((stripped, debug))
+}
+
 /// The go command (`go build cmd/go`, ~15,000 functions), built from `toolchain`'s own source
 /// tree once and kept in `out_dir` as `gocmd-go1.N`: a large real binary to trace.
 pub fn go_command(toolchain: &Toolchain, out_dir: &Path) -> Result<PathBuf, BuildError> {

@@ -43,6 +43,17 @@ pub fn build_fixture(
     .unwrap_or_else(|e| panic!("building {relative_dir}: {e}"))
 }
 
+/// `binary` split as a build pipeline splits it: (stripped binary, debug file), see
+/// [`crate::split_debug`].
+pub fn split_debug(binary: &std::path::Path) -> (PathBuf, PathBuf) {
+    crate::split_debug(binary).unwrap_or_else(|e| {
+        panic!(
+            "splitting the debug information of {}: {e}",
+            binary.display()
+        )
+    })
+}
+
 /// Whether this test can do what needs root (BPF, uprobes, fanotify). Not root, it says it is
 /// skipped and returns false; with GOTRACE_REQUIRE_ROOT set (the README's test command and CI
 /// set it) not being root fails the test instead.
