@@ -16,6 +16,18 @@ pub use trial::uprobe_multi_supported;
 pub use wait::{pidfd, Waiter, Wake};
 pub use watch::{BinaryWatch, FileChange};
 
+/// Internals that the crate's integration tests check against the kernel (tests/bpf.rs), for
+/// them only: not an API.
+#[cfg(feature = "test-support")]
+#[doc(hidden)]
+pub mod test_support {
+    pub use crate::session::cookie;
+    pub use crate::skel::types::{gt_site_kind, gt_skip};
+    pub use crate::trial::{
+        kernel_btf_has_uprobe_multi, kernel_has_uprobe_multi, try_uprobe_multi,
+    };
+}
+
 mod skel {
     #![allow(clippy::all, unused_imports, dead_code)]
     include!(concat!(env!("OUT_DIR"), "/gotrace.skel.rs"));

@@ -1,23 +1,18 @@
 //! The watch on the traced file, against the real kernel: an exec of a file written in place
 //! waits until the session says its probes are gone; a new file at the path is reported.
 
-use gotrace_gobuild::testing::have_root;
 use gotrace_kernel::{BinaryWatch, FileChange};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// A copy of /bin/true in a fresh directory, watched as if probes were attached to it; `None`
-/// when not root (skipped).
-fn watched_program(tag: &str) -> Option<(PathBuf, PathBuf, BinaryWatch)> {
-    if !have_root() {
-        return None;
-    }
+/// A copy of /bin/true in a fresh directory, watched as if probes were attached to it.
+fn watched_program(tag: &str) -> (PathBuf, PathBuf, BinaryWatch) {
     let dir = tempfile_dir(tag);
     let path = executable_copy(&dir);
     let watch = BinaryWatch::start(&path).expect("watch");
     watch.attached(&std::fs::metadata(&path).expect("stat"));
-    Some((dir, path, watch))
+    (dir, path, watch)
 }
 
 fn executable_copy(dir: &Path) -> PathBuf {
@@ -38,11 +33,8 @@ fn wait_for(watch: &BinaryWatch, want: FileChange) -> Duration {
     panic!("no {want:?} within 5 s");
 }
 
-#[test]
 fn root_exec_of_a_file_written_in_place_waits_for_the_detach() {
-    let Some((dir, path, watch)) = watched_program("inplace") else {
-        return;
-    };
+    let (dir, path, watch) = watched_program("inplace");
 
     // Unchanged: exec runs at once.
     let ok = std::process::Command::new(&path).status().expect("exec");
@@ -89,11 +81,8 @@ fn root_exec_of_a_file_written_in_place_waits_for_the_detach() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[test]
 fn root_a_new_file_at_the_path_is_reported_replaced() {
-    let Some((dir, path, watch)) = watched_program("replace") else {
-        return;
-    };
+    let (dir, path, watch) = watched_program("replace");
     let fresh = dir.join("prog.new");
     std::fs::copy("/bin/true", &fresh).expect("copy");
     std::fs::set_permissions(&fresh, std::fs::Permissions::from_mode(0o755)).expect("chmod");
@@ -115,4 +104,12 @@ fn tempfile_dir(tag: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("mkdir");
     dir
+}
+
+gotrace_gobuild::test_main! {
+    tests: [],
+    root: [
+        root_exec_of_a_file_written_in_place_waits_for_the_detach,
+        root_a_new_file_at_the_path_is_reported_replaced,
+    ],
 }

@@ -10,7 +10,7 @@ use libbpf_rs::{Link, UprobeMultiOpts, UprobeOpts};
 use std::path::Path;
 
 /// The site's cookie, laid out as `GT_COOKIE_*` in gotrace.h reads it.
-pub(super) fn cookie(site: &Site) -> u64 {
+pub fn cookie(site: &Site) -> u64 {
     let kind = match site.kind {
         SiteKind::Entry => types::gt_site_kind::GT_SITE_ENTRY,
         SiteKind::Return => types::gt_site_kind::GT_SITE_RETURN,
@@ -189,91 +189,6 @@ pub(super) fn raise_open_file_limit() {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use libbpf_rs::skel::{OpenSkel, SkelBuilder};
-    use std::mem::MaybeUninit;
-    mod cookie_test_skel {
-        #![allow(clippy::all, unused_imports, dead_code)]
-        include!(concat!(env!("OUT_DIR"), "/cookie_test.skel.rs"));
-    }
-
-    /// Rust lays cookies out with the generated `gt_cookie` constants; the BPF program reads
-    /// them with gotrace.h's GT_COOKIE_* macros (here in a test program run by
-    /// BPF_PROG_TEST_RUN): every field of every kind of site reads back.
-    #[test]
-    fn cookies_read_back_with_the_bpf_programs_macros() {
-        use cookie_test_skel::{types::gt_cookie_fields, CookieTestSkelBuilder};
-        use gotrace_binary::{FileOffset, VirtAddr};
-        use types::{gt_site_kind as K, gt_skip as S};
-        if !gotrace_gobuild::testing::have_root() {
-            return;
-        }
-        let mut storage = MaybeUninit::uninit();
-        let skel = CookieTestSkelBuilder::default()
-            .open(&mut storage)
-            .and_then(|open| open.load())
-            .expect("the cookie decoder loads");
-        let kinds = [
-            (SiteKind::Entry, K::GT_SITE_ENTRY),
-            (SiteKind::Return, K::GT_SITE_RETURN),
-            (SiteKind::GoPanic, K::GT_SITE_GOPANIC),
-            (SiteKind::GoExit, K::GT_SITE_GOEXIT),
-            (SiteKind::FatalPanic, K::GT_SITE_FATALPANIC),
-            (SiteKind::Recovery, K::GT_SITE_RECOVERY),
-            (SiteKind::EntryReturn, K::GT_SITE_ENTRY_RETURN),
-            (SiteKind::Inlined, K::GT_SITE_INLINED),
-        ];
-        let skips = [
-            (None, S::GT_SKIP_NEVER),
-            (Some(SkipCondition::CarrySet), S::GT_SKIP_IF_CF),
-            (Some(SkipCondition::CarryOrZeroSet), S::GT_SKIP_IF_CF_ZF),
-        ];
-        let mut decoded = 0;
-        for (kind, bpf_kind) in kinds {
-            for (skip_if, bpf_skip) in skips {
-                for may_restart in [false, true] {
-                    for function in [0, 1, 0x8765_4321, u32::MAX] {
-                        let site = Site {
-                            function,
-                            kind,
-                            addr: VirtAddr(0x401000),
-                            file_offset: FileOffset(0x1000),
-                            skip_if,
-                            may_restart,
-                        };
-                        let mut fields = gt_cookie_fields {
-                            cookie: cookie(&site),
-                            ..Default::default()
-                        };
-                        // SAFETY: gt_cookie_fields is plain integers (any bytes are valid) and
-                        // the slice covers exactly it, borrowed mutably for the test run.
-                        let context = unsafe {
-                            std::slice::from_raw_parts_mut(
-                                (&mut fields as *mut gt_cookie_fields).cast::<u8>(),
-                                std::mem::size_of::<gt_cookie_fields>(),
-                            )
-                        };
-                        let input = libbpf_rs::ProgramInput {
-                            context_in: Some(context),
-                            ..Default::default()
-                        };
-                        let output = skel
-                            .progs
-                            .decode_cookie
-                            .test_run(input)
-                            .expect("BPF_PROG_TEST_RUN runs the decoder");
-                        assert_eq!(output.return_value, 0);
-                        assert_eq!(
-                            (fields.func, fields.kind, fields.skip, fields.may_restart),
-                            (function, bpf_kind.0, bpf_skip.0, u32::from(may_restart)),
-                            "{site:?}"
-                        );
-                        decoded += 1;
-                    }
-                }
-            }
-        }
-        assert_eq!(decoded, 8 * 3 * 2 * 4);
-    }
 
     #[test]
     fn bisection_finds_every_refused_site_and_only_those() {

@@ -6,6 +6,8 @@ mod tables;
 
 use crate::skel::{types, GotraceSkel, GotraceSkelBuilder};
 use crate::KernelError;
+#[cfg(feature = "test-support")]
+pub use attach::cookie;
 pub use attach::PER_SITE_LIMIT;
 use attach::{attach_multi_finding_refused, attach_per_site};
 pub use events::EventStream;
