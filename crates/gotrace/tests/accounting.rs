@@ -116,11 +116,7 @@ fn calls_lost(stderr: &str) -> u64 {
         .unwrap_or_else(|| panic!("no calls lost in {line}"))
 }
 
-#[test]
 fn root_single_ret_functions_and_methods_return() {
-    if !have_root() {
-        return;
-    }
     let _serial = serial();
     let runs = each_toolchain_reports_what_the_program_counted(
         &["main.Empty", "main.T.Nop", "main.Identity"],
@@ -142,11 +138,7 @@ fn root_single_ret_functions_and_methods_return() {
     }
 }
 
-#[test]
 fn root_recovered_panics_in_a_short_lived_process_are_reported() {
-    if !have_root() {
-        return;
-    }
     let _serial = serial();
     let runs = each_toolchain_reports_what_the_program_counted(
         &["main.Outer", "main.Middle", "main.Boom", "main.Deep"],
@@ -160,11 +152,7 @@ fn root_recovered_panics_in_a_short_lived_process_are_reported() {
 
 /// `--pid`: the process lives on after its panics; they must be reported while it does, not
 /// as calls in flight when gotrace stops.
-#[test]
 fn root_recovered_panics_are_reported_in_pid_mode() {
-    if !have_root() {
-        return;
-    }
     let _serial = serial();
     for toolchain in ends() {
         let binary = build(&toolchain);
@@ -219,11 +207,7 @@ fn root_recovered_panics_are_reported_in_pid_mode() {
     }
 }
 
-#[test]
 fn root_calls_in_flight_at_os_exit_are_reported_with_their_arguments() {
-    if !have_root() {
-        return;
-    }
     let _serial = serial();
     // os.Exit(3) inside main.Hold, with 8 goroutines blocked inside main.Block.
     let runs = each_toolchain_reports_what_the_program_counted(
@@ -287,11 +271,7 @@ fn hold_then_stop(binary: &Path, n: usize) -> (Vec<Value>, String) {
     (json_calls(&out), stderr)
 }
 
-#[test]
 fn root_calls_in_flight_at_ctrl_c_are_reported() {
-    if !have_root() {
-        return;
-    }
     let _serial = serial();
     for toolchain in ends() {
         let (calls, stderr) = hold_then_stop(&build(&toolchain), 50);
@@ -308,11 +288,7 @@ fn root_calls_in_flight_at_ctrl_c_are_reported() {
 }
 
 /// 70,000 calls in flight at once: each reported, or counted as lost under its cause.
-#[test]
 fn root_70000_calls_in_flight_are_all_accounted_for() {
-    if !have_root() {
-        return;
-    }
     let _serial = serial();
     const N: usize = 70_000;
     for toolchain in ends() {
@@ -332,11 +308,7 @@ fn root_70000_calls_in_flight_are_all_accounted_for() {
 
 /// A program that never panics, every runtime function it may be traced at: no call reported
 /// as panicked (system-stack calls the runtime never returns from are `abandoned`).
-#[test]
 fn root_runtime_glob_reports_no_false_panics() {
-    if !have_root() {
-        return;
-    }
     let _serial = serial();
     for toolchain in ends() {
         let binary = build(&toolchain);
@@ -376,7 +348,6 @@ fn root_runtime_glob_reports_no_false_panics() {
 }
 
 /// The layout table used for binaries without DWARF agrees with each toolchain's DWARF.
-#[test]
 fn resume_sp_table_matches_dwarf() {
     for toolchain in toolchains() {
         let binary = build(&toolchain);
@@ -392,4 +363,19 @@ fn resume_sp_table_matches_dwarf() {
             toolchain.version
         );
     }
+}
+
+gotrace_gobuild::test_main! {
+    tests: [
+        resume_sp_table_matches_dwarf,
+    ],
+    root: [
+        root_single_ret_functions_and_methods_return,
+        root_recovered_panics_in_a_short_lived_process_are_reported,
+        root_recovered_panics_are_reported_in_pid_mode,
+        root_calls_in_flight_at_os_exit_are_reported_with_their_arguments,
+        root_calls_in_flight_at_ctrl_c_are_reported,
+        root_70000_calls_in_flight_are_all_accounted_for,
+        root_runtime_glob_reports_no_false_panics,
+    ],
 }

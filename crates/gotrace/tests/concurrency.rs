@@ -310,62 +310,40 @@ fn stress(program: &Program) {
     );
 }
 
-#[test]
 fn root_stress_deep_recursion_growing_the_stack_inside_traced_calls() {
     let _serial = serial();
-    if have_root() {
-        stress(&RECURSION);
-    }
+    stress(&RECURSION);
 }
 
-#[test]
 fn root_stress_tracebacks_taken_inside_traced_calls() {
     let _serial = serial();
-    if have_root() {
-        stress(&CALLERS);
-    }
+    stress(&CALLERS);
 }
 
-#[test]
 fn root_stress_panics_through_and_recovered_inside_traced_calls() {
     let _serial = serial();
-    if have_root() {
-        stress(&PANICS);
-    }
+    stress(&PANICS);
 }
 
-#[test]
 fn root_stress_goroutines_parked_in_traced_calls_during_gc() {
     let _serial = serial();
-    if have_root() {
-        stress(&GC);
-    }
+    stress(&GC);
 }
 
-#[test]
 fn root_stress_goroutines_blocking_in_traced_calls() {
     let _serial = serial();
-    if have_root() {
-        stress(&BLOCKING);
-    }
+    stress(&BLOCKING);
 }
 
-#[test]
 fn root_stress_tight_loops_preempted_inside_traced_calls() {
     let _serial = serial();
-    if have_root() {
-        stress(&PREEMPT);
-    }
+    stress(&PREEMPT);
 }
 
 /// Entry-only mode counts entries as they happen, so a restart after stack growth that is not
 /// recognised shows up directly as an extra entry.
-#[test]
 fn root_entry_counts_equal_true_counts_when_the_stack_grows() {
     let _serial = serial();
-    if !have_root() {
-        return;
-    }
     let mut problems = Vec::new();
     for toolchain in toolchains() {
         let binary = build(&RECURSION, &toolchain);
@@ -405,12 +383,8 @@ fn root_entry_counts_equal_true_counts_when_the_stack_grows() {
 /// unique arguments), on the threads the program saw, with a duration between the one Work
 /// measured itself and the one its caller measured: both within 1 ms of gotrace's, as the issue
 /// asks, unless the goroutine was descheduled between the probe and the program's clock read.
-#[test]
 fn root_migration_every_call_paired_with_its_own_return() {
     let _serial = serial();
-    if !have_root() {
-        return;
-    }
     /// Clock reads in the kernel and through the vDSO, both CLOCK_MONOTONIC.
     const SLACK_NS: i64 = 20_000;
     let mut problems = Vec::new();
@@ -577,12 +551,8 @@ fn sigkill_mid_run(toolchain: &Toolchain, env: &[(&str, &str)]) {
     );
 }
 
-#[test]
 fn root_sigkill_leaves_the_target_running_with_its_original_code() {
     let _serial = serial();
-    if !have_root() {
-        return;
-    }
     for toolchain in toolchains() {
         eprintln!("Go {}: uprobe_multi", toolchain.version);
         sigkill_mid_run(&toolchain, &[]);
@@ -592,7 +562,6 @@ fn root_sigkill_leaves_the_target_running_with_its_original_code() {
 }
 
 /// The matcher itself: it must fail on what the tests exist to catch.
-#[test]
 fn compare_calls_accepts_only_correct_reports() {
     let call = |goid: u64, outcome: &str, results: &str| -> Value {
         serde_json::from_str(&format!(
@@ -619,4 +588,21 @@ fn compare_calls_accepts_only_correct_reports() {
         compare_calls(&returned, &[call(7, "returned", r#"{"~r0":5}"#)]).len(),
         2
     );
+}
+
+gotrace_gobuild::test_main! {
+    tests: [
+        compare_calls_accepts_only_correct_reports,
+    ],
+    root: [
+        root_stress_deep_recursion_growing_the_stack_inside_traced_calls,
+        root_stress_tracebacks_taken_inside_traced_calls,
+        root_stress_panics_through_and_recovered_inside_traced_calls,
+        root_stress_goroutines_parked_in_traced_calls_during_gc,
+        root_stress_goroutines_blocking_in_traced_calls,
+        root_stress_tight_loops_preempted_inside_traced_calls,
+        root_entry_counts_equal_true_counts_when_the_stack_grows,
+        root_migration_every_call_paired_with_its_own_return,
+        root_sigkill_leaves_the_target_running_with_its_original_code,
+    ],
 }

@@ -4,11 +4,7 @@ mod common;
 
 use common::*;
 
-#[test]
 fn root_demo_traces_each_valid_request_and_peeks() {
-    if !have_root() {
-        return;
-    }
     let build_dir = gotrace_gobuild::workspace_target_dir().join("demo-test");
     let out = run_gotrace(&["demo", "--build-dir", build_dir.to_str().unwrap()]);
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -35,4 +31,11 @@ fn root_demo_traces_each_valid_request_and_peeks() {
     assert!(stdout.contains("4 calls traced, 0 calls lost"), "{stdout}");
     assert!(stdout.contains("int3"), "{stdout}");
     assert!(stdout.contains("service exited"), "{stdout}");
+}
+
+gotrace_gobuild::test_main! {
+    tests: [],
+    root: [
+        root_demo_traces_each_valid_request_and_peeks,
+    ],
 }

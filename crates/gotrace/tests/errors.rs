@@ -20,13 +20,11 @@ fn assert_fails_saying(out: &Output, needles: &[&str]) {
     }
 }
 
-#[test]
 fn missing_file() {
     let out = run_gotrace(&["trace", "/no/such/binary", "main.main"]);
     assert_fails_saying(&out, &["/no/such/binary: no such file"]);
 }
 
-#[test]
 fn not_an_elf_file() {
     let path = tempfile_path("not-elf");
     std::fs::write(&path, "#!/bin/sh\necho hi\n").unwrap();
@@ -34,13 +32,11 @@ fn not_an_elf_file() {
     assert_fails_saying(&out, &["is not an ELF file", "hint:"]);
 }
 
-#[test]
 fn an_elf_that_is_not_go() {
     let out = run_gotrace(&["trace", "/bin/true", "main.main"]);
     assert_fails_saying(&out, &["/bin/true is not a Go binary"]);
 }
 
-#[test]
 fn no_such_function_suggests_close_names() {
     let service = fibonacci_service(&newest_toolchain());
     let out = run_gotrace(&["trace", service.to_str().unwrap(), "main.Fibonaci"]);
@@ -53,17 +49,12 @@ fn no_such_function_suggests_close_names() {
     );
 }
 
-#[test]
 fn pid_that_does_not_exist() {
     let out = run_gotrace(&["trace", "--pid", "999999999", "main.main"]);
     assert_fails_saying(&out, &["no process with PID 999999999"]);
 }
 
-#[test]
 fn root_pid_that_exits_while_traced_ends_the_session_cleanly() {
-    if !have_root() {
-        return;
-    }
     let (service, addr) = start_fibonacci_service(&newest_toolchain());
     let pid = service.pid();
     let tracer = trace_fibonacci(&service, &[]);
@@ -76,11 +67,7 @@ fn root_pid_that_exits_while_traced_ends_the_session_cleanly() {
     assert!(err.contains("1 calls traced"), "{err}");
 }
 
-#[test]
 fn root_without_privileges_says_which_are_needed() {
-    if !have_root() {
-        return;
-    }
     let service_bin = fibonacci_service(&newest_toolchain());
     // Drop to nobody with no capabilities at all.
     let nobody = [
@@ -117,11 +104,7 @@ fn setpriv_gotrace(setpriv: &[&str], args: &[&str]) -> Command {
 const ONLY_BPF_AND_PERFMON: [&str; 2] = ["--inh-caps=-all", "--bounding-set=-all,+bpf,+perfmon"];
 
 /// CAP_BPF and CAP_PERFMON are enough for the uprobe_multi link gotrace attaches on this kernel.
-#[test]
 fn cap_bpf_and_cap_perfmon_attach_uprobe_multi() {
-    if !have_root() {
-        return;
-    }
     // The binary, not --pid: reading a root process's /proc/PID/exe takes the caps it has.
     let service_bin = fibonacci_service(&newest_toolchain());
     let ready = tempfile_path("ready");
@@ -148,11 +131,7 @@ fn cap_bpf_and_cap_perfmon_attach_uprobe_multi() {
 
 /// Perf-event uprobes need CAP_SYS_ADMIN since the fix for CVE-2025-38466: with
 /// GOTRACE_NO_UPROBE_MULTI, CAP_BPF and CAP_PERFMON are refused and the error says why.
-#[test]
 fn perf_event_uprobes_without_cap_sys_admin_say_so() {
-    if !have_root() {
-        return;
-    }
     let service_bin = fibonacci_service(&newest_toolchain());
     let out = setpriv_gotrace(
         &ONLY_BPF_AND_PERFMON,
@@ -173,7 +152,6 @@ fn perf_event_uprobes_without_cap_sys_admin_say_so() {
     );
 }
 
-#[test]
 fn kernel_without_uprobes_is_reported() {
     let service_bin = fibonacci_service(&newest_toolchain());
     let out = Command::new(GOTRACE)
@@ -186,7 +164,6 @@ fn kernel_without_uprobes_is_reported() {
 
 /// Usage errors exit 2, whether clap finds them (a missing argument, an unknown flag) or
 /// gotrace does (a binary and no function; a function name that is not UTF-8).
-#[test]
 fn usage_errors_exit_2() {
     use std::os::unix::ffi::OsStrExt;
     let not_utf8 = std::ffi::OsStr::from_bytes(b"main.\xff");
@@ -214,4 +191,22 @@ fn usage_errors_exit_2() {
         err.contains("gotrace trace <BINARY | --pid PID> <FUNCTION>..."),
         "{err}"
     );
+}
+
+gotrace_gobuild::test_main! {
+    tests: [
+        missing_file,
+        pid_that_does_not_exist,
+        kernel_without_uprobes_is_reported,
+        usage_errors_exit_2,
+    ],
+    root: [
+        no_such_function_suggests_close_names,
+        an_elf_that_is_not_go,
+        not_an_elf_file,
+        root_pid_that_exits_while_traced_ends_the_session_cleanly,
+        root_without_privileges_says_which_are_needed,
+        cap_bpf_and_cap_perfmon_attach_uprobe_multi,
+        perf_event_uprobes_without_cap_sys_admin_say_so,
+    ],
 }

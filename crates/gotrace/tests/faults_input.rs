@@ -89,12 +89,10 @@ fn assert_refused(path: &std::path::Path, what: &str) {
     }
 }
 
-#[test]
 fn dev_zero_is_refused_without_reading_it() {
     assert_refused("/dev/zero".as_ref(), "/dev/zero is a character device");
 }
 
-#[test]
 fn a_fifo_is_refused_without_opening_it() {
     let path = tempfile_path("fifo");
     let c = std::ffi::CString::new(path.as_os_str().as_bytes()).unwrap();
@@ -104,14 +102,12 @@ fn a_fifo_is_refused_without_opening_it() {
     let _ = std::fs::remove_file(&path);
 }
 
-#[test]
 fn a_directory_is_refused() {
     let path = tempfile_path("dir");
     std::fs::create_dir_all(&path).unwrap();
     assert_refused(&path, "is a directory");
 }
 
-#[test]
 fn a_socket_is_refused() {
     let path = tempfile_path("sock");
     let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
@@ -119,7 +115,6 @@ fn a_socket_is_refused() {
     let _ = std::fs::remove_file(&path);
 }
 
-#[test]
 fn a_3_gib_sparse_file_is_not_read_whole() {
     let path = tempfile_path("sparse");
     let file = std::fs::File::create(&path).unwrap();
@@ -137,11 +132,7 @@ fn bench_loop() -> PathBuf {
     )
 }
 
-#[test]
 fn root_pid_of_a_thread_traces_its_process() {
-    if !have_root() {
-        return;
-    }
     let program = Running(
         Command::new(bench_loop())
             .args(["-func", "work", "-for", "120s", "-g", "2"])
@@ -189,7 +180,6 @@ fn root_pid_of_a_thread_traces_its_process() {
     }
 }
 
-#[test]
 fn a_zombie_is_named() {
     let mut child = Command::new("true").spawn().unwrap();
     let pid = child.id();
@@ -210,11 +200,7 @@ fn a_zombie_is_named() {
     assert!(err.contains(&format!("process {pid} is a zombie")), "{err}");
 }
 
-#[test]
 fn root_a_binary_path_that_is_not_utf8_is_traced() {
-    if !have_root() {
-        return;
-    }
     let dir = tempfile_path("non-utf8");
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(std::ffi::OsStr::from_bytes(b"bench-\xff\xfe"));
@@ -260,4 +246,19 @@ fn root_a_binary_path_that_is_not_utf8_is_traced() {
         3,
         "{stdout}{err}"
     );
+}
+
+gotrace_gobuild::test_main! {
+    tests: [
+        a_zombie_is_named,
+    ],
+    root: [
+        a_3_gib_sparse_file_is_not_read_whole,
+        a_socket_is_refused,
+        a_directory_is_refused,
+        a_fifo_is_refused_without_opening_it,
+        dev_zero_is_refused_without_reading_it,
+        root_pid_of_a_thread_traces_its_process,
+        root_a_binary_path_that_is_not_utf8_is_traced,
+    ],
 }

@@ -182,11 +182,7 @@ fn open_mem(pid: u32) -> File {
     File::open(format!("/proc/{pid}/mem")).unwrap()
 }
 
-#[test]
 fn root_ctrl_c_with_stdout_a_pipe_nobody_reads_detaches_within_a_second() {
-    if !have_root() {
-        return;
-    }
     let (program, binary) = busy_program();
     let pid = program.pid();
     let (mut tracer, stdout, stderr) =
@@ -222,11 +218,7 @@ fn root_ctrl_c_with_stdout_a_pipe_nobody_reads_detaches_within_a_second() {
     drop(stdout);
 }
 
-#[test]
 fn root_second_ctrl_c_exits_at_once() {
-    if !have_root() {
-        return;
-    }
     let (program, binary) = busy_program();
     let pid = program.pid();
     let (mut tracer, stdout, stderr) =
@@ -256,11 +248,7 @@ fn root_second_ctrl_c_exits_at_once() {
     drop(stdout);
 }
 
-#[test]
 fn root_ctrl_c_under_runtime_overload_detaches_within_a_second() {
-    if !have_root() {
-        return;
-    }
     let (service, addr) = start_fibonacci_service(&newest_toolchain());
     let pid = service.pid();
     let binary = fibonacci_service(&newest_toolchain());
@@ -429,11 +417,7 @@ fn assert_detached(pid: u32, binary: &Path) {
     assert!(gotrace_kernel::proc::exists(pid), "the traced program died");
 }
 
-#[test]
 fn root_stdout_to_dev_full_is_an_error() {
-    if !have_root() {
-        return;
-    }
     let (program, binary) = busy_program();
     let full = File::options().write(true).open("/dev/full").unwrap();
     let out = trace_with_output(program.pid(), full.into(), Stdio::piped(), None);
@@ -475,11 +459,7 @@ impl Drop for SmallTmpfs {
     }
 }
 
-#[test]
 fn root_stdout_to_a_full_tmpfs_is_an_error_and_counts_only_what_was_written() {
-    if !have_root() {
-        return;
-    }
     let (program, binary) = busy_program();
     let tmpfs = SmallTmpfs::mount();
     let path = tmpfs.0.join("calls.txt");
@@ -508,33 +488,21 @@ fn root_stdout_to_a_full_tmpfs_is_an_error_and_counts_only_what_was_written() {
     assert_detached(program.pid(), &binary);
 }
 
-#[test]
 fn root_closed_stdout_is_refused_before_attaching() {
-    if !have_root() {
-        return;
-    }
     let (program, binary) = busy_program();
     let out = trace_with_output(program.pid(), Stdio::inherit(), Stdio::piped(), Some(1));
     assert_failed_saying(out.status, &text(&out.stderr), &["stdout is closed"]);
     assert_detached(program.pid(), &binary);
 }
 
-#[test]
 fn root_closed_stderr_is_said_on_stdout() {
-    if !have_root() {
-        return;
-    }
     let (program, binary) = busy_program();
     let out = trace_with_output(program.pid(), Stdio::piped(), Stdio::inherit(), Some(2));
     assert_failed_saying(out.status, &text(&out.stdout), &["stderr is closed"]);
     assert_detached(program.pid(), &binary);
 }
 
-#[test]
 fn root_stderr_to_dev_full_stops_tracing_and_says_so_on_stdout() {
-    if !have_root() {
-        return;
-    }
     let (program, binary) = busy_program();
     let full = File::options().write(true).open("/dev/full").unwrap();
     let out = trace_with_output(program.pid(), Stdio::piped(), full.into(), None);
@@ -549,11 +517,7 @@ fn root_stderr_to_dev_full_stops_tracing_and_says_so_on_stdout() {
     assert_detached(program.pid(), &binary);
 }
 
-#[test]
 fn root_one_pipe_for_both_streams_closed_after_one_line_never_panics() {
-    if !have_root() {
-        return;
-    }
     // `gotrace trace … 2>&1 | head -1`
     let (program, binary) = busy_program();
     let (read, write) = std::os::unix::net::UnixStream::pair().unwrap();
@@ -573,7 +537,6 @@ fn root_one_pipe_for_both_streams_closed_after_one_line_never_panics() {
     assert_detached(program.pid(), &binary);
 }
 
-#[test]
 fn funcs_into_a_closed_pipe_stops_cleanly() {
     // `gotrace funcs BIN | head -1`: the listing is far bigger than a pipe holds.
     let binary = build_go(
@@ -601,7 +564,6 @@ fn funcs_into_a_closed_pipe_stops_cleanly() {
     assert!(!err.contains("panicked") && !err.contains("error"), "{err}");
 }
 
-#[test]
 fn funcs_output_faults_are_errors_not_panics() {
     let binary = build_go(
         "fixtures/go/bench_loop",
@@ -641,4 +603,22 @@ fn funcs_output_faults_are_errors_not_panics() {
     assert_failed_saying(out.status, &text(&out.stderr), &["stdout is closed"]);
     let out = funcs(Stdio::piped(), Stdio::piped(), Some(2));
     assert_failed_saying(out.status, &text(&out.stdout), &["stderr is closed"]);
+}
+
+gotrace_gobuild::test_main! {
+    tests: [
+        funcs_into_a_closed_pipe_stops_cleanly,
+        funcs_output_faults_are_errors_not_panics,
+    ],
+    root: [
+        root_ctrl_c_with_stdout_a_pipe_nobody_reads_detaches_within_a_second,
+        root_second_ctrl_c_exits_at_once,
+        root_ctrl_c_under_runtime_overload_detaches_within_a_second,
+        root_stdout_to_dev_full_is_an_error,
+        root_stdout_to_a_full_tmpfs_is_an_error_and_counts_only_what_was_written,
+        root_closed_stdout_is_refused_before_attaching,
+        root_closed_stderr_is_said_on_stdout,
+        root_stderr_to_dev_full_stops_tracing_and_says_so_on_stdout,
+        root_one_pipe_for_both_streams_closed_after_one_line_never_panics,
+    ],
 }

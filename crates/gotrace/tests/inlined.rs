@@ -113,11 +113,7 @@ fn check(
     (compared, stderr)
 }
 
-#[test]
 fn root_inlined_calls_are_counted_with_their_arguments_on_every_toolchain() {
-    if !have_root() {
-        return;
-    }
     for toolchain in toolchains() {
         let (compared, stderr) = check(&toolchain, Flavour::Plain, &[]);
         // DWARF locates some arguments at these sites on every release (1.25+ in DWARF 5
@@ -142,16 +138,11 @@ fn root_inlined_calls_are_counted_with_their_arguments_on_every_toolchain() {
     }
 }
 
-#[test]
 fn root_inlined_calls_with_no_return() {
-    if !have_root() {
-        return;
-    }
     let (compared, _) = check(&newest_toolchain(), Flavour::Plain, &["--no-return"]);
     assert!(compared >= 4, "compared {compared}");
 }
 
-#[test]
 fn a_function_that_exists_only_inlined_is_listed_with_its_sites() {
     let binary = build_go(FIXTURE, &newest_toolchain(), Flavour::Plain, "");
     let out = run_gotrace(&["funcs", "--json", binary.to_str().unwrap(), "main.Scale"]);
@@ -169,4 +160,14 @@ fn a_function_that_exists_only_inlined_is_listed_with_its_sites() {
             "{site}"
         );
     }
+}
+
+gotrace_gobuild::test_main! {
+    tests: [
+        a_function_that_exists_only_inlined_is_listed_with_its_sites,
+    ],
+    root: [
+        root_inlined_calls_are_counted_with_their_arguments_on_every_toolchain,
+        root_inlined_calls_with_no_return,
+    ],
 }

@@ -18,11 +18,7 @@ fn peek(service: &Running, flags: &[&str]) -> Output {
     out
 }
 
-#[test]
 fn root_peek_shows_int3_while_attached_and_original_bytes_after() {
-    if !have_root() {
-        return;
-    }
     let (service, addr) = start_fibonacci_service(&newest_toolchain());
     let out = peek(&service, &["--json"]);
     let sites: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
@@ -53,15 +49,19 @@ fn root_peek_shows_int3_while_attached_and_original_bytes_after() {
     assert_eq!((status, ret_of(&body)), (200, 55));
 }
 
-#[test]
 fn root_peek_text_explains_what_the_user_sees() {
-    if !have_root() {
-        return;
-    }
     let (service, _addr) = start_fibonacci_service(&newest_toolchain());
     let out = peek(&service, &[]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("int3"), "{text}");
     assert!(text.contains("0xcc"), "{text}");
     assert!(text.contains("original bytes are back"), "{text}");
+}
+
+gotrace_gobuild::test_main! {
+    tests: [],
+    root: [
+        root_peek_shows_int3_while_attached_and_original_bytes_after,
+        root_peek_text_explains_what_the_user_sees,
+    ],
 }

@@ -5,9 +5,7 @@
 
 mod common;
 
-use common::{
-    build_go, have_root, json_calls, run_gotrace, start_gotrace, tempfile_path, toolchains,
-};
+use common::{build_go, json_calls, run_gotrace, start_gotrace, tempfile_path, toolchains};
 use gotrace_gobuild::{Flavour, Toolchain};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -68,11 +66,7 @@ fn shift_symbol(data: &mut [u8], name: &str, delta: i64) {
 /// `main.Add`'s symbol moved by 1 and by 2 bytes in a copy of a real binary: tracing it alone
 /// is an error naming both addresses; `main.*` skips it with a warning and traces the rest;
 /// the traced program's exit code and output equal the untraced run's.
-#[test]
 fn root_shifted_symtab_entry_is_refused_and_the_program_is_unharmed() {
-    if !have_root() {
-        return;
-    }
     let mut checked = 0;
     for toolchain in toolchains() {
         let original = probe_proof(&toolchain, Flavour::Plain);
@@ -125,11 +119,7 @@ fn root_shifted_symtab_entry_is_refused_and_the_program_is_unharmed() {
 /// Stripped cgo PIE builds (no symbol table, the function table merged into other data, and
 /// from Go 1.26 no text start in its header) of Go 1.24 and newer: every call of the traced
 /// functions is seen at the right address, and the program runs as untraced.
-#[test]
 fn root_stripped_cgo_pie_is_traced_at_the_right_addresses() {
-    if !have_root() {
-        return;
-    }
     let newer: Vec<Toolchain> = toolchains()
         .into_iter()
         .filter(|t| {
@@ -176,4 +166,12 @@ fn root_stripped_cgo_pie_is_traced_at_the_right_addresses() {
         }
         assert!(calls.len() > CALLS, "{what}");
     }
+}
+
+gotrace_gobuild::test_main! {
+    tests: [],
+    root: [
+        root_shifted_symtab_entry_is_refused_and_the_program_is_unharmed,
+        root_stripped_cgo_pie_is_traced_at_the_right_addresses,
+    ],
 }

@@ -43,11 +43,7 @@ fn install(from: &Path, to: &Path) {
     std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755)).expect("chmod");
 }
 
-#[test]
 fn root_a_binary_written_in_place_or_rebuilt_is_never_harmed_and_traced_on() {
-    if !have_root() {
-        return;
-    }
     let newest = newest_toolchain();
     // Two builds that differ only in main's code: main.Step sits at the same address in both,
     // but begins with another instruction. A probe left on the inode would replay the first
@@ -150,4 +146,11 @@ fn root_a_binary_written_in_place_or_rebuilt_is_never_harmed_and_traced_on() {
         assert_eq!(call["results"]["~r0"].as_i64(), Some(2000 + i * i));
     }
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+gotrace_gobuild::test_main! {
+    tests: [],
+    root: [
+        root_a_binary_written_in_place_or_rebuilt_is_never_harmed_and_traced_on,
+    ],
 }

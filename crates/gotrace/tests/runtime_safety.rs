@@ -69,11 +69,7 @@ fn start_tracing_to_file(args: &[&str], out: &Path) -> (Running, Duration) {
     (running, started.elapsed())
 }
 
-#[test]
 fn root_runtime_and_everything_traced_leave_a_gc_heavy_program_unchanged() {
-    if !have_root() {
-        return;
-    }
     for toolchain in toolchains() {
         let binary = gc_busy(&toolchain);
         let path = binary.display().to_string();
@@ -181,11 +177,7 @@ fn byte_at(pid: u32, addr: u64) -> u8 {
     b[0]
 }
 
-#[test]
 fn root_lock_prefixed_first_instruction_is_named_and_the_rest_attach_on_one_link() {
-    if !have_root() {
-        return;
-    }
     for toolchain in toolchains() {
         let v = &toolchain.version;
         let binary = build_go("fixtures/go/lock_prefix", &toolchain, Flavour::Plain, "-l");
@@ -251,4 +243,12 @@ fn root_lock_prefixed_first_instruction_is_named_and_the_rest_attach_on_one_link
             "go{v}: ready in {ready_in:?}, {work_calls} main.Work calls, detached {detached_in:?} after Ctrl-C"
         );
     }
+}
+
+gotrace_gobuild::test_main! {
+    tests: [],
+    root: [
+        root_runtime_and_everything_traced_leave_a_gc_heavy_program_unchanged,
+        root_lock_prefixed_first_instruction_is_named_and_the_rest_attach_on_one_link,
+    ],
 }

@@ -59,22 +59,14 @@ fn trace_by_pid(toolchain: &Toolchain) {
     assert!(stderr.contains("4 calls traced, 0 calls lost"), "{stderr}");
 }
 
-#[test]
 fn root_seed_service_traced_by_pid_on_every_toolchain() {
-    if !have_root() {
-        return;
-    }
     for toolchain in toolchains() {
         eprintln!("Go {}", toolchain.version);
         trace_by_pid(&toolchain);
     }
 }
 
-#[test]
 fn root_seed_service_traced_by_binary_including_processes_started_later() {
-    if !have_root() {
-        return;
-    }
     let service_bin = fibonacci_service(&newest_toolchain());
     let before_addr = free_addr();
     let before = start_service(&service_bin, before_addr);
@@ -107,11 +99,7 @@ fn root_seed_service_traced_by_binary_including_processes_started_later() {
     );
 }
 
-#[test]
 fn root_text_output_reads_like_the_documented_line() {
-    if !have_root() {
-        return;
-    }
     let (service, addr) = start_fibonacci_service(&newest_toolchain());
     let pid = service.pid();
     let tracer = trace_fibonacci(&service, &[]);
@@ -133,11 +121,7 @@ fn root_text_output_reads_like_the_documented_line() {
     assert!(fields[6].ends_with('s'), "{line}");
 }
 
-#[test]
 fn root_count_stops_after_n_calls() {
-    if !have_root() {
-        return;
-    }
     let (service, addr) = start_fibonacci_service(&newest_toolchain());
     let tracer = trace_fibonacci(&service, &["--json", "--count", "2"]);
     for n in [3, 4, 5] {
@@ -151,11 +135,7 @@ fn root_count_stops_after_n_calls() {
     assert_eq!(calls[1]["args"]["n"], 4);
 }
 
-#[test]
 fn root_closed_output_ends_the_session() {
-    if !have_root() {
-        return;
-    }
     let (service, addr) = start_fibonacci_service(&newest_toolchain());
     let mut tracer = trace_fibonacci(&service, &[]);
     http_get(addr, "/fibonacci?num=3");
@@ -178,4 +158,15 @@ fn root_closed_output_ends_the_session() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     };
     assert!(status.success(), "{status}");
+}
+
+gotrace_gobuild::test_main! {
+    tests: [],
+    root: [
+        root_seed_service_traced_by_pid_on_every_toolchain,
+        root_seed_service_traced_by_binary_including_processes_started_later,
+        root_text_output_reads_like_the_documented_line,
+        root_count_stops_after_n_calls,
+        root_closed_output_ends_the_session,
+    ],
 }

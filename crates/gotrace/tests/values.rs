@@ -708,11 +708,7 @@ fn session_failure(toolchain: &Toolchain, session: &Session, problems: &[String]
     )
 }
 
-#[test]
 fn root_values_equal_the_programs_own_record_on_every_toolchain() {
-    if !have_root() {
-        return;
-    }
     let mut failures = Vec::new();
     for toolchain in toolchains() {
         let binary = values_program(&toolchain);
@@ -747,11 +743,7 @@ fn root_values_equal_the_programs_own_record_on_every_toolchain() {
 /// and a map emptied to a few entries among hundreds of groups), on Go 1.24–1.27: every value
 /// equal, every map of `FMapStress` shows exactly min(len, --elems) entries with nothing left
 /// unread, and a map showing fewer says why.
-#[test]
 fn root_maps_show_their_entries_wherever_the_hash_put_them() {
-    if !have_root() {
-        return;
-    }
     const ROUNDS: usize = 150;
     let mut failures = Vec::new();
     for toolchain in toolchains().into_iter().filter(swiss_maps) {
@@ -834,11 +826,7 @@ fn root_maps_show_their_entries_wherever_the_hash_put_them() {
 
 /// The limits given as flags, not the defaults: the 1 MiB string is cut at --string-max 4096,
 /// slices at --elems 4, pointers at --depth 1; all marked, everything else still equal.
-#[test]
 fn root_limits_cut_strings_slices_and_pointers_and_mark_them() {
-    if !have_root() {
-        return;
-    }
     let newest = newest_toolchain();
     let limits = Limits {
         string_max: 4096,
@@ -896,11 +884,7 @@ fn root_limits_cut_strings_slices_and_pointers_and_mark_them() {
 }
 
 /// The text output renders values the Go way, as the issue shows them.
-#[test]
 fn root_text_output_renders_go_values() {
-    if !have_root() {
-        return;
-    }
     let binary = values_program(&newest_toolchain());
     let tracer = start_gotrace(&[binary.to_str().unwrap(), "main.FText"]);
     let status = Command::new(&binary)
@@ -965,11 +949,7 @@ fn run_text(binary: &Path, functions: &[&str], program_args: &[&str]) -> (String
 /// `path` are read, the tree's deepest strings are the ones left out, and each of those says
 /// so — `{"not_read": …}` and a reason under "unavailable" in JSON, `<not read: …>` in text —
 /// and the summary counts them. On the oldest and the newest toolchain.
-#[test]
 fn root_reads_beyond_the_budget_are_marked_and_top_level_strings_read() {
-    if !have_root() {
-        return;
-    }
     let program_args = ["-workers", "1", "-rounds", "0", "-big", "0", "-budget", "3"];
     let chains = toolchains();
     for toolchain in [chains.first().unwrap(), chains.last().unwrap()] {
@@ -1050,11 +1030,7 @@ fn root_reads_beyond_the_budget_are_marked_and_top_level_strings_read() {
 
 /// Issue 10: the errno inside the *fs.PathError os.Open returns shows — an interface held in
 /// another interface's value. (JSON on every toolchain: the main comparison's main.FOpen.)
-#[test]
 fn root_path_error_shows_its_errno() {
-    if !have_root() {
-        return;
-    }
     let binary = values_program(&newest_toolchain());
     let (stdout, stderr) = run_text(
         &binary,
@@ -1081,11 +1057,7 @@ fn go_command(toolchain: &Toolchain) -> std::path::PathBuf {
 /// The issue, on a real program: the go command's `loadPackageData` (a *Loader, a context, six
 /// more arguments) lost its `path` to the read budget in every call of `go list std`. Now every
 /// call shows it, what is not read says so, and every standard package listed was seen.
-#[test]
 fn root_go_command_load_package_data_shows_its_path() {
-    if !have_root() {
-        return;
-    }
     let toolchain = newest_toolchain();
     let gocmd = go_command(&toolchain);
     let goroot = toolchain.go.parent().and_then(Path::parent).unwrap();
@@ -1144,7 +1116,6 @@ fn root_go_command_load_package_data_shows_its_path() {
 
 /// The comparison itself, on a hand-made call: it accepts what the rules allow and catches each
 /// kind of mistake (so a passing end-to-end test means something). Needs no root.
-#[test]
 fn comparison_accepts_the_rules_and_rejects_each_kind_of_mistake() {
     let limits = Limits {
         string_max: 4,
@@ -1262,4 +1233,19 @@ fn comparison_accepts_the_rules_and_rejects_each_kind_of_mistake() {
         !compare_session(&session(vec![with_pid(good.clone()); 2]), limits).is_empty(),
         "duplicate"
     );
+}
+
+gotrace_gobuild::test_main! {
+    tests: [
+        comparison_accepts_the_rules_and_rejects_each_kind_of_mistake,
+    ],
+    root: [
+        root_values_equal_the_programs_own_record_on_every_toolchain,
+        root_maps_show_their_entries_wherever_the_hash_put_them,
+        root_limits_cut_strings_slices_and_pointers_and_mark_them,
+        root_text_output_renders_go_values,
+        root_reads_beyond_the_budget_are_marked_and_top_level_strings_read,
+        root_path_error_shows_its_errno,
+        root_go_command_load_package_data_shows_its_path,
+    ],
 }

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 pub const GOTRACE: &str = env!("CARGO_BIN_EXE_gotrace");
 
-pub use gotrace_gobuild::testing::{have_root, toolchains};
+pub use gotrace_gobuild::testing::toolchains;
 
 pub fn newest_toolchain() -> Toolchain {
     toolchains().pop().expect("checked non-empty")
