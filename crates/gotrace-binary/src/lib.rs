@@ -7,6 +7,7 @@
 
 pub mod abi;
 mod addr;
+pub mod arginfo;
 pub mod buildinfo;
 pub mod debugfile;
 pub mod dwarf;
@@ -16,6 +17,7 @@ pub mod inline;
 mod moduledata;
 pub mod pclntab;
 pub mod sites;
+mod spills;
 mod suggest;
 pub mod types;
 
@@ -154,6 +156,8 @@ pub struct GoBinary {
     gofunc: Option<u64>,
     /// Every inlined body, read from the inline trees on first use.
     inline: std::sync::OnceLock<Result<inline::InlineIndex, BinaryError>>,
+    /// Every function's argument metadata (`FUNCDATA_ArgInfo`), read on first use.
+    arginfo: std::sync::OnceLock<Result<arginfo::ArgInfoIndex, BinaryError>>,
     /// Separate debug information of the same build, when attached.
     debug: Option<debugfile::DebugFile>,
 }
@@ -223,6 +227,7 @@ impl GoBinary {
             dwarf: std::sync::OnceLock::new(),
             gofunc,
             inline: std::sync::OnceLock::new(),
+            arginfo: std::sync::OnceLock::new(),
             debug: None,
         })
     }
@@ -418,6 +423,58 @@ impl GoBinary {
                 reason: format!("inline tree: {e}"),
             }),
         }
+    }
+
+    /// The function's arguments as Go's traceback metadata describes them (`FUNCDATA_ArgInfo`:
+    /// words, sizes, aggregates; no types), with where each word is at entry where the
+    /// function's stack-growth path proves it (see [`arginfo`]). Needs no debug information.
+    /// `None` when the binary keeps no such metadata for the function (assembly, tables
+    /// older than Go 1.18).
+    pub fn untyped_args(
+        &self,
+        function: &Function,
+    ) -> Result<Option<arginfo::UntypedArgs>, BinaryError> {
+        let loaded = self.arginfo.get_or_init(|| {
+            let (Some(found), Some(gofunc)) = (pclntab::locate(&self.elf)?, self.gofunc) else {
+                return Ok(arginfo::ArgInfoIndex::default());
+            };
+            let entries: Vec<VirtAddr> = found.table.functions().iter().map(|f| f.entry).collect();
+            arginfo::index(found.table.raw(), &entries, |off, len| {
+                let at = VirtAddr(gofunc.checked_add(off)?);
+                // The stream may end closer to the end of the image than its longest length.
+                (1..=len).rev().find_map(|n| self.elf.bytes_at(at, n).ok())
+            })
+        });
+        let index = match loaded {
+            Ok(index) => index,
+            Err(e) => {
+                return Err(BinaryError::Malformed {
+                    section: ".gopclntab",
+                    offset: 0,
+                    reason: format!("argument metadata: {e}"),
+                })
+            }
+        };
+        let Some(stream) = index.get(function.entry) else {
+            return Ok(None);
+        };
+        let mut items = arginfo::parse(stream, function.entry)?;
+        let assembly = self
+            .traits(function)
+            .is_some_and(|t| t.has(pclntab::FuncTraits::ASM));
+        let growth = match self.arch() {
+            _ if assembly => Err(arginfo::Unknown::Assembly),
+            Arch::Amd64 => {
+                let instructions = sites::decode_amd64(function, self.code(function)?)?;
+                spills::amd64(function, &instructions, |a| {
+                    self.function_at(a).map(|f| f.name.as_str())
+                })
+                .map_err(arginfo::Unknown::Unrecognized)
+            }
+            Arch::Arm64 => Err(arginfo::Unknown::Architecture),
+        };
+        arginfo::locate(&mut items, growth);
+        Ok(Some(arginfo::UntypedArgs { items }))
     }
 
     /// Where to probe each place `name` was inlined: one result per inlined body, an error for
