@@ -3,14 +3,14 @@
 //! values fixture is traced for real; for every call, the model runs the same recipe with the
 //! same registers and stack pointer over the memory the real program read (its captures), and
 //! must produce exactly the real captures: the same reads at the same addresses, the same
-//! lengths, statuses, gathers and dynamic hops, in the same order.
+//! lengths, statuses, gathers and dynamic hops, in the same order. Not root: shown as ignored.
 
 #[path = "../../gotrace-decode/tests/common/bpf_model.rs"]
 mod bpf_model;
 
 use bpf_model::{captures, Machine, UserMemory};
 use gotrace_binary::GoBinary;
-use gotrace_gobuild::testing::{build_fixture, have_root, toolchains};
+use gotrace_gobuild::testing::{build_fixture, toolchains};
 use gotrace_gobuild::Flavour;
 use gotrace_kernel::{Session, Target};
 use gotrace_plan::{plan, CallKind, Capture, CaptureStatus, PlanOptions, RawCall};
@@ -72,11 +72,7 @@ fn traced_calls(binary: &std::path::Path, plan: &gotrace_plan::ProbePlan) -> Vec
     Rc::try_unwrap(calls).expect("one owner").into_inner()
 }
 
-#[test]
-fn the_model_reads_what_the_bpf_program_reads() {
-    if !have_root() {
-        return;
-    }
+fn root_the_model_reads_what_the_bpf_program_reads() {
     let newest = toolchains().pop().expect("checked non-empty");
     let old: Vec<_> = toolchains()
         .into_iter()
@@ -142,4 +138,9 @@ fn the_model_reads_what_the_bpf_program_reads() {
             assert!(gathers > 10, "Swiss maps gathered: {gathers}");
         }
     }
+}
+
+gotrace_gobuild::test_main! {
+    tests: [],
+    root: [root_the_model_reads_what_the_bpf_program_reads],
 }
