@@ -14,9 +14,9 @@ pub mod dwarf;
 mod elf;
 mod error;
 pub mod inline;
+pub mod layout;
 mod moduledata;
 pub mod pclntab;
-pub mod rtype;
 pub mod sites;
 mod spills;
 mod suggest;
@@ -155,10 +155,6 @@ pub struct GoBinary {
     dwarf: std::sync::OnceLock<Result<Option<dwarf::DwarfInfo>, BinaryError>>,
     /// The runtime's `gofunc`, which funcdata offsets count from (Go 1.18+).
     gofunc: Option<u64>,
-    /// The runtime's module data record (its address) when it was found.
-    module_data: Option<u64>,
-    /// Methods' signatures from the runtime type descriptors, read on first use.
-    runtime_methods: std::sync::OnceLock<Result<rtype::RuntimeMethods, String>>,
     /// Every inlined body, read from the inline trees on first use.
     inline: std::sync::OnceLock<Result<inline::InlineIndex, BinaryError>>,
     /// Every function's argument metadata (`FUNCDATA_ArgInfo`), read on first use.
@@ -207,7 +203,6 @@ impl GoBinary {
             .map(|t| t.traits().iter().copied().collect())
             .unwrap_or_default();
         let text_range = module.map(|m| (VirtAddr(m.text), VirtAddr(m.etext)));
-        let module_data = module.map(|m| m.at);
         let gofunc = module.and_then(|m| m.gofunc).or_else(|| {
             elf.symbol_address("go:func.*")
                 .or_else(|| elf.symbol_address("go.func.*"))
@@ -232,8 +227,6 @@ impl GoBinary {
             build_info,
             dwarf: std::sync::OnceLock::new(),
             gofunc,
-            module_data,
-            runtime_methods: std::sync::OnceLock::new(),
             inline: std::sync::OnceLock::new(),
             arginfo: std::sync::OnceLock::new(),
             debug: None,
@@ -655,44 +648,15 @@ impl GoBinary {
             .collect())
     }
 
-    /// The signature of every method the runtime type descriptors list with code, by the
-    /// entry of that code (read on first use; see [`rtype`]). Needs no DWARF or symbols, only
-    /// the runtime's module data and a known Go release (1.19–1.27).
-    pub fn runtime_methods(&self) -> Result<&rtype::RuntimeMethods, BinaryError> {
-        let loaded = self.runtime_methods.get_or_init(|| {
-            let (Some(at), Some((text, _))) = (self.module_data, self.text_range) else {
-                return Err("the runtime's module data was not found".to_owned());
-            };
-            let info = self.build_info.as_ref();
-            let minor = info
-                .and_then(|b| b.go_version_minor())
-                .ok_or("the Go version is not in the build info")?;
-            let swiss_maps = !info.is_some_and(|b| {
-                b.settings
-                    .iter()
-                    .any(|(k, v)| k == "GOEXPERIMENT" && v.contains("noswissmap"))
-            });
-            let words = moduledata::Words::new(&self.elf);
-            let section = rtype::section(&words, at, text.0, minor, swiss_maps)?;
-            rtype::read(&self.elf, &words, &section, &self.table)
-        });
-        loaded
-            .as_ref()
-            .map_err(|e| BinaryError::RuntimeTypes(e.clone()))
-    }
-    /// Offset of `goid` inside `runtime.g`: from DWARF when present, else by Go version.
-    pub fn goid_offset(&self) -> Option<u64> {
-        if let Ok(Some(d)) = self.dwarf() {
-            if let Some(off) = d.member_offset("runtime.g", "goid") {
-                return Some(off);
-            }
-        }
-        let version = self.build_info.as_ref()?.go_version_minor()?;
-        Some(match version {
-            17..=22 => 152,
-            23..=24 => 160,
-            _ => 152,
-        })
+    /// The Go runtime's layout in this binary: the table's row for its Go release, with what
+    /// its DWARF (when present and readable) describes taking precedence; the disagreements
+    /// with the table are returned to be shown.
+    pub fn runtime_layout(
+        &self,
+    ) -> Result<(layout::RuntimeLayout, Vec<layout::Check>), layout::LayoutError> {
+        let minor = self.build_info.as_ref().and_then(|b| b.go_version_minor());
+        let dwarf = self.dwarf().ok().flatten();
+        layout::RuntimeLayout::for_binary(self.arch(), minor, dwarf)
     }
 }
 
