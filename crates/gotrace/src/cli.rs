@@ -76,6 +76,12 @@ pub struct TraceArgs {
     /// Pointers followed from an argument (through pointers, interfaces, maps).
     #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(0..=8))]
     pub depth: u32,
+    /// DWARF from a separate debug file of the same build (`objcopy --only-keep-debug`, or the
+    /// unstripped build itself), for a stripped binary; refused unless its build ID is the
+    /// binary's. Without it, a binary without DWARF is looked up by build-id under
+    /// $GOTRACE_DEBUG_PATH and /usr/lib/debug.
+    #[arg(long, value_name = "PATH")]
+    pub debug_file: Option<PathBuf>,
 }
 
 /// Words on the command line that do not make a command: exit status 2, as clap's own.
@@ -128,6 +134,12 @@ pub struct PeekArgs {
     /// JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// DWARF from a separate debug file of the same build (`objcopy --only-keep-debug`, or the
+    /// unstripped build itself), for a stripped binary; refused unless its build ID is the
+    /// binary's. Without it, a binary without DWARF is looked up by build-id under
+    /// $GOTRACE_DEBUG_PATH and /usr/lib/debug.
+    #[arg(long, value_name = "PATH")]
+    pub debug_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -156,4 +168,10 @@ pub struct FuncsArgs {
     /// and `functions`, each with signature, argument locations and probe sites.
     #[arg(long)]
     pub json: bool,
+    /// DWARF from a separate debug file of the same build (`objcopy --only-keep-debug`, or the
+    /// unstripped build itself), for a stripped binary; refused unless its build ID is the
+    /// binary's. Without it, a binary without DWARF is looked up by build-id under
+    /// $GOTRACE_DEBUG_PATH and /usr/lib/debug.
+    #[arg(long, value_name = "PATH")]
+    pub debug_file: Option<PathBuf>,
 }

@@ -84,6 +84,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
             entry_only: false,
             limits: gotrace_plan::Limits::default(),
             count: None,
+            debug_file: None,
         };
         let mut sink = ChannelSink {
             lines: lines_tx,
@@ -141,7 +142,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     out!("\n{}", summary.text())?;
 
     out!("\n$ gotrace peek --pid {pid} {FUNCTION}")?;
-    let (name, sites) = crate::peek::peek(pid, FUNCTION)?;
+    let (name, sites) = crate::peek::peek(pid, FUNCTION, None)?;
     crate::stdio::print(&crate::peek::render(&name, pid, &sites))?;
 
     out!("\nStopping the service (SIGINT: graceful shutdown)...")?;

@@ -34,6 +34,8 @@ struct BinaryInfo {
     function_source: FunctionSource,
     /// Whether signatures (and so argument locations) are available.
     dwarf: bool,
+    /// Where DWARF comes from: the binary's own, or a debug file of its build.
+    debug_source: gotrace_binary::DebugSource,
     /// Why DWARF that is present could not be read (the listing goes on without it).
     #[serde(skip_serializing_if = "Option::is_none")]
     dwarf_error: Option<String>,
@@ -295,6 +297,7 @@ fn binary_info(binary: &GoBinary, dwarf: bool, dwarf_error: Option<String>) -> B
             .map(|v| v == "1"),
         function_source: binary.function_source(),
         dwarf,
+        debug_source: binary.debug_source(),
         dwarf_error,
     }
 }
@@ -444,7 +447,7 @@ fn header(info: &BinaryInfo) -> String {
     };
     const NEED: &str = "names and probe sites only, signatures and argument locations need DWARF";
     let types = match (info.dwarf, &info.dwarf_error) {
-        (true, _) => "signatures from DWARF".to_owned(),
+        (true, _) => format!("signatures from {}", info.debug_source),
         (false, Some(e)) => format!("DWARF unreadable ({e}): {NEED}"),
         (false, None) => format!("no DWARF (built with -ldflags=-w or stripped): {NEED}"),
     };
@@ -539,7 +542,7 @@ pub fn run(args: &FuncsArgs) -> Result<()> {
     if !args.binary.exists() {
         anyhow::bail!("{}: no such file", args.binary.display());
     }
-    let binary = GoBinary::open(&args.binary)?;
+    let binary = crate::debuginfo::open(&args.binary, args.debug_file.as_deref())?;
     let listing = list(&binary, args.pattern.as_deref(), args.verbose || args.json)?;
     if listing.functions.is_empty() {
         if let Some(pattern) = &args.pattern {

@@ -1,6 +1,7 @@
 //! gotrace: trace Go functions' arguments, results and latency with eBPF uprobes.
 
 mod cli;
+mod debuginfo;
 mod demo;
 mod follow;
 mod funcs;
@@ -256,6 +257,7 @@ fn run_trace(args: TraceArgs) -> Result<()> {
             depth: args.depth,
         },
         count: args.count,
+        debug_file: args.debug_file.clone(),
     };
     let format = if args.json {
         Format::Json

@@ -4,7 +4,7 @@
 use crate::cli::PeekArgs;
 use anyhow::{Context, Result};
 use gotrace_binary::sites::{disassemble_one, hex};
-use gotrace_binary::{Arch, GoBinary, VirtAddr};
+use gotrace_binary::{Arch, VirtAddr};
 use gotrace_kernel::{proc, Session, Target};
 use gotrace_plan::{PlanOptions, SiteKind};
 use serde::Serialize;
@@ -38,9 +38,13 @@ fn snapshot(arch: Arch, bytes: &[u8], addr: VirtAddr) -> Snapshot {
 }
 
 /// Attaches to `function`'s sites in process `pid`, reads the code three times, detaches.
-pub fn peek(pid: u32, function: &str) -> Result<(String, Vec<PeekedSite>)> {
+pub fn peek(
+    pid: u32,
+    function: &str,
+    debug_file: Option<&std::path::Path>,
+) -> Result<(String, Vec<PeekedSite>)> {
     let path = proc::exe(proc::process_of(pid)?)?;
-    let binary = GoBinary::open(&path)?;
+    let binary = crate::debuginfo::open(&path, debug_file)?;
     let plan = gotrace_plan::plan(&binary, &[function.to_owned()], PlanOptions::default())?;
     let arch = binary.arch();
     let mut sites = Vec::new();
@@ -142,7 +146,7 @@ pub fn render(function: &str, pid: u32, sites: &[PeekedSite]) -> String {
 }
 
 pub fn run(args: &PeekArgs) -> Result<()> {
-    let (function, sites) = peek(args.pid, &args.function)?;
+    let (function, sites) = peek(args.pid, &args.function, args.debug_file.as_deref())?;
     if args.json {
         crate::out!("{}", serde_json::to_string_pretty(&sites)?)?;
     } else {

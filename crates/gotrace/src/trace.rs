@@ -36,6 +36,8 @@ pub struct TraceRequest {
     pub limits: gotrace_plan::Limits,
     /// Stop after this many calls.
     pub count: Option<u64>,
+    /// Separate debug information of the binary's build (`--debug-file`).
+    pub debug_file: Option<PathBuf>,
 }
 
 /// What the output can take after a batch.
@@ -94,7 +96,7 @@ pub fn target_binary(target: &Target) -> Result<PathBuf> {
 /// Opens the target's binary and plans the probes.
 pub fn prepare(request: &TraceRequest) -> Result<(GoBinary, PathBuf, ProbePlan)> {
     let path = target_binary(&request.target)?;
-    let binary = GoBinary::open(&path)?;
+    let binary = crate::debuginfo::open(&path, request.debug_file.as_deref())?;
     let plan = gotrace_plan::plan(
         &binary,
         &request.functions,
@@ -435,10 +437,14 @@ pub fn describe_attach(plan: &ProbePlan, report: &AttachReport, binary: &Path) -
         AttachMethod::PerSite => "one uprobe per site",
     };
     format!(
-        "{shown} in {} ({inlined_text}{} sites: {entries} entry, {returns} return, {inlined} inlined, {hooks} runtime; {method}, attached in {:.1?})",
+        "{shown} in {} ({inlined_text}{} sites: {entries} entry, {returns} return, {inlined} inlined, {hooks} runtime; {method}, attached in {:.1?}; {})",
         binary.display(),
         report.attached,
-        report.elapsed
+        report.elapsed,
+        match &plan.debug_source {
+            gotrace_binary::DebugSource::None => "no signatures (no DWARF)".to_owned(),
+            source => format!("signatures from {source}"),
+        }
     )
 }
 

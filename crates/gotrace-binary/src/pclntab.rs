@@ -17,14 +17,9 @@
 //!
 //! Every read is bounds-checked: a corrupt table gives `BinaryError::Malformed`, never a panic.
 
-mod decode;
-mod reader;
-
 use crate::elf::ElfImage;
 use crate::moduledata::{self, ModuleData, Words};
 use crate::{Arch, BinaryError, Function, VirtAddr};
-use decode::{decode_functions, decode_traits, Layout, TEXT_START_WORD};
-pub(crate) use reader::{abbreviate_generic, elf_name, malformed, Reader};
 use std::collections::HashSet;
 
 /// Where the linker puts the table: PIE builds move it among the data that is relocated.
@@ -373,6 +368,276 @@ fn open_at<'a>(
         }
     }
     Ok(Located { table, module })
+}
+
+/// Offset of the header's text-start word (Go 1.18+): magic, padding, quantum, pointer size,
+/// nfunc, nfiles.
+const TEXT_START_WORD: u64 = 8 + 2 * 8;
+
+/// Offsets (from the start of the table) of the parts `decode_functions` reads.
+struct Layout {
+    nfunc: u64,
+    /// Added to the 32-bit entry offsets of Go 1.18+; unused before, where entries are absolute.
+    text_start: u64,
+    /// Start and end of `funcnametab`, which name offsets are relative to; before 1.16 they
+    /// are relative to the table's start.
+    names: Option<(u64, u64)>,
+    /// Base of the pc-value tables (`pcsp` offsets are relative to it).
+    pctab: u64,
+    functab: u64,
+    /// Base that a function-table entry's record offset is relative to.
+    funcdata: u64,
+}
+
+/// Each function's argument frame size, by entry address.
+type ArgSizes = Vec<(VirtAddr, u32)>;
+
+fn decode_functions(
+    r: &Reader<'_>,
+    version: Version,
+    quantum: u8,
+    ptr_size: u64,
+    l: &Layout,
+) -> Result<(Vec<Function>, ArgSizes), BinaryError> {
+    let field_size = if version >= Version::Go118 {
+        4
+    } else {
+        ptr_size
+    };
+    // Checked before anything is allocated: nfunc comes from the file and may be absurd.
+    let table_len = l
+        .nfunc
+        .checked_mul(2)
+        .and_then(|n| n.checked_add(1))
+        .and_then(|n| n.checked_mul(field_size))
+        .ok_or_else(|| malformed(8, format!("{} functions cannot fit", l.nfunc)))?;
+    r.bytes(l.functab, table_len, "function table")?;
+    // In bounds for every i <= 2 * nfunc: the whole table was checked above.
+    let raw = |i: u64| r.word(l.functab + i * field_size, field_size);
+    // Entries are absolute before 1.18, offsets from the text start since.
+    let address = |v: u64, off: u64| -> Result<u64, BinaryError> {
+        if version >= Version::Go118 {
+            l.text_start
+                .checked_add(v)
+                .ok_or_else(|| malformed(off, "entry address overflows"))
+        } else {
+            Ok(v)
+        }
+    };
+
+    // Real tables walk each pc-value table once; this bounds the work a crafted one can cause.
+    let mut pc_steps_left = r.data.len() as u64;
+    let mut functions = Vec::with_capacity(usize::try_from(l.nfunc).unwrap_or(0));
+    let mut arg_sizes = Vec::with_capacity(functions.capacity());
+    let mut next_entry = if l.nfunc > 0 {
+        address(raw(0)?, l.functab)?
+    } else {
+        0
+    };
+    for i in 0..l.nfunc {
+        let entry = next_entry;
+        let next_off = l.functab + (2 * i + 2) * field_size;
+        next_entry = address(raw(2 * i + 2)?, next_off)?;
+        if next_entry < entry {
+            return Err(malformed(
+                next_off,
+                format!("function table not sorted: {next_entry:#x} follows {entry:#x}"),
+            ));
+        }
+        let record = l
+            .funcdata
+            .checked_add(raw(2 * i + 1)?)
+            .ok_or_else(|| malformed(next_off, "function record offset overflows"))?;
+        // The record starts with its own entry, in the same form as the table's.
+        let own_entry = address(r.word(record, field_size)?, record)?;
+        if own_entry != entry {
+            return Err(malformed(
+                record,
+                format!("function record says entry {own_entry:#x}, the table says {entry:#x}"),
+            ));
+        }
+        // u32 fields follow the entry: nameOff, args, deferreturn, pcsp.
+        let name_off = u64::from(r.u32(record.saturating_add(field_size))?);
+        let name_base = l.names.map_or(0, |(start, _)| start);
+        let name = r.c_string(name_base.saturating_add(name_off), l.names)?;
+        let args = r.u32(record.saturating_add(field_size + 4))?;
+        let pcsp = u64::from(r.u32(record.saturating_add(field_size + 12))?);
+        let code_len = if pcsp == 0 {
+            None
+        } else {
+            pc_table_extent(r, l.pctab.saturating_add(pcsp), quantum, &mut pc_steps_left)?
+        };
+        // The next entry includes alignment padding; the pc-value table covers the code only.
+        // An entry without one describes no code: a linker marker (`go:textfipsstart`, 1.24+),
+        // whose bytes up to the next entry are padding.
+        let end = match code_len {
+            Some(len) => entry.saturating_add(len).min(next_entry),
+            None => entry,
+        };
+        functions.push(Function {
+            name,
+            entry: VirtAddr(entry),
+            end: VirtAddr(end),
+        });
+        arg_sizes.push((VirtAddr(entry), args));
+    }
+    Ok((functions, arg_sizes))
+}
+
+/// The `funcID` and `flag` bytes at `at` in each function's record; `functions` are the
+/// table's, in its order.
+fn decode_traits(
+    r: &Reader<'_>,
+    functions: &[Function],
+    ptr_size: u64,
+    l: &Layout,
+    version: Version,
+    at: u64,
+) -> Result<Vec<(VirtAddr, FuncTraits)>, BinaryError> {
+    let field_size = if version >= Version::Go118 {
+        4
+    } else {
+        ptr_size
+    };
+    let mut out = Vec::with_capacity(functions.len());
+    for (i, function) in functions.iter().enumerate() {
+        let pair = l.functab + (2 * i as u64 + 1) * field_size;
+        let record = l
+            .funcdata
+            .checked_add(r.word(pair, field_size)?)
+            .ok_or_else(|| malformed(pair, "function record offset overflows"))?;
+        let bytes = r.bytes(record.saturating_add(at), 2, "funcID and flag")?;
+        out.push((
+            function.entry,
+            FuncTraits {
+                func_id: bytes[0],
+                flag: bytes[1],
+            },
+        ));
+    }
+    Ok(out)
+}
+
+/// How many bytes of code a pc-value table at `off` covers: the sum of its pc deltas. The
+/// encoding (runtime `step`): pairs of a zig-zag value delta and a pc delta in quanta, both
+/// uvarints, ended by a zero value delta after the first pair.
+fn pc_table_extent(
+    r: &Reader<'_>,
+    mut off: u64,
+    quantum: u8,
+    steps_left: &mut u64,
+) -> Result<Option<u64>, BinaryError> {
+    let start = off;
+    let mut pc: u64 = 0;
+    let mut first = true;
+    loop {
+        *steps_left = steps_left
+            .checked_sub(1)
+            .ok_or_else(|| malformed(start, "pc-value tables are longer than the whole table"))?;
+        let (value_delta, n) = r.uvarint(off)?;
+        off = off.saturating_add(n);
+        if value_delta == 0 && !first {
+            break;
+        }
+        first = false;
+        let (pc_delta, n) = r.uvarint(off)?;
+        off = off.saturating_add(n);
+        pc = pc.saturating_add(u64::from(pc_delta) * u64::from(quantum));
+    }
+    Ok((pc > 0).then_some(pc))
+}
+
+/// A name as the ELF symbol table spells it: the linker rewrites `·` to `.` there (for
+/// ASCII-only tools), so a stripped binary must too for its names to match an unstripped one.
+pub(crate) fn elf_name(raw: &[u8]) -> String {
+    String::from_utf8_lossy(raw).replace('·', ".")
+}
+
+/// The linker's name for a generic function in Go 1.18–1.19 tables: everything inside the
+/// outermost brackets becomes `...`.
+pub(crate) fn abbreviate_generic(name: &str) -> String {
+    match (name.find('['), name.rfind(']')) {
+        (Some(i), Some(j)) if j > i => format!("{}[...]{}", &name[..i], &name[j + 1..]),
+        _ => name.to_owned(),
+    }
+}
+
+pub(crate) fn malformed(offset: u64, reason: impl Into<String>) -> BinaryError {
+    BinaryError::Malformed {
+        section: SECTION,
+        offset,
+        reason: reason.into(),
+    }
+}
+
+/// Bounds-checked little-endian reads from the table.
+pub(crate) struct Reader<'a> {
+    pub data: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    pub(crate) fn bytes(&self, off: u64, len: u64, what: &str) -> Result<&'a [u8], BinaryError> {
+        let end = off.checked_add(len);
+        end.and_then(|end| {
+            self.data
+                .get(usize::try_from(off).ok()?..usize::try_from(end).ok()?)
+        })
+        .ok_or_else(|| {
+            malformed(
+                off,
+                format!(
+                    "{what} ({len} bytes) runs past the end of the table ({} bytes)",
+                    self.data.len()
+                ),
+            )
+        })
+    }
+
+    pub(crate) fn u8(&self, off: u64) -> Result<u8, BinaryError> {
+        Ok(self.bytes(off, 1, "byte")?[0])
+    }
+
+    pub(crate) fn u32(&self, off: u64) -> Result<u32, BinaryError> {
+        let b = self.bytes(off, 4, "u32")?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn word(&self, off: u64, size: u64) -> Result<u64, BinaryError> {
+        if size == 4 {
+            return self.u32(off).map(u64::from);
+        }
+        let b = self.bytes(off, 8, "word")?;
+        let mut w = [0; 8];
+        w.copy_from_slice(b);
+        Ok(u64::from_le_bytes(w))
+    }
+
+    /// A Go-style uvarint of at most 32 bits, and how many bytes it took.
+    pub(crate) fn uvarint(&self, off: u64) -> Result<(u32, u64), BinaryError> {
+        let mut value: u32 = 0;
+        for i in 0..5 {
+            let b = self.u8(off.saturating_add(i))?;
+            value |= u32::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return Ok((value, i + 1));
+            }
+        }
+        Err(malformed(off, "varint longer than 5 bytes"))
+    }
+
+    /// The NUL-terminated string at `off`, which must lie inside `within` when given.
+    fn c_string(&self, off: u64, within: Option<(u64, u64)>) -> Result<String, BinaryError> {
+        let (lo, hi) = within.unwrap_or((0, self.data.len() as u64));
+        if off < lo || off >= hi {
+            return Err(malformed(off, "function name outside the name table"));
+        }
+        let rest = self.bytes(off, hi - off, "function name")?;
+        let len = rest
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or_else(|| malformed(off, "function name is not NUL-terminated"))?;
+        Ok(elf_name(&rest[..len]))
+    }
 }
 
 #[cfg(test)]
