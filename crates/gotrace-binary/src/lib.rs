@@ -14,6 +14,7 @@ pub mod dwarf;
 mod elf;
 mod error;
 pub mod inline;
+pub mod layout;
 mod moduledata;
 pub mod pclntab;
 pub mod sites;
@@ -647,19 +648,15 @@ impl GoBinary {
             .collect())
     }
 
-    /// Offset of `goid` inside `runtime.g`: from DWARF when present, else by Go version.
-    pub fn goid_offset(&self) -> Option<u64> {
-        if let Ok(Some(d)) = self.dwarf() {
-            if let Some(off) = d.member_offset("runtime.g", "goid") {
-                return Some(off);
-            }
-        }
-        let version = self.build_info.as_ref()?.go_version_minor()?;
-        Some(match version {
-            17..=22 => 152,
-            23..=24 => 160,
-            _ => 152,
-        })
+    /// The Go runtime's layout in this binary: the table's row for its Go release, with what
+    /// its DWARF (when present and readable) describes taking precedence; the disagreements
+    /// with the table are returned to be shown.
+    pub fn runtime_layout(
+        &self,
+    ) -> Result<(layout::RuntimeLayout, Vec<layout::Check>), layout::LayoutError> {
+        let minor = self.build_info.as_ref().and_then(|b| b.go_version_minor());
+        let dwarf = self.dwarf().ok().flatten();
+        layout::RuntimeLayout::for_binary(self.arch(), minor, dwarf)
     }
 }
 

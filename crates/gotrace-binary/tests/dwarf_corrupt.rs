@@ -122,7 +122,7 @@ fn exercise(image: Vec<u8>) -> bool {
         }
     }
     loaded.member_offset("runtime.g", "goid");
-    bin.goid_offset();
+    let _ = bin.runtime_layout();
     true
 }
 

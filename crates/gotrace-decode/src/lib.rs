@@ -251,6 +251,7 @@ impl<'p> Decoder<'p> {
     fn value(&self, ty: TypeId, image: &[u8], memory: &Memory<'_>, depth: u32) -> Value {
         let t = self.types.get(ty);
         let word = |at: usize| read_uint(image, at, 8);
+        let layout = &self.plan.layout;
         match &t.kind {
             TypeKind::Bool => Value::Bool(read_uint(image, 0, 1) != 0),
             TypeKind::Int { signed: true } => {
@@ -265,9 +266,13 @@ impl<'p> Decoder<'p> {
             TypeKind::UnsafePointer | TypeKind::Chan { .. } | TypeKind::Func => {
                 Value::Address(word(0))
             }
-            TypeKind::String => Value::String(string_at(memory, word(0), word(8))),
+            TypeKind::String => {
+                let len = word(layout.string_len as usize);
+                Value::String(string_at(memory, word(0), len))
+            }
             TypeKind::Slice { elem } => {
-                let (ptr, len, cap) = (word(0), word(8), word(16));
+                let (len, cap) = (layout.slice_len as usize, layout.slice_cap as usize);
+                let (ptr, len, cap) = (word(0), word(len), word(cap));
                 let elems = if ptr == 0 {
                     Ok(Vec::new())
                 } else {
@@ -312,7 +317,8 @@ impl<'p> Decoder<'p> {
                 }
             }
             TypeKind::Interface { empty } => {
-                self.interface(*empty, word(0), word(8), memory, depth)
+                let data = word(layout.iface_data as usize);
+                self.interface(*empty, word(0), data, memory, depth)
             }
             TypeKind::Map { key, value, .. } => {
                 self.map(ty, t.name.clone(), *key, *value, word(0), memory, depth)
@@ -382,7 +388,7 @@ impl<'p> Decoder<'p> {
         let type_addr = if empty {
             tab
         } else {
-            match memory.read(tab + 8, 8) {
+            match memory.read(tab + self.plan.layout.itab_type, 8) {
                 Read::Bytes(b) => read_uint(b, 0, 8),
                 Read::Fault => return Value::Unavailable(Missing::Unreadable),
                 Read::Absent => return Value::Unavailable(Missing::Budget),

@@ -5,8 +5,7 @@ use crate::memory::Read;
 use crate::{read_uint, Decoder, Memory, Missing, Value};
 use gotrace_binary::types::TypeId;
 use gotrace_plan::recipe::{
-    map_bucket_size, map_layout, map_slots_shown, swiss_entries_followed, MapLayout, SwissLayout,
-    GROUP_SLOTS, HMAP_OLDBUCKETS, MAP_BUCKETS_READ,
+    map_layout, map_slots_shown, swiss_entries_followed, MapLayout, SwissLayout, MAP_BUCKETS_READ,
 };
 
 impl Decoder<'_> {
@@ -26,7 +25,7 @@ impl Decoder<'_> {
         } else if depth == 0 {
             (Err(Missing::Depth), Vec::new(), None)
         } else {
-            match map_layout(self.types, map_type, self.plan.classic_maps) {
+            match map_layout(self.types, map_type, &self.plan.layout) {
                 MapLayout::Classic => self.classic_map(key, value, addr, memory, depth),
                 MapLayout::Swiss(layout) => {
                     self.swiss_map(&layout, key, value, addr, memory, depth)
@@ -52,22 +51,24 @@ impl Decoder<'_> {
         memory: &Memory<'_>,
         depth: u32,
     ) -> MapParts {
-        let header = match map_header(memory, addr, 48) {
+        let hmap = self.plan.layout.hmap();
+        let header = match map_header(memory, addr, hmap.size as usize) {
             Ok(h) => h,
             Err(parts) => return parts,
         };
         let mut entries = Vec::new();
         let (key_size, value_size) = (self.types.get(key).size, self.types.get(value).size);
-        let bucket_size = map_bucket_size(key_size, value_size);
-        let (buckets, log2_buckets) = (read_uint(header, 16, 8), read_uint(header, 9, 1));
+        let bucket_size = hmap.bucket_size(key_size, value_size);
+        let buckets = read_uint(header, hmap.buckets as usize, 8);
+        let log2_buckets = read_uint(header, hmap.log2_buckets as usize, 1);
         let in_use = 1u64
             .checked_shl(log2_buckets as u32)
             .unwrap_or(u64::MAX)
             .min(MAP_BUCKETS_READ);
-        let slots = map_slots_shown(self.plan.limits) as usize;
+        let slots = map_slots_shown(self.plan.limits, &hmap);
         // A growing map's old buckets hold the entries not yet evacuated (their tophash is
-        // still ≥ 5); what those entries point at is not followed.
-        let old = read_uint(header, HMAP_OLDBUCKETS as usize, 8);
+        // still full); what those entries point at is not followed.
+        let old = read_uint(header, hmap.oldbuckets as usize, 8);
         let old_in_use = if old == 0 { 0 } else { MAP_BUCKETS_READ };
         let new = (0..in_use).map(|b| (buckets + b * bucket_size, true));
         let olds = (0..old_in_use).map(|b| (old + b * bucket_size, false));
@@ -76,14 +77,15 @@ impl Decoder<'_> {
                 continue;
             };
             for slot in 0..slots {
-                // tophash values below 5 mark empty or evacuated slots.
-                if bucket[slot] < 5 || entries.len() >= self.plan.limits.elems as usize {
+                // Smaller tophash values mark empty or evacuated slots.
+                let top = bucket.get(slot as usize).copied().unwrap_or(0);
+                if top < hmap.min_top_hash || entries.len() >= self.plan.limits.elems as usize {
                     continue;
                 }
-                let k_at = 8 + slot * key_size as usize;
-                let v_at = 8 + 8 * key_size as usize + slot * value_size as usize;
-                let k = self.value(key, bucket.get(k_at..).unwrap_or(&[]), memory, depth - 1);
-                let v = self.value(value, bucket.get(v_at..).unwrap_or(&[]), memory, depth - 1);
+                let (k_at, v_at) = hmap.slot(key_size, value_size, slot);
+                let part = |at: u64| bucket.get(at as usize..).unwrap_or(&[]);
+                let k = self.value(key, part(k_at), memory, depth - 1);
+                let v = self.value(value, part(v_at), memory, depth - 1);
                 let unread = [&k, &v]
                     .iter()
                     .any(|x| x.unavailable_part() == Some(Missing::Budget));
@@ -92,7 +94,7 @@ impl Decoder<'_> {
                 }
             }
         }
-        let len = read_uint(header, 0, 8);
+        let len = read_uint(header, hmap.count as usize, 8);
         // Every entry sits in buckets past the ones read: say so, never show an empty map.
         let missing = (entries.is_empty() && len > 0).then_some(Missing::Budget);
         (Ok(len), entries, missing)
@@ -148,13 +150,14 @@ impl Decoder<'_> {
         let limits = self.plan.limits;
         let followed = swiss_entries_followed(self.types, limits, layout, key, value);
         let wanted = len.min(u64::from(limits.elems));
+        let swiss = self.plan.layout.swiss();
         let full = groups.chunks_exact(group_size).flat_map(|group| {
-            (0..GROUP_SLOTS)
-                .filter(|&slot| {
+            (0..swiss.group_slots)
+                .filter(move |&slot| {
                     // A slot past the bytes read counts as empty.
                     group
                         .get((layout.ctrl + slot) as usize)
-                        .is_some_and(|ctrl| ctrl & 0x80 == 0)
+                        .is_some_and(|ctrl| ctrl & swiss.ctrl_empty == 0)
                 })
                 .map(move |slot| (group, slot))
         });

@@ -129,7 +129,7 @@ fn entries_where_the_probe_does_not_read_are_marked_not_read() {
         let text = go_syntax(call.arg("c"));
         assert!(text.contains("not read: read budget used up"), "{text}");
         // Some entries read, the rest not: Swiss maps say why, classic ones are cut.
-        l.empty_first = if f.plan.classic_maps { 1 } else { 57 };
+        l.empty_first = if f.plan.layout.classic_maps() { 1 } else { 57 };
         let call = f.call(
             &mut l,
             "main.FMapSparse",
@@ -141,7 +141,7 @@ fn entries_where_the_probe_does_not_read_are_marked_not_read() {
         assert!(len == 20 && n > 0 && n < 16, "{n} of {len}");
         assert_eq!(
             missing,
-            (!f.plan.classic_maps).then_some(Missing::Budget),
+            (!f.plan.layout.classic_maps()).then_some(Missing::Budget),
             "{}",
             f.version
         );

@@ -12,6 +12,8 @@ mod signature;
 
 pub use event::{CallKind, Capture, CaptureStatus, RawCall, INT_REGS};
 use gotrace_binary::abi::Location;
+use gotrace_binary::layout::LayoutError;
+pub use gotrace_binary::layout::{ResumeSp, RuntimeLayout};
 use gotrace_binary::sites::{ProbeSites, SkipCondition};
 use gotrace_binary::types::{TypeId, TypeKind, TypeTable};
 use gotrace_binary::{BinaryError, FileOffset, Function, GoBinary, VirtAddr};
@@ -33,10 +35,8 @@ pub enum PlanError {
     UnsupportedArch(String),
     #[error("{binary} was built by {version}; gotrace needs Go 1.17 or newer (the register ABI)")]
     TooOldGo { binary: String, version: String },
-    #[error(
-        "cannot find the goroutine id's offset in runtime.g for {0} (no DWARF and no Go version)"
-    )]
-    NoGoidOffset(String),
+    #[error("cannot tell the Go runtime's layout in {binary}: {reason}")]
+    Layout { binary: String, reason: LayoutError },
     #[error("no function matches {pattern:?}")]
     NoMatch { pattern: String },
     #[error(
@@ -89,60 +89,6 @@ const RUNTIME_HOOKS: [(&str, SiteKind); 4] = [
     ("runtime.fatalpanic", SiteKind::FatalPanic),
     ("runtime.recovery", SiteKind::Recovery),
 ];
-
-/// Where `runtime.recovery(gp)` finds the stack pointer the recovering frame resumes at.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub enum ResumeSp {
-    /// Not known: calls a recovered panic unwound are reported at the goroutine's next traced
-    /// entry or return at a shallower frame.
-    Unknown,
-    /// Go ≤ 1.21: `gp.sigcode0`.
-    SigCode0 { g_offset: u64 },
-    /// Go 1.22+: `gp._panic.sp`.
-    PanicSp { g_offset: u64, sp_offset: u64 },
-}
-
-/// From the binary's DWARF, else from the release's known layout.
-fn resume_sp(binary: &GoBinary) -> ResumeSp {
-    let minor = binary.build_info().and_then(|b| b.go_version_minor());
-    let dwarf = binary.dwarf().ok().flatten();
-    let member = |s: &str, m: &str| dwarf.and_then(|d| d.member_offset(s, m));
-    // runtime._panic has an `sp` from 1.22 on; before, gopanic leaves it in g.sigcode0.
-    match (
-        member("runtime._panic", "sp"),
-        member("runtime.g", "_panic"),
-    ) {
-        (Some(sp_offset), Some(g_offset)) if member("runtime._panic", "startSP").is_some() => {
-            return ResumeSp::PanicSp {
-                g_offset,
-                sp_offset,
-            }
-        }
-        _ => {}
-    }
-    if let Some(g_offset) = member("runtime.g", "sigcode0") {
-        if minor.is_none_or(|m| m <= 21) {
-            return ResumeSp::SigCode0 { g_offset };
-        }
-    }
-    resume_sp_by_version(minor)
-}
-
-/// The layouts of the releases gotrace is tested with (amd64, read from their DWARF; the
-/// accounting tests check them against every installed toolchain), for binaries without DWARF.
-pub fn resume_sp_by_version(minor: Option<u32>) -> ResumeSp {
-    let panic_sp = |sp_offset| ResumeSp::PanicSp {
-        g_offset: 32,
-        sp_offset,
-    };
-    match minor {
-        Some(19) => ResumeSp::SigCode0 { g_offset: 272 },
-        Some(21) => ResumeSp::SigCode0 { g_offset: 248 },
-        Some(22..=25) | Some(27) => panic_sp(48),
-        Some(26) => panic_sp(40),
-        _ => ResumeSp::Unknown,
-    }
-}
 
 /// One address to attach the BPF program at.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -206,8 +152,9 @@ pub struct ProbePlan {
     pub sites: Vec<Site>,
     /// Entries of runtime functions that end calls without a return (panics, Goexit).
     pub runtime_hooks: Vec<Site>,
-    /// Offset of `goid` in `runtime.g`.
-    pub goid_offset: u64,
+    /// The Go runtime's offsets and sizes in this binary (goroutine id, stack top, panics,
+    /// itabs, maps).
+    pub layout: RuntimeLayout,
     /// Attach entry sites only: arguments and counts, no results or durations.
     pub entry_only: bool,
     /// Things the user should know that do not stop tracing (unreadable DWARF, …).
@@ -215,14 +162,10 @@ pub struct ProbePlan {
     /// Functions a glob matched that are not traced, and why.
     pub refused: Vec<(String, Refusal)>,
     pub limits: Limits,
-    /// Maps have the bucket layout of Go ≤ 1.23 (their entries are captured).
-    pub classic_maps: bool,
     /// The binary is position-independent: runtime addresses differ per process.
     pub position_independent: bool,
     /// Recipes for the dynamic values of interfaces, by runtime type address (link-time).
     pub type_recipes: Vec<(u64, Recipe)>,
-    /// How the `runtime.recovery` hook finds where a recovered goroutine resumes.
-    pub resume_sp: ResumeSp,
     /// Where the signatures came from (the binary's DWARF, a debug file, none).
     pub debug_source: gotrace_binary::DebugSource,
 }
@@ -277,12 +220,18 @@ pub fn plan(
     options: PlanOptions,
 ) -> Result<ProbePlan, PlanError> {
     check_traceable(binary)?;
-    let goid_offset = binary
-        .goid_offset()
-        .ok_or_else(|| PlanError::NoGoidOffset(binary.path().display().to_string()))?;
+    let (layout, disagreements) = binary
+        .runtime_layout()
+        .map_err(|reason| PlanError::Layout {
+            binary: binary.path().display().to_string(),
+            reason,
+        })?;
     let mut functions = Vec::new();
     let mut sites = Vec::new();
-    let mut warnings = Vec::new();
+    let mut warnings: Vec<String> = disagreements
+        .iter()
+        .map(|d| format!("runtime layout: {d}"))
+        .collect();
     let dwarf = match binary.dwarf() {
         Ok(Some(d)) => Some(d),
         Ok(None) => {
@@ -312,11 +261,6 @@ pub fn plan(
         .collect();
     let patterns = &patterns[..];
     let selected = select(binary, patterns, &options.exclude)?;
-    // Swiss-table maps (Go 1.24+) have another layout; their entries are not captured.
-    let classic_maps = binary
-        .build_info()
-        .and_then(|b| b.go_version_minor())
-        .is_none_or(|minor| minor <= 23);
     let only_exact = patterns.iter().all(|p| !Pattern::new(p).is_glob());
     let mut refused = Vec::new();
     for &function in &selected {
@@ -395,8 +339,8 @@ pub fn plan(
         };
         let (entry_recipe, return_recipe) = match (&signature, dwarf) {
             (Some(sig), Some(d)) => (
-                Compiler::new(d.types(), options.limits, classic_maps).site(&located(&sig.params)),
-                Compiler::new(d.types(), options.limits, classic_maps).site(&located(&sig.results)),
+                Compiler::new(d.types(), options.limits, layout).site(&located(&sig.params)),
+                Compiler::new(d.types(), options.limits, layout).site(&located(&sig.results)),
             ),
             _ => (Recipe::default(), Recipe::default()),
         };
@@ -410,7 +354,7 @@ pub fn plan(
         });
     }
     let inlined_names = selected.iter().map(|f| f.name.clone()).chain(inlined_only);
-    let compiler = || dwarf.map(|d| Compiler::new(d.types(), options.limits, classic_maps));
+    let compiler = || dwarf.map(|d| Compiler::new(d.types(), options.limits, layout));
     for name in inlined_names {
         plan_inlined(
             binary,
@@ -474,7 +418,7 @@ pub fn plan(
             .map(|(addr, ty)| {
                 (
                     addr,
-                    Compiler::new(d.types(), options.limits, classic_maps).dynamic(ty),
+                    Compiler::new(d.types(), options.limits, layout).dynamic(ty),
                 )
             })
             .filter(|(_, recipe)| !recipe.ops.is_empty())
@@ -485,15 +429,13 @@ pub fn plan(
         functions,
         sites,
         runtime_hooks,
-        goid_offset,
+        layout,
         entry_only: options.entry_only,
         warnings,
         refused,
         limits: options.limits,
-        classic_maps,
         position_independent: binary.is_pie(),
         type_recipes,
-        resume_sp: resume_sp(binary),
         debug_source: binary.debug_source(),
     })
 }

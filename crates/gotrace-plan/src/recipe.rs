@@ -6,30 +6,21 @@
 //! ops per recipe — and laid out breadth first, so what a bound leaves out is the deepest.
 
 use gotrace_binary::abi::{AbiReg, Location};
+use gotrace_binary::layout::RuntimeLayout;
 use gotrace_binary::types::{TypeId, TypeKind, TypeTable};
 use serde::Serialize;
 use std::collections::VecDeque;
 
 mod maps;
 pub use maps::{
-    map_bucket_size, map_layout, map_slots_shown, swiss_entries_followed, swiss_groups_read,
-    swiss_part_followed, MapLayout, SlotPart, SwissLayout, MAP_BUCKETS_READ,
+    map_layout, map_slots_shown, swiss_entries_followed, swiss_groups_read, swiss_part_followed,
+    MapLayout, SlotPart, SwissLayout, MAP_BUCKETS_READ,
 };
 
 /// Ops one recipe may hold (the BPF side's GT_MAX_OPS).
 pub const MAX_OPS: usize = 64;
 /// Bytes one op may read (the BPF side's GT_MAX_READ).
 pub const MAX_READ: u32 = 8192;
-/// Size of Go's `runtime.hmap` header (Go ≤ 1.23) and where its bucket pointer sits.
-const HMAP_SIZE: u64 = 48;
-const HMAP_BUCKETS: u32 = 16;
-pub const HMAP_OLDBUCKETS: u32 = 24;
-/// Where `itab._type` sits: an iface's dynamic type is one load away from its itab.
-const ITAB_TYPE: i64 = 8;
-/// Map keys or values bigger than this are stored indirectly (by pointer) in buckets.
-const MAP_MAX_INLINE: u64 = 128;
-/// Slots in a Swiss-table group (Go ≥ 1.24).
-pub const GROUP_SLOTS: u64 = 8;
 
 /// How much to capture.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -222,8 +213,8 @@ enum Task {
 pub struct Compiler<'t> {
     types: &'t TypeTable,
     limits: Limits,
-    /// Maps without a layout in DWARF use the bucket layout of Go ≤ 1.23.
-    classic_maps: bool,
+    /// The runtime's offsets: itabs, maps, and maps without a layout in DWARF.
+    layout: RuntimeLayout,
     recipe: Recipe,
     guard: Option<Guard>,
     queue: VecDeque<Task>,
@@ -235,11 +226,11 @@ pub struct Compiler<'t> {
 }
 
 impl<'t> Compiler<'t> {
-    pub fn new(types: &'t TypeTable, limits: Limits, classic_maps: bool) -> Self {
+    pub fn new(types: &'t TypeTable, limits: Limits, layout: RuntimeLayout) -> Self {
         Compiler {
             types,
             limits,
-            classic_maps,
+            layout,
             recipe: Recipe::default(),
             guard: None,
             queue: VecDeque::new(),
@@ -380,15 +371,16 @@ impl<'t> Compiler<'t> {
     /// Reads `ty`'s memory found at `home`, and queues what lies behind it.
     fn value(&mut self, home: &Home, ty: TypeId, depth: u32) {
         let t = self.types.get(ty);
+        let layout = self.layout;
         match &t.kind {
             TypeKind::String => {
-                if let (Some(ptr), Some(len)) = (home.word(0), home.word(8)) {
+                if let (Some(ptr), Some(len)) = (home.word(0), home.word(layout.string_len)) {
                     self.read(ptr, len, 0, self.limits.string_max);
                 }
             }
             TypeKind::Slice { elem } => {
                 let elem_size = self.types.get(*elem).size;
-                let (Some(ptr), Some(len)) = (home.word(0), home.word(8)) else {
+                let (Some(ptr), Some(len)) = (home.word(0), home.word(layout.slice_len)) else {
                     return;
                 };
                 if elem_size == 0 || elem_size > u64::from(MAX_READ) {
@@ -440,7 +432,7 @@ impl<'t> Compiler<'t> {
                 }
             }
             TypeKind::Interface { empty } => {
-                let (Some(tab), Some(data)) = (home.word(0), home.word(8)) else {
+                let (Some(tab), Some(data)) = (home.word(0), home.word(layout.iface_data)) else {
                     return;
                 };
                 let saved = self.guard;
@@ -449,7 +441,7 @@ impl<'t> Compiler<'t> {
                 let type_addr = if *empty {
                     Some(tab)
                 } else {
-                    self.read(tab.plus(ITAB_TYPE), Operand::Const(8), 0, 8)
+                    self.read(tab.plus(layout.itab_type as i64), Operand::Const(8), 0, 8)
                         .map(|op| Operand::Word { op, off: 0, add: 0 })
                 };
                 if let (Some(type_addr), true) = (type_addr, depth > 0) {
@@ -467,7 +459,7 @@ impl<'t> Compiler<'t> {
                 if depth == 0 {
                     return;
                 }
-                match map_layout(self.types, ty, self.classic_maps) {
+                match map_layout(self.types, ty, &self.layout) {
                     MapLayout::Classic => self.classic_map(ptr, *key, *value, depth),
                     MapLayout::Swiss(layout) => self.swiss_map(ptr, &layout, *key, *value, depth),
                     MapLayout::Unknown => {}

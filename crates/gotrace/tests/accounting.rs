@@ -355,12 +355,22 @@ fn resume_sp_table_matches_dwarf() {
         let minor = go.build_info().and_then(|b| b.go_version_minor());
         let plan = gotrace_plan::plan(&go, &["main.Boom".to_owned()], Default::default())
             .expect("planning");
-        assert_ne!(plan.resume_sp, gotrace_plan::ResumeSp::Unknown);
+        let table = minor
+            .and_then(|m| gotrace_plan::RuntimeLayout::for_go(go.arch(), m).ok())
+            .expect("the table has a row for every installed toolchain");
         assert_eq!(
-            gotrace_plan::resume_sp_by_version(minor),
-            plan.resume_sp,
+            table.resume_sp, plan.layout.resume_sp,
             "{}: the table disagrees with DWARF",
             toolchain.version
+        );
+        assert!(
+            !plan
+                .warnings
+                .iter()
+                .any(|w| w.starts_with("runtime layout")),
+            "{}: {:?}",
+            toolchain.version,
+            plan.warnings
         );
     }
 }

@@ -4,7 +4,7 @@
 use super::go_memory::{put, Layout, G};
 use gotrace_binary::types::TypeId;
 use gotrace_decode::Value;
-use gotrace_plan::recipe::{map_bucket_size, swiss_groups_read, SwissLayout};
+use gotrace_plan::recipe::{swiss_groups_read, SwissLayout};
 
 impl Layout<'_> {
     /// runtime.hmap {count, flags, B, noverflow, hash0, buckets, oldbuckets, nevacuate,
@@ -18,7 +18,7 @@ impl Layout<'_> {
         depth: u32,
     ) -> (u64, Vec<(Value, Value)>) {
         let (ks, vs) = (self.types.get(key).size, self.types.get(value).size);
-        let bucket = map_bucket_size(ks, vs) as usize;
+        let bucket = self.go.hmap().bucket_size(ks, vs) as usize;
         let first = 8 * self.empty_first;
         let slots: Vec<usize> = (first..)
             .filter(|s| s % 3 != 2)

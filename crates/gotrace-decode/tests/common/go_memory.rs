@@ -8,6 +8,7 @@ use gotrace_binary::types::{TypeId, TypeKind, TypeTable};
 use gotrace_decode::{Bytes, Missing, Value};
 use gotrace_plan::recipe::{is_pointer_shaped, map_layout, MapLayout};
 use gotrace_plan::Limits;
+use gotrace_plan::RuntimeLayout;
 use std::collections::HashMap;
 
 pub const HEAP_BASE: u64 = 0xc0_0000_0000;
@@ -107,7 +108,8 @@ pub(super) fn put(image: &mut [u8], at: usize, value: u64, size: usize) {
 pub struct Layout<'t> {
     pub types: &'t TypeTable,
     pub limits: Limits,
-    pub classic_maps: bool,
+    /// The runtime layout of the release the fixture was built by.
+    pub go: RuntimeLayout,
     /// Dynamic type name → its runtime type address.
     pub runtime: HashMap<String, (u64, TypeId)>,
     pub process: Process,
@@ -121,7 +123,7 @@ impl<'t> Layout<'t> {
         types: &'t TypeTable,
         runtime_types: &HashMap<u64, TypeId>,
         limits: Limits,
-        classic_maps: bool,
+        go: RuntimeLayout,
     ) -> Self {
         let mut runtime: HashMap<String, (u64, TypeId)> = HashMap::new();
         for (&addr, &ty) in runtime_types {
@@ -136,7 +138,7 @@ impl<'t> Layout<'t> {
         Layout {
             types,
             limits,
-            classic_maps,
+            go,
             runtime,
             process: Process::new(),
             empty_first: 0,
@@ -295,7 +297,7 @@ impl<'t> Layout<'t> {
             },
             (TypeKind::Map { key, value, .. }, G::Map(entries)) => {
                 let (key, value) = (*key, *value);
-                let (addr, shown) = match map_layout(self.types, ty, self.classic_maps) {
+                let (addr, shown) = match map_layout(self.types, ty, &self.go) {
                     MapLayout::Classic => self.classic_map(key, value, entries, depth),
                     MapLayout::Swiss(layout) => self.swiss_map(&layout, key, value, entries, depth),
                     MapLayout::Unknown => panic!("{}: no map layout", t.name),
@@ -306,7 +308,7 @@ impl<'t> Layout<'t> {
                 // Fewer entries than it could show: the map says its entries were not read
                 // (a classic map only when it shows none).
                 let wanted = len.min(u64::from(self.limits.elems));
-                let unread = if self.classic_maps {
+                let unread = if self.go.classic_maps() {
                     shown.is_empty() && len > 0
                 } else {
                     (shown.len() as u64) < wanted

@@ -98,7 +98,7 @@ impl Fixture {
             self.types(),
             &self.runtime_types,
             self.plan.limits,
-            self.plan.classic_maps,
+            self.plan.layout,
         )
     }
 

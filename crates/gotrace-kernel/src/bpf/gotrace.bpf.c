@@ -11,9 +11,13 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-/* Set by user space before load. */
-const volatile __u64 goid_offset = 152;
-const volatile __u64 stack_hi_offset = 8;
+/* Set by user space before load. The Go runtime's offsets come from gotrace_binary::layout
+ * (per Go release and architecture, checked against the binary's DWARF): none is assumed here. */
+const volatile __u64 goid_offset = 0;     /* runtime.g.goid */
+const volatile __u64 stack_hi_offset = 0; /* runtime.g.stack.hi */
+/* Swiss-table maps (Go 1.24+): slots per group, and the control-byte bits of an empty slot. */
+const volatile __u32 swiss_group_slots = 0;
+const volatile __u8 swiss_ctrl_empty = 0;
 const volatile __u32 target_tgid = 0; /* 0: every process */
 const volatile __u64 wakeup_bytes = 1 << 16;
 const volatile __u8 entry_only = 0; /* emit entries at once; no return sites are attached */
@@ -325,7 +329,8 @@ struct gt_gather {
 	__u32 group_size, ctrl, base, stride, size;
 };
 
-/* One slot (index = group × 8 + slot) of a gather's walk: copied if its control byte says full. */
+/* One slot (index = group × slots per group + slot) of a gather's walk: copied if its control
+ * byte says full. */
 static long gather_slot(__u64 index, void *ctx)
 {
 	struct gt_gather *g = ctx;
@@ -333,11 +338,12 @@ static long gather_slot(__u64 index, void *ctx)
 	struct gt_scratch *s = bpf_map_lookup_elem(&scratch, &cpu);
 	if (!s)
 		return 1;
-	__u32 group = (__u32)(index / 8) * g->group_size, slot = index % 8;
+	__u32 group = (__u32)(index / swiss_group_slots) * g->group_size;
+	__u32 slot = index % swiss_group_slots;
 	if (group + g->group_size > g->src_len || g->out + g->size > g->out_end)
 		return 1;
 	__u8 ctrl = s->payload[(g->src + group + g->ctrl + slot) & GT_PAYLOAD_MASK];
-	if (ctrl & 0x80)
+	if (ctrl & swiss_ctrl_empty)
 		return 0;
 	__u32 from = (g->src + group + g->base + slot * g->stride) & GT_PAYLOAD_MASK;
 	if (bpf_probe_read_kernel(&s->payload[g->out & GT_PAYLOAD_MASK],
@@ -354,7 +360,7 @@ static __always_inline void run_gather(struct gt_scratch *s, struct gt_op *op, _
 {
 	s->pos[slot] = GT_NO_POS;
 	s->lens[slot] = 0;
-	if (guarded_off(s, op, slot_base) || op->elem_size == 0)
+	if (guarded_off(s, op, slot_base) || op->elem_size == 0 || swiss_group_slots == 0)
 		return;
 	__u32 at = s->payload_len;
 	if (at + sizeof(struct gt_capture) > GT_PAYLOAD_MAX)
@@ -381,7 +387,7 @@ static __always_inline void run_gather(struct gt_scratch *s, struct gt_op *op, _
 			continue;
 		g.src = s->pos[src];
 		g.src_len = s->lens[src];
-		bpf_loop(g.src_len / g.group_size * 8, gather_slot, &g, 0);
+		bpf_loop(g.src_len / g.group_size * swiss_group_slots, gather_slot, &g, 0);
 	}
 	__u32 kept = g.out - data_at;
 	struct gt_capture cap = {

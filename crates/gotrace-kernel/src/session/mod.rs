@@ -147,7 +147,13 @@ impl Session {
             .open(storage)
             .map_err(|e| KernelError::from_libbpf(e, KernelError::Load))?;
         if let Some(rodata) = open.maps.rodata_data.as_deref_mut() {
-            rodata.goid_offset = plan.goid_offset;
+            // Every Go runtime offset the program uses, from the plan's runtime layout.
+            let layout = &plan.layout;
+            rodata.goid_offset = layout.g_goid;
+            rodata.stack_hi_offset = layout.g_stack_hi;
+            let swiss = layout.swiss();
+            rodata.swiss_group_slots = swiss.group_slots as u32;
+            rodata.swiss_ctrl_empty = swiss.ctrl_empty;
             rodata.target_tgid = pid.unwrap_or(0);
             rodata.entry_only = u8::from(plan.entry_only);
             rodata.position_independent = u8::from(plan.position_independent);
@@ -156,8 +162,7 @@ impl Session {
                     .iter()
                     .any(|f| !f.entry_recipe.ops.is_empty() || !f.return_recipe.ops.is_empty()),
             );
-            match plan.resume_sp {
-                ResumeSp::Unknown => rodata.resume_sp_mode = 0,
+            match layout.resume_sp {
                 ResumeSp::SigCode0 { g_offset } => {
                     rodata.resume_sp_mode = 1;
                     rodata.g_sigcode0_offset = g_offset;

@@ -2,36 +2,32 @@
 //! read from DWARF that both the compiler and the decoder follow.
 
 use super::*;
+use gotrace_binary::layout::{HmapLayout, SwissTableLayout};
 
 impl Compiler<'_> {
     /// Go ≤ 1.23: the hmap header, then the first buckets of its bucket array.
     pub(super) fn classic_map(&mut self, ptr: Operand, key: TypeId, value: TypeId, depth: u32) {
-        let Some(header) = self.read(ptr, Operand::Const(HMAP_SIZE as i64), 0, HMAP_SIZE as u32)
-        else {
+        let hmap = self.layout.hmap();
+        let size = hmap.size;
+        let Some(header) = self.read(ptr, Operand::Const(size as i64), 0, size as u32) else {
             return;
         };
         let (key_size, value_size) = (self.types.get(key).size, self.types.get(value).size);
-        if key_size > MAP_MAX_INLINE || value_size > MAP_MAX_INLINE {
+        if key_size > hmap.max_inline || value_size > hmap.max_inline {
             return;
         }
-        let bucket = map_bucket_size(key_size, value_size);
+        let bucket = hmap.bucket_size(key_size, value_size);
         // Each bucket its own read: one past the end of a small map's array may fault
         // without losing the first.
         for b in 0..MAP_BUCKETS_READ {
-            let at = Operand::Word {
-                op: header,
-                off: HMAP_BUCKETS,
-                add: (b * bucket) as i64,
-            };
-            let kept = bucket.min(u64::from(MAX_READ));
-            let Some(op) = self.read(at, Operand::Const(kept as i64), 0, kept as u32) else {
+            let Some(op) = self.read_bucket(header, hmap.buckets, b * bucket, bucket) else {
                 return;
             };
-            let slots = map_slots_shown(self.limits);
-            for (ty, first, size) in [(key, 8, key_size), (value, 8 + 8 * key_size, value_size)] {
+            for (ty, is_key) in [(key, true), (value, false)] {
                 if has_pointers(self.types, ty) {
-                    for i in 0..slots {
-                        let base = (first + i * size) as u32;
+                    for slot in 0..map_slots_shown(self.limits, &hmap) {
+                        let (k, v) = hmap.slot(key_size, value_size, slot);
+                        let base = if is_key { k } else { v } as u32;
                         self.later(Home::Captured { op, base }, ty, depth - 1);
                     }
                 }
@@ -40,24 +36,28 @@ impl Compiler<'_> {
         // A map that is growing still holds entries in its old buckets until they are
         // evacuated: read those buckets too (their scalars; what they point at is not followed).
         let saved = self.guard;
-        self.guard = Some(Guard::Above(
-            Operand::Word {
-                op: header,
-                off: HMAP_OLDBUCKETS,
-                add: 0,
-            },
-            0,
-        ));
+        let old = Operand::Word {
+            op: header,
+            off: hmap.oldbuckets as u32,
+            add: 0,
+        };
+        self.guard = Some(Guard::Above(old, 0));
         for b in 0..MAP_BUCKETS_READ {
-            let at = Operand::Word {
-                op: header,
-                off: HMAP_OLDBUCKETS,
-                add: (b * bucket) as i64,
-            };
-            let kept = bucket.min(u64::from(MAX_READ));
-            self.read(at, Operand::Const(kept as i64), 0, kept as u32);
+            self.read_bucket(header, hmap.oldbuckets, b * bucket, bucket);
         }
         self.guard = saved;
+    }
+
+    /// Reads a bucket `add` bytes into the bucket array whose pointer is at `field` in the
+    /// captured hmap header.
+    fn read_bucket(&mut self, header: u16, field: u64, add: u64, bucket: u64) -> Option<u16> {
+        let at = Operand::Word {
+            op: header,
+            off: field as u32,
+            add: add as i64,
+        };
+        let kept = bucket.min(u64::from(MAX_READ));
+        self.read(at, Operand::Const(kept as i64), 0, kept as u32)
     }
 
     /// Go ≥ 1.24 (Swiss tables): the map header; a small map's one group (no directory), or
@@ -252,20 +252,20 @@ impl SlotPart {
 }
 
 /// Reads a map type's layout from the header type DWARF gives it (`*map<K,V>` with Swiss
-/// tables, `*hash<K,V>` before); without one, the Go version decides.
-pub fn map_layout(types: &TypeTable, map: TypeId, classic_maps: bool) -> MapLayout {
+/// tables, `*hash<K,V>` before); without one, the runtime's layout decides.
+pub fn map_layout(types: &TypeTable, map: TypeId, runtime: &RuntimeLayout) -> MapLayout {
     let TypeKind::Map { key, value, header } = types.get(map).kind else {
         return MapLayout::Unknown;
     };
     if let Some(header) = header.and_then(|p| pointee(types, p)) {
-        if let Some(layout) = swiss_layout(types, header, key, value) {
+        if let Some(layout) = swiss_layout(types, &runtime.swiss(), header, key, value) {
             return MapLayout::Swiss(layout);
         }
         if field(types, header, "buckets").is_some() {
             return MapLayout::Classic;
         }
     }
-    if classic_maps {
+    if runtime.classic_maps() {
         MapLayout::Classic
     } else {
         MapLayout::Unknown
@@ -274,6 +274,7 @@ pub fn map_layout(types: &TypeTable, map: TypeId, classic_maps: bool) -> MapLayo
 
 fn swiss_layout(
     types: &TypeTable,
+    runtime: &SwissTableLayout,
     header: TypeId,
     map_key: TypeId,
     map_value: TypeId,
@@ -288,7 +289,7 @@ fn swiss_layout(
     let group = pointee(types, data_ty)?;
     let (_, ctrl) = field(types, group, "ctrl")?;
     let array = |ty: TypeId| match types.get(ty).kind {
-        TypeKind::Array { elem, len } if len == GROUP_SLOTS => Some(elem),
+        TypeKind::Array { elem, len } if len == runtime.group_slots => Some(elem),
         _ => None,
     };
     // A slot holding a pointer to the map's key (value) type holds it indirectly.
@@ -297,7 +298,7 @@ fn swiss_layout(
         stride,
         indirect: ty != of
             && (pointee(types, ty) == Some(of)
-                || (types.get(of).size > MAP_MAX_INLINE && types.get(ty).size == 8)),
+                || (types.get(of).size > runtime.max_inline && types.get(ty).size == 8)),
     };
     let (key, elem) = match field(types, group, "slots") {
         // One array of {key, elem} slots.
@@ -359,12 +360,7 @@ fn pointee(types: &TypeTable, ty: TypeId) -> Option<TypeId> {
 /// entries spreads them over several, and any one may be empty.
 pub const MAP_BUCKETS_READ: u64 = 2;
 
-/// Slots of each bucket read (a bucket holds 8).
-pub fn map_slots_shown(limits: Limits) -> u64 {
-    8u64.min(u64::from(limits.elems))
-}
-
-/// Bytes of one classic map bucket: 8 tophash bytes, 8 keys, 8 values, the overflow pointer.
-pub fn map_bucket_size(key_size: u64, value_size: u64) -> u64 {
-    (8 + 8 * key_size + 8 * value_size).div_ceil(8) * 8 + 8
+/// Slots of each bucket read (all of a bucket's, `--elems` at most).
+pub fn map_slots_shown(limits: Limits, hmap: &HmapLayout) -> u64 {
+    hmap.bucket_slots.min(u64::from(limits.elems))
 }

@@ -1,6 +1,13 @@
 use super::*;
 use gotrace_binary::abi::Piece;
+use gotrace_binary::layout::RuntimeLayout;
 use gotrace_binary::types::{Field, GoType};
+use gotrace_binary::Arch;
+
+/// The runtime layout of Go 1.`minor` on amd64.
+fn go(minor: u32) -> RuntimeLayout {
+    RuntimeLayout::for_go(Arch::Amd64, minor).expect("in the table")
+}
 
 fn push(types: &mut TypeTable, name: &str, size: u64, kind: TypeKind) -> TypeId {
     types.push(GoType {
@@ -115,8 +122,8 @@ fn swiss_layout_is_read_from_the_dwarf_types() {
     let string = push(&mut types, "string", 16, TypeKind::String);
     let int = push(&mut types, "int", 8, TypeKind::Int { signed: true });
     let map = swiss_map_type(&mut types, string, int);
-    let MapLayout::Swiss(layout) = map_layout(&types, map, false) else {
-        panic!("not Swiss: {:?}", map_layout(&types, map, false));
+    let MapLayout::Swiss(layout) = map_layout(&types, map, &go(24)) else {
+        panic!("not Swiss: {:?}", map_layout(&types, map, &go(24)));
     };
     // Go 1.24's internal/runtime/maps: Map{used, seed, dirPtr, dirLen, …};
     // table{used, capacity, growthLeft, localDepth, index, groups{data, lengthMask}}.
@@ -143,8 +150,8 @@ fn swiss_layout_is_read_from_the_dwarf_types() {
             header: None,
         },
     );
-    assert_eq!(map_layout(&types, bare, true), MapLayout::Classic);
-    assert_eq!(map_layout(&types, bare, false), MapLayout::Unknown);
+    assert_eq!(map_layout(&types, bare, &go(23)), MapLayout::Classic);
+    assert_eq!(map_layout(&types, bare, &go(24)), MapLayout::Unknown);
 }
 
 #[test]
@@ -153,7 +160,7 @@ fn a_small_swiss_map_reads_its_group_and_a_large_one_its_first_table() {
     let string = push(&mut types, "string", 16, TypeKind::String);
     let int = push(&mut types, "int", 8, TypeKind::Int { signed: true });
     let map = swiss_map_type(&mut types, int, string);
-    let recipe = Compiler::new(&types, Limits::default(), false).site(&[(map, &in_regs(&[0]))]);
+    let recipe = Compiler::new(&types, Limits::default(), go(24)).site(&[(map, &in_regs(&[0]))]);
     let ops = &recipe.ops;
     let word = |op: u16, off: u32| Operand::Word { op, off, add: 0 };
     // The header, at the map pointer.
@@ -229,7 +236,7 @@ fn top_level_strings_are_read_before_deep_fields() {
     let tree = strukt(&mut types, "main.Tree", &tree_fields);
     let tree_ptr = pointer(&mut types, tree);
     let (t, f, p) = (in_regs(&[0]), in_regs(&[1, 2]), in_regs(&[3, 4]));
-    let recipe = Compiler::new(&types, Limits::default(), false).site(&[
+    let recipe = Compiler::new(&types, Limits::default(), go(24)).site(&[
         (tree_ptr, &t),
         (string, &f),
         (string, &p),
