@@ -14,7 +14,8 @@
 //! ArgInfo does not say which words are floats, so it cannot be laid onto the register ABI
 //! alone: each register word's register comes from the spill that writes its slot, and a word
 //! below every spill slot is on the stack (the spill area follows the stack arguments and
-//! results). Whatever is not proven so is unknown, with the reason.
+//! results). Assembly functions have ArgInfo only when they are ABI0, which passes everything
+//! on the stack. Whatever is not proven so is unknown, with the reason.
 
 use crate::abi::{Location, Piece};
 use crate::pclntab::{self, RawTable, Reader};
@@ -97,8 +98,6 @@ pub enum Unknown {
     SpillWidth { spilled: u64, word: u64 },
     #[error("the stack-growth path is not the compiler's pattern: {0}")]
     Unrecognized(String),
-    #[error("an assembly function: nothing says which of its arguments come in registers")]
-    Assembly,
     #[error("argument registers are only read from amd64 code")]
     Architecture,
 }
@@ -206,15 +205,34 @@ pub(crate) fn parse(stream: &[u8], entry: VirtAddr) -> Result<Vec<ArgItem>, Bina
     }
 }
 
-/// Sets each word's location from what the stack-growth path shows.
-pub(crate) fn locate(items: &mut [ArgItem], growth: Result<StackGrowth, Unknown>) {
+/// What shows where a function's arguments are at entry.
+pub(crate) enum Evidence {
+    /// Assembly (pclntab's `FuncFlagAsm`, Go 1.19+) with ArgInfo: the toolchains write ArgInfo
+    /// for assembly only when it is ABI0 (`cmd/compile/internal/gc` emits it for ABI0
+    /// declarations, `cmd/internal/obj` `Flushplist` skips other ABIs), where every argument
+    /// is on the stack.
+    Abi0,
+    /// The function's stack-growth path.
+    Growth(StackGrowth),
+}
+
+/// Sets each word's location from the evidence.
+pub(crate) fn locate(items: &mut [ArgItem], evidence: Result<Evidence, Unknown>) {
     for item in items {
         let ArgItem::Word(word) = item else { continue };
-        word.location = match &growth {
+        word.location = match &evidence {
             Err(why) => Err(why.clone()),
-            Ok(StackGrowth::None) => Err(Unknown::NoStackCheck),
-            Ok(StackGrowth::Spills(spills)) => from_spills(word, spills),
+            Ok(Evidence::Abi0) => Ok(on_stack(word)),
+            Ok(Evidence::Growth(StackGrowth::None)) => Err(Unknown::NoStackCheck),
+            Ok(Evidence::Growth(StackGrowth::Spills(spills))) => from_spills(word, spills),
         };
+    }
+}
+
+/// A stack word: its frame offset counts from just above the return address CALL pushed.
+fn on_stack(word: &ArgWord) -> Location {
+    Location::Stack {
+        sp_offset: 8 + word.offset,
     }
 }
 
@@ -242,10 +260,7 @@ fn from_spills(word: &ArgWord, spills: &[Spill]) -> Result<Location, Unknown> {
         };
     }
     if word.offset + word.size <= lowest {
-        // Above the return address pushed by CALL.
-        return Ok(Location::Stack {
-            sp_offset: 8 + word.offset,
-        });
+        return Ok(on_stack(word));
     }
     Err(Unknown::NotSpilled)
 }
@@ -319,7 +334,10 @@ mod tests {
             spill(AbiReg::Float(0), 24, 4),
             spill(AbiReg::Int(1), 28, 1),
         ];
-        locate(&mut items, Ok(StackGrowth::Spills(spills)));
+        locate(
+            &mut items,
+            Ok(Evidence::Growth(StackGrowth::Spills(spills))),
+        );
         let got: Vec<_> = items
             .iter()
             .map(|i| match i {
@@ -349,7 +367,10 @@ mod tests {
             ]
         );
         let mut items = vec![word(0, 8)];
-        locate(&mut items, Ok(StackGrowth::Spills(vec![])));
+        locate(
+            &mut items,
+            Ok(Evidence::Growth(StackGrowth::Spills(vec![]))),
+        );
         assert!(matches!(
             &items[0],
             ArgItem::Word(ArgWord {

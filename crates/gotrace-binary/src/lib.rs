@@ -463,18 +463,19 @@ impl GoBinary {
         let assembly = self
             .traits(function)
             .is_some_and(|t| t.has(pclntab::FuncTraits::ASM));
-        let growth = match self.arch() {
-            _ if assembly => Err(arginfo::Unknown::Assembly),
+        let evidence = match self.arch() {
+            _ if assembly => Ok(arginfo::Evidence::Abi0),
             Arch::Amd64 => {
                 let instructions = sites::decode_amd64(function, self.code(function)?)?;
                 spills::amd64(function, &instructions, |a| {
                     self.function_at(a).map(|f| f.name.as_str())
                 })
+                .map(arginfo::Evidence::Growth)
                 .map_err(arginfo::Unknown::Unrecognized)
             }
             Arch::Arm64 => Err(arginfo::Unknown::Architecture),
         };
-        arginfo::locate(&mut items, growth);
+        arginfo::locate(&mut items, evidence);
         Ok(Some(arginfo::UntypedArgs { items }))
     }
 
