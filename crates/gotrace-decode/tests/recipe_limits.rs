@@ -267,3 +267,45 @@ fn lost_entry_memory_is_marked() {
         assert_eq!(lost.result("n"), &Value::Int(13));
     }
 }
+
+/// An interface whose dynamic type DWARF names but the probe has no recipe for (not
+/// registered in the BPF program's type table): its value was not read, and says so.
+#[test]
+fn a_dynamic_type_without_a_recipe_is_marked_not_read() {
+    for mut f in fixtures(Limits::default()) {
+        let (point, _) = f.layout().runtime["main.Point"];
+        let before = f.plan.type_recipes.len();
+        f.plan.type_recipes.retain(|(addr, _)| *addr != point);
+        assert_eq!(f.plan.type_recipes.len(), before - 1, "{}", f.version);
+        let mut l = f.layout();
+        let v = iface("main.Point", G::Struct(vec![G::Int(1), G::Int(2)]));
+        let call = f.call(&mut l, "main.FAny", &[G::Int(48), v.clone()], &[v]);
+        for value in [call.arg("v"), call.result("out")] {
+            let Value::Interface {
+                dynamic: Some((name, Err(missing))),
+            } = value
+            else {
+                panic!("{value:?}")
+            };
+            assert_eq!((name.as_str(), *missing), ("main.Point", Missing::Budget));
+        }
+        assert!(go_syntax(call.arg("v")).contains("not read"));
+    }
+}
+
+/// A position-independent process: interfaces hold runtime type addresses, which the BPF
+/// program and the decoder turn back into the link-time ones by the process's load bias.
+#[test]
+fn dynamic_types_are_found_through_the_load_bias() {
+    for f in fixtures(Limits::default()) {
+        let mut l = f.layout();
+        l.load_bias = 0x5555_0000_0000;
+        let err = iface("*main.PErr", ptr(G::Struct(vec![G::Str("op"), G::Int(2)])));
+        let call = f.call(&mut l, "main.FErr", &[G::Int(49), err.clone()], &[err]);
+        call.assert_round_trip(&f.version);
+        let v = iface("main.Point", G::Struct(vec![G::Int(3), G::Int(4)]));
+        let call = f.call(&mut l, "main.FAny", &[G::Int(50), v.clone()], &[v]);
+        call.assert_round_trip(&f.version);
+        assert_eq!(go_syntax(call.arg("v")), "main.Point{X:3, Y:4}");
+    }
+}

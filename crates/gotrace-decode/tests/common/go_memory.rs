@@ -116,6 +116,8 @@ pub struct Layout<'t> {
     /// Buckets (classic) or groups (Swiss, then in a table) left empty before a map's
     /// entries: where a hash may put every entry past what the probe reads.
     pub empty_first: usize,
+    /// Runtime − link-time address of the binary in this process (position-independent).
+    pub load_bias: u64,
 }
 
 impl<'t> Layout<'t> {
@@ -142,6 +144,7 @@ impl<'t> Layout<'t> {
             runtime,
             process: Process::new(),
             empty_first: 0,
+            load_bias: 0,
         }
     }
 
@@ -404,10 +407,12 @@ impl<'t> Layout<'t> {
             like.sort();
             panic!("no runtime type {name} in the binary; similar: {like:?}")
         });
+        // The process holds runtime addresses: link-time ones moved by its load bias.
+        let runtime_addr = type_addr + self.load_bias;
         let word = if empty {
-            type_addr
+            runtime_addr
         } else {
-            self.itab(type_addr)
+            self.itab(runtime_addr)
         };
         let inner = depth.saturating_sub(1);
         let (bytes, v) = self.place(ty, g, inner);
