@@ -12,6 +12,7 @@ mod signature;
 
 pub use event::{CallKind, Capture, CaptureStatus, RawCall, INT_REGS};
 use gotrace_binary::abi::Location;
+use gotrace_binary::dwarf::DwarfInfo;
 use gotrace_binary::layout::LayoutError;
 pub use gotrace_binary::layout::{ResumeSp, RuntimeLayout};
 use gotrace_binary::sites::{ProbeSites, SkipCondition};
@@ -287,56 +288,13 @@ pub fn plan(
             refused.push((function.name.clone(), refusal));
             continue;
         }
-        // A body that is a single RET enters and returns at one instruction: one site does both.
-        let entry_returns =
-            !options.entry_only && probe_sites.returns.contains(&probe_sites.entry.addr);
-        sites.push(Site {
-            function: index,
-            kind: if entry_returns {
-                SiteKind::EntryReturn
-            } else {
-                SiteKind::Entry
-            },
-            addr: probe_sites.entry.addr,
-            file_offset: binary.file_offset(probe_sites.entry.addr)?,
-            skip_if: probe_sites.entry.skip_if,
-            may_restart: probe_sites.entry.may_restart,
-        });
-        if !options.entry_only {
-            for &addr in probe_sites
-                .returns
-                .iter()
-                .filter(|&&a| a != probe_sites.entry.addr)
-            {
-                sites.push(Site {
-                    function: index,
-                    kind: SiteKind::Return,
-                    addr,
-                    file_offset: binary.file_offset(addr)?,
-                    skip_if: None,
-                    may_restart: false,
-                });
-            }
-        }
-        let signature = match dwarf.and_then(|d| checked_signature(binary, d, function)) {
-            Some(Ok(signature)) => Some(signature),
-            Some(Err(mismatch)) => {
-                warnings.push(format!(
-                    "{}: {mismatch}: its arguments and results are shown as ? rather than guessed",
-                    function.name
-                ));
-                None
-            }
-            None => {
-                if let Some(why) = dwarf.and_then(|d| d.signature_error(function.entry)) {
-                    warnings.push(format!(
-                        "{}: its signature cannot be read ({why}): its arguments and results are shown as ?",
-                        function.name
-                    ));
-                }
-                None
-            }
-        };
+        sites.extend(function_sites(
+            binary,
+            index,
+            &probe_sites,
+            options.entry_only,
+        )?);
+        let signature = function_signature(binary, dwarf, function, &mut warnings);
         let (entry_recipe, return_recipe) = match (&signature, dwarf) {
             (Some(sig), Some(d)) => (
                 Compiler::new(d.types(), options.limits, layout).site(&located(&sig.params)),
@@ -375,56 +333,12 @@ pub fn plan(
         }
         return Err(PlanError::NothingToTrace);
     }
-    let mut runtime_hooks = Vec::new();
-    if !options.entry_only {
-        for (name, kind) in RUNTIME_HOOKS {
-            let site = binary
-                .function(name)
-                .and_then(|f| binary.probe_sites(f))
-                .and_then(|s| Ok((s.entry, binary.file_offset(s.entry.addr)?)));
-            let hook_refused = site.as_ref().ok().and_then(|(entry, _)| {
-                let sites = ProbeSites {
-                    entry: *entry,
-                    returns: Vec::new(),
-                    deferreturns: Vec::new(),
-                };
-                site_refusal(binary, &sites, true)
-            });
-            if let Some(refusal) = hook_refused {
-                warnings.push(format!(
-                    "cannot probe {name} ({refusal}): calls unwound by panics or Goexit may go unreported"
-                ));
-                continue;
-            }
-            match site {
-                Ok((entry, file_offset)) => runtime_hooks.push(Site {
-                    function: u32::MAX,
-                    kind,
-                    addr: entry.addr,
-                    file_offset,
-                    skip_if: entry.skip_if,
-                    may_restart: false,
-                }),
-                Err(e) => warnings.push(format!(
-                    "cannot probe {name} ({e}): calls unwound by panics or Goexit may go unreported"
-                )),
-            }
-        }
-    }
-    let type_recipes = match dwarf {
-        Some(d) if functions.iter().any(|f| mentions_interface(d.types(), f)) => binary
-            .runtime_types()?
-            .into_iter()
-            .map(|(addr, ty)| {
-                (
-                    addr,
-                    Compiler::new(d.types(), options.limits, layout).dynamic(ty),
-                )
-            })
-            .filter(|(_, recipe)| !recipe.ops.is_empty())
-            .collect(),
-        _ => Vec::new(),
+    let runtime_hooks = if options.entry_only {
+        Vec::new()
+    } else {
+        runtime_hooks(binary, &mut warnings)
     };
+    let type_recipes = type_recipes(binary, dwarf, &functions, options.limits, layout)?;
     Ok(ProbePlan {
         functions,
         sites,
@@ -437,6 +351,135 @@ pub fn plan(
         position_independent: binary.is_pie(),
         type_recipes,
         debug_source: binary.debug_source(),
+    })
+}
+
+/// The sites of one traced function: its entry and, unless entry-only, each return.
+fn function_sites(
+    binary: &GoBinary,
+    index: u32,
+    probe_sites: &ProbeSites,
+    entry_only: bool,
+) -> Result<Vec<Site>, PlanError> {
+    let mut sites = Vec::with_capacity(1 + probe_sites.returns.len());
+    // A body that is a single RET enters and returns at one instruction: one site does both.
+    let entry_returns = !entry_only && probe_sites.returns.contains(&probe_sites.entry.addr);
+    sites.push(Site {
+        function: index,
+        kind: if entry_returns {
+            SiteKind::EntryReturn
+        } else {
+            SiteKind::Entry
+        },
+        addr: probe_sites.entry.addr,
+        file_offset: binary.file_offset(probe_sites.entry.addr)?,
+        skip_if: probe_sites.entry.skip_if,
+        may_restart: probe_sites.entry.may_restart,
+    });
+    if !entry_only {
+        for &addr in probe_sites
+            .returns
+            .iter()
+            .filter(|&&a| a != probe_sites.entry.addr)
+        {
+            sites.push(Site {
+                function: index,
+                kind: SiteKind::Return,
+                addr,
+                file_offset: binary.file_offset(addr)?,
+                skip_if: None,
+                may_restart: false,
+            });
+        }
+    }
+    Ok(sites)
+}
+
+/// A traced function's checked signature, or `None` with a warning saying why it is shown as ?.
+fn function_signature(
+    binary: &GoBinary,
+    dwarf: Option<&DwarfInfo>,
+    function: &Function,
+    warnings: &mut Vec<String>,
+) -> Option<PlannedSignature> {
+    match dwarf.and_then(|d| checked_signature(binary, d, function)) {
+        Some(Ok(signature)) => Some(signature),
+        Some(Err(mismatch)) => {
+            warnings.push(format!(
+                "{}: {mismatch}: its arguments and results are shown as ? rather than guessed",
+                function.name
+            ));
+            None
+        }
+        None => {
+            if let Some(why) = dwarf.and_then(|d| d.signature_error(function.entry)) {
+                warnings.push(format!(
+                    "{}: its signature cannot be read ({why}): its arguments and results are shown as ?",
+                    function.name
+                ));
+            }
+            None
+        }
+    }
+}
+
+/// Sites at the runtime functions that end calls without a return (panics, Goexit); one that
+/// cannot be probed is left out with a warning.
+fn runtime_hooks(binary: &GoBinary, warnings: &mut Vec<String>) -> Vec<Site> {
+    let mut runtime_hooks = Vec::new();
+    for (name, kind) in RUNTIME_HOOKS {
+        let site = binary
+            .function(name)
+            .and_then(|f| binary.probe_sites(f))
+            .and_then(|s| Ok((s.entry, binary.file_offset(s.entry.addr)?)));
+        let hook_refused = site.as_ref().ok().and_then(|(entry, _)| {
+            let sites = ProbeSites {
+                entry: *entry,
+                returns: Vec::new(),
+                deferreturns: Vec::new(),
+            };
+            site_refusal(binary, &sites, true)
+        });
+        if let Some(refusal) = hook_refused {
+            warnings.push(format!(
+                "cannot probe {name} ({refusal}): calls unwound by panics or Goexit may go unreported"
+            ));
+            continue;
+        }
+        match site {
+            Ok((entry, file_offset)) => runtime_hooks.push(Site {
+                function: u32::MAX,
+                kind,
+                addr: entry.addr,
+                file_offset,
+                skip_if: entry.skip_if,
+                may_restart: false,
+            }),
+            Err(e) => warnings.push(format!(
+                "cannot probe {name} ({e}): calls unwound by panics or Goexit may go unreported"
+            )),
+        }
+    }
+    runtime_hooks
+}
+
+/// Recipes for the dynamic values of interfaces, by runtime type address, when a traced value
+/// can hold an interface.
+fn type_recipes(
+    binary: &GoBinary,
+    dwarf: Option<&DwarfInfo>,
+    functions: &[PlannedFunction],
+    limits: Limits,
+    layout: RuntimeLayout,
+) -> Result<Vec<(u64, Recipe)>, PlanError> {
+    Ok(match dwarf {
+        Some(d) if functions.iter().any(|f| mentions_interface(d.types(), f)) => binary
+            .runtime_types()?
+            .into_iter()
+            .map(|(addr, ty)| (addr, Compiler::new(d.types(), limits, layout).dynamic(ty)))
+            .filter(|(_, recipe)| !recipe.ops.is_empty())
+            .collect(),
+        _ => Vec::new(),
     })
 }
 
