@@ -20,7 +20,7 @@ mod text;
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use gotrace_binary::GoBinary;
-use gotrace_gobuild::{Build, Flavour};
+use gotrace_gobuild::Flavour;
 use gotrace_plan::{PlanOptions, ProbePlan, SiteKind};
 use report::{FunctionBench, Probes, Row, Throughput, Tracer};
 use run::{GotraceOptions, LoopOutput, LoopTarget, TargetRun, Traced};
@@ -98,15 +98,7 @@ fn bench(args: &Args) -> Result<()> {
     std::fs::create_dir_all(&work_dir)?;
     let toolchain = gotrace_gobuild::toolchain(args.go.as_deref())?;
     let build = |source_dir: &Path| {
-        Build {
-            source_dir,
-            toolchain: &toolchain,
-            flavour: Flavour::Plain,
-            goarch: None,
-            gcflags: "-l",
-            out_dir: &gotrace_gobuild::workspace_target_dir().join("go-fixtures"),
-        }
-        .run()
+        gotrace_gobuild::build_fixture(source_dir, "-l", &toolchain, Flavour::Plain, None)
     };
     let target = LoopTarget {
         binary: build(&gotrace_gobuild::repo_root().join("fixtures/go/bench_loop"))?,
@@ -249,8 +241,7 @@ fn startup_timings(
         "building the go command from Go {}'s source (once; cached in target/)",
         toolchain.version
     ));
-    let fixtures = gotrace_gobuild::workspace_target_dir().join("go-fixtures");
-    let go_command = gotrace_gobuild::go_command(toolchain, &fixtures)?;
+    let go_command = gotrace_gobuild::go_command(toolchain, &gotrace_gobuild::fixtures_dir())?;
     let label = format!("go command (Go {})", toolchain.version);
     for pattern in GO_COMMAND_PATTERNS {
         note(&format!("start → ready: the go command, {pattern}"));

@@ -374,6 +374,32 @@ impl FileLock {
     }
 }
 
+/// Where the tests and the benchmark keep their Go builds (`target/go-fixtures`), so each is
+/// built once.
+pub fn fixtures_dir() -> PathBuf {
+    workspace_target_dir().join("go-fixtures")
+}
+
+/// Builds (or reuses the cached build of) the Go program in `source_dir` into
+/// [`fixtures_dir`], with `-gcflags=<gcflags>`, for `goarch` (`None`: amd64).
+pub fn build_fixture(
+    source_dir: &Path,
+    gcflags: &str,
+    toolchain: &Toolchain,
+    flavour: Flavour,
+    goarch: Option<&str>,
+) -> Result<PathBuf, BuildError> {
+    Build {
+        source_dir,
+        toolchain,
+        flavour,
+        goarch,
+        gcflags,
+        out_dir: &fixtures_dir(),
+    }
+    .run()
+}
+
 /// The workspace's `target/` directory, where tests keep their Go builds.
 pub fn workspace_target_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {

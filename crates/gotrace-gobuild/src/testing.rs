@@ -4,7 +4,7 @@
 //! instead of returning errors: a missing toolchain or a fixture that does not build is the
 //! test's failure, said plainly.
 
-use crate::{repo_root, toolchains as installed, workspace_target_dir, Build, Flavour, Toolchain};
+use crate::{repo_root, toolchains as installed, Flavour, Toolchain};
 use std::path::PathBuf;
 
 /// Every installed Go toolchain, oldest first; none installed fails the test.
@@ -17,10 +17,7 @@ pub fn toolchains() -> Vec<Toolchain> {
     all
 }
 
-/// Where every test crate keeps its Go builds (`target/go-fixtures`), so each is built once.
-pub fn fixtures_dir() -> PathBuf {
-    workspace_target_dir().join("go-fixtures")
-}
+pub use crate::fixtures_dir;
 
 /// Builds (or reuses the cached build of) the Go program in `relative_dir` of the repository
 /// (`fixtures/go/sig_kinds`, `examples/fibonacci`) with `-gcflags=<gcflags>`, for `goarch`
@@ -32,16 +29,21 @@ pub fn build_fixture(
     flavour: Flavour,
     goarch: Option<&str>,
 ) -> PathBuf {
-    Build {
-        source_dir: &repo_root().join(relative_dir),
+    crate::build_fixture(
+        &repo_root().join(relative_dir),
+        gcflags,
         toolchain,
         flavour,
         goarch,
-        gcflags,
-        out_dir: &fixtures_dir(),
-    }
-    .run()
+    )
     .unwrap_or_else(|e| panic!("building {relative_dir}: {e}"))
+}
+
+/// The go command (`go build cmd/go`), built from `toolchain`'s own source tree once, in
+/// [`fixtures_dir`]: a large real program.
+pub fn go_command(toolchain: &Toolchain) -> PathBuf {
+    crate::go_command(toolchain, &fixtures_dir())
+        .unwrap_or_else(|e| panic!("building the go command of Go {}: {e}", toolchain.version))
 }
 
 /// `binary` split as a build pipeline splits it: (stripped binary, debug file), see

@@ -1048,18 +1048,12 @@ fn root_path_error_shows_its_errno() {
     }
 }
 
-/// The go command, built from the newest toolchain's own source (cached in target/).
-fn go_command(toolchain: &Toolchain) -> std::path::PathBuf {
-    let dir = gotrace_gobuild::workspace_target_dir().join("go-fixtures");
-    gotrace_gobuild::go_command(toolchain, &dir).expect("go build cmd/go")
-}
-
 /// The issue, on a real program: the go command's `loadPackageData` (a *Loader, a context, six
 /// more arguments) lost its `path` to the read budget in every call of `go list std`. Now every
 /// call shows it, what is not read says so, and every standard package listed was seen.
 fn root_go_command_load_package_data_shows_its_path() {
     let toolchain = newest_toolchain();
-    let gocmd = go_command(&toolchain);
+    let gocmd = gotrace_gobuild::testing::go_command(&toolchain);
     let goroot = toolchain.go.parent().and_then(Path::parent).unwrap();
     let func = "cmd/go/internal/load.loadPackageData";
     let tracer = start_gotrace(&["--json", gocmd.to_str().unwrap(), func]);
