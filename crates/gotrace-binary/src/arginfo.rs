@@ -379,4 +379,47 @@ mod tests {
             })
         ));
     }
+
+    /// Random streams parse or are refused, never panic; a parsed one has its words' sizes in
+    /// 1..=8 and balanced brackets.
+    #[test]
+    fn random_streams_never_panic() {
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut parsed = 0;
+        for _ in 0..20_000 {
+            let tokens = x % 8;
+            let mut stream = Vec::new();
+            for _ in 0..tokens {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                // Mostly operators and words with small offsets, as real streams are; now and
+                // then a byte no stream has.
+                match x % 8 {
+                    0 => stream.push((x >> 8) as u8),
+                    1..=3 => stream.push(0xfb + (x >> 8) as u8 % 4),
+                    _ => stream.extend([(x >> 16) as u8 % 24, 1 + (x >> 24) as u8 % 8]),
+                }
+            }
+            if x % 16 != 0 {
+                stream.push(END_SEQ);
+            }
+            if let Ok(mut items) = parse(&stream, VirtAddr(0)) {
+                parsed += 1;
+                let opens = items.iter().filter(|i| matches!(i, ArgItem::Open)).count();
+                let closes = items.iter().filter(|i| matches!(i, ArgItem::Close)).count();
+                assert_eq!(opens, closes, "{stream:x?}");
+                let spills = vec![Spill {
+                    reg: AbiReg::Int(0),
+                    offset: 8,
+                    size: 8,
+                }];
+                locate(
+                    &mut items,
+                    Ok(Evidence::Growth(StackGrowth::Spills(spills))),
+                );
+            }
+        }
+        assert!(parsed > 100, "{parsed}");
+    }
 }

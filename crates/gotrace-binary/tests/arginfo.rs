@@ -341,3 +341,57 @@ fn go_command_claims_only_what_dwarf_says() {
         30_000,
     );
 }
+
+/// A stripped binary whose read-only data (where the ArgInfo streams are), function table and
+/// code have random bytes overwritten: every function's words come out or an error does,
+/// never a panic.
+#[test]
+fn corrupted_binaries_never_panic() {
+    use object::{Object, ObjectSection};
+    let toolchain = all_toolchains().pop().expect("a toolchain");
+    let path = values(&toolchain, Flavour::Stripped);
+    let data = std::fs::read(&path).unwrap();
+    let file = object::File::parse(&*data).unwrap();
+    let ranges: Vec<(usize, usize)> = [".rodata", ".gopclntab", ".text"]
+        .iter()
+        .map(|name| {
+            let s = file.section_by_name(name).expect(name);
+            let (off, size) = s.file_range().expect("section has file bytes");
+            (off as usize, size as usize)
+        })
+        .collect();
+    let mut rng = common::Rng::new(common::env_u64("GOTRACE_FUZZ_SEED", 1));
+    let (mut words, mut errors) = (0, 0);
+    for iteration in 0..24 {
+        let mut image = data.clone();
+        // One section at a time: the function table breaks the whole binary soonest.
+        let (off, size) = ranges[iteration % ranges.len()];
+        let changes = if iteration % ranges.len() == 1 {
+            4
+        } else {
+            size / 200
+        };
+        for _ in 0..changes {
+            image[off + rng.below(size)] = rng.next() as u8;
+        }
+        let outcome = std::panic::catch_unwind(|| {
+            let Ok(bin) = GoBinary::from_bytes(&path, image) else {
+                return (0, 1);
+            };
+            let (mut words, mut errors) = (0, 0);
+            for f in bin.functions() {
+                match bin.untyped_args(f) {
+                    Ok(Some(args)) => words += args.words().count(),
+                    Ok(None) => {}
+                    Err(_) => errors += 1,
+                }
+            }
+            (words, errors)
+        });
+        let (w, e) = outcome.unwrap_or_else(|_| panic!("iteration {iteration} panicked"));
+        words += w;
+        errors += e;
+    }
+    eprintln!("corrupted binaries: {words} words read, {errors} errors");
+    assert!(words > 0 && errors > 0, "{words} words, {errors} errors");
+}
