@@ -105,7 +105,7 @@ fn root_the_model_reads_what_the_bpf_program_reads() {
                 if recipe.ops.is_empty() {
                     continue;
                 }
-                let mut machine = Machine::new(&plan.type_recipes, call.load_bias);
+                let mut machine = Machine::new(&plan, call.load_bias);
                 let modelled = captures(&machine.run(recipe, regs, sp, &Read(real)));
                 assert_eq!(
                     &modelled, real,

@@ -3,10 +3,11 @@
 //! payload layout, so a recipe can be run against a memory image without root. Where the C
 //! masks an offset or clamps a length, so does this; where the kernel crate encodes an op into
 //! `struct gt_op` (a guard's bound clamped to u32, a constant guard operand meaning "no
-//! guard"), the model reads the op the same way.
+//! guard"), the model reads the op the same way; what the kernel crate sets before load (the
+//! Swiss group's slot count and empty-control bits) comes from the plan, as there.
 
 use gotrace_plan::recipe::{CaptureOp, Gather, Guard, OpKind, Operand, Recipe};
-use gotrace_plan::{Capture, CaptureStatus, INT_REGS};
+use gotrace_plan::{Capture, CaptureStatus, ProbePlan, INT_REGS};
 use std::collections::HashMap;
 
 // gotrace.h's `enum gt_limits`.
@@ -49,6 +50,9 @@ pub trait UserMemory {
 pub struct Machine<'a> {
     type_recipes: HashMap<u64, &'a Recipe>,
     load_bias: u64,
+    /// The program's `swiss_group_slots` and `swiss_ctrl_empty`.
+    group_slots: u32,
+    ctrl_empty: u8,
     regs: [u64; INT_REGS],
     sp: u64,
     data_word: u64,
@@ -64,11 +68,15 @@ pub struct Machine<'a> {
 }
 
 impl<'a> Machine<'a> {
-    /// `type_recipes` as the kernel crate stores them: link-time runtime type address → recipe.
-    pub fn new(type_recipes: &'a [(u64, Recipe)], load_bias: u64) -> Self {
+    /// The program loaded for `plan` (its type recipes by link-time runtime type address, its
+    /// Swiss-table constants), in a process whose load bias is `load_bias`.
+    pub fn new(plan: &'a ProbePlan, load_bias: u64) -> Self {
+        let swiss = plan.layout.swiss();
         Machine {
-            type_recipes: type_recipes.iter().map(|(a, r)| (*a, r)).collect(),
+            type_recipes: plan.type_recipes.iter().map(|(a, r)| (*a, r)).collect(),
             load_bias,
+            group_slots: swiss.group_slots as u32,
+            ctrl_empty: swiss.ctrl_empty,
             regs: [0; INT_REGS],
             sp: 0,
             data_word: 0,
@@ -266,7 +274,7 @@ impl<'a> Machine<'a> {
     fn run_gather(&mut self, op: &CaptureOp, g: &Gather, slot: u32, slot_base: u32) {
         self.pos[slot as usize] = NO_POS;
         self.lens[slot as usize] = 0;
-        if self.guarded_off(op.guard, slot_base) || g.group_size == 0 {
+        if self.guarded_off(op.guard, slot_base) || g.group_size == 0 || self.group_slots == 0 {
             return;
         }
         let mut at = self.payload_len;
@@ -287,15 +295,16 @@ impl<'a> Machine<'a> {
                 continue;
             }
             let (src, src_len) = (self.pos[src_slot], self.lens[src_slot]);
-            for index in 0..u64::from(src_len / g.group_size * 8) {
-                let group = (index / 8) as u32 * g.group_size;
-                let s = (index % 8) as u32;
+            let slots = u64::from(self.group_slots);
+            for index in 0..u64::from(src_len / g.group_size) * slots {
+                let group = (index / slots) as u32 * g.group_size;
+                let s = (index % slots) as u32;
                 // `gather_slot` returning 1: this source's loop ends, the next one's begins.
                 if group + g.group_size > src_len || out + g.size > out_end {
                     break;
                 }
                 let ctrl = self.payload[((src + group + g.ctrl + s) & PAYLOAD_MASK) as usize];
-                if ctrl & 0x80 != 0 {
+                if ctrl & self.ctrl_empty != 0 {
                     continue;
                 }
                 let from = ((src + group + g.base + s * g.stride) & PAYLOAD_MASK) as usize;

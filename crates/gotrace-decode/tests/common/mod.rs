@@ -118,7 +118,7 @@ impl Fixture {
         let planned = &self.plan.functions[index as usize];
         let signature = planned.signature.as_ref().expect("a signature from DWARF");
         let (entry_regs, want_args) = layout.frame(&signature.params, args);
-        let mut machine = Machine::new(&self.plan.type_recipes, layout.load_bias);
+        let mut machine = Machine::new(&self.plan, layout.load_bias);
         let entry = machine.run(&planned.entry_recipe, entry_regs, SP, &layout.process);
         let (return_regs, want_results) = layout.frame(&signature.results, results);
         let exit = machine.run(&planned.return_recipe, return_regs, SP, &layout.process);
