@@ -1118,9 +1118,21 @@ impl<'a> Reader<'a, '_> {
         if name == "interface {}" || name == "any" {
             return Ok(true);
         }
-        let Some(layout) = self.reference(at, die, dw::DW_AT_type)? else {
+        let Some(mut layout) = self.reference(at, die, dw::DW_AT_type)? else {
             return Ok(false);
         };
+        // A named empty interface (`type PrivateKey any`) refers to the typedef
+        // `runtime.eface`, not to its struct.
+        for _ in 0..MAX_TYPEDEF_CHAIN {
+            let d = self.die(layout)?;
+            if d.tag() != dw::DW_TAG_typedef {
+                break;
+            }
+            match self.reference(layout, &d, dw::DW_AT_type)? {
+                Some(next) => layout = next,
+                None => break,
+            }
+        }
         for (member_at, member) in self.children(layout)? {
             if member.tag() == dw::DW_TAG_member {
                 return Ok(self.name(&member, member_at)?.as_deref() == Some("_type"));

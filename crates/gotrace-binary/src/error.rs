@@ -49,6 +49,8 @@ pub enum BinaryError {
     Unproven { function: String, reason: String },
     #[error("DWARF: {0}")]
     Dwarf(String),
+    #[error("the runtime type information cannot be read: {0}")]
+    RuntimeTypes(String),
     #[error(transparent)]
     DebugFile(#[from] crate::debugfile::DebugFileError),
 }

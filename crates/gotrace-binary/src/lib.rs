@@ -17,6 +17,7 @@ pub mod inline;
 pub mod layout;
 mod moduledata;
 pub mod pclntab;
+pub mod rtype;
 pub mod sites;
 mod spills;
 mod suggest;
@@ -155,6 +156,10 @@ pub struct GoBinary {
     dwarf: std::sync::OnceLock<Result<Option<dwarf::DwarfInfo>, BinaryError>>,
     /// The runtime's `gofunc`, which funcdata offsets count from (Go 1.18+).
     gofunc: Option<u64>,
+    /// The runtime's module data record (its address) when it was found.
+    module_data: Option<u64>,
+    /// Methods' signatures from the runtime type descriptors, read on first use.
+    runtime_methods: std::sync::OnceLock<Result<rtype::RuntimeMethods, String>>,
     /// Every inlined body, read from the inline trees on first use.
     inline: std::sync::OnceLock<Result<inline::InlineIndex, BinaryError>>,
     /// Every function's argument metadata (`FUNCDATA_ArgInfo`), read on first use.
@@ -203,6 +208,7 @@ impl GoBinary {
             .map(|t| t.traits().iter().copied().collect())
             .unwrap_or_default();
         let text_range = module.map(|m| (VirtAddr(m.text), VirtAddr(m.etext)));
+        let module_data = module.map(|m| m.at);
         let gofunc = module.and_then(|m| m.gofunc).or_else(|| {
             elf.symbol_address("go:func.*")
                 .or_else(|| elf.symbol_address("go.func.*"))
@@ -227,6 +233,8 @@ impl GoBinary {
             build_info,
             dwarf: std::sync::OnceLock::new(),
             gofunc,
+            module_data,
+            runtime_methods: std::sync::OnceLock::new(),
             inline: std::sync::OnceLock::new(),
             arginfo: std::sync::OnceLock::new(),
             debug: None,
@@ -647,6 +655,32 @@ impl GoBinary {
             .iter()
             .map(|&(value, ty)| (if value < base { base + value } else { value }, ty))
             .collect())
+    }
+
+    /// The signature of every method the runtime type descriptors list with code, by the
+    /// entry of that code (read on first use; see [`rtype`]). Needs no DWARF or symbols, only
+    /// the runtime's module data and a known Go release (1.19–1.27).
+    pub fn runtime_methods(&self) -> Result<&rtype::RuntimeMethods, BinaryError> {
+        let loaded = self.runtime_methods.get_or_init(|| {
+            let (Some(at), Some((text, _))) = (self.module_data, self.text_range) else {
+                return Err("the runtime's module data was not found".to_owned());
+            };
+            let info = self.build_info.as_ref();
+            let minor = info
+                .and_then(|b| b.go_version_minor())
+                .ok_or("the Go version is not in the build info")?;
+            let swiss_maps = !info.is_some_and(|b| {
+                b.settings
+                    .iter()
+                    .any(|(k, v)| k == "GOEXPERIMENT" && v.contains("noswissmap"))
+            });
+            let words = moduledata::Words::new(&self.elf);
+            let section = rtype::section(&words, at, text.0, minor, swiss_maps)?;
+            rtype::read(&self.elf, &words, &section, &self.table)
+        });
+        loaded
+            .as_ref()
+            .map_err(|e| BinaryError::RuntimeTypes(e.clone()))
     }
 
     /// The Go runtime's layout in this binary: the table's row for its Go release, with what

@@ -41,6 +41,8 @@ pub(crate) struct ModuleData {
     /// `go:func.*`, the base funcdata offsets count from; `None` when the word there is not
     /// an address in the image.
     pub gofunc: Option<u64>,
+    /// Where the record itself is: the type section's words follow (`rtype.rs`).
+    pub at: u64,
 }
 
 /// The word holding `gofunc`, by table magic; 1.27 is told from 1.20–1.26 by word 38, which
@@ -130,9 +132,12 @@ pub(crate) fn find(words: &Words<'_>, header_at: u64, header: &HeaderWords) -> O
             text,
             etext,
             gofunc,
+            at,
         };
         match found {
-            Some(other) if other != this => return None,
+            Some(other) if (other.text, other.etext, other.gofunc) != (text, etext, gofunc) => {
+                return None
+            }
             _ => found = Some(this),
         }
     }
