@@ -371,40 +371,13 @@ impl<'t> Compiler<'t> {
     /// Reads `ty`'s memory found at `home`, and queues what lies behind it.
     fn value(&mut self, home: &Home, ty: TypeId, depth: u32) {
         let t = self.types.get(ty);
-        let layout = self.layout;
         match &t.kind {
             TypeKind::String => {
-                if let (Some(ptr), Some(len)) = (home.word(0), home.word(layout.string_len)) {
+                if let (Some(ptr), Some(len)) = (home.word(0), home.word(self.layout.string_len)) {
                     self.read(ptr, len, 0, self.limits.string_max);
                 }
             }
-            TypeKind::Slice { elem } => {
-                let elem_size = self.types.get(*elem).size;
-                let (Some(ptr), Some(len)) = (home.word(0), home.word(layout.slice_len)) else {
-                    return;
-                };
-                if elem_size == 0 || elem_size > u64::from(MAX_READ) {
-                    return;
-                }
-                let shown = u64::from(self.limits.elems).min(u64::from(MAX_READ) / elem_size);
-                let max = if *elem == byte_like(self.types, *elem) {
-                    self.limits.string_max.min(MAX_READ)
-                } else {
-                    (shown * elem_size) as u32
-                };
-                let Some(op) = self.read(ptr, len, elem_size as u32, max) else {
-                    return;
-                };
-                if depth > 0 && has_pointers(self.types, *elem) {
-                    let saved = self.guard;
-                    for i in 0..shown {
-                        self.guard = Some(Guard::Above(len, i as i64));
-                        let base = (i * elem_size) as u32;
-                        self.later(Home::Captured { op, base }, *elem, depth - 1);
-                    }
-                    self.guard = saved;
-                }
-            }
+            TypeKind::Slice { elem } => self.slice(home, *elem, depth),
             TypeKind::Array { elem, len } => {
                 let elem_size = self.types.get(*elem).size;
                 if has_pointers(self.types, *elem) {
@@ -431,29 +404,7 @@ impl<'t> Compiler<'t> {
                     self.later(Home::Captured { op, base: 0 }, *elem, depth - 1);
                 }
             }
-            TypeKind::Interface { empty } => {
-                let (Some(tab), Some(data)) = (home.word(0), home.word(layout.iface_data)) else {
-                    return;
-                };
-                let saved = self.guard;
-                // Nothing to read behind a nil interface.
-                self.guard = Some(Guard::Above(tab, 0));
-                let type_addr = if *empty {
-                    Some(tab)
-                } else {
-                    self.read(tab.plus(layout.itab_type as i64), Operand::Const(8), 0, 8)
-                        .map(|op| Operand::Word { op, off: 0, add: 0 })
-                };
-                if let (Some(type_addr), true) = (type_addr, depth > 0) {
-                    // The dynamic value is one level down: read after this level's values.
-                    self.queue.push_back(Task::Dynamic {
-                        type_addr,
-                        data,
-                        guard: self.guard,
-                    });
-                }
-                self.guard = saved;
-            }
+            TypeKind::Interface { empty } => self.interface(home, *empty, depth),
             TypeKind::Map { key, value, .. } => {
                 let Some(ptr) = home.word(0) else { return };
                 if depth == 0 {
@@ -474,6 +425,66 @@ impl<'t> Compiler<'t> {
             | TypeKind::Func
             | TypeKind::Unknown => {}
         }
+    }
+
+    /// A slice's first elements, and what they point at one level down.
+    fn slice(&mut self, home: &Home, elem: TypeId, depth: u32) {
+        let elem_size = self.types.get(elem).size;
+        let (Some(ptr), Some(len)) = (home.word(0), home.word(self.layout.slice_len)) else {
+            return;
+        };
+        if elem_size == 0 || elem_size > u64::from(MAX_READ) {
+            return;
+        }
+        let shown = u64::from(self.limits.elems).min(u64::from(MAX_READ) / elem_size);
+        let max = if elem == byte_like(self.types, elem) {
+            self.limits.string_max.min(MAX_READ)
+        } else {
+            (shown * elem_size) as u32
+        };
+        let Some(op) = self.read(ptr, len, elem_size as u32, max) else {
+            return;
+        };
+        if depth > 0 && has_pointers(self.types, elem) {
+            let saved = self.guard;
+            for i in 0..shown {
+                self.guard = Some(Guard::Above(len, i as i64));
+                let base = (i * elem_size) as u32;
+                self.later(Home::Captured { op, base }, elem, depth - 1);
+            }
+            self.guard = saved;
+        }
+    }
+
+    /// An interface's dynamic type (through its itab unless empty), and its value one level
+    /// down, by the recipe of that type.
+    fn interface(&mut self, home: &Home, empty: bool, depth: u32) {
+        let (Some(tab), Some(data)) = (home.word(0), home.word(self.layout.iface_data)) else {
+            return;
+        };
+        let saved = self.guard;
+        // Nothing to read behind a nil interface.
+        self.guard = Some(Guard::Above(tab, 0));
+        let type_addr = if empty {
+            Some(tab)
+        } else {
+            self.read(
+                tab.plus(self.layout.itab_type as i64),
+                Operand::Const(8),
+                0,
+                8,
+            )
+            .map(|op| Operand::Word { op, off: 0, add: 0 })
+        };
+        if let (Some(type_addr), true) = (type_addr, depth > 0) {
+            // The dynamic value is one level down: read after this level's values.
+            self.queue.push_back(Task::Dynamic {
+                type_addr,
+                data,
+                guard: self.guard,
+            });
+        }
+        self.guard = saved;
     }
 }
 

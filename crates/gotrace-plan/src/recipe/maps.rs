@@ -141,29 +141,43 @@ impl Compiler<'_> {
             });
             self.guard = saved;
             let Some(gather) = gather else { return };
-            for entry in 0..shown {
-                let at = (entry * size) as u32;
-                if !part.indirect {
-                    self.later(
-                        Home::Captured {
-                            op: gather,
-                            base: at,
-                        },
-                        ty,
-                        depth - 1,
-                    );
-                    continue;
-                }
-                let size = self.types.get(ty).size.min(u64::from(MAX_READ));
-                let target = Operand::Word {
-                    op: gather,
-                    off: at,
-                    add: 0,
-                };
-                let read = self.read(target, Operand::Const(size as i64), 0, size as u32);
-                if let (Some(op), true) = (read, has_pointers(self.types, ty)) {
-                    self.later(Home::Captured { op, base: 0 }, ty, depth - 1);
-                }
+            self.follow_gathered(gather, ty, part, size, shown, depth);
+        }
+    }
+
+    /// Queues the first `shown` entries' keys (or values) a gather copied side by side,
+    /// `size` bytes each: read in place, or through the slot's pointer when stored indirectly.
+    fn follow_gathered(
+        &mut self,
+        gather: u16,
+        ty: TypeId,
+        part: &SlotPart,
+        size: u64,
+        shown: u64,
+        depth: u32,
+    ) {
+        for entry in 0..shown {
+            let at = (entry * size) as u32;
+            if !part.indirect {
+                self.later(
+                    Home::Captured {
+                        op: gather,
+                        base: at,
+                    },
+                    ty,
+                    depth - 1,
+                );
+                continue;
+            }
+            let size = self.types.get(ty).size.min(u64::from(MAX_READ));
+            let target = Operand::Word {
+                op: gather,
+                off: at,
+                add: 0,
+            };
+            let read = self.read(target, Operand::Const(size as i64), 0, size as u32);
+            if let (Some(op), true) = (read, has_pointers(self.types, ty)) {
+                self.later(Home::Captured { op, base: 0 }, ty, depth - 1);
             }
         }
     }
