@@ -347,6 +347,14 @@ fn go_command_runtime_signatures_match_its_dwarf() {
     let dir = gotrace_gobuild::testing::fixtures_dir();
     let path = gotrace_gobuild::go_command(&toolchain, &dir).expect("go build cmd/go");
     let binary = open(&path);
+    let started = std::time::Instant::now();
+    let rm = binary.runtime_methods().expect("runtime methods");
+    eprintln!(
+        "go command: {} descriptors read, {} signatures, in {:?}",
+        rm.descriptors,
+        rm.signatures.len(),
+        started.elapsed()
+    );
     let counts = compare(&binary, &binary);
     let what = format!("go command Go {}", toolchain.version);
     eprintln!("{}", counts.check(&what, 5000));

@@ -284,3 +284,26 @@ pub(super) fn go_quote(tag: &str) -> Result<String, String> {
     out.push('"');
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{go_quote, symbol_path};
+
+    #[test]
+    fn import_paths_are_written_as_symbol_names_write_them() {
+        assert_eq!(symbol_path("net/http"), "net/http");
+        assert_eq!(
+            symbol_path("crypto/internal/entropy/v1.0.0"),
+            "crypto/internal/entropy/v1%2e0%2e0"
+        );
+        assert_eq!(symbol_path("gopkg.in/yaml.v3"), "gopkg.in/yaml%2ev3");
+        assert_eq!(symbol_path("a b/c%d"), "a%20b/c%25d");
+    }
+
+    #[test]
+    fn struct_tags_are_quoted_as_go_quotes_them() {
+        assert_eq!(go_quote(r#"json:"a""#).unwrap(), r#""json:\"a\"""#);
+        assert_eq!(go_quote(r"a\b").unwrap(), r#""a\\b""#);
+        assert!(go_quote("tab\there").is_err());
+    }
+}
