@@ -4,9 +4,10 @@
 use crate::floor::Floor;
 use anyhow::{bail, Context, Result};
 use gotrace_kernel::Target;
+use gotrace_output::Summary;
 use gotrace_plan::ProbePlan;
 use std::fs;
-use std::io::{BufRead as _, BufReader, Read as _};
+use std::io::{BufRead as _, BufReader};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
@@ -267,37 +268,60 @@ pub fn under_gotrace(
     child.wait_until("gotrace", || ready.exists())?;
     let started = Instant::now();
     let run = target.run(func, goroutines, &[])?;
-    let (stderr, tracer_cpu) = child.stop()?;
+    let (_, tracer_cpu) = child.stop()?;
     let wall = started.elapsed();
-    let (delivered, checked) = match options.check {
-        None => (count_lines(&out_path)?, None),
-        Some(check) => {
-            let (lines, passed) = check_lines(&out_path, check)?;
-            (lines, Some(passed))
-        }
-    };
+    let output = read_json_lines(&out_path, options.check)?;
     let _ = fs::remove_file(&out_path);
     Ok(Traced {
         target: run,
-        delivered,
-        lost: summary_number(&stderr, "calls lost"),
+        delivered: output.calls,
+        lost: output.summary.as_ref().map(Summary::calls_lost),
         wall,
         tracer_cpu,
-        checked,
+        checked: options.check.map(|_| output.passed),
     })
 }
 
-/// The number before `what` in gotrace's summary (`gotrace: 12 calls traced, 0 calls lost`).
-pub fn summary_number(stderr: &str, what: &str) -> Option<u64> {
-    let line = stderr.lines().rev().find(|l| l.contains(what))?;
-    let before = &line[..line.find(what)?];
-    before
-        .split([' ', ','])
-        .rfind(|w| !w.is_empty())?
-        .parse()
-        .ok()
+/// What `gotrace trace --json` wrote: its call lines, how many passed a check, its summary.
+#[derive(Debug)]
+pub struct JsonOutput {
+    pub calls: u64,
+    pub passed: u64,
+    pub summary: Option<Summary>,
 }
 
+/// Reads gotrace's JSON lines: counts the `call` objects (running `check` on each) and reads
+/// the `summary` object, the last line.
+pub fn read_json_lines(path: &Path, check: Option<&dyn Fn(&str) -> bool>) -> Result<JsonOutput> {
+    let file = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut line = Vec::new();
+    let mut output = JsonOutput {
+        calls: 0,
+        passed: 0,
+        summary: None,
+    };
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            return Ok(output);
+        }
+        // Calls are written with their type first; other records are few.
+        if line.starts_with(br#"{"type":"call","#) {
+            output.calls += 1;
+            if let Some(check) = check {
+                let text = String::from_utf8_lossy(&line);
+                output.passed += u64::from(check(text.trim_end_matches('\n')));
+            }
+        } else if line.starts_with(br#"{"type":"summary","#) {
+            let summary = serde_json::from_slice(&line)
+                .with_context(|| format!("reading gotrace's summary in {}", path.display()))?;
+            output.summary = Some(summary);
+        }
+    }
+}
+
+/// The seed's one-liner (`uprobe` at the symbol printing `reg("ax")`, plus a `uretprobe`
 /// The seed's one-liner (`uprobe` at the symbol printing `reg("ax")`, plus a `uretprobe`
 /// printing `retval` unless `entry_only`), output to a file.
 pub fn under_bpftrace(
@@ -371,35 +395,6 @@ pub fn under_bpftrace(
     })
 }
 
-pub fn count_lines(path: &Path) -> Result<u64> {
-    let mut file = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut buf = vec![0u8; 1 << 20];
-    let mut lines = 0u64;
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            return Ok(lines);
-        }
-        lines += buf[..n].iter().filter(|&&b| b == b'\n').count() as u64;
-    }
-}
-
-/// Lines in the file, and how many of them `check` holds for.
-pub fn check_lines(path: &Path, check: &dyn Fn(&str) -> bool) -> Result<(u64, u64)> {
-    let file = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
-    let mut reader = BufReader::with_capacity(1 << 20, file);
-    let mut line = String::new();
-    let (mut lines, mut passed) = (0u64, 0u64);
-    loop {
-        line.clear();
-        if reader.read_line(&mut line)? == 0 {
-            return Ok((lines, passed));
-        }
-        lines += 1;
-        passed += u64::from(check(line.trim_end_matches('\n')));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -417,8 +412,24 @@ mod tests {
         };
         assert!(half.agrees_with(&out));
         assert!(!LoopOutput { sum: 1, ..half }.agrees_with(&out));
-        let stderr = "gotrace: tracing …\ngotrace: 12 calls traced, 3 calls lost (lost: 3 ring buffer full), 1 probe sites failed to attach\n";
-        assert_eq!(summary_number(stderr, "calls lost"), Some(3));
-        assert_eq!(summary_number(stderr, "calls traced"), Some(12));
+    }
+
+    #[test]
+    fn reads_gotraces_calls_and_summary_from_its_json_lines() {
+        let path = std::env::temp_dir().join(format!("bench-json-{}", std::process::id()));
+        let lines = [
+            r#"{"type":"attached","binary":"/x","functions":["main.F"]}"#,
+            r#"{"type":"call","func":"main.F","args":{"n":1}}"#,
+            r#"{"type":"lost","cause":"lost_ring_full","calls":3}"#,
+            r#"{"type":"call","func":"main.F","args":{"n":2}}"#,
+            r#"{"type":"summary","calls":2,"unreturned":0,"lost_ring_full":3,"sites_attached":2,"calls_traced":2,"calls_lost":3}"#,
+        ];
+        fs::write(&path, lines.join("\n") + "\n").unwrap();
+        let check = |line: &str| line.contains(r#""n":2"#);
+        let output = read_json_lines(&path, Some(&check)).unwrap();
+        let _ = fs::remove_file(&path);
+        assert_eq!((output.calls, output.passed), (2, 1));
+        let summary = output.summary.expect("the summary");
+        assert_eq!((summary.calls, summary.calls_lost()), (2, 3));
     }
 }

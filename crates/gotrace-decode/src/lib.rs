@@ -6,11 +6,9 @@
 
 mod maps;
 mod memory;
-mod render;
 mod value;
 
 pub use memory::Memory;
-pub use render::{go_syntax, GoSyntax};
 pub use value::{Bytes, Missing, Value};
 
 use gotrace_binary::abi::{AbiReg, Location};

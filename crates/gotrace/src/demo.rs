@@ -4,11 +4,14 @@
 
 use crate::cli::DemoArgs;
 use crate::out;
+use crate::stdio::OutputError;
 use crate::trace::{self, CallSink, Flow, TraceRequest};
 use anyhow::{bail, Context, Result};
 use gotrace_decode::DecodedCall;
 use gotrace_gobuild::{Build, Flavour};
 use gotrace_kernel::Target;
+use gotrace_output::peek::Peek;
+use gotrace_output::{Format, Printer, Record};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
@@ -22,11 +25,12 @@ const FUNCTION: &str = "main.Fibonacci";
 /// Valid inputs, then inputs the handler rejects before calling Fibonacci.
 const REQUESTS: [&str; 7] = ["1", "10", "20", "50", "abc", "-3", "0"];
 
-/// Sends each traced call's text line to the demo's main thread, counting them: the summary's
-/// "calls traced" is what was shown.
+/// Sends each traced call's text line, and the attach report, to the demo's main thread,
+/// counting the calls: the summary's "calls traced" is what was shown. Warnings go to stderr.
 struct ChannelSink {
     lines: mpsc::Sender<String>,
-    clock: crate::Clock,
+    attached: mpsc::Sender<String>,
+    printer: Printer<Vec<u8>>,
     shown: u64,
 }
 
@@ -34,10 +38,21 @@ impl CallSink for ChannelSink {
     fn call(&mut self, call: &DecodedCall<'_>) {
         if self
             .lines
-            .send(gotrace_output::text_line(call, self.clock))
+            .send(self.printer.text(&Record::Call(call)))
             .is_ok()
         {
             self.shown += 1;
+        }
+    }
+
+    fn record(&mut self, record: &Record<'_>) -> Result<(), OutputError> {
+        let text = self.printer.text(record);
+        match record {
+            Record::Attached(_) => {
+                let _ = self.attached.send(text);
+                Ok(())
+            }
+            _ => crate::stdio::say(&text),
         }
     }
 
@@ -88,23 +103,20 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         };
         let mut sink = ChannelSink {
             lines: lines_tx,
-            clock: crate::clock(),
+            attached: attached_tx,
+            printer: Printer::new(Vec::new(), Format::Text, crate::clock()),
             shown: 0,
         };
         let stop = trace::Stop {
             fds: &[stop_read.as_raw_fd()],
             exit_on_signal: None,
         };
-        let mut summary = trace::run(&request, &mut sink, &stop, |plan, report| {
-            let path = trace::target_binary(&request.target)?;
-            let _ = attached_tx.send(trace::describe_attach(plan, report, &path));
-            Ok(())
-        })?;
+        let mut summary = trace::run(&request, &mut sink, &stop, || Ok(()))?;
         summary.calls = sink.shown;
         Ok::<_, anyhow::Error>(summary)
     });
     match attached.recv_timeout(Duration::from_secs(30)) {
-        Ok(description) => out!("gotrace: tracing {description}")?,
+        Ok(attached) => out!("{attached}")?,
         Err(_) => {
             drop(service);
             return match tracer.join() {
@@ -139,11 +151,17 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         Ok(result) => result?,
         Err(_) => bail!("the tracer thread panicked"),
     };
-    out!("\n{}", summary.text())?;
+    let mut printer = Printer::new(Vec::new(), Format::Text, crate::clock());
+    out!("\n{}", printer.text(&Record::Summary(&summary)))?;
 
     out!("\n$ gotrace peek --pid {pid} {FUNCTION}")?;
-    let (name, sites) = crate::peek::peek(pid, FUNCTION, None)?;
-    crate::stdio::print(&crate::peek::render(&name, pid, &sites))?;
+    let (function, sites) = crate::peek::peek(pid, FUNCTION, None)?;
+    let peek = Peek {
+        function,
+        pid,
+        sites,
+    };
+    out!("{}", printer.text(&Record::Peek(&peek)))?;
 
     out!("\nStopping the service (SIGINT: graceful shutdown)...")?;
     // SAFETY: kill(2) on the PID of a child we started and have not reaped.

@@ -3,9 +3,10 @@
 //! the old instructions it saved); once a complete file is at the path again — the in-place
 //! write finished, or a new file was moved or linked there — it is planned and traced anew.
 
-use crate::say;
+use crate::trace::CallSink;
 use anyhow::Result;
 use gotrace_kernel::{BinaryWatch, FileChange, Target};
+use gotrace_output::{Note, Record, Warning};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use std::os::fd::{BorrowedFd, RawFd};
 use std::path::PathBuf;
@@ -29,7 +30,7 @@ impl Follow {
     /// Watches the traced file in binary mode; a `--pid` process keeps its own file. Where the
     /// kernel will not let gotrace watch (fanotify's permission events need CAP_SYS_ADMIN),
     /// it traces unwatched and says what that risks.
-    pub fn start(target: &Target) -> Result<Option<Follow>> {
+    pub fn start(target: &Target, sink: &mut dyn CallSink) -> Result<Option<Follow>> {
         let Target::Binary(path) = target else {
             return Ok(None);
         };
@@ -40,10 +41,11 @@ impl Follow {
                 planned: None,
             })),
             Err(e) => {
-                say!(
-                    "gotrace: warning: {e}: if {} is written in place while traced, processes started from it may crash; stop gotrace before replacing it",
+                let warning = Warning::new(format!(
+                    "{e}: if {} is written in place while traced, processes started from it may crash; stop gotrace before replacing it",
                     path.display()
-                )?;
+                ));
+                sink.record(&Record::Warning(&warning))?;
                 Ok(None)
             }
         }
@@ -71,7 +73,13 @@ impl Follow {
     /// broken build), so gotrace waits for the next one. Waits until a complete file is at the
     /// path, or a signal on `signal_fd`; while waiting, `exit_now` is cleared so a signal
     /// ends the wait rather than the process.
-    pub fn next(&self, signal_fd: RawFd, exit_now: &AtomicBool, failed: bool) -> Result<Next> {
+    pub fn next(
+        &self,
+        signal_fd: RawFd,
+        exit_now: &AtomicBool,
+        failed: bool,
+        sink: &mut dyn CallSink,
+    ) -> Result<Next> {
         let mut changes = self.watch.take();
         if readable(signal_fd) || (changes.is_empty() && !failed) {
             return Ok(Next::Stop);
@@ -79,10 +87,11 @@ impl Follow {
         // Nothing is attached any more: execs the watch holds may go on.
         self.watch.detached();
         if changes.contains(&FileChange::WrittenInPlace) {
-            say!(
-                "gotrace: {} was written in place: probes detached (processes started from it now would run stale instructions under them); tracing resumes when the write is complete",
+            let message = format!(
+                "{} was written in place: probes detached (processes started from it now would run stale instructions under them); tracing resumes when the write is complete",
                 self.path.display()
-            )?;
+            );
+            sink.record(&Record::Note(&Note { message }))?;
         }
         exit_now.store(false, Ordering::SeqCst);
         while !changes.contains(&FileChange::Replaced) {
@@ -109,10 +118,8 @@ impl Follow {
             }
         }
         exit_now.store(true, Ordering::SeqCst);
-        say!(
-            "gotrace: {} was replaced: tracing the new file",
-            self.path.display()
-        )?;
+        let message = format!("{} was replaced: tracing the new file", self.path.display());
+        sink.record(&Record::Note(&Note { message }))?;
         Ok(Next::TraceAgain)
     }
 }

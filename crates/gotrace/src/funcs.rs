@@ -1,90 +1,26 @@
 //! `gotrace funcs`: what a binary offers to trace — names, addresses and Go signatures, and with
 //! `-v` (always in JSON) the probe sites and where each argument and result lives.
 //!
-//! Gathering (`list`) is separate from printing (`render_text`, JSON), so the listing is the
-//! same whichever form it is shown in.
+//! Gathering (`list`) is separate from printing (gotrace-output's `binary` and `function`
+//! records), so the listing is the same whichever form it is shown in.
 
 use crate::cli::FuncsArgs;
 use anyhow::Result;
 use gotrace_binary::abi::{AbiReg, Location};
 use gotrace_binary::sites::SkipCondition;
 use gotrace_binary::types::{Signature, TypeTable, Variable};
-use gotrace_binary::{Arch, Function, FunctionSource, GoBinary, VirtAddr};
-use gotrace_output::escape_controls;
+use gotrace_binary::{Arch, Function, GoBinary, VirtAddr};
+use gotrace_output::funcs::{
+    BinaryInfo, EntryInfo, InlinedListed, Listed, ListedValue, Place, RegPiece, Site, Sites,
+};
+use gotrace_output::{Clock, Format, Printer, Record};
 use gotrace_plan::pattern::Pattern;
 use gotrace_plan::PlannedValue;
-use serde::Serialize;
-use std::fmt::Write as _;
 
-#[derive(Serialize)]
+/// What `funcs` found: the binary, then its functions.
 struct Listing {
     binary: BinaryInfo,
     functions: Vec<Listed>,
-}
-
-/// What the listing is read from: the header line of the text form.
-#[derive(Serialize)]
-struct BinaryInfo {
-    /// `go1.23.5`; `None` when the binary has no readable build info.
-    go_version: Option<String>,
-    goarch: &'static str,
-    pie: bool,
-    /// The `CGO_ENABLED` build setting (Go 1.18+ records it).
-    cgo: Option<bool>,
-    function_source: FunctionSource,
-    /// Whether signatures (and so argument locations) are available.
-    dwarf: bool,
-    /// Where DWARF comes from: the binary's own, or a debug file of its build.
-    debug_source: gotrace_binary::DebugSource,
-    /// Why DWARF that is present could not be read (the listing goes on without it).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    dwarf_error: Option<String>,
-}
-
-#[derive(Serialize)]
-struct Listed {
-    name: String,
-    entry: String,
-    end: String,
-    size: u64,
-    /// `func(n int) (~r0 int)`, hidden parameters (`.dict`) left out; `None` without DWARF.
-    signature: Option<String>,
-    /// Uses the stack-based ABI0 (its symbol ends in `.abi0`), not the register ABI.
-    abi0: bool,
-    params: Option<Vec<Value>>,
-    results: Option<Vec<Value>>,
-    /// Why the values have no locations though DWARF names them: the planner's check of the
-    /// signature against the argument frame failed, and `trace` shows them as `?`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    locations_error: Option<String>,
-    /// `None` when not asked for (text without `-v`), or when they could not be found.
-    sites: Option<Sites>,
-    /// Why the sites could not be found (an instruction that does not decode).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    sites_error: Option<String>,
-    /// Why `trace` will not probe the function (assembly, a stack switch, an instruction the
-    /// kernel cannot probe), when it will not.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    refused: Option<String>,
-    /// Every place the compiler inlined the function, where `trace` probes it too.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    inlined: Vec<InlinedListed>,
-}
-
-/// One body of the function inlined into another, and the instruction `trace` probes in it.
-#[derive(Serialize)]
-struct InlinedListed {
-    /// The function whose code holds the body.
-    caller: String,
-    /// The body's first instruction.
-    body: String,
-    /// The probe site: the body's first instruction, or a jump it leads straight to.
-    addr: String,
-    /// The site's offset in the caller.
-    offset: u64,
-    /// Why the site cannot be probed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    error: Option<String>,
 }
 
 /// Where `name` was inlined, each site proven (or why not), and refused where `trace` would
@@ -128,64 +64,6 @@ fn inlined(binary: &GoBinary, name: &str) -> Vec<InlinedListed> {
             },
         })
         .collect()
-}
-
-/// A parameter or result and where it is: at entry for parameters, at RET for results.
-#[derive(Serialize)]
-struct Value {
-    name: String,
-    #[serde(rename = "type")]
-    ty: String,
-    size: u64,
-    /// `None` for ABI0 functions (assembly, cgo stubs: everything is on the stack there and
-    /// the register assignment does not apply), and where the signature failed its check.
-    location: Option<Place>,
-}
-
-#[derive(Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-enum Place {
-    Registers {
-        pieces: Vec<RegPiece>,
-    },
-    /// Bytes above SP, at entry and equally at RET.
-    Stack {
-        sp_offset: u64,
-    },
-    /// A zero-size value.
-    Empty,
-}
-
-/// The low `size` bytes of `reg` hold the value's bytes from `value_offset`.
-#[derive(Serialize)]
-struct RegPiece {
-    reg: String,
-    value_offset: u64,
-    size: u64,
-}
-
-#[derive(Serialize)]
-struct Sites {
-    entry: EntryInfo,
-    returns: Vec<Site>,
-    deferreturns: Vec<Site>,
-}
-
-#[derive(Serialize)]
-struct EntryInfo {
-    addr: String,
-    offset: u64,
-    /// `jbe`/`jb` when the site is the prologue's stack-check jump: a pass that takes it grows
-    /// the stack and restarts the function, and is not counted as a call.
-    stack_check: Option<&'static str>,
-    /// The site is not the stack-check jump yet the function can restart from its entry.
-    may_restart: bool,
-}
-
-#[derive(Serialize)]
-struct Site {
-    addr: String,
-    offset: u64,
 }
 
 /// `func(n int) (~r0 int)`: parameters whose names start with `.` (the generic dictionary)
@@ -233,30 +111,6 @@ fn place(arch: Arch, loc: &Location) -> Place {
             sp_offset: *sp_offset,
         },
         Location::Empty => Place::Empty,
-    }
-}
-
-/// `RAX` for a value one register holds whole; `RCX[0:1] RDI[2:4]` (value bytes lo..hi in each
-/// register's low bytes) for one split over several; `stack+0x10`; `(zero size)`; `?` where
-/// the signature failed its check.
-fn place_text(value: &Value, abi0: bool) -> String {
-    let Some(location) = &value.location else {
-        return match abi0 {
-            true => "stack (ABI0; offsets not computed)".to_owned(),
-            false => "?".to_owned(),
-        };
-    };
-    match location {
-        Place::Registers { pieces } => match pieces.as_slice() {
-            [p] if p.value_offset == 0 && p.size == value.size => p.reg.clone(),
-            _ => pieces
-                .iter()
-                .map(|p| format!("{}[{}:{}]", p.reg, p.value_offset, p.value_offset + p.size))
-                .collect::<Vec<_>>()
-                .join(" "),
-        },
-        Place::Stack { sp_offset } => format!("stack+{sp_offset:#x}"),
-        Place::Empty => "(zero size)".to_owned(),
     }
 }
 
@@ -327,7 +181,7 @@ fn list(binary: &GoBinary, pattern: Option<&str>, with_sites: bool) -> Result<Li
                 |vars: &[Variable], located: Option<&[PlannedValue]>, types: &TypeTable| {
                     vars.iter()
                         .enumerate()
-                        .map(|(i, v)| Value {
+                        .map(|(i, v)| ListedValue {
                             name: v.name.clone(),
                             ty: types.get(v.ty).name.clone(),
                             size: types.get(v.ty).size,
@@ -390,6 +244,7 @@ fn list(binary: &GoBinary, pattern: Option<&str>, with_sites: bool) -> Result<Li
                 } else {
                     Vec::new()
                 },
+                detail: with_sites,
             }
         })
         .collect();
@@ -420,122 +275,13 @@ fn list(binary: &GoBinary, pattern: Option<&str>, with_sites: bool) -> Result<Li
             } else {
                 Vec::new()
             },
+            detail: with_sites,
         }));
     }
     Ok(Listing {
         binary: binary_info(binary, dwarf.is_some(), dwarf_error),
         functions,
     })
-}
-
-/// `gotrace: go1.23.5 amd64 (PIE, cgo); functions from .symtab; signatures from DWARF`
-fn header(info: &BinaryInfo) -> String {
-    let mut traits = Vec::new();
-    if info.pie {
-        traits.push("PIE");
-    }
-    if info.cgo == Some(true) {
-        traits.push("cgo");
-    }
-    let traits = match traits.is_empty() {
-        true => String::new(),
-        false => format!(" ({})", traits.join(", ")),
-    };
-    let source = match info.function_source {
-        FunctionSource::Symtab => "functions from .symtab",
-        FunctionSource::Pclntab => "functions from .gopclntab (no symbol table)",
-    };
-    const NEED: &str = "names and probe sites only, signatures and argument locations need DWARF";
-    let types = match (info.dwarf, &info.dwarf_error) {
-        (true, _) => format!("signatures from {}", info.debug_source),
-        (false, Some(e)) => format!("DWARF unreadable ({e}): {NEED}"),
-        (false, None) => format!("no DWARF (built with -ldflags=-w or stripped): {NEED}"),
-    };
-    let version = escape_controls(info.go_version.as_deref().unwrap_or("Go version unknown"));
-    format!(
-        "gotrace: {version} {}{traits}; {source}; {types}",
-        info.goarch
-    )
-}
-
-/// One line per function (`0x48fca0   main.F(n int) (~r0 int)`); with `verbose`, indented
-/// lines below it for each probe site and each argument and result.
-fn render_text(listing: &Listing, verbose: bool) -> String {
-    let mut out = String::new();
-    for f in &listing.functions {
-        let sig = f
-            .signature
-            .as_deref()
-            .map_or("", |s| s.trim_start_matches("func"));
-        let (name, sig) = (escape_controls(&f.name), escape_controls(sig));
-        let _ = writeln!(out, "{:<10} {name}{sig}", f.entry);
-        if !verbose {
-            continue;
-        }
-        let values = f.params.iter().flatten().map(|v| ("param", v));
-        let values: Vec<(String, &Value)> = values
-            .chain(f.results.iter().flatten().map(|v| ("result", v)))
-            .map(|(kind, v)| (format!("{kind} {}", escape_controls(&v.name)), v))
-            .collect();
-        let width = values
-            .iter()
-            .map(|(label, _)| label.len())
-            .max()
-            .unwrap_or(0)
-            .max("deferreturn".len());
-        if let Some(e) = &f.sites_error {
-            let e = escape_controls(e);
-            let _ = writeln!(out, "    {:<width$} error: {e}", "sites");
-        }
-        if let Some(why) = &f.refused {
-            let _ = writeln!(out, "    {:<width$} not traced: {why}", "refused");
-        }
-        if let Some(s) = &f.sites {
-            let e = &s.entry;
-            let what = match (e.stack_check, e.may_restart, e.offset) {
-                (Some(jump), _, _) => format!(
-                    "  stack-check {jump}: a pass that takes it grows the stack and is not counted"
-                ),
-                (None, true, _) => {
-                    "  may fire twice: the function can grow its stack and restart".to_owned()
-                }
-                (None, false, 0) => "  first instruction".to_owned(),
-                (None, false, _) => "  first jump, no stack check".to_owned(),
-            };
-            let _ = writeln!(
-                out,
-                "    {:<width$} {} +{:#x}{what}",
-                "entry", e.addr, e.offset
-            );
-            for (kind, list) in [("ret", &s.returns), ("deferreturn", &s.deferreturns)] {
-                for site in list {
-                    let _ = writeln!(out, "    {kind:<width$} {} +{:#x}", site.addr, site.offset);
-                }
-            }
-        }
-        if let Some(why) = &f.locations_error {
-            let _ = writeln!(out, "    {:<width$} not known: {why}", "locations");
-        }
-        for (label, v) in &values {
-            let _ = writeln!(out, "    {label:<width$} {}", place_text(v, f.abi0));
-        }
-        for site in &f.inlined {
-            let at = match site.addr == site.body {
-                true => format!("{} {}+{:#x}", site.addr, site.caller, site.offset),
-                false => format!(
-                    "{} {}+{:#x} (first jump of the body at {})",
-                    site.addr, site.caller, site.offset, site.body
-                ),
-            };
-            let text = match &site.error {
-                Some(e) if site.addr.is_empty() => format!("error: {e}"),
-                Some(e) => format!("{at}  {e}"),
-                None => at,
-            };
-            let _ = writeln!(out, "    {:<width$} {}", "inlined", escape_controls(&text));
-        }
-    }
-    out
 }
 
 pub fn run(args: &FuncsArgs) -> Result<()> {
@@ -556,12 +302,23 @@ pub fn run(args: &FuncsArgs) -> Result<()> {
             );
         }
     }
-    if args.json {
-        crate::out!("{}", serde_json::to_string_pretty(&listing)?)?;
-    } else {
-        crate::say!("{}", header(&listing.binary))?;
-        crate::stdio::print(&render_text(&listing, args.verbose))?;
+    let format = match args.json {
+        true => Format::Json,
+        false => Format::Text,
+    };
+    let mut printer = Printer::new(Vec::new(), format, Clock::default());
+    let binary = Record::Binary(&listing.binary);
+    match format {
+        // Into a Vec: cannot fail.
+        Format::Json => {
+            let _ = printer.record(&binary);
+        }
+        Format::Text => crate::stdio::say(&printer.text(&binary))?,
     }
+    for f in &listing.functions {
+        let _ = printer.record(&Record::Function(f));
+    }
+    crate::stdio::print(&String::from_utf8_lossy(&printer.into_inner()))?;
     let failed = listing
         .functions
         .iter()

@@ -14,14 +14,14 @@ use clap::Parser;
 use cli::{Cli, Command, TraceArgs};
 use gotrace_kernel::Target;
 pub use gotrace_output::Clock;
-use gotrace_output::{Format, Printer};
+use gotrace_output::{Format, Note, Printer, Record, Summary, Warning};
 use gotrace_plan::CallKind;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use stdio::{Chunk, Delivery, Line, Stream, Tally, Writer};
+use stdio::{Chunk, Delivery, Line, OutputError, Stream, Tally, Writer};
 use trace::Flow;
 
 fn main() -> ExitCode {
@@ -136,7 +136,9 @@ impl Signals {
     }
 }
 
-/// Calls written by a thread of their own ([`Writer`]); counts what it had no room for.
+/// Calls written by a thread of their own ([`Writer`]); counts what it had no room for. The
+/// other records go to stderr as text and, under `--json`, to stdout too, in order with the
+/// calls.
 struct PrinterSink {
     printer: Printer<Vec<u8>>,
     /// What each line in the printer's buffer reports.
@@ -184,6 +186,23 @@ impl PrinterSink {
         }
     }
 
+    /// Records said once the stdout writer is done (the summary): as text on stderr and, under
+    /// `--json`, on stdout unless it has `failed`, waiting a bounded time for each. Fails when
+    /// stdout cannot take them.
+    fn say_last(&mut self, records: &[Record<'_>], failed: bool) -> Result<(), OutputError> {
+        let mut json = Vec::new();
+        for record in records {
+            let _ = stdio::say(&self.printer.text(record));
+            // Into a Vec: cannot fail.
+            let _ = self.printer.record(record);
+            json.append(self.printer.get_mut());
+        }
+        match self.printer.format() {
+            Format::Json if !failed => stdio::print_last(&json),
+            _ => Ok(()),
+        }
+    }
+
     /// Waits until `deadline` at most for the output to be written.
     fn finish(&mut self, deadline: Instant) -> Delivery {
         self.hand_over();
@@ -210,6 +229,17 @@ impl trace::CallSink for PrinterSink {
         // Into a Vec: cannot fail.
         let _ = self.printer.call(call);
         self.buffered.push(line);
+    }
+
+    fn record(&mut self, record: &Record<'_>) -> Result<(), OutputError> {
+        if self.printer.format() == Format::Json && !self.discarding {
+            // Into a Vec: cannot fail.
+            let _ = self.printer.record(record);
+            self.buffered.push(Line::Message);
+            // Rare, and said when they happen (one may come while no session runs).
+            self.hand_over();
+        }
+        stdio::say(&self.printer.text(record))
     }
 
     fn flush(&mut self, stopping: bool) -> Flow {
@@ -240,9 +270,24 @@ fn run_trace(args: TraceArgs) -> Result<()> {
     let stdout = Writer::spawn(Stream::Stdout, OUTPUT_QUEUE)?;
     let messages = stdio::install_messages(Writer::spawn(Stream::Stderr, MESSAGE_QUEUE)?);
     let signals = Signals::install()?;
+    let format = if args.json {
+        Format::Json
+    } else {
+        Format::Text
+    };
+    let mut sink = PrinterSink {
+        printer: Printer::new(Vec::new(), format, clock()),
+        buffered: Vec::new(),
+        held: None,
+        dropped: Tally::default(),
+        discarding: false,
+        stdout,
+        messages,
+        seen: 0,
+    };
     let (binary, functions) = args.binary_and_functions()?;
     let target = match (binary, args.pid) {
-        (_, Some(pid)) => Target::Process(traced_process(pid)?),
+        (_, Some(pid)) => Target::Process(traced_process(pid, &mut sink)?),
         (Some(binary), None) => Target::Binary(binary),
         (None, None) => anyhow::bail!("give the binary to trace, or --pid PID"),
     };
@@ -259,25 +304,10 @@ fn run_trace(args: TraceArgs) -> Result<()> {
         count: args.count,
         debug_file: args.debug_file.clone(),
     };
-    let format = if args.json {
-        Format::Json
-    } else {
-        Format::Text
-    };
-    let mut sink = PrinterSink {
-        printer: Printer::new(Vec::new(), format, clock()),
-        buffered: Vec::new(),
-        held: None,
-        dropped: Tally::default(),
-        discarding: false,
-        stdout,
-        messages,
-        seen: 0,
-    };
     // The errors tracing would give first, before the file is watched.
     trace::target_binary(&request.target)?;
     gotrace_kernel::check_environment()?;
-    let mut follow = follow::Follow::start(&request.target)?;
+    let mut follow = follow::Follow::start(&request.target, &mut sink)?;
     let mut stop_fds = vec![signals.pipe.as_raw_fd()];
     stop_fds.extend(follow.as_ref().map(follow::Follow::fd));
     let stop = trace::Stop {
@@ -285,7 +315,7 @@ fn run_trace(args: TraceArgs) -> Result<()> {
         exit_on_signal: Some(&signals.exit_now),
     };
     let mut attaches = 0u32;
-    let mut total: Option<gotrace_output::Summary> = None;
+    let mut total: Option<Summary> = None;
     let result = loop {
         if let Some(follow) = &mut follow {
             follow.planning();
@@ -294,16 +324,11 @@ fn run_trace(args: TraceArgs) -> Result<()> {
             count: request.count.map(|n| n.saturating_sub(sink.seen)),
             ..request.clone()
         };
-        let session = trace::run(&session_request, &mut sink, &stop, |plan, report| {
-            let path = trace::target_binary(&request.target)?;
+        let session = trace::run(&session_request, &mut sink, &stop, || {
             if let Some(follow) = &follow {
                 follow.attached();
             }
             attaches += 1;
-            say!(
-                "gotrace: tracing {} — Ctrl-C to stop",
-                trace::describe_attach(plan, report, &path)
-            )?;
             if let Some(ready) = &args.ready_file {
                 trace::write_ready_file(ready, attaches)?;
             }
@@ -317,18 +342,22 @@ fn run_trace(args: TraceArgs) -> Result<()> {
             // The first plan failing is an error; a later one is a rebuild to wait out.
             Err(e) if attaches == 0 || follow.is_none() => break Err(e),
             Err(e) => {
-                say!(
-                    "gotrace: warning: cannot trace the new file: {}; waiting for the next build",
+                let warning = Warning::new(format!(
+                    "cannot trace the new file: {}; waiting for the next build",
                     error_text(&e)
-                )?;
+                ));
+                trace::CallSink::record(&mut sink, &Record::Warning(&warning))?;
                 true
             }
         };
         let done = request.count.is_some_and(|n| sink.seen >= n);
         let next = match &follow {
-            Some(follow) if !done => {
-                follow.next(signals.pipe.as_raw_fd(), &signals.exit_now, failed)?
-            }
+            Some(follow) if !done => follow.next(
+                signals.pipe.as_raw_fd(),
+                &signals.exit_now,
+                failed,
+                &mut sink,
+            )?,
             _ => follow::Next::Stop,
         };
         if matches!(next, follow::Next::Stop) {
@@ -349,29 +378,34 @@ fn run_trace(args: TraceArgs) -> Result<()> {
     summary.unreturned = delivery.written.unreturned;
     summary.not_written_failed = delivery.failed.calls + delivery.failed.unreturned;
     summary.not_written_stopped = delivery.stopped.calls + delivery.stopped.unreturned;
-    if let Target::Process(pid) = request.target {
-        if !gotrace_kernel::proc::exists(pid) {
-            let _ = say!("gotrace: process {pid} exited");
-        }
-    }
-    let _ = say!("{}", summary.text());
+    let exited = match request.target {
+        Target::Process(pid) if !gotrace_kernel::proc::exists(pid) => Some(Note {
+            message: format!("process {pid} exited"),
+        }),
+        _ => None,
+    };
+    let mut last: Vec<Record<'_>> = exited.iter().map(Record::Note).collect();
+    last.push(Record::Summary(&summary));
+    // Stdout that failed takes nothing more; its error is the one to report.
+    let printed = sink.say_last(&last, delivery.error.is_some());
     let said = messages.finish(Instant::now() + DRAIN_GRACE);
     if let Some(e) = said.error {
         // The summary did not make it to stderr: say it where it still can be.
-        stdio::report(&summary.text());
+        stdio::report(&sink.printer.text(&Record::Summary(&summary)));
         return Err(e.into());
     }
-    match delivery.error {
+    match delivery.error.or(printed.err()) {
         Some(e) if !e.is_stdout_closed_pipe() => Err(e.into()),
         _ => Ok(()),
     }
 }
 
 /// The process `--pid` names: a thread id stands for its process, a zombie is refused.
-fn traced_process(pid: u32) -> Result<u32> {
+fn traced_process(pid: u32, sink: &mut PrinterSink) -> Result<u32> {
     let tgid = gotrace_kernel::proc::process_of(pid)?;
     if tgid != pid {
-        say!("gotrace: {pid} is a thread of process {tgid}: tracing process {tgid}")?;
+        let message = format!("{pid} is a thread of process {tgid}: tracing process {tgid}");
+        trace::CallSink::record(sink, &Record::Note(&Note { message }))?;
     }
     Ok(tgid)
 }

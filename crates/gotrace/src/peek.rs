@@ -6,26 +6,9 @@ use anyhow::{Context, Result};
 use gotrace_binary::sites::{disassemble_one, hex};
 use gotrace_binary::{Arch, VirtAddr};
 use gotrace_kernel::{proc, Session, Target};
-use gotrace_plan::{PlanOptions, SiteKind};
-use serde::Serialize;
-use std::fmt::Write as _;
-
-/// The bytes of one probed instruction at three moments.
-#[derive(Debug, Serialize)]
-pub struct PeekedSite {
-    pub kind: SiteKind,
-    pub addr: VirtAddr,
-    pub runtime_addr: u64,
-    pub file: Snapshot,
-    pub probed: Snapshot,
-    pub detached: Snapshot,
-}
-
-#[derive(Debug, Serialize)]
-pub struct Snapshot {
-    pub bytes: String,
-    pub asm: String,
-}
+use gotrace_output::peek::{Peek, PeekedSite, Snapshot};
+use gotrace_output::{Clock, Format, Printer, Record};
+use gotrace_plan::PlanOptions;
 
 fn snapshot(arch: Arch, bytes: &[u8], addr: VirtAddr) -> Snapshot {
     let asm = disassemble_one(arch, bytes, addr)
@@ -78,79 +61,20 @@ pub fn peek(
     Ok((plan.functions[0].name.clone(), out))
 }
 
-/// The table and the explanation a person reads.
-pub fn render(function: &str, pid: u32, sites: &[PeekedSite]) -> String {
-    let cell = |snap: &Snapshot| format!("{:<12} {}", snap.bytes, snap.asm);
-    let rows: Vec<[String; 5]> = sites
-        .iter()
-        .map(|site| {
-            [
-                site.kind.label().to_owned(),
-                format!("{:#x}", site.runtime_addr),
-                cell(&site.file),
-                cell(&site.probed),
-                cell(&site.detached),
-            ]
-        })
-        .collect();
-    let header = [
-        "site",
-        "address",
-        "in the file",
-        "live, while probed",
-        "live, after detaching",
-    ]
-    .map(String::from);
-    let widths: Vec<usize> = (0..5)
-        .map(|i| {
-            rows.iter()
-                .chain([&header])
-                .map(|r| r[i].chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        "{function} in process {pid}: {} probe sites",
-        sites.len()
-    );
-    for row in [&header].into_iter().chain(&rows) {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        let _ = writeln!(s, "  {}", cells.join("   ").trim_end());
-    }
-    let explanation = [
-        "While gotrace was attached, the kernel had replaced the first byte of each probed \
-         instruction with 0xcc (int3, a breakpoint) in this process's memory only; the file on \
-         disk is unchanged. When a goroutine reaches one, the CPU traps into the kernel, which \
-         runs gotrace's BPF program and then carries out the original instruction on the \
-         program's behalf (emulating a jump, or single-stepping a copy of anything else). After \
-         detaching, the original bytes are back: the program was never rebuilt, restarted or \
-         paused.",
-        "The entry probe sits on the function's first jump when only flag-setting \
-         instructions come before it: the arguments are still in their registers there, the \
-         kernel emulates a jump about 20 times faster than it single-steps a `cmp`, and for a \
-         stack-check jump the flags tell gotrace to ignore the pass that grows the stack and \
-         restarts the function. Returns are probed at every `ret`, never by rewriting the \
-         return address on the stack, which would corrupt Go's stacks.",
-    ];
-    for paragraph in explanation {
-        let _ = writeln!(s, "\n{}", textwrap::fill(paragraph, 96));
-    }
-    s
-}
-
 pub fn run(args: &PeekArgs) -> Result<()> {
     let (function, sites) = peek(args.pid, &args.function, args.debug_file.as_deref())?;
-    if args.json {
-        crate::out!("{}", serde_json::to_string_pretty(&sites)?)?;
-    } else {
-        crate::stdio::print(&render(&function, args.pid, &sites))?;
-    }
+    let format = match args.json {
+        true => Format::Json,
+        false => Format::Text,
+    };
+    let mut printer = Printer::new(Vec::new(), format, Clock::default());
+    let peek = Peek {
+        function,
+        pid: args.pid,
+        sites,
+    };
+    // Into a Vec: cannot fail.
+    let _ = printer.record(&Record::Peek(&peek));
+    crate::stdio::print(&String::from_utf8_lossy(&printer.into_inner()))?;
     Ok(())
 }

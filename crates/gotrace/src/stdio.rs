@@ -171,6 +171,12 @@ pub fn print(text: &str) -> Result<(), OutputError> {
     write_now(Stream::Stdout, text.as_bytes(), None)
 }
 
+/// Output for stdout once its writer is done (the JSON summary): waits for the reader a
+/// bounded time, like last words.
+pub fn print_last(bytes: &[u8]) -> Result<(), OutputError> {
+    write_now(Stream::Stdout, bytes, Some(PATIENCE))
+}
+
 /// The stderr writer of a tracing session, once installed: messages then never wait.
 static MESSAGES: OnceLock<Writer> = OnceLock::new();
 
@@ -251,10 +257,10 @@ impl std::ops::AddAssign for Tally {
 
 impl Tally {
     pub fn of(lines: &[Line]) -> Tally {
-        let unreturned = lines.iter().filter(|&&l| l == Line::Unreturned).count() as u64;
+        let count = |kind| lines.iter().filter(|&&l| l == kind).count() as u64;
         Tally {
-            calls: lines.len() as u64 - unreturned,
-            unreturned,
+            calls: count(Line::Call),
+            unreturned: count(Line::Unreturned),
         }
     }
 }
@@ -264,6 +270,8 @@ impl Tally {
 pub enum Line {
     Call,
     Unreturned,
+    /// Not a call: the attach report, a warning, a loss (JSON lines).
+    Message,
 }
 
 /// Bytes to write and, for output made of calls, what each of its lines reports (so that a

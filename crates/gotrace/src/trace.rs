@@ -6,13 +6,18 @@ use gotrace_decode::{DecodedCall, Decoder};
 use gotrace_kernel::{
     proc, AttachMethod, AttachReport, Counters, EventStream, Session, Target, Waiter, Wake,
 };
-use gotrace_output::Summary;
+use gotrace_output::{
+    AttachMethod as Method, Attached, FailedSite, InlinedCopies, LossCause, Lost, Note, Record,
+    Refused, Summary, Warning,
+};
 use gotrace_plan::{CallKind, PlanOptions, ProbePlan};
 use std::cell::{Cell, RefCell};
 use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
+
+use crate::stdio::OutputError;
 
 /// How long an event may wait in the ring buffer before it is printed.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
@@ -51,9 +56,12 @@ pub enum Flow {
     Closed,
 }
 
-/// Where decoded calls go.
+/// Where decoded calls, and everything else a session says, go.
 pub trait CallSink {
     fn call(&mut self, call: &DecodedCall<'_>);
+    /// Anything but a call: the attach report, a warning, a note, a loss. Fails when it could
+    /// not be said (stderr is gone), which stops the session.
+    fn record(&mut self, record: &Record<'_>) -> Result<(), OutputError>;
     /// End of a batch: hands buffered output on. `stopping`: the probes are detached and a
     /// full output will not be waited for, so the sink counts what it has no room for instead
     /// of keeping it.
@@ -110,24 +118,19 @@ pub fn prepare(request: &TraceRequest) -> Result<(GoBinary, PathBuf, ProbePlan)>
 }
 
 /// Runs a session until a `stop` descriptor becomes readable, the traced process exits, the
-/// output closes, or `count` calls were seen. `on_attached` runs once every probe is in place.
+/// output closes, or `count` calls were seen. `on_attached` runs once every probe is in place
+/// and the sink has been told so.
 /// Stopping detaches first, whatever the output is doing; the events already in the ring buffer
 /// then go to the sink, which writes or counts them.
 pub fn run(
     request: &TraceRequest,
     sink: &mut dyn CallSink,
     stop: &Stop<'_>,
-    on_attached: impl FnOnce(&ProbePlan, &AttachReport) -> Result<()>,
+    on_attached: impl FnOnce() -> Result<()>,
 ) -> Result<Summary> {
     let (binary, path, plan) = prepare(request)?;
     for warning in &plan.warnings {
-        crate::say!("gotrace: warning: {warning}")?;
-    }
-    if let Some(line) = refused_line(&plan) {
-        crate::say!("{line}")?;
-    }
-    if let Some(note) = inlined_note(&plan) {
-        crate::say!("{note}")?;
+        sink.record(&Record::Warning(&Warning::new(warning.to_string())))?;
     }
     let empty_types = gotrace_binary::types::TypeTable::default();
     let types = match binary.dwarf() {
@@ -142,40 +145,11 @@ pub fn run(
         Target::Process(pid) => Some(gotrace_kernel::pidfd(pid)?),
         Target::Binary(_) => None,
     };
-    let site_count = plan.all_sites().count();
-    if site_count >= LARGE_PLAN {
-        crate::say!(
-            "gotrace: attaching {site_count} sites in {} functions…",
-            plan.functions.len()
-        )?;
-    }
-    if !gotrace_kernel::uprobe_multi_supported() && site_count > gotrace_kernel::PER_SITE_LIMIT {
-        anyhow::bail!(
-            "{site_count} sites to attach, and without uprobe_multi links (Linux 6.6+) each needs a uprobe of its own: detaching more than {} of those would hold gotrace for many seconds after Ctrl-C; trace fewer functions, or use --no-return",
-            gotrace_kernel::PER_SITE_LIMIT
-        );
-    }
-    let alias = utf8_alias(&path)?;
-    let attach_path = alias.as_ref().map_or(path.as_path(), |(p, _)| p.as_path());
-    let session = Session::attach(&plan, attach_path, &request.target)?;
-    let report = session.report().clone();
-    for (site, reason) in &report.failed {
-        let owner = plan
-            .functions
-            .get(site.function as usize)
-            .map_or("", |f| f.name.as_str());
-        crate::say!(
-            "gotrace: warning: could not attach the {} probe {owner} at {}: {reason}",
-            site.kind.label(),
-            site.addr
-        )?;
-    }
-    for warning in &report.warnings {
-        crate::say!("gotrace: warning: {warning}")?;
-    }
+    let (session, report) = attach(request, &plan, &path, sink)?;
     // Before anyone is told the probes are ready: a signal from then on must stop cleanly.
     stop.exit_on_signal(false);
-    on_attached(&plan, &report)?;
+    sink.record(&Record::Attached(&attached(&plan, &report, &path)))?;
+    on_attached()?;
 
     let mut summary = Summary {
         sites_attached: report.attached,
@@ -217,33 +191,7 @@ pub fn run(
             watched.push(fd.as_raw_fd());
         }
         let waiter = Waiter::new(events.fd(), &watched, FLUSH_INTERVAL)?;
-        let mut reported = Counters::default();
-        let mut last_check = Instant::now();
-        let mut flow = Flow::Open;
-        loop {
-            let wake = match flow {
-                // The kernel counts what does not fit in the ring buffer meanwhile.
-                Flow::Full => waiter.wait_for_stop()?,
-                _ => waiter.wait()?,
-            };
-            if wake == Wake::Stop {
-                break;
-            }
-            if flow != Flow::Full && consume_until_stop(&events, &waiter)? {
-                break;
-            }
-            flow = sink.borrow_mut().flush(false);
-            if flow == Flow::Closed || calls.get() >= limit {
-                break;
-            }
-            if last_check.elapsed() >= COUNTER_INTERVAL {
-                last_check = Instant::now();
-                // A failed stderr stops the session like a failed stdout; the caller says so.
-                if report_losses(&session.counters()?, &mut reported).is_err() {
-                    break;
-                }
-            }
-        }
+        pump(&session, &events, &waiter, &sink, || calls.get() >= limit)?;
         // From here a signal may end the process at once: the kernel completes any detach
         // still under way when the process's descriptors close.
         stop.exit_on_signal(true);
@@ -263,7 +211,95 @@ pub fn run(
     summary.args_lost = args_lost.get();
     summary.truncated_values = truncated.get();
     summary.values_not_read = not_read.get();
-    let counters = session.counters()?;
+    add_counters(&mut summary, &session.counters()?);
+    Ok(summary)
+}
+
+/// Attaches the plan's probes, saying what could not be attached.
+fn attach(
+    request: &TraceRequest,
+    plan: &ProbePlan,
+    path: &Path,
+    sink: &mut dyn CallSink,
+) -> Result<(Session, AttachReport)> {
+    let site_count = plan.all_sites().count();
+    if site_count >= LARGE_PLAN {
+        let message = format!(
+            "attaching {site_count} sites in {} functions…",
+            plan.functions.len()
+        );
+        sink.record(&Record::Note(&Note { message }))?;
+    }
+    if !gotrace_kernel::uprobe_multi_supported() && site_count > gotrace_kernel::PER_SITE_LIMIT {
+        anyhow::bail!(
+            "{site_count} sites to attach, and without uprobe_multi links (Linux 6.6+) each needs a uprobe of its own: detaching more than {} of those would hold gotrace for many seconds after Ctrl-C; trace fewer functions, or use --no-return",
+            gotrace_kernel::PER_SITE_LIMIT
+        );
+    }
+    let alias = utf8_alias(path)?;
+    let attach_path = alias.as_ref().map_or(path, |(p, _)| p.as_path());
+    let session = Session::attach(plan, attach_path, &request.target)?;
+    let report = session.report().clone();
+    for (site, reason) in &report.failed {
+        let owner = plan
+            .functions
+            .get(site.function as usize)
+            .map_or("", |f| f.name.as_str());
+        let warning = Warning::site_not_attached(FailedSite {
+            function: owner.to_owned(),
+            kind: site.kind.label().to_owned(),
+            addr: site.addr.to_string(),
+            reason: reason.to_string(),
+        });
+        sink.record(&Record::Warning(&warning))?;
+    }
+    for warning in &report.warnings {
+        sink.record(&Record::Warning(&Warning::new(warning.to_string())))?;
+    }
+    Ok((session, report))
+}
+
+/// Hands events to the sink until a stop signal, the output closing, or `done`; says what the
+/// BPF side lost on the way.
+fn pump(
+    session: &Session,
+    events: &EventStream<'_>,
+    waiter: &Waiter,
+    sink: &RefCell<&mut dyn CallSink>,
+    done: impl Fn() -> bool,
+) -> Result<()> {
+    let mut reported = Counters::default();
+    let mut last_check = Instant::now();
+    let mut flow = Flow::Open;
+    loop {
+        let wake = match flow {
+            // The kernel counts what does not fit in the ring buffer meanwhile.
+            Flow::Full => waiter.wait_for_stop()?,
+            _ => waiter.wait()?,
+        };
+        if wake == Wake::Stop {
+            return Ok(());
+        }
+        if flow != Flow::Full && consume_until_stop(events, waiter)? {
+            return Ok(());
+        }
+        flow = sink.borrow_mut().flush(false);
+        if flow == Flow::Closed || done() {
+            return Ok(());
+        }
+        if last_check.elapsed() >= COUNTER_INTERVAL {
+            last_check = Instant::now();
+            // A failed stderr stops the session like a failed stdout; the caller says so.
+            let counters = session.counters()?;
+            if report_losses(&counters, &mut reported, *sink.borrow_mut()).is_err() {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// The BPF side's counts of what it could not report.
+fn add_counters(summary: &mut Summary, counters: &Counters) {
     summary.lost_ring_full = counters.lost;
     summary.lost_busy = counters.busy;
     summary.unmatched_returns = counters.unmatched_returns;
@@ -272,7 +308,6 @@ pub fn run(
     summary.growth_restarts = counters.growth_restarts;
     summary.read_failures = counters.read_failures;
     summary.exits_lost = counters.exits_lost;
-    Ok(summary)
 }
 
 /// Consumes one batch (at most [`BATCH`] events) a [`CHUNK`] at a time, looking at the stop
@@ -313,50 +348,29 @@ impl Outcomes {
     }
 }
 
-/// One line for the functions a glob matched that are not traced: how many of each kind, and
-/// by name those refused for an instruction (the surprising ones).
-fn refused_line(plan: &ProbePlan) -> Option<String> {
-    let many = match plan.refused.as_slice() {
-        [] => return None,
-        [(name, why)] => return Some(format!("gotrace: not tracing {name}: {why}")),
-        many => many,
-    };
-    let mut kinds: Vec<(&str, usize)> = Vec::new();
-    for (_, refusal) in many {
-        match kinds.iter_mut().find(|(k, _)| *k == refusal.category()) {
-            Some((_, n)) => *n += 1,
-            None => kinds.push((refusal.category(), 1)),
-        }
-    }
-    let kinds: Vec<String> = kinds.iter().map(|(k, n)| format!("{n} {k}")).collect();
-    let by_instruction: Vec<&str> = many
-        .iter()
-        .filter(|(_, r)| matches!(r, gotrace_plan::Refusal::Instruction { .. }))
-        .map(|(name, _)| name.as_str())
-        .collect();
-    let named = match by_instruction.as_slice() {
-        [] => String::new(),
-        few if few.len() <= 5 => format!(" (instruction: {})", few.join(", ")),
-        lots => format!(" (instruction: {}, …)", lots[..5].join(", ")),
-    };
-    Some(format!(
-        "gotrace: not tracing {} matched functions that cannot bear a probe: {}{named}; `gotrace funcs -v` says why for each",
-        many.len(),
-        kinds.join(", ")
-    ))
-}
-
-/// Says so on stderr, while tracing, when the BPF side had to drop something since last time.
-fn report_losses(now: &Counters, reported: &mut Counters) -> Result<(), crate::stdio::OutputError> {
+/// Says so, while tracing, when the BPF side had to drop something since last time.
+fn report_losses(
+    now: &Counters,
+    reported: &mut Counters,
+    sink: &mut dyn CallSink,
+) -> Result<(), OutputError> {
     let causes = [
-        (now.lost, reported.lost, "the ring buffer was full (output cannot keep up; trace fewer functions or use --no-return)"),
-        (now.inflight_full, reported.inflight_full, "too many calls in flight at once (in-flight table full)"),
-        (now.read_failures, reported.read_failures, "their goroutine could not be read at entry"),
-        (now.busy, reported.busy, "a probe hit preempted another on the same CPU"),
+        (now.lost, reported.lost, LossCause::LostRingFull),
+        (
+            now.inflight_full,
+            reported.inflight_full,
+            LossCause::InflightFull,
+        ),
+        (
+            now.read_failures,
+            reported.read_failures,
+            LossCause::ReadFailures,
+        ),
+        (now.busy, reported.busy, LossCause::LostBusy),
     ];
-    for (now, before, why) in causes {
-        if now > before {
-            crate::say!("gotrace: {now} calls lost so far: {why}")?;
+    for (calls, before, cause) in causes {
+        if calls > before {
+            sink.record(&Record::Lost(&Lost { cause, calls }))?;
         }
     }
     *reported = *now;
@@ -381,78 +395,69 @@ fn utf8_alias(path: &Path) -> Result<Option<(PathBuf, std::fs::File)>> {
     Ok(Some((alias, file)))
 }
 
-/// `main.Fibonacci in /srv/app (3 sites: 1 entry, 2 return, 0 inlined, 4 runtime; one
-/// uprobe_multi link, attached in 1.2ms)`; a function inlined somewhere adds how many copies of
-/// it have code of their own and at how many sites it was inlined (`main.Add: 1 copy, 3
-/// inlined sites`).
-pub fn describe_attach(plan: &ProbePlan, report: &AttachReport, binary: &Path) -> String {
+/// What a session attached: the functions (each name once: an inlined copy is planned as a
+/// function of its own), the sites by kind, and what a pattern matched but is not traced.
+fn attached(plan: &ProbePlan, report: &AttachReport, binary: &Path) -> Attached {
     use gotrace_plan::SiteKind;
-    // Each inlined copy is planned as a function of its own: count names, not copies.
-    let mut names: Vec<&str> = Vec::new();
+    let mut functions: Vec<String> = Vec::new();
     for f in &plan.functions {
-        if !names.contains(&f.name.as_str()) {
-            names.push(&f.name);
+        if !functions.contains(&f.name) {
+            functions.push(f.name.clone());
         }
     }
-    let shown = match names.as_slice() {
-        [one] => (*one).to_owned(),
-        many => format!("{} functions", many.len()),
-    };
-    let with_inlined: Vec<String> = names
+    let inlined = functions
         .iter()
-        .filter_map(|&name| {
+        .filter_map(|name| {
             let copies = |inlined: bool| {
                 plan.functions
                     .iter()
-                    .filter(|f| f.name == name && f.inlined_into.is_some() == inlined)
+                    .filter(|f| &f.name == name && f.inlined_into.is_some() == inlined)
                     .count()
             };
-            let (own, sites) = (copies(false), copies(true));
-            (sites > 0).then(|| {
-                format!(
-                    "{name}: {own} {}, {sites} inlined site{}",
-                    if own == 1 { "copy" } else { "copies" },
-                    if sites == 1 { "" } else { "s" }
-                )
+            let (copies, inlined_sites) = (copies(false), copies(true));
+            (inlined_sites > 0).then(|| InlinedCopies {
+                function: name.clone(),
+                copies,
+                inlined_sites,
             })
         })
         .collect();
-    let inlined_text = match with_inlined.as_slice() {
-        [] => String::new(),
-        few if few.len() <= 3 => format!("{}; ", few.join("; ")),
-        many => format!("{} functions also inlined; ", many.len()),
-    };
     let count = |kinds: &[SiteKind]| {
         plan.sites
             .iter()
             .filter(|s| kinds.contains(&s.kind))
             .count()
     };
-    let entries = count(&[SiteKind::Entry, SiteKind::EntryReturn]);
-    let returns = count(&[SiteKind::Return]);
-    let inlined = count(&[SiteKind::Inlined]);
-    let hooks = plan.runtime_hooks.len();
-    let method = match report.method {
-        AttachMethod::UprobeMulti => "one uprobe_multi link",
-        AttachMethod::PerSite => "one uprobe per site",
-    };
-    format!(
-        "{shown} in {} ({inlined_text}{} sites: {entries} entry, {returns} return, {inlined} inlined, {hooks} runtime; {method}, attached in {:.1?}; {})",
-        binary.display(),
-        report.attached,
-        report.elapsed,
-        match &plan.debug_source {
+    Attached {
+        binary: binary.display().to_string(),
+        functions,
+        inlined,
+        sites: report.attached,
+        sites_failed: report.failed.len(),
+        entry_sites: count(&[SiteKind::Entry, SiteKind::EntryReturn]),
+        return_sites: count(&[SiteKind::Return]),
+        inlined_sites: count(&[SiteKind::Inlined]),
+        runtime_hooks: plan.runtime_hooks.len(),
+        method: match report.method {
+            AttachMethod::UprobeMulti => Method::UprobeMulti,
+            AttachMethod::PerSite => Method::PerSite,
+        },
+        elapsed_ns: u64::try_from(report.elapsed.as_nanos()).unwrap_or(u64::MAX),
+        signatures: match &plan.debug_source {
             gotrace_binary::DebugSource::None => "no signatures (no DWARF)".to_owned(),
             source => format!("signatures from {source}"),
-        }
-    )
-}
-
-/// Said once when inlined copies are traced: why their calls look different.
-pub fn inlined_note(plan: &ProbePlan) -> Option<&'static str> {
-    plan.functions.iter().any(|f| f.inlined_into.is_some()).then_some(
-        "gotrace: note: an inlined call has no return of its own to probe: it is shown `inlined`, with the arguments DWARF locates at its first instruction (? where it does not), and no result or duration",
-    )
+        },
+        refused: plan
+            .refused
+            .iter()
+            .map(|(name, why)| Refused {
+                function: name.clone(),
+                category: why.category().to_owned(),
+                reason: why.to_string(),
+                instruction: matches!(why, gotrace_plan::Refusal::Instruction { .. }),
+            })
+            .collect(),
+    }
 }
 
 /// Writes `path` atomically so a reader never sees it half-written: gotrace's PID, then how

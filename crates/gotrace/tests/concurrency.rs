@@ -466,7 +466,7 @@ fn probe_sites(pid: u32, function: &str) -> Vec<ProbeSite> {
         "peek: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let sites: Vec<Value> = serde_json::from_slice(&out.stdout).expect("peek --json");
+    let sites = peek_sites(&out.stdout);
     sites
         .iter()
         .map(|s| ProbeSite {

@@ -20,23 +20,6 @@ use std::time::{Duration, Instant};
 
 const LIMIT: Duration = Duration::from_secs(1);
 
-/// `bench_loop -func work`, calling `main.Work` in a loop for two minutes (killed on drop).
-fn busy_program() -> (Running, PathBuf) {
-    let binary = build_go(
-        "fixtures/go/bench_loop",
-        &newest_toolchain(),
-        Flavour::Plain,
-        "",
-    );
-    let child = Command::new(&binary)
-        .args(["-func", "work", "-for", "120s"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting bench_loop");
-    (Running(child), binary)
-}
-
 /// Where, in process `pid`, each function's probe sites are (entry and, with `returns`, every
 /// `ret`), computed the way gotrace's `peek` does: file offset → the process's mapping of it.
 fn probe_addresses(

@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::{build_go, toolchains, GOTRACE};
+use common::{build_go, funcs_listing, toolchains, GOTRACE};
 use gotrace_gobuild::Flavour;
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -53,7 +53,7 @@ fn funcs_json(binary: &Path, pattern: Option<&str>) -> Value {
         binary.display(),
         String::from_utf8_lossy(&output.stderr)
     );
-    serde_json::from_slice(&output.stdout).expect("gotrace funcs --json prints JSON")
+    funcs_listing(&output.stdout)
 }
 
 /// `ADDR` for every hex number that starts a word (absolute addresses); offsets (`+0x4`,

@@ -147,7 +147,7 @@ fn a_function_that_exists_only_inlined_is_listed_with_its_sites() {
     let binary = build_go(FIXTURE, &newest_toolchain(), Flavour::Plain, "");
     let out = run_gotrace(&["funcs", "--json", binary.to_str().unwrap(), "main.Scale"]);
     assert!(out.status.success(), "{out:?}");
-    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let v = funcs_listing(&out.stdout);
     let functions = v["functions"].as_array().expect("functions");
     assert_eq!(functions.len(), 1, "{v}");
     let sites = functions[0]["inlined"].as_array().expect("inlined sites");

@@ -21,7 +21,7 @@ fn peek(service: &Running, flags: &[&str]) -> Output {
 fn root_peek_shows_int3_while_attached_and_original_bytes_after() {
     let (service, addr) = start_fibonacci_service(&newest_toolchain());
     let out = peek(&service, &["--json"]);
-    let sites: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let sites = peek_sites(&out.stdout);
     assert!(
         sites.len() >= 2,
         "an entry and at least one return: {sites:?}"

@@ -34,7 +34,7 @@ fn listed(binary: &Path, pattern: &str) -> Vec<serde_json::Value> {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let listing: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let listing = funcs_listing(&out.stdout);
     listing["functions"].as_array().unwrap().clone()
 }
 

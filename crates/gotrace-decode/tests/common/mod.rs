@@ -18,7 +18,7 @@ use gotrace_plan::{plan, CallKind, Limits, PlanOptions, ProbePlan, RawCall, INT_
 use std::collections::HashMap;
 
 /// Go-syntax rendering, as the text output prints values.
-pub use gotrace_decode::go_syntax;
+pub use gotrace_output::go_syntax;
 
 /// The values fixture (fixtures/go/values) built by one toolchain and planned for every
 /// traced function in it.

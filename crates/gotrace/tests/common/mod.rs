@@ -149,13 +149,64 @@ pub fn ret_of(body: &str) -> i64 {
         .unwrap_or_else(|| panic!("no ret in {body}"))
 }
 
-/// Parses gotrace's JSON lines.
+/// Parses JSON lines: gotrace's calls (its other records — attached, warning, note, lost,
+/// summary — left out), or a test program's objects.
 pub fn json_calls(stdout: &[u8]) -> Vec<serde_json::Value> {
+    const RECORDS: [&str; 5] = ["attached", "warning", "note", "lost", "summary"];
     String::from_utf8_lossy(stdout)
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .filter(|v: &serde_json::Value| !v["type"].as_str().is_some_and(|t| RECORDS.contains(&t)))
         .collect()
+}
+
+/// `bench_loop -func work`, calling `main.Work` in a loop for two minutes (killed on drop).
+pub fn busy_program() -> (Running, PathBuf) {
+    let binary = build_go(
+        "fixtures/go/bench_loop",
+        &newest_toolchain(),
+        Flavour::Plain,
+        "",
+    );
+    let child = Command::new(&binary)
+        .args(["-func", "work", "-for", "120s"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting bench_loop");
+    (Running(child), binary)
+}
+
+/// Every line of `stdout` as JSON (a line that is not JSON fails the test).
+pub fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect()
+}
+
+/// `gotrace funcs --json`'s lines gathered as `{"binary": …, "functions": […]}`, without their
+/// `type`: a `binary` object first, then one `function` object per function.
+pub fn funcs_listing(stdout: &[u8]) -> serde_json::Value {
+    let mut lines = json_lines(stdout).into_iter();
+    let untyped = |mut v: serde_json::Value, tag: &str| {
+        assert_eq!(v["type"], tag, "{v}");
+        v.as_object_mut().expect("an object").remove("type");
+        v
+    };
+    let binary = untyped(lines.next().expect("a binary line"), "binary");
+    let functions: Vec<serde_json::Value> = lines.map(|f| untyped(f, "function")).collect();
+    serde_json::json!({ "binary": binary, "functions": functions })
+}
+
+/// `gotrace peek --json`'s lines: one `site` object per probe site.
+pub fn peek_sites(stdout: &[u8]) -> Vec<serde_json::Value> {
+    let sites = json_lines(stdout);
+    for site in &sites {
+        assert_eq!(site["type"], "site", "{site}");
+    }
+    sites
 }
 
 pub fn run_gotrace(args: &[&str]) -> Output {

@@ -2,7 +2,7 @@
 //! `[]byte{0x68, 0x69} (len 2 cap 8)`, `&main.Point{X:1, Y:2}`, `*errors.errorString{s:"boom"}`,
 //! `map[string]int{"a":1, …+3}`. Cut values say so: `"hello wor"…(+1234 bytes)`.
 
-use crate::{Bytes, Missing, Value};
+use gotrace_decode::{Bytes, Missing, Value};
 use std::fmt::{self, Write};
 
 /// Renders `value` in Go syntax.

@@ -1,0 +1,264 @@
+//! One call, as a text line or a JSON object.
+
+use crate::go_syntax::GoSyntax;
+use crate::json::{write_json_str, write_json_value, write_object};
+use gotrace_decode::{DecodedCall, NamedValue};
+use gotrace_plan::CallKind;
+use std::io::{self, Write};
+
+/// `12:01:02.345678 pid=4242 goid=37 main.Fibonacci(n=10) = 55  1.3µs`
+pub(crate) fn write_text(
+    out: &mut impl Write,
+    call: &DecodedCall<'_>,
+    local: &str,
+    nanos: u32,
+) -> io::Result<()> {
+    write!(
+        out,
+        "{local}.{:06} pid={} goid={} {}(",
+        nanos / 1000,
+        call.pid,
+        call.goid,
+        escape_controls(call.function)
+    )?;
+    match &call.args {
+        Some(args) => {
+            for (i, v) in args.iter().enumerate() {
+                let sep = if i > 0 { ", " } else { "" };
+                write!(out, "{sep}{}={}", v.name, GoSyntax(&v.value))?;
+            }
+        }
+        None => out.write_all(b"?")?,
+    }
+    out.write_all(b")")?;
+    match call.outcome {
+        CallKind::Entered => Ok(()),
+        CallKind::Inlined => out.write_all(b" inlined"),
+        CallKind::Panicked => out.write_all(b" panicked"),
+        CallKind::Exited => out.write_all(b" exited (runtime.Goexit)"),
+        CallKind::Abandoned => {
+            out.write_all(b" abandoned (the runtime reused its system-stack frame)")
+        }
+        CallKind::InFlight => {
+            out.write_all(b" in flight")?;
+            match call.duration_ns() {
+                Some(ns) => write!(out, "  {}", format_duration(ns)),
+                None => Ok(()),
+            }
+        }
+        CallKind::Returned => {
+            match call.results.as_deref() {
+                None => out.write_all(b" = ?")?,
+                Some([]) => {}
+                Some([one]) => write!(out, " = {}", GoSyntax(&one.value))?,
+                Some(many) => {
+                    out.write_all(b" = (")?;
+                    for (i, v) in many.iter().enumerate() {
+                        let sep = if i > 0 { ", " } else { "" };
+                        write!(out, "{sep}{}", GoSyntax(&v.value))?;
+                    }
+                    out.write_all(b")")?;
+                }
+            }
+            match call.duration_ns() {
+                Some(ns) => write!(out, "  {}", format_duration(ns)),
+                None => Ok(()),
+            }
+        }
+    }
+}
+
+/// `s` with control characters escaped (`\n`, `\u{1b}`): names read from a binary are printed
+/// through this, so a crafted one cannot drive the terminal or forge lines.
+pub fn escape_controls(s: &str) -> std::borrow::Cow<'_, str> {
+    if !s.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut out = String::with_capacity(s.len() + 8);
+    for c in s.chars() {
+        match c.is_control() {
+            true => out.extend(c.escape_default()),
+            false => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Durations the way Go prints them: `850ns`, `1.3µs`, `2.25ms`, `1.5s`.
+pub fn format_duration(ns: u64) -> String {
+    let trim = |v: f64| {
+        let s = format!("{v:.2}");
+        s.trim_end_matches('0').trim_end_matches('.').to_owned()
+    };
+    match ns {
+        0..=999 => format!("{ns}ns"),
+        1_000..=999_999 => format!("{}µs", trim(ns as f64 / 1e3)),
+        1_000_000..=999_999_999 => format!("{}ms", trim(ns as f64 / 1e6)),
+        _ => format!("{}s", trim(ns as f64 / 1e9)),
+    }
+}
+
+/// One call as a JSON object, written field by field: the keys are constants, the numbers
+/// go through itoa, and only names and values that need it go through JSON escaping.
+pub(crate) fn write_json(
+    out: &mut impl Write,
+    call: &DecodedCall<'_>,
+    utc: &str,
+    nanos: u32,
+) -> io::Result<()> {
+    let mut n = itoa::Buffer::new();
+    write!(
+        out,
+        "{{\"type\":\"call\",\"ts\":\"{utc}.{nanos:09}Z\",\"pid\":"
+    )?;
+    out.write_all(n.format(call.pid).as_bytes())?;
+    out.write_all(b",\"tid\":")?;
+    out.write_all(n.format(call.tid).as_bytes())?;
+    out.write_all(b",\"goid\":")?;
+    out.write_all(n.format(call.goid).as_bytes())?;
+    out.write_all(b",\"func\":")?;
+    write_json_str(out, call.function)?;
+    let outcome: &[u8] = match call.outcome {
+        CallKind::Returned => b",\"outcome\":\"returned\"",
+        CallKind::Entered => b",\"outcome\":\"entered\"",
+        CallKind::Inlined => b",\"outcome\":\"inlined\"",
+        CallKind::Panicked => b",\"outcome\":\"panicked\"",
+        CallKind::Exited => b",\"outcome\":\"exited\"",
+        CallKind::InFlight => b",\"outcome\":\"in_flight\"",
+        CallKind::Abandoned => b",\"outcome\":\"abandoned\"",
+    };
+    out.write_all(outcome)?;
+    for (key, values) in [("args", &call.args), ("results", &call.results)] {
+        write!(out, ",\"{key}\":")?;
+        match values {
+            None => out.write_all(b"null")?,
+            Some(values) => write_object(out, values, |out, v| write_json_value(out, &v.value))?,
+        }
+    }
+    let all: Vec<&NamedValue<'_>> = call
+        .args
+        .iter()
+        .chain(call.results.iter())
+        .flatten()
+        .collect();
+    out.write_all(b",\"types\":")?;
+    write_object(out, all.iter().copied(), |out, v| {
+        write_json_str(out, v.type_name)
+    })?;
+    out.write_all(b",\"truncated\":[")?;
+    for (i, v) in all.iter().filter(|v| v.value.is_truncated()).enumerate() {
+        if i > 0 {
+            out.write_all(b",")?;
+        }
+        write_json_str(out, v.name)?;
+    }
+    out.write_all(b"],\"unavailable\":")?;
+    let unavailable = all
+        .iter()
+        .filter_map(|v| v.value.unavailable_part().map(|m| (v.name, m)));
+    write_object(out, unavailable, |out, (_, m)| {
+        write_json_str(out, m.reason())
+    })?;
+    out.write_all(b",\"duration_ns\":")?;
+    match call.duration_ns() {
+        Some(ns) => out.write_all(n.format(ns).as_bytes())?,
+        None => out.write_all(b"null")?,
+    }
+    if call.outcome == CallKind::Returned {
+        out.write_all(b",\"return_tid\":")?;
+        out.write_all(n.format(call.return_tid).as_bytes())?;
+    }
+    out.write_all(b"}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Clock, Format, Printer, Record};
+    use gotrace_decode::Value;
+
+    fn text_line(call: &DecodedCall<'_>, clock: Clock) -> String {
+        Printer::new(Vec::new(), Format::Text, clock).text(&Record::Call(call))
+    }
+
+    #[test]
+    fn in_flight_calls_show_how_long_they_ran() {
+        let clock = Clock {
+            realtime_minus_monotonic_ns: 0,
+        };
+        let in_flight = DecodedCall {
+            results: None,
+            ..call(CallKind::InFlight)
+        };
+        let line = text_line(&in_flight, clock);
+        assert!(
+            line.ends_with("main.Fibonacci(n=10) in flight  1.3µs"),
+            "{line}"
+        );
+        let mut printer = Printer::new(Vec::new(), Format::Json, clock);
+        printer.call(&in_flight).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&printer.into_inner()).unwrap();
+        assert_eq!(v["outcome"], "in_flight");
+        assert_eq!(v["duration_ns"], 1_300);
+        assert!(v["results"].is_null());
+    }
+
+    #[test]
+    fn durations_read_like_go() {
+        assert_eq!(format_duration(850), "850ns");
+        assert_eq!(format_duration(1_300), "1.3µs");
+        assert_eq!(format_duration(2_250_000), "2.25ms");
+        assert_eq!(format_duration(1_500_000_000), "1.5s");
+    }
+
+    fn call(outcome: CallKind) -> DecodedCall<'static> {
+        let int = |name: &'static str, v| NamedValue {
+            name,
+            type_name: "int",
+            value: Value::Int(v),
+        };
+        DecodedCall {
+            function: "main.Fibonacci",
+            outcome,
+            pid: 4242,
+            tid: 4243,
+            return_tid: 4244,
+            goid: 37,
+            entry_ns: 1_000,
+            return_ns: 2_300,
+            args: Some(vec![int("n", 10)]),
+            results: Some(vec![int("~r0", 55)]),
+        }
+    }
+
+    #[test]
+    fn text_line_has_the_documented_shape() {
+        let clock = Clock {
+            realtime_minus_monotonic_ns: 0,
+        };
+        let line = text_line(&call(CallKind::Returned), clock);
+        assert!(
+            line.ends_with("pid=4242 goid=37 main.Fibonacci(n=10) = 55  1.3µs"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn json_line_has_every_documented_field() {
+        let clock = Clock {
+            realtime_minus_monotonic_ns: 1_700_000_000_000_000_000,
+        };
+        let mut printer = Printer::new(Vec::new(), Format::Json, clock);
+        printer.call(&call(CallKind::Returned)).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&printer.into_inner()).unwrap();
+        assert_eq!(v["pid"], 4242);
+        assert_eq!(v["tid"], 4243);
+        assert_eq!(v["goid"], 37);
+        assert_eq!(v["func"], "main.Fibonacci");
+        assert_eq!(v["args"]["n"], 10);
+        assert_eq!(v["results"]["~r0"], 55);
+        assert_eq!(v["types"]["n"], "int");
+        assert_eq!(v["duration_ns"], 1_300);
+        assert!(v["ts"].as_str().unwrap().starts_with("2023-11-14T22:13:20"));
+    }
+}
