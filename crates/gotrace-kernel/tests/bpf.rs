@@ -1,5 +1,6 @@
 //! What the crate's Rust side and its BPF programs must agree on, checked in the real kernel:
-//! the layout of a site's cookie, and whether this kernel has uprobe_multi links.
+//! the layout of a site's cookie, the latency histogram's buckets, and whether this kernel has
+//! uprobe_multi links.
 
 use gotrace_binary::sites::SkipCondition;
 use gotrace_binary::{FileOffset, VirtAddr};
@@ -15,7 +16,8 @@ mod cookie_test_skel {
     #![allow(clippy::all, unused_imports, dead_code)]
     include!(concat!(env!("OUT_DIR"), "/cookie_test.skel.rs"));
 }
-use cookie_test_skel::{types::gt_cookie_fields, CookieTestSkel, CookieTestSkelBuilder};
+use cookie_test_skel::types::{gt_cookie_fields, gt_hist_case};
+use cookie_test_skel::{CookieTestSkel, CookieTestSkelBuilder};
 
 /// Rust lays cookies out with the generated `gt_cookie` constants; the BPF program reads
 /// them with gotrace.h's GT_COOKIE_* macros (here in a test program run by
@@ -74,25 +76,52 @@ fn decode(skel: &CookieTestSkel<'_>, cookie: u64) -> gt_cookie_fields {
         cookie,
         ..Default::default()
     };
-    // SAFETY: gt_cookie_fields is plain integers (any bytes are valid) and the slice covers
-    // exactly it, borrowed mutably for the test run.
-    let context = unsafe {
-        std::slice::from_raw_parts_mut(
-            (&mut fields as *mut gt_cookie_fields).cast::<u8>(),
-            std::mem::size_of::<gt_cookie_fields>(),
-        )
+    run(&skel.progs.decode_cookie, &mut fields);
+    fields
+}
+
+/// gotrace.h's gt_hist_bucket (which the BPF program files latencies with) and
+/// gotrace_plan::stats::bucket (which user space reads the buckets back with) agree: on every
+/// value below 4096, and around every power of two up to u64::MAX.
+fn latency_buckets_agree_with_the_bpf_programs() {
+    use gotrace_plan::stats::bucket;
+    let mut storage = MaybeUninit::uninit();
+    let skel = CookieTestSkelBuilder::default()
+        .open(&mut storage)
+        .and_then(|open| open.load())
+        .expect("the test programs load");
+    let mut values: Vec<u64> = (0..4096).collect();
+    for shift in 0..64 {
+        let p = 1u64 << shift;
+        values.extend([p - 1, p, p + 1, p | (p >> 1), p | (p >> 2) | 1, p | (p - 1)]);
+    }
+    values.extend([1_000_000, 10_000_000, 100_000_000, u64::MAX]);
+    for &value in &values {
+        let mut case = gt_hist_case {
+            value,
+            ..Default::default()
+        };
+        run(&skel.progs.hist_bucket, &mut case);
+        assert_eq!(case.bucket as usize, bucket(value), "{value}");
+    }
+    assert!(values.len() > 4096 + 6 * 64);
+}
+
+/// Runs `program` by BPF_PROG_TEST_RUN on `context`, which it reads and writes.
+fn run<T>(program: &libbpf_rs::ProgramMut<'_>, context: &mut T) {
+    // SAFETY: T is one of the test programs' contexts, plain integers (any bytes are valid),
+    // and the slice covers exactly it, borrowed mutably for the test run.
+    let bytes = unsafe {
+        std::slice::from_raw_parts_mut((context as *mut T).cast::<u8>(), std::mem::size_of::<T>())
     };
     let input = libbpf_rs::ProgramInput {
-        context_in: Some(context),
+        context_in: Some(bytes),
         ..Default::default()
     };
-    let output = skel
-        .progs
-        .decode_cookie
+    let output = program
         .test_run(input)
-        .expect("BPF_PROG_TEST_RUN runs the decoder");
+        .expect("BPF_PROG_TEST_RUN runs the program");
     assert_eq!(output.return_value, 0);
-    fields
 }
 
 /// Trying agrees with what the kernel's BTF says it has (Linux 6.6+ has both).
@@ -107,6 +136,7 @@ gotrace_gobuild::test_main! {
     tests: [],
     root: [
         cookies_read_back_with_the_bpf_programs_macros,
+        latency_buckets_agree_with_the_bpf_programs,
         trying_uprobe_multi_agrees_with_the_kernels_btf,
     ],
 }

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0 OR BSD-2-Clause
 /* Test only (not loaded by gotrace): decodes a site cookie with gotrace.h's GT_COOKIE_*
- * macros, as gotrace.bpf.c does, so a unit test can check that Rust's cookies read back. */
+ * macros, as gotrace.bpf.c does, so a unit test can check that Rust's cookies read back; and
+ * computes gotrace.h's latency bucket, so a test can check it against Rust's. */
 #include <linux/types.h>
 #include <linux/bpf.h>
 #include <bpf/bpf_helpers.h>
@@ -29,5 +30,21 @@ int decode_cookie(struct gt_cookie_fields *f)
 	f->kind = GT_COOKIE_KIND(cookie);
 	f->skip = GT_COOKIE_SKIP(cookie);
 	f->may_restart = GT_COOKIE_MAY_RESTART(cookie);
+	return 0;
+}
+
+/* gt_hist_bucket of `value`, for the test that it agrees with gotrace_plan::stats::bucket. */
+struct gt_hist_case {
+	__u64 value;
+	__u32 bucket;
+	__u32 pad;
+};
+
+const volatile struct gt_hist_case gt_hist_case_type;
+
+SEC("syscall")
+int hist_bucket(struct gt_hist_case *c)
+{
+	c->bucket = gt_hist_bucket(c->value);
 	return 0;
 }

@@ -23,6 +23,8 @@ const volatile __u64 wakeup_bytes = 1 << 16;
 const volatile __u8 entry_only = 0; /* emit entries at once; no return sites are attached */
 const volatile __u8 has_recipes = 0; /* some site reads memory: worth looking recipes up */
 const volatile __u8 position_independent = 0; /* the binary is PIE: learn each process's bias */
+/* gotrace stats: calls are counted in `func_stats`, not sent (only process exits are). */
+const volatile __u8 stats_mode = 0;
 /* Where runtime.recovery finds the stack pointer the recovering frame resumes at: 0 unknown,
  * 1 in g.sigcode0 (Go <= 1.21), 2 in g._panic->sp (Go 1.22+). */
 const volatile __u8 resume_sp_mode = 0;
@@ -42,6 +44,10 @@ const volatile enum gt_operand_kind gt_operand_kind_type;
 const volatile enum gt_op_kind gt_op_kind_type;
 const volatile enum gt_capture_status gt_capture_status_type;
 const volatile enum gt_limits gt_limits_type;
+const volatile struct gt_func_stats gt_func_stats_type;
+const volatile struct gt_error_result gt_error_result_type;
+const volatile enum gt_hist gt_hist_type;
+const volatile enum gt_error_at gt_error_at_type;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -84,6 +90,23 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } stats SEC(".maps");
+
+/* Stats mode: each function's counts and latency histogram, by plan index; sized by user
+ * space. Per CPU, so a hit updates them without atomics. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct gt_func_stats);
+} func_stats SEC(".maps");
+
+/* Stats mode: where each function's `error` result is at its returns. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct gt_error_result);
+} error_results SEC(".maps");
 
 /* Entry 0 is set by user space the moment gotrace stops, before the probes are detached: from
  * then on a hit returns at once (the calls it would have begun are counted), so neither the
@@ -209,6 +232,67 @@ static __always_inline void save_int_regs(__u64 *out, struct pt_regs *ctx)
 	out[6] = ctx->r9;
 	out[7] = ctx->r10;
 	out[8] = ctx->r11;
+}
+
+/* ---- Counting in the kernel (stats mode) ---- */
+
+/* Whether the function's `error` result is non-nil at this RET (its itab word is not 0). */
+static __always_inline int error_returned(struct pt_regs *ctx, __u32 func)
+{
+	struct gt_error_result *where = bpf_map_lookup_elem(&error_results, &func);
+	if (!where)
+		return 0;
+	__u64 word = 0;
+	switch (where->at) {
+	case GT_ERROR_REG: {
+		/* Indexed from a copy: the verifier allows no computed offset into the context. */
+		__u64 regs[GT_INT_REGS];
+		save_int_regs(regs, ctx);
+		if (where->reg >= GT_INT_REGS)
+			return 0;
+		word = regs[where->reg];
+		break;
+	}
+	case GT_ERROR_STACK:
+		if (bpf_probe_read_user(&word, sizeof(word), (void *)(ctx->rsp + where->sp_offset)))
+			return 0;
+		break;
+	}
+	return word != 0;
+}
+
+static __always_inline void stat_return(struct pt_regs *ctx, __u32 func, __u64 ns)
+{
+	struct gt_func_stats *s = bpf_map_lookup_elem(&func_stats, &func);
+	if (!s)
+		return;
+	s->returned++;
+	s->total_ns += ns;
+	if (ns > s->max_ns)
+		s->max_ns = ns;
+	s->hist[gt_hist_bucket(ns) & (GT_HIST_BUCKETS - 1)]++;
+	if (error_returned(ctx, func))
+		s->errors++;
+}
+
+static __always_inline void stat_unreturned(__u32 func, __u32 kind)
+{
+	struct gt_func_stats *s = bpf_map_lookup_elem(&func_stats, &func);
+	if (!s)
+		return;
+	if (kind == GT_EVENT_PANICKED)
+		s->panicked++;
+	else if (kind == GT_EVENT_EXITED)
+		s->exited++;
+	else
+		s->abandoned++;
+}
+
+static __always_inline void stat_entered(__u32 func)
+{
+	struct gt_func_stats *s = bpf_map_lookup_elem(&func_stats, &func);
+	if (s)
+		s->entered++;
 }
 
 /* ---- The capture interpreter ---- */
@@ -580,6 +664,10 @@ static __always_inline void fill_return(struct gt_event *e, struct pt_regs *ctx,
 static __always_inline void emit_unreturned(__u32 kind, struct gt_frame_key *key,
 					    struct gt_inflight *call)
 {
+	if (stats_mode) {
+		stat_unreturned(call->func, kind);
+		return;
+	}
 	struct gt_event *e = reserve_event(GT_STAT_LOST);
 	if (!e)
 		return;
@@ -806,6 +894,10 @@ static __always_inline int on_return(struct pt_regs *ctx, __u64 cookie, struct g
 		if (!call.parent)
 			state->panicking = 0;
 	}
+	if (stats_mode) {
+		stat_return(ctx, call.func, now - call.entry_ns);
+		return 0;
+	}
 	struct gt_recipe *recipe = recipe_for(call.func, GT_SITE_RETURN);
 	EMIT(ctx, recipe, fill_header(e, GT_EVENT_CALL, key, &call); fill_return(e, ctx, now, tid));
 	return 0;
@@ -819,6 +911,10 @@ static __always_inline int on_entry_return(struct pt_regs *ctx, __u64 cookie,
 	struct gt_goroutine_key g = goroutine_key(key);
 	if (bpf_map_lookup_elem(&goroutines, &g))
 		unwind(&g, key->frame, 1, GT_EVENT_PANICKED);
+	if (stats_mode) {
+		stat_return(ctx, GT_COOKIE_FUNC(cookie), 0);
+		return 0;
+	}
 	struct gt_inflight call = new_call(ctx, cookie, tid, now);
 	send_entry_data(ctx, key, &call);
 	struct gt_recipe *recipe = recipe_for(call.func, GT_SITE_RETURN);
@@ -872,6 +968,11 @@ static __always_inline int on_site(struct pt_regs *ctx)
 		/* A call in flight stays in the table: user space reports it in flight. */
 		if (starts_call)
 			count(GT_STAT_STOPPING);
+		return 0;
+	}
+	/* Counting entries needs nothing from the goroutine: the cheapest path of all. */
+	if (stats_mode && (entry_only || kind == GT_SITE_INLINED)) {
+		stat_entered(GT_COOKIE_FUNC(cookie));
 		return 0;
 	}
 	if (starts_call)

@@ -179,6 +179,62 @@ enum gt_limits {
 	GT_MAX_HOPS = 8,        /* dynamic recipes chained from one (an error wrapping errors) */
 };
 
+/* ---- Counting in the kernel (gotrace stats): no record per call. ---- */
+
+/* The latency histogram's log-linear buckets, the one definition (gotrace_plan::stats checks
+ * its copy against these, and a test runs gt_hist_bucket against Rust's): values below
+ * 2 << GT_HIST_SUB_BITS have a bucket each, then 1 << GT_HIST_SUB_BITS buckets per power of
+ * two. u64::MAX lands in bucket 251; GT_HIST_BUCKETS is a power of two so that a mask bounds
+ * an index for the verifier. */
+enum gt_hist {
+	GT_HIST_SUB_BITS = 2,
+	GT_HIST_BUCKETS = 256,
+};
+
+static __always_inline __u32 gt_hist_bucket(__u64 v)
+{
+	if (v < (1 << GT_HIST_SUB_BITS))
+		return (__u32)v;
+	/* floor(log2(v)) without a loop */
+	__u32 e = 0;
+	__u64 x = v;
+	if (x >> 32) { x >>= 32; e += 32; }
+	if (x >> 16) { x >>= 16; e += 16; }
+	if (x >> 8) { x >>= 8; e += 8; }
+	if (x >> 4) { x >>= 4; e += 4; }
+	if (x >> 2) { x >>= 2; e += 2; }
+	if (x >> 1) { e += 1; }
+	__u32 group = e - GT_HIST_SUB_BITS + 1;
+	return (group << GT_HIST_SUB_BITS) +
+	       (__u32)((v >> (e - GT_HIST_SUB_BITS)) - (1 << GT_HIST_SUB_BITS));
+}
+
+/* One function's counts on one CPU (a per-CPU array indexed by the function's plan index). */
+struct gt_func_stats {
+	__u64 returned;
+	__u64 errors; /* of returned: a non-nil `error` result */
+	__u64 panicked;
+	__u64 exited;
+	__u64 abandoned;
+	__u64 entered; /* entries with no return to wait for: entry-only mode, inlined copies */
+	__u64 total_ns;
+	__u64 max_ns;
+	__u64 hist[GT_HIST_BUCKETS]; /* returned calls' latency */
+};
+
+/* Where a function's `error` result is at its returns: its first word is 0 iff it is nil. */
+enum gt_error_at {
+	GT_ERROR_NONE = 0,
+	GT_ERROR_REG = 1,   /* integer ABI register `reg` */
+	GT_ERROR_STACK = 2, /* `sp_offset` bytes above SP at the RET */
+};
+
+struct gt_error_result {
+	__u32 at;
+	__u32 reg;
+	__u64 sp_offset;
+};
+
 /* Indexes of the per-CPU counters in the `stats` map. Losses count calls, not records. */
 enum gt_stat {
 	GT_STAT_LOST = 0,             /* calls lost: the ring buffer was full for their record */

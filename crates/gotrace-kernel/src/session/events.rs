@@ -202,7 +202,7 @@ pub(super) fn monotonic_ns() -> u64 {
 pub(super) fn read_plain<T: Copy>(bytes: &[u8]) -> Option<T> {
     let bytes = bytes.get(..std::mem::size_of::<T>())?;
     // SAFETY: only used with the skeleton's plain-integer types (gt_event, gt_capture,
-    // gt_frame_key, gt_inflight, gt_goroutine_key), for which any bit pattern is valid;
+    // gt_frame_key, gt_inflight, gt_goroutine_key, gt_func_stats), for which any bit pattern is valid;
     // `bytes` holds exactly their size and read_unaligned makes no alignment assumption.
     Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) })
 }

@@ -12,6 +12,7 @@ pub use attach::PER_SITE_LIMIT;
 use attach::{attach_multi_finding_refused, attach_per_site};
 pub use events::EventStream;
 use events::{monotonic_ns, read_plain, Event, Pairing};
+use gotrace_plan::stats::{ErrorResult, FunctionStats, Histogram};
 use gotrace_plan::{ProbePlan, RawCall, ResumeSp, Site};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, RingBufferBuilder};
@@ -123,11 +124,33 @@ fn has_bpf_capabilities() -> bool {
 }
 
 impl Session {
-    /// Loads the program and attaches it at every site of `plan` in `binary`.
+    /// Loads the program and attaches it at every site of `plan` in `binary`: a record per
+    /// call.
     pub fn attach(
         plan: &ProbePlan,
         binary: &Path,
         target: &Target,
+    ) -> Result<Session, KernelError> {
+        Session::open(plan, binary, target, None)
+    }
+
+    /// Like [`Session::attach`], but calls are counted in the kernel, by function, with their
+    /// outcomes and latency ([`Session::function_stats`]); no record per call. Non-nil errors
+    /// are counted at `error_results` (by plan index). The plan's recipes are not used.
+    pub fn attach_stats(
+        plan: &ProbePlan,
+        error_results: &[ErrorResult],
+        binary: &Path,
+        target: &Target,
+    ) -> Result<Session, KernelError> {
+        Session::open(plan, binary, target, Some(error_results))
+    }
+
+    fn open(
+        plan: &ProbePlan,
+        binary: &Path,
+        target: &Target,
+        stats: Option<&[ErrorResult]>,
     ) -> Result<Session, KernelError> {
         check_environment()?;
         let pid = match target {
@@ -157,10 +180,13 @@ impl Session {
             rodata.target_tgid = pid.unwrap_or(0);
             rodata.entry_only = u8::from(plan.entry_only);
             rodata.position_independent = u8::from(plan.position_independent);
+            rodata.stats_mode = u8::from(stats.is_some());
             rodata.has_recipes = u8::from(
-                plan.functions
-                    .iter()
-                    .any(|f| !f.entry_recipe.ops.is_empty() || !f.return_recipe.ops.is_empty()),
+                stats.is_none()
+                    && plan
+                        .functions
+                        .iter()
+                        .any(|f| !f.entry_recipe.ops.is_empty() || !f.return_recipe.ops.is_empty()),
             );
             match layout.resume_sp {
                 ResumeSp::SigCode0 { g_offset } => {
@@ -193,6 +219,13 @@ impl Session {
         size(&mut open.maps.ops, tables.ops.len())?;
         size(&mut open.maps.type_recipes, tables.type_recipes.len())?;
         size(&mut open.maps.entry_sites, plan.functions.len())?;
+        let stats_entries = if stats.is_some() {
+            plan.functions.len()
+        } else {
+            0
+        };
+        size(&mut open.maps.func_stats, stats_entries)?;
+        size(&mut open.maps.error_results, stats_entries)?;
         let cpus = libbpf_rs::num_possible_cpus()
             .map_err(|e| KernelError::Load(format!("counting CPUs: {e:#}")))?;
         size(&mut open.maps.scratch, cpus)?;
@@ -201,6 +234,9 @@ impl Session {
             .map_err(|e| KernelError::from_libbpf(e, KernelError::Load))?;
         tables.store(&skel)?;
         store_entry_sites(&skel, plan)?;
+        if let Some(error_results) = stats {
+            store_error_results(&skel, error_results)?;
+        }
 
         let started = Instant::now();
         let pid_arg = pid.map_or(-1, |p| p as i32);
@@ -323,6 +359,29 @@ impl Session {
         })
     }
 
+    /// Each function's counts so far (by plan index), summed over CPUs: stats mode only.
+    pub fn function_stats(&self, functions: usize) -> Result<Vec<FunctionStats>, KernelError> {
+        let map_error = |e: libbpf_rs::Error| KernelError::Load(format!("reading stats: {e:#}"));
+        (0..functions as u32)
+            .map(|func| {
+                let per_cpu = self
+                    .skel
+                    .maps
+                    .func_stats
+                    .lookup_percpu(&func.to_ne_bytes(), MapFlags::ANY)
+                    .map_err(map_error)?
+                    .unwrap_or_default();
+                let mut total = FunctionStats::default();
+                for bytes in &per_cpu {
+                    if let Some(s) = read_plain::<types::gt_func_stats>(bytes) {
+                        total.add(&function_stats(&s));
+                    }
+                }
+                Ok(total)
+            })
+            .collect()
+    }
+
     /// Removes every probe (restoring the original instructions) and returns how long it took.
     /// The ring buffer and counters stay readable: what the probes reported can still be read.
     /// First the probes are told to stop: a hit from then on returns at once (its call is
@@ -396,4 +455,51 @@ impl Session {
         }
         Ok(reported)
     }
+}
+
+/// One CPU's counts of one function, as [`FunctionStats`].
+fn function_stats(s: &types::gt_func_stats) -> FunctionStats {
+    FunctionStats {
+        returned: s.returned,
+        errors: s.errors,
+        panicked: s.panicked,
+        exited: s.exited,
+        abandoned: s.abandoned,
+        entered: s.entered,
+        in_flight: 0,
+        total_ns: s.total_ns,
+        max_ns: s.max_ns,
+        latency: Histogram {
+            counts: s.hist.to_vec(),
+        },
+    }
+}
+
+/// Where each function's `error` result is, as the BPF side reads it.
+fn store_error_results(
+    skel: &GotraceSkel<'_>,
+    error_results: &[ErrorResult],
+) -> Result<(), KernelError> {
+    use types::gt_error_at as At;
+    for (func, result) in error_results.iter().enumerate() {
+        let (at, reg, sp_offset) = match *result {
+            ErrorResult::Register(reg) => (At::GT_ERROR_REG, u32::from(reg), 0),
+            ErrorResult::Stack(offset) => (At::GT_ERROR_STACK, 0, offset),
+            ErrorResult::None | ErrorResult::Unknown => (At::GT_ERROR_NONE, 0, 0),
+        };
+        let value = types::gt_error_result {
+            at: at.0,
+            reg,
+            sp_offset,
+        };
+        skel.maps
+            .error_results
+            .update(
+                &(func as u32).to_ne_bytes(),
+                tables::bytes_of(&value),
+                MapFlags::ANY,
+            )
+            .map_err(|e| KernelError::Load(format!("filling error results: {e:#}")))?;
+    }
+    Ok(())
 }

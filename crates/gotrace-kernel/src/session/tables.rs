@@ -93,7 +93,7 @@ pub(super) fn store_entry_sites(
 
 /// The bytes of a generated BPF type, as a map update wants them.
 pub(super) fn bytes_of<T: Copy>(value: &T) -> &[u8] {
-    // SAFETY: only used with the skeleton's repr(C) types gt_recipe and gt_op, whose fields
+    // SAFETY: only used with the skeleton's repr(C) types gt_recipe, gt_op and gt_error_result, whose fields
     // are integers laid out without implicit padding (gotrace.h pads explicitly), so every
     // byte is initialised; the slice borrows `value` for its lifetime.
     unsafe {
@@ -178,5 +178,13 @@ mod tests {
         assert_eq!(MAX_OPS as u32, types::gt_limits::GT_MAX_OPS.0);
         assert_eq!(MAX_READ, types::gt_limits::GT_MAX_READ.0);
         assert_eq!(types::gt_event::default().entry_regs.len(), INT_REGS);
+    }
+
+    #[test]
+    fn histogram_layout_matches_the_bpf_program() {
+        use gotrace_plan::stats::{BUCKETS, SUB_BITS};
+        assert_eq!(types::gt_hist::GT_HIST_SUB_BITS.0, SUB_BITS);
+        assert_eq!(types::gt_hist::GT_HIST_BUCKETS.0 as usize, BUCKETS);
+        assert_eq!(types::gt_func_stats::default().hist.len(), BUCKETS);
     }
 }
