@@ -13,11 +13,9 @@ pub mod stats;
 
 pub use event::{CallKind, Capture, CaptureStatus, RawCall, INT_REGS};
 use gotrace_binary::abi::Location;
-use gotrace_binary::arginfo::UntypedArgs;
 use gotrace_binary::dwarf::DwarfInfo;
 use gotrace_binary::layout::LayoutError;
 pub use gotrace_binary::layout::{ResumeSp, RuntimeLayout};
-use gotrace_binary::rtype::RuntimeMethods;
 use gotrace_binary::sites::{ProbeSites, SkipCondition};
 use gotrace_binary::types::{TypeId, TypeKind, TypeTable};
 use gotrace_binary::{BinaryError, FileOffset, Function, GoBinary, VirtAddr};
