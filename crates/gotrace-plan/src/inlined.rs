@@ -4,7 +4,7 @@
 use crate::recipe::Compiler;
 use crate::{
     located, refusal, site_refusal, PlanError, PlannedFunction, PlannedSignature, PlannedValue,
-    Recipe, Refusal, Site, SiteKind, Unlocated,
+    Recipe, Refusal, SignatureSource, Site, SiteKind, Unlocated,
 };
 use gotrace_binary::abi::{AbiReg, Location, Piece};
 use gotrace_binary::dwarf::{DwarfLocation, DwarfPlace};
@@ -115,7 +115,12 @@ pub(crate) fn plan_inlined<'t>(
         functions.push(PlannedFunction {
             name: name.to_owned(),
             entry: site.addr,
+            source: match signature {
+                Some(_) => SignatureSource::Dwarf,
+                None => SignatureSource::None,
+            },
             signature,
+            untyped: None,
             entry_recipe,
             return_recipe: Recipe::default(),
             inlined_into: Some(site.caller),

@@ -13,9 +13,11 @@ pub mod stats;
 
 pub use event::{CallKind, Capture, CaptureStatus, RawCall, INT_REGS};
 use gotrace_binary::abi::Location;
+use gotrace_binary::arginfo::UntypedArgs;
 use gotrace_binary::dwarf::DwarfInfo;
 use gotrace_binary::layout::LayoutError;
 pub use gotrace_binary::layout::{ResumeSp, RuntimeLayout};
+use gotrace_binary::rtype::RuntimeMethods;
 use gotrace_binary::sites::{ProbeSites, SkipCondition};
 use gotrace_binary::types::{TypeId, TypeKind, TypeTable};
 use gotrace_binary::{BinaryError, FileOffset, Function, GoBinary, VirtAddr};
@@ -26,7 +28,7 @@ use recipe::Compiler;
 pub use recipe::{Limits, Recipe};
 pub use refusal::{refusal, site_refusal, Refusal};
 use serde::Serialize;
-pub use signature::{checked_signature, SignatureMismatch};
+pub use signature::{checked_signature, runtime_signature, SignatureMismatch, SignatureSource};
 
 /// What gotrace can trace: amd64 Go binaries with the register ABI (Go 1.17+).
 #[derive(Debug, thiserror::Error)]
@@ -132,8 +134,12 @@ pub enum Unlocated {
 pub struct PlannedFunction {
     pub name: String,
     pub entry: VirtAddr,
-    /// `None` when the binary has no DWARF: names and types are unknown.
+    /// `None` when neither DWARF nor the runtime types give it: names and types are unknown.
     pub signature: Option<PlannedSignature>,
+    pub source: SignatureSource,
+    /// Without a signature: the argument words the traceback metadata describes, each with
+    /// its place at entry when proven (read at the entry site only).
+    pub untyped: Option<UntypedArgs>,
     /// Memory to read at entry (for the arguments) and at each return (for the results).
     pub entry_recipe: Recipe,
     pub return_recipe: Recipe,
@@ -238,18 +244,30 @@ pub fn plan(
         Ok(Some(d)) => Some(d),
         Ok(None) => {
             warnings.push(format!(
-                "{} has no DWARF (built with -ldflags=-w or stripped): arguments and results cannot be named or decoded, shown as ?",
+                "{} has no DWARF (built with -ldflags=-w or stripped): methods are decoded with the types the runtime keeps for them, other functions' arguments as untyped words where the traceback metadata places them, the rest is shown as ?",
                 binary.path().display()
             ));
             None
         }
         Err(e) => {
             warnings.push(format!(
-                "cannot read DWARF ({e}): arguments and results shown as ?"
+                "cannot read DWARF ({e}): methods are decoded from the runtime types, other functions' arguments as untyped words, the rest is shown as ?"
             ));
             None
         }
     };
+    // Without DWARF, methods' signatures come from the runtime type descriptors.
+    let methods = match dwarf {
+        Some(_) => None,
+        None => match binary.runtime_methods() {
+            Ok(m) => Some(m),
+            Err(e) => {
+                warnings.push(format!("no method signatures from the runtime types: {e}"));
+                None
+            }
+        },
+    };
+    let types = dwarf.map(DwarfInfo::types).or(methods.map(|m| &m.types));
     // A name with no code of its own is traced where it was inlined.
     let excluded: Vec<Pattern> = options.exclude.iter().map(|e| Pattern::new(e)).collect();
     let (inlined_only, patterns): (Vec<String>, Vec<String>) =
@@ -295,18 +313,37 @@ pub fn plan(
             &probe_sites,
             options.entry_only,
         )?);
-        let signature = function_signature(binary, dwarf, function, &mut warnings);
-        let (entry_recipe, return_recipe) = match (&signature, dwarf) {
-            (Some(sig), Some(d)) => (
-                Compiler::new(d.types(), options.limits, layout).site(&located(&sig.params)),
-                Compiler::new(d.types(), options.limits, layout).site(&located(&sig.results)),
+        let (signature, source) =
+            function_signature(binary, dwarf, methods, function, &mut warnings);
+        let untyped = match signature {
+            Some(_) => None,
+            None => untyped_args(binary, function, &mut warnings),
+        };
+        let source = match (source, &untyped) {
+            (SignatureSource::None, Some(_)) => SignatureSource::Traceback,
+            (source, _) => source,
+        };
+        let (entry_recipe, return_recipe) = match (&signature, types) {
+            (Some(sig), Some(t)) => (
+                Compiler::new(t, options.limits, layout).site(&located(&sig.params)),
+                Compiler::new(t, options.limits, layout).site(&located(&sig.results)),
             ),
-            _ => (Recipe::default(), Recipe::default()),
+            _ => (
+                untyped
+                    .as_ref()
+                    .map(|u| {
+                        Compiler::new(&TypeTable::default(), options.limits, layout).stack_words(u)
+                    })
+                    .unwrap_or_default(),
+                Recipe::default(),
+            ),
         };
         functions.push(PlannedFunction {
             name: function.name.clone(),
             entry: function.entry,
             signature,
+            source,
+            untyped,
             entry_recipe,
             return_recipe,
             inlined_into: None,
@@ -396,21 +433,30 @@ fn function_sites(
     Ok(sites)
 }
 
-/// A traced function's checked signature, or `None` with a warning saying why it is shown as ?.
+/// A traced function's checked signature and where it came from (DWARF, else a method's
+/// runtime types), or `None` with a warning saying why it is not used.
 fn function_signature(
     binary: &GoBinary,
     dwarf: Option<&DwarfInfo>,
+    methods: Option<&RuntimeMethods>,
     function: &Function,
     warnings: &mut Vec<String>,
-) -> Option<PlannedSignature> {
-    match dwarf.and_then(|d| checked_signature(binary, d, function)) {
-        Some(Ok(signature)) => Some(signature),
-        Some(Err(mismatch)) => {
+) -> (Option<PlannedSignature>, SignatureSource) {
+    let found = match (dwarf, methods) {
+        (Some(d), _) => checked_signature(binary, d, function).map(|s| (s, SignatureSource::Dwarf)),
+        (None, Some(m)) => {
+            runtime_signature(binary, m, function).map(|s| (s, SignatureSource::RuntimeTypes))
+        }
+        (None, None) => None,
+    };
+    match found {
+        Some((Ok(signature), source)) => (Some(signature), source),
+        Some((Err(mismatch), _)) => {
             warnings.push(format!(
-                "{}: {mismatch}: its arguments and results are shown as ? rather than guessed",
+                "{}: {mismatch}: it is not used, rather than have values read from the wrong places",
                 function.name
             ));
-            None
+            (None, SignatureSource::None)
         }
         None => {
             if let Some(why) = dwarf.and_then(|d| d.signature_error(function.entry)) {
@@ -419,6 +465,25 @@ fn function_signature(
                     function.name
                 ));
             }
+            (None, SignatureSource::None)
+        }
+    }
+}
+
+/// The argument words of a function without a signature, from its traceback metadata;
+/// `None` (with a warning when it could not be read) when there is none.
+fn untyped_args(
+    binary: &GoBinary,
+    function: &Function,
+    warnings: &mut Vec<String>,
+) -> Option<UntypedArgs> {
+    match binary.untyped_args(function) {
+        Ok(args) => args,
+        Err(e) => {
+            warnings.push(format!(
+                "{}: its traceback metadata cannot be read ({e}): its arguments are shown as ?",
+                function.name
+            ));
             None
         }
     }
@@ -537,5 +602,44 @@ impl ProbePlan {
     /// Every site to attach: the functions' and the runtime hooks.
     pub fn all_sites(&self) -> impl Iterator<Item = &Site> {
         self.sites.iter().chain(&self.runtime_hooks)
+    }
+
+    /// How many traced functions' signatures came from each source, best first:
+    /// `12 DWARF` (`from the debug file PATH` when it gave them), or
+    /// `3 runtime types, 40 traceback metadata (untyped), 2 none`.
+    pub fn signature_sources(&self) -> String {
+        let sources = [
+            SignatureSource::Dwarf,
+            SignatureSource::RuntimeTypes,
+            SignatureSource::Traceback,
+            SignatureSource::None,
+        ];
+        let mut parts = Vec::new();
+        for source in sources {
+            let n = self
+                .functions
+                .iter()
+                .filter(|f| f.inlined_into.is_none() && f.source == source)
+                .count();
+            if n == 0 {
+                continue;
+            }
+            parts.push(match (source, &self.debug_source) {
+                (SignatureSource::Dwarf, gotrace_binary::DebugSource::DebugFile { path, .. }) => {
+                    format!("{n} DWARF from {}", path.display())
+                }
+                _ => format!("{n} {}", source.label()),
+            });
+        }
+        parts.join(", ")
+    }
+}
+
+/// The types signatures are decoded with: DWARF's (the binary's or its debug file's), else
+/// those the runtime type descriptors give methods; `None` when there are neither.
+pub fn signature_types(binary: &GoBinary) -> Option<&TypeTable> {
+    match binary.dwarf() {
+        Ok(Some(d)) => Some(d.types()),
+        _ => binary.runtime_methods().ok().map(|m| &m.types),
     }
 }

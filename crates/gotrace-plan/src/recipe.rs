@@ -6,6 +6,7 @@
 //! ops per recipe — and laid out breadth first, so what a bound leaves out is the deepest.
 
 use gotrace_binary::abi::{AbiReg, Location};
+use gotrace_binary::arginfo::UntypedArgs;
 use gotrace_binary::layout::RuntimeLayout;
 use gotrace_binary::types::{TypeId, TypeKind, TypeTable};
 use serde::Serialize;
@@ -270,6 +271,27 @@ impl<'t> Compiler<'t> {
             }
         }
         self.drain()
+    }
+
+    /// One read capturing the stack words of untyped arguments (register words need none:
+    /// the registers come with every call).
+    pub fn stack_words(mut self, args: &UntypedArgs) -> Recipe {
+        let span = args
+            .words()
+            .filter_map(|w| match w.location {
+                Ok(Location::Stack { sp_offset }) => Some((sp_offset, sp_offset + w.size)),
+                _ => None,
+            })
+            .reduce(|(lo, hi), (l, h)| (lo.min(l), hi.max(h)));
+        if let Some((lo, hi)) = span {
+            self.read(
+                Operand::Sp { add: lo as i64 },
+                Operand::Const((hi - lo) as i64),
+                0,
+                (hi - lo) as u32,
+            );
+        }
+        self.recipe
     }
 
     /// Ops capturing an interface's dynamic value of type `ty`, given its data word.

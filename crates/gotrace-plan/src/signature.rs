@@ -1,15 +1,45 @@
-//! A function's DWARF signature with each value's ABI location, checked against the
-//! argument frame the compiler built.
+//! A function's signature with each value's ABI location, checked against the argument frame
+//! the compiler built — from DWARF, or from the runtime type descriptors of a method — and
+//! where each signature came from.
 
 use crate::{PlannedSignature, PlannedValue};
 use gotrace_binary::abi::{self, Location};
 use gotrace_binary::dwarf::DwarfInfo;
+use gotrace_binary::rtype::RuntimeMethods;
+use gotrace_binary::types::{Signature, TypeTable};
 use gotrace_binary::{Function, GoBinary};
+use serde::Serialize;
 
-/// The DWARF signature describes another argument frame than the compiler built.
+/// Where a traced function's signature came from, best first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SignatureSource {
+    /// DWARF, the binary's own or its debug file's ([`crate::ProbePlan::debug_source`]).
+    Dwarf,
+    /// The runtime type descriptors of a method: real types, positional names.
+    RuntimeTypes,
+    /// The traceback metadata (`FUNCDATA_ArgInfo`): argument words, untyped; results unknown.
+    Traceback,
+    /// Nothing: arguments and results are `?`.
+    None,
+}
+
+impl SignatureSource {
+    pub fn label(self) -> &'static str {
+        match self {
+            SignatureSource::Dwarf => "DWARF",
+            SignatureSource::RuntimeTypes => "runtime types",
+            SignatureSource::Traceback => "traceback metadata (untyped)",
+            SignatureSource::None => "none",
+        }
+    }
+}
+
+/// The signature describes another argument frame than the compiler built.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SignatureMismatch {
-    pub dwarf_width: u64,
+    pub source: SignatureSource,
+    pub width: u64,
     pub frame: u64,
 }
 
@@ -17,9 +47,17 @@ impl std::fmt::Display for SignatureMismatch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "its DWARF signature needs a {}-byte argument frame but the function's is {} bytes (Go before 1.22 leaves blank `_` parameters and wrapper receivers out of DWARF)",
-            self.dwarf_width, self.frame
-        )
+            "its {} signature needs a {}-byte argument frame but the function's is {} bytes",
+            self.source.label(),
+            self.width,
+            self.frame
+        )?;
+        if self.source == SignatureSource::Dwarf {
+            f.write_str(
+                " (Go before 1.22 leaves blank `_` parameters and wrapper receivers out of DWARF)",
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -32,13 +70,47 @@ pub fn checked_signature(
     function: &Function,
 ) -> Option<Result<PlannedSignature, SignatureMismatch>> {
     let signature = dwarf.signature(function.entry)?;
-    let assignment = abi::assign(binary.arch(), signature, dwarf.types());
+    Some(located(
+        binary,
+        function,
+        signature,
+        dwarf.types(),
+        SignatureSource::Dwarf,
+    ))
+}
+
+/// A method's signature from the runtime type descriptors (`methods.types` are its types),
+/// located and checked as DWARF's are. `None` when no method table lists the function.
+pub fn runtime_signature(
+    binary: &GoBinary,
+    methods: &RuntimeMethods,
+    function: &Function,
+) -> Option<Result<PlannedSignature, SignatureMismatch>> {
+    let method = methods.signatures.get(&function.entry)?;
+    Some(located(
+        binary,
+        function,
+        &method.signature,
+        &methods.types,
+        SignatureSource::RuntimeTypes,
+    ))
+}
+
+fn located(
+    binary: &GoBinary,
+    function: &Function,
+    signature: &Signature,
+    types: &TypeTable,
+    source: SignatureSource,
+) -> Result<PlannedSignature, SignatureMismatch> {
+    let assignment = abi::assign(binary.arch(), signature, types);
     if let Some(frame) = binary.arg_size(function) {
         if frame != assignment.arg_width {
-            return Some(Err(SignatureMismatch {
-                dwarf_width: assignment.arg_width,
+            return Err(SignatureMismatch {
+                source,
+                width: assignment.arg_width,
                 frame,
-            }));
+            });
         }
     }
     let zip = |vars: &[gotrace_binary::types::Variable], locations: Vec<Location>| {
@@ -52,8 +124,8 @@ pub fn checked_signature(
             })
             .collect()
     };
-    Some(Ok(PlannedSignature {
+    Ok(PlannedSignature {
         params: zip(&signature.params, assignment.params),
         results: zip(&signature.results, assignment.results),
-    }))
+    })
 }
