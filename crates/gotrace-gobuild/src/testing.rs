@@ -57,22 +57,6 @@ pub fn split_debug(binary: &std::path::Path) -> (PathBuf, PathBuf) {
     })
 }
 
-/// Whether this test can do what needs root (BPF, uprobes, fanotify). Not root, it says it is
-/// skipped and returns false; with GOTRACE_REQUIRE_ROOT set (the README's test command and CI
-/// set it) not being root fails the test instead.
-pub fn have_root() -> bool {
-    // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        assert!(
-            std::env::var_os("GOTRACE_REQUIRE_ROOT").is_none(),
-            "this test needs root and GOTRACE_REQUIRE_ROOT is set"
-        );
-        eprintln!("skipped: needs root");
-    }
-    root
-}
-
 /// Whether this process runs as root: what the BPF, uprobe and fanotify tests need.
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.

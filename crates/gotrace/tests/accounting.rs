@@ -18,17 +18,10 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 const FIXTURE: &str = "fixtures/go/accounting";
 const LIMIT: Duration = Duration::from_secs(120);
-
-/// One traced program at a time on the 2-CPU CI machine.
-fn serial() -> MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 fn build(toolchain: &Toolchain) -> PathBuf {
     build_go(FIXTURE, toolchain, Flavour::Plain, "-l")

@@ -18,21 +18,11 @@ use std::io::{BufRead, BufReader};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// Traced runs per program and toolchain: stack growth, GC and preemption differ run to run.
 const TRACED_RUNS: usize = 3;
 const PROGRAM_LIMIT: Duration = Duration::from_secs(30);
-
-/// One test at a time: the timing checks (durations within 1 ms, preemption) and the 2-CPU CI
-/// machine do not tolerate several traced programs at once.
-fn serial() -> MutexGuard<'static, ()> {
-    static SERIAL: Mutex<()> = Mutex::new(());
-    SERIAL
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
 
 struct Program {
     dir: &'static str,

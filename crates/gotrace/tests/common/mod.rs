@@ -16,6 +16,13 @@ pub fn newest_toolchain() -> Toolchain {
     toolchains().pop().expect("checked non-empty")
 }
 
+/// Held by a test while it runs a traced program, so that one runs at a time: the timing
+/// checks (durations within 1 ms, preemption) and the 2-CPU CI machine do not tolerate several.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Builds a program under the repository (e.g. `examples/fibonacci`) with `-gcflags=<gcflags>`.
 pub fn build_go(
     relative_dir: &str,
