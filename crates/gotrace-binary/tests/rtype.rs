@@ -359,3 +359,68 @@ fn go_command_runtime_signatures_match_its_dwarf() {
     let what = format!("go command Go {}", toolchain.version);
     eprintln!("{}", counts.check(&what, 5000));
 }
+
+/// Corrupted type data (random bytes where the descriptors, names, link tables and module data
+/// are: `.rodata`, `.typelink` and `.itablink`, or Go 1.27's `.go.type` and `.go.module`) gives
+/// signatures or an error, never a panic or a hang; on the oldest and the newest toolchain.
+#[test]
+fn corrupted_type_data_never_panics() {
+    let all = all_toolchains();
+    for toolchain in [&all[0], &all[all.len() - 1]] {
+        fuzz_type_data(toolchain);
+    }
+}
+
+fn fuzz_type_data(toolchain: &Toolchain) {
+    use object::{Object, ObjectSection};
+    let path = build(
+        "fixtures/go/methods",
+        "",
+        toolchain,
+        Flavour::Stripped,
+        None,
+    );
+    let original = std::fs::read(&path).unwrap();
+    let ranges: Vec<(usize, usize)> = {
+        let file = object::File::parse(&*original).unwrap();
+        let names = [
+            ".rodata",
+            ".typelink",
+            ".itablink",
+            ".go.type",
+            ".go.module",
+            ".noptrdata",
+        ];
+        names
+            .iter()
+            .filter_map(|name| file.section_by_name(name)?.file_range())
+            .map(|(start, len)| (start as usize, len as usize))
+            .filter(|&(_, len)| len > 0)
+            .collect()
+    };
+    assert!(!ranges.is_empty(), "no type data sections found");
+    let expected = open(&path).runtime_methods().unwrap().signatures.len();
+    let rounds = common::env_u64("GOTRACE_RTYPE_FUZZ_ROUNDS", 150);
+    let mut rng = common::Rng::new(common::env_u64("GOTRACE_FUZZ_SEED", 12));
+    let (mut same, mut different, mut refused) = (0, 0, 0);
+    for _ in 0..rounds {
+        let mut data = original.clone();
+        for _ in 0..1 + rng.below(16) {
+            let (start, len) = ranges[rng.below(ranges.len())];
+            data[start + rng.below(len)] = rng.next() as u8;
+        }
+        let Ok(binary) = GoBinary::from_bytes(Path::new("mutated"), data) else {
+            continue;
+        };
+        match binary.runtime_methods() {
+            Ok(m) if m.signatures.len() == expected => same += 1,
+            Ok(_) => different += 1,
+            Err(_) => refused += 1,
+        }
+    }
+    eprintln!(
+        "Go {}: {rounds} mutated binaries: {same} with all {expected} signatures, {different} with another number, {refused} refused",
+        toolchain.version
+    );
+    assert!(different + refused > 0, "no mutation reached the type data");
+}

@@ -2,7 +2,20 @@
 
 use super::descriptor::{Name, Raw, Shape};
 use crate::types::{Field, GoType, TypeId, TypeKind, TypeTable};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+
+/// Unnamed types nested deeper than this are not named (no real program comes close).
+const MAX_NAME_DEPTH: usize = 64;
+
+/// The descriptors a type's [`TypeKind`] refers to.
+fn layout_parts(shape: &Shape) -> Vec<u64> {
+    match shape {
+        Shape::Pointer(e) | Shape::Slice(e) | Shape::Array(e, _) | Shape::Chan(e, _) => vec![*e],
+        Shape::Map(k, v) => vec![*k, *v],
+        Shape::Struct(_, fields) => fields.iter().map(|f| f.ty).collect(),
+        Shape::Basic(_) | Shape::Interface(..) | Shape::Func { .. } => Vec::new(),
+    }
+}
 
 impl Name {
     /// How Go's type strings write it: an unexported name qualified by its package path.
@@ -44,6 +57,8 @@ pub(super) struct Builder<'r> {
     /// `*T` made for a `T` whose own pointer type has no descriptor.
     made_pointers: HashMap<u64, TypeId>,
     names: HashMap<u64, String>,
+    /// The unnamed types whose names are being built.
+    naming: HashSet<u64>,
 }
 
 impl<'r> Builder<'r> {
@@ -58,6 +73,7 @@ impl<'r> Builder<'r> {
             types: Vec::new(),
             made_pointers: HashMap::new(),
             names: HashMap::new(),
+            naming: HashSet::new(),
         }
     }
 
@@ -80,6 +96,20 @@ impl<'r> Builder<'r> {
             return Ok(n.clone());
         }
         let raw = self.raw(at)?;
+        // Only a corrupted binary has an unnamed type made of itself, or nested past any
+        // program's types: refused rather than recursed into without end.
+        if !self.naming.insert(at) || self.naming.len() > MAX_NAME_DEPTH {
+            self.naming.remove(&at);
+            return Err(format!("the type at {at:#x} cannot be named"));
+        }
+        let name = self.name_of(raw);
+        self.naming.remove(&at);
+        let name = name?;
+        self.names.insert(at, name.clone());
+        Ok(name)
+    }
+
+    fn name_of(&mut self, raw: &Raw) -> Result<String, String> {
         let name = if raw.named {
             // `str` qualifies by package name (`http.Header`); the uncommon section has the
             // path. Built-in types (`int`, `error`) have neither.
@@ -158,7 +188,6 @@ impl<'r> Builder<'r> {
                 }
             }
         };
-        self.names.insert(at, name.clone());
         Ok(name)
     }
 
@@ -182,25 +211,48 @@ impl<'r> Builder<'r> {
         if let Some(&id) = self.ids.get(&at) {
             return Ok(id);
         }
+        // Ids first, for `at` and every type it is made of, without recursion (a corrupted
+        // binary can chain descriptors deeper than any stack); then each type, whose parts
+        // all have ids by then.
+        let mut stack = vec![at];
+        let mut order = Vec::new();
+        while let Some(a) = stack.pop() {
+            if self.ids.contains_key(&a) {
+                continue;
+            }
+            let raw = self.raw(a)?;
+            self.ids.insert(a, TypeId(self.types.len() as u32));
+            self.types.push(None);
+            order.push(a);
+            stack.extend(layout_parts(&raw.shape));
+        }
+        for a in order {
+            let ty = self.translate(a)?;
+            let id = self.ids[&a];
+            self.types[id.0 as usize] = Some(ty);
+        }
+        Ok(self.ids[&at])
+    }
+
+    /// The [`GoType`] of a descriptor whose parts all have ids.
+    fn translate(&mut self, at: u64) -> Result<GoType, String> {
         let raw = self.raw(at)?;
         let name = self.name(at)?;
-        let id = TypeId(self.types.len() as u32);
-        self.types.push(None);
-        self.ids.insert(at, id);
+        let id = |a: &u64| self.ids.get(a).copied().ok_or("a part without an id");
         let kind = match &raw.shape {
             Shape::Basic(k) => k.clone(),
-            Shape::Pointer(e) => TypeKind::Pointer { elem: self.id(*e)? },
-            Shape::Slice(e) => TypeKind::Slice { elem: self.id(*e)? },
+            Shape::Pointer(e) => TypeKind::Pointer { elem: id(e)? },
+            Shape::Slice(e) => TypeKind::Slice { elem: id(e)? },
             Shape::Array(e, len) => TypeKind::Array {
-                elem: self.id(*e)?,
+                elem: id(e)?,
                 len: *len,
             },
-            Shape::Chan(e, _) => TypeKind::Chan { elem: self.id(*e)? },
+            Shape::Chan(e, _) => TypeKind::Chan { elem: id(e)? },
             // The header's layout is not in the descriptor (DWARF gives it as `*hash<K,V>` or
             // `*map<K,V>`): reading the entries needs the runtime's layout for this release.
             Shape::Map(k, v) => TypeKind::Map {
-                key: self.id(*k)?,
-                value: self.id(*v)?,
+                key: id(k)?,
+                value: id(v)?,
                 header: None,
             },
             Shape::Struct(_, fields) => {
@@ -208,7 +260,7 @@ impl<'r> Builder<'r> {
                 for f in fields {
                     out.push(Field {
                         name: f.name.text.clone(),
-                        ty: self.id(f.ty)?,
+                        ty: id(&f.ty)?,
                         offset: f.offset,
                         embedded: f.name.embedded,
                     });
@@ -220,13 +272,12 @@ impl<'r> Builder<'r> {
             },
             Shape::Func { .. } => TypeKind::Func,
         };
-        self.types[id.0 as usize] = Some(GoType {
+        Ok(GoType {
             name,
             size: raw.size,
             align: raw.align,
             kind,
-        });
-        Ok(id)
+        })
     }
 
     /// `*T` for the descriptor of `T`: its own pointer descriptor, or one made here (a pointer

@@ -175,7 +175,10 @@ impl Reader<'_> {
             .enumerate()
             .find_map(|(i, &(vaddr, end, base))| {
                 let last = i + 1 == sections.len();
-                ((off >= vaddr && off < end) || (last && off == end)).then(|| base + off - vaddr)
+                let inside = (off >= vaddr && off < end) || (last && off == end);
+                inside
+                    .then(|| base.checked_add(off.checked_sub(vaddr)?))
+                    .flatten()
             })
     }
 
@@ -240,7 +243,7 @@ impl Reader<'_> {
     pub(super) fn name_ptr(&self, addr: u64) -> Result<String, String> {
         match self.word(addr)? {
             0 => Ok(String::new()),
-            p => Ok(self.name(p)?.text),
+            p => Ok(self.name(self.in_types(p)?)?.text),
         }
     }
 
@@ -306,8 +309,8 @@ impl Reader<'_> {
                 let (ptr, len) = self.slice(body + 8)?;
                 let mut fields = Vec::with_capacity(len as usize);
                 for i in 0..len {
-                    let f = ptr + 24 * i;
-                    let name = self.name(self.word(f)?)?;
+                    let f = element(ptr, 24, i)?;
+                    let name = self.name(self.in_types(self.word(f)?)?)?;
                     // Checked here, so that a type whose name cannot be written is left out
                     // with everything made of it.
                     if let Some(tag) = &name.tag {
@@ -329,7 +332,7 @@ impl Reader<'_> {
                 let (ptr, len) = self.slice(body + 8)?;
                 let mut methods = Vec::with_capacity(len as usize);
                 for i in 0..len {
-                    let m = ptr + 8 * i;
+                    let m = element(ptr, 8, i)?;
                     let name = self.name_at_off(self.u32(m)?)?;
                     let ty = self
                         .offset(self.u32(m + 4)?)?
@@ -390,6 +393,13 @@ impl Reader<'_> {
         }
         Ok(raw)
     }
+}
+
+/// The address of element `i` of an array of `size`-byte elements at `base` (which the file
+/// gives, so it may be anything).
+pub(super) fn element(base: u64, size: u64, i: u64) -> Result<u64, String> {
+    base.checked_add(size * i)
+        .ok_or_else(|| format!("an array at {base:#x} runs past the address space"))
 }
 
 impl Raw {

@@ -104,7 +104,7 @@ pub(crate) fn read(
         }
         raws.insert(at, raw);
     }
-    let bad = unreadable(&raws);
+    let bad = nameable(&raws, unreadable(&raws, HashMap::new()));
     let mut builder = Builder::new(&raws, &bad);
     let mut out = RuntimeMethods {
         descriptors: raws.len(),
@@ -250,12 +250,41 @@ fn method(
     })
 }
 
+/// `bad` and the types that cannot be named (only in a corrupted binary: an unnamed type made
+/// of itself), with everything made of them: after this, every type outside it translates.
+fn nameable(
+    raws: &HashMap<u64, Result<Raw, String>>,
+    mut bad: HashMap<u64, String>,
+) -> HashMap<u64, String> {
+    loop {
+        let mut builder = Builder::new(raws, &bad);
+        let mut keys: Vec<u64> = raws
+            .keys()
+            .copied()
+            .filter(|a| !bad.contains_key(a))
+            .collect();
+        keys.sort_unstable();
+        let failed: Vec<(u64, String)> = keys
+            .into_iter()
+            .filter_map(|a| builder.name(a).err().map(|e| (a, e)))
+            .collect();
+        if failed.is_empty() {
+            return bad;
+        }
+        bad.extend(failed);
+        bad = unreadable(raws, bad);
+    }
+}
+
 /// The descriptors that cannot be given a full type: unreadable, or made of one that is.
-fn unreadable(raws: &HashMap<u64, Result<Raw, String>>) -> HashMap<u64, String> {
-    let mut bad: HashMap<u64, String> = raws
-        .iter()
-        .filter_map(|(&at, r)| r.as_ref().err().map(|e| (at, e.clone())))
-        .collect();
+fn unreadable(
+    raws: &HashMap<u64, Result<Raw, String>>,
+    mut bad: HashMap<u64, String>,
+) -> HashMap<u64, String> {
+    bad.extend(
+        raws.iter()
+            .filter_map(|(&at, r)| r.as_ref().err().map(|e| (at, e.clone()))),
+    );
     loop {
         let mut added = Vec::new();
         for (&at, raw) in raws {

@@ -1,7 +1,9 @@
 //! Where a module's type data is (its module data's words, by Go release) and the
 //! descriptors it lists: the roots of the walk.
 
-use super::descriptor::{kind, Reader, METHOD_SIZE, TFLAG_UNCOMMON, TYPE_SIZE, UNCOMMON_SIZE};
+use super::descriptor::{
+    element, kind, Reader, METHOD_SIZE, TFLAG_UNCOMMON, TYPE_SIZE, UNCOMMON_SIZE,
+};
 use crate::moduledata::Words;
 
 /// Where the module's type data is, from its module data record.
@@ -88,7 +90,7 @@ pub(crate) fn section(
     let mut text_sections = Vec::new();
     if sect_len > 1 {
         for i in 0..sect_len {
-            let base = sect_ptr + 24 * i;
+            let base = element(sect_ptr, 24, i)?;
             let w = |k: u64| {
                 words
                     .at(base + 8 * k)
@@ -150,12 +152,12 @@ impl Reader<'_> {
                     return Err(format!("{len} typelinks, {ilen} itablinks"));
                 }
                 for i in 0..len {
-                    if let Some(t) = self.offset(self.u32(ptr + 4 * i)?)? {
+                    if let Some(t) = self.offset(self.u32(element(ptr, 4, i)?)?)? {
                         roots.push(t);
                     }
                 }
                 for i in 0..ilen {
-                    let itab = self.word(iptr + 8 * i)?;
+                    let itab = self.word(element(iptr, 8, i)?)?;
                     roots.extend(self.type_ptr(itab + 8)?);
                 }
             }
