@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{all_toolchains, build, sig_kinds};
+use common::{all_toolchains, build, sig_kinds, values};
 use gotrace_binary::abi::{assign, AbiReg, Location};
 use gotrace_binary::arginfo::{ArgItem, Unknown};
 use gotrace_binary::pclntab::FuncTraits;
@@ -206,10 +206,6 @@ fn assert_counts(label: &str, c: &Counts, min_words: usize) {
     );
 }
 
-fn values(toolchain: &gotrace_gobuild::Toolchain, flavour: Flavour) -> std::path::PathBuf {
-    build("fixtures/go/values", "-l", toolchain, flavour, None)
-}
-
 #[test]
 fn every_claimed_place_equals_dwarfs_on_every_toolchain() {
     for toolchain in all_toolchains() {
@@ -331,8 +327,7 @@ fn stripped_build_gives_what_the_unstripped_one_does() {
 #[test]
 fn go_command_claims_only_what_dwarf_says() {
     let toolchain = all_toolchains().pop().expect("a toolchain");
-    let dir = gotrace_gobuild::workspace_target_dir().join("go-fixtures");
-    let path = gotrace_gobuild::go_command(&toolchain, &dir).expect("go build cmd/go");
+    let path = gotrace_gobuild::testing::go_command(&toolchain);
     let bin = GoBinary::open(&path).unwrap();
     let c = check(&bin);
     assert_counts(

@@ -5,16 +5,10 @@
 
 mod common;
 
-use common::{all_toolchains, build};
+use common::{all_toolchains, values};
 use gotrace_binary::{BinaryError, DebugSource, GoBinary};
 use gotrace_gobuild::testing::split_debug;
-use gotrace_gobuild::{Flavour, Toolchain};
-use std::path::PathBuf;
-
-/// The values fixture, built with `-l` as the tracer's tests build it.
-fn values(toolchain: &Toolchain, flavour: Flavour) -> PathBuf {
-    build("fixtures/go/values", "-l", toolchain, flavour, None)
-}
+use gotrace_gobuild::Flavour;
 
 #[test]
 fn stripped_binary_with_its_debug_file_reads_as_the_unstripped_build() {

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{all_toolchains, sig_kinds};
+use common::{all_toolchains, open, sig_kinds};
 use gimli::{
     BaseAddresses, CfaRule, DebugFrame, EndianSlice, LittleEndian, Operation, UnwindContext,
     UnwindSection,
@@ -27,10 +27,6 @@ fn minor(toolchain: &Toolchain) -> u32 {
         .trim_start_matches("1.")
         .parse()
         .expect("toolchain version 1.N")
-}
-
-fn open(path: &Path) -> GoBinary {
-    GoBinary::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
 fn dwarf(bin: &GoBinary) -> &DwarfInfo {

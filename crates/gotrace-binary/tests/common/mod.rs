@@ -25,6 +25,16 @@ pub fn sig_kinds(toolchain: &Toolchain, goarch: Option<&str>) -> PathBuf {
     )
 }
 
+/// `fixtures/go/values` (every kind of Go value), built with `-l` as the tracer's tests build it.
+pub fn values(toolchain: &Toolchain, flavour: Flavour) -> PathBuf {
+    build("fixtures/go/values", "-l", toolchain, flavour, None)
+}
+
+/// `path` opened; failing to open fails the test.
+pub fn open(path: &Path) -> gotrace_binary::GoBinary {
+    gotrace_binary::GoBinary::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
 /// `sig_kinds` built by the oldest and by the newest toolchain: DWARF 4 (Go up to 1.24) and,
 /// with Go 1.25 or later installed, DWARF 5.
 pub fn dwarf_4_and_5() -> Vec<PathBuf> {
