@@ -244,15 +244,22 @@ static __always_inline int error_returned(struct pt_regs *ctx, __u32 func)
 		return 0;
 	__u64 word = 0;
 	switch (where->at) {
-	case GT_ERROR_REG: {
-		/* Indexed from a copy: the verifier allows no computed offset into the context. */
-		__u64 regs[GT_INT_REGS];
-		save_int_regs(regs, ctx);
-		if (where->reg >= GT_INT_REGS)
-			return 0;
-		word = regs[where->reg];
+	case GT_ERROR_REG:
+		/* A switch, not a copy of the registers: the verifier allows no computed offset
+		 * into the context, and a copy would push the probe past the 512-byte stack. */
+		switch (where->reg) {
+		case 0: word = ctx->rax; break;
+		case 1: word = ctx->rbx; break;
+		case 2: word = ctx->rcx; break;
+		case 3: word = ctx->rdi; break;
+		case 4: word = ctx->rsi; break;
+		case 5: word = ctx->r8; break;
+		case 6: word = ctx->r9; break;
+		case 7: word = ctx->r10; break;
+		case 8: word = ctx->r11; break;
+		default: return 0;
+		}
 		break;
-	}
 	case GT_ERROR_STACK:
 		if (bpf_probe_read_user(&word, sizeof(word), (void *)(ctx->rsp + where->sp_offset)))
 			return 0;
