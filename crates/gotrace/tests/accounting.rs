@@ -27,17 +27,6 @@ fn build(toolchain: &Toolchain) -> PathBuf {
     build_go(FIXTURE, toolchain, Flavour::Plain, "-l")
 }
 
-/// The newest toolchain and Go 1.19 (the oldest installed), the two ends of the runtime's
-/// panic and stack layouts; every toolchain for the cheap scenarios.
-fn ends() -> Vec<Toolchain> {
-    let all = toolchains();
-    let mut ends = vec![all[0].clone()];
-    if all.len() > 1 {
-        ends.push(all[all.len() - 1].clone());
-    }
-    ends
-}
-
 /// `COUNT <func> <outcome> <n>` lines: what the program says it did.
 fn program_counts(stdout: &str) -> BTreeMap<(String, String), u64> {
     stdout

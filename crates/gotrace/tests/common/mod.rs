@@ -16,6 +16,17 @@ pub fn newest_toolchain() -> Toolchain {
     toolchains().pop().expect("checked non-empty")
 }
 
+/// The oldest and the newest installed toolchain (Go 1.19 and 1.27 here), the two ends of the
+/// runtime's layouts: for scenarios too slow to run on every toolchain.
+pub fn ends() -> Vec<Toolchain> {
+    let all = toolchains();
+    let mut ends = vec![all[0].clone()];
+    if all.len() > 1 {
+        ends.push(all[all.len() - 1].clone());
+    }
+    ends
+}
+
 /// Held by a test while it runs a traced program, so that one runs at a time: the timing
 /// checks (durations within 1 ms, preemption) and the 2-CPU CI machine do not tolerate several.
 pub fn serial() -> std::sync::MutexGuard<'static, ()> {
