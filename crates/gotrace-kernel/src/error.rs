@@ -72,14 +72,18 @@ impl KernelError {
         move |source| KernelError::Io { context, source }
     }
 
-    /// Classifies a libbpf error: permission problems get their own message.
+    /// Classifies a libbpf error: permission problems get their own message. The verifier
+    /// rejects a program with EACCES too; with the capabilities in hand that is what it is,
+    /// and saying "not enough privileges" to root would send the user the wrong way.
     pub(crate) fn from_libbpf(
         e: libbpf_rs::Error,
         make: impl FnOnce(String) -> KernelError,
     ) -> KernelError {
         use libbpf_rs::ErrorKind;
         match e.kind() {
-            ErrorKind::PermissionDenied => KernelError::NoPrivileges(crate::trial::missing()),
+            ErrorKind::PermissionDenied if !crate::session::has_bpf_capabilities() => {
+                KernelError::NoPrivileges(crate::trial::missing())
+            }
             _ => make(format!("{e:#}")),
         }
     }

@@ -105,7 +105,7 @@ pub fn check_environment() -> Result<(), KernelError> {
 /// root, or CAP_SYS_ADMIN, or both CAP_BPF and CAP_PERFMON in the effective set. The last are
 /// not enough for perf-event uprobes on kernels with the fix for CVE-2025-38466: the kernel
 /// says so when attaching, and the error says what is missing.
-fn has_bpf_capabilities() -> bool {
+pub(crate) fn has_bpf_capabilities() -> bool {
     const CAP_SYS_ADMIN: u32 = 21;
     const CAP_PERFMON: u32 = 38;
     const CAP_BPF: u32 = 39;
