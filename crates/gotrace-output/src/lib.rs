@@ -10,6 +10,7 @@ mod go_syntax;
 mod json;
 pub mod peek;
 mod session;
+mod stats;
 mod summary;
 #[cfg(test)]
 mod tests;
@@ -20,6 +21,7 @@ pub use go_syntax::{go_syntax, GoSyntax};
 pub use session::{
     AttachMethod, Attached, FailedSite, InlinedCopies, LossCause, Lost, Note, Refused, Warning,
 };
+pub use stats::{Bucket, ErrorCount, LatencyHistogram, Stats, StatsRow};
 pub use summary::Summary;
 
 use call::{write_json, write_text};
@@ -43,6 +45,10 @@ pub enum Record<'a> {
     Lost(&'a Lost),
     /// `"summary"`, last.
     Summary(&'a Summary),
+    /// `"stats"` lines, one per function: `gotrace stats`' counts so far.
+    Stats(&'a Stats),
+    /// `"histogram"`: one function's latency histogram, when `gotrace stats` ends.
+    Histogram(&'a LatencyHistogram),
     /// `"binary"`: what `funcs` read.
     Binary(&'a funcs::BinaryInfo),
     /// `"function"`: one function `funcs` lists.
@@ -116,6 +122,8 @@ impl<W: Write> Printer<W> {
             Record::Note(note) => text = format!("gotrace: {}", note.message),
             Record::Lost(lost) => text = lost.text(),
             Record::Summary(summary) => text = summary.text(),
+            Record::Stats(stats) => text = stats.text(),
+            Record::Histogram(histogram) => text = histogram.text(),
             Record::Binary(info) => text = funcs::header(info),
             Record::Function(f) => funcs::function_text(&mut text, f),
             Record::Peek(p) => text = peek::peek_text(p),
@@ -159,6 +167,15 @@ struct SummaryJson<'a> {
     calls_lost: u64,
 }
 
+/// One function's stats, saying whether they are the final ones.
+#[derive(Serialize)]
+struct RowJson<'a> {
+    #[serde(flatten)]
+    row: &'a StatsRow,
+    #[serde(rename = "final")]
+    last: bool,
+}
+
 /// One peeked site, with the function and process it belongs to.
 #[derive(Serialize)]
 struct SiteJson<'a> {
@@ -189,6 +206,11 @@ fn write_json_record(out: &mut impl Write, record: &Record<'_>) -> io::Result<()
             };
             line(out, "summary", &totals)
         }
+        Record::Stats(s) => s.rows.iter().try_for_each(|row| {
+            let row = RowJson { row, last: s.last };
+            line(out, "stats", &row)
+        }),
+        Record::Histogram(h) => line(out, "histogram", h),
         Record::Binary(b) => line(out, "binary", b),
         Record::Function(f) => line(out, "function", f),
         Record::Peek(p) => p.sites.iter().try_for_each(|site| {

@@ -38,6 +38,9 @@ pub enum Command {
     Demo(DemoArgs),
     /// List a binary's functions with their Go signatures.
     Funcs(FuncsArgs),
+    /// Count calls in the kernel: calls/s, outcomes and a latency histogram per function, with
+    /// no record per call; a table every interval, histograms at the end.
+    Stats(StatsArgs),
 }
 
 #[derive(Debug, Args)]
@@ -100,26 +103,89 @@ impl TraceArgs {
     /// The binary (absent with --pid; any bytes, as paths are) and the function patterns
     /// (UTF-8, as Go names are).
     pub fn binary_and_functions(&self) -> Result<(Option<PathBuf>, Vec<String>), UsageError> {
-        let names = |items: &[OsString]| {
-            items
-                .iter()
-                .map(|f| {
-                    f.to_str().map(str::to_owned).ok_or_else(|| {
-                        UsageError(format!("function name {f:?} is not UTF-8 (Go names are)"))
-                    })
+        binary_and_functions(self.pid, &self.positionals, "trace")
+    }
+}
+
+/// `gotrace stats`: like `trace`, but counted in the kernel.
+#[derive(Debug, Args)]
+#[command(override_usage = "gotrace stats [OPTIONS] <BINARY | --pid PID> <FUNCTION>...")]
+pub struct StatsArgs {
+    /// BINARY (omitted with --pid): the Go executable whose calls to count, in every process
+    /// running it, now or later. FUNCTION: a full Go name or a glob, as for `trace`.
+    #[arg(value_name = "BINARY | FUNCTION", required = true)]
+    pub positionals: Vec<OsString>,
+    /// Leave out functions matching this glob (repeatable).
+    #[arg(long, value_name = "GLOB")]
+    pub exclude: Vec<String>,
+    /// Count only this running process's calls.
+    #[arg(long, short, value_name = "PID")]
+    pub pid: Option<u32>,
+    /// JSON lines instead of text: `stats` (a function's counts, every interval and at the
+    /// end), `histogram` (a function's latency buckets, at the end), and the session's
+    /// `attached`, `warning`, `lost` and `summary`.
+    #[arg(long)]
+    pub json: bool,
+    /// Seconds between two tables of counts (fractions allowed).
+    #[arg(long, value_name = "SECONDS", default_value_t = 1.0, value_parser = positive_seconds)]
+    pub interval: f64,
+    /// Stop after this many seconds (fractions allowed); default: until Ctrl-C or the traced
+    /// process exits.
+    #[arg(long, value_name = "SECONDS", value_parser = positive_seconds)]
+    pub duration: Option<f64>,
+    /// Count entries only (no outcomes or latency): the cheapest mode.
+    #[arg(long)]
+    pub no_return: bool,
+    /// Write this file once every probe is attached (for scripts and tests).
+    #[arg(long, value_name = "PATH")]
+    pub ready_file: Option<PathBuf>,
+    /// DWARF from a separate debug file of the same build, for a stripped binary (as for
+    /// `trace`): it tells where each function's `error` result is.
+    #[arg(long, value_name = "PATH")]
+    pub debug_file: Option<PathBuf>,
+}
+
+impl StatsArgs {
+    pub fn binary_and_functions(&self) -> Result<(Option<PathBuf>, Vec<String>), UsageError> {
+        binary_and_functions(self.pid, &self.positionals, "stats")
+    }
+}
+
+/// A number of seconds above 0 and at most a day.
+fn positive_seconds(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(s) if s > 0.0 && s <= 86_400.0 => Ok(s),
+        _ => Err(format!(
+            "{text:?} is not a number of seconds between 0 and 86400"
+        )),
+    }
+}
+
+/// The binary (absent with --pid; any bytes, as paths are) and the function patterns (UTF-8,
+/// as Go names are) of `gotrace COMMAND`'s positional arguments.
+fn binary_and_functions(
+    pid: Option<u32>,
+    positionals: &[OsString],
+    command: &str,
+) -> Result<(Option<PathBuf>, Vec<String>), UsageError> {
+    let names = |items: &[OsString]| {
+        items
+            .iter()
+            .map(|f| {
+                f.to_str().map(str::to_owned).ok_or_else(|| {
+                    UsageError(format!("function name {f:?} is not UTF-8 (Go names are)"))
                 })
-                .collect::<Result<Vec<_>, _>>()
-        };
-        match (self.pid, self.positionals.split_first()) {
-            (Some(_), Some(_)) => Ok((None, names(&self.positionals)?)),
-            (None, Some((binary, functions))) if !functions.is_empty() => {
-                Ok((Some(PathBuf::from(binary)), names(functions)?))
-            }
-            _ => Err(UsageError(
-                "usage: gotrace trace <BINARY | --pid PID> <FUNCTION>... (see gotrace trace --help)"
-                    .to_owned(),
-            )),
+            })
+            .collect::<Result<Vec<_>, _>>()
+    };
+    match (pid, positionals.split_first()) {
+        (Some(_), Some(_)) => Ok((None, names(positionals)?)),
+        (None, Some((binary, functions))) if !functions.is_empty() => {
+            Ok((Some(PathBuf::from(binary)), names(functions)?))
         }
+        _ => Err(UsageError(format!(
+            "usage: gotrace {command} <BINARY | --pid PID> <FUNCTION>... (see gotrace {command} --help)"
+        ))),
     }
 }
 

@@ -6,6 +6,7 @@ mod demo;
 mod follow;
 mod funcs;
 mod peek;
+mod stats;
 mod stdio;
 mod trace;
 
@@ -31,6 +32,7 @@ fn main() -> ExitCode {
         Command::Peek(args) => peek::run(&args),
         Command::Demo(args) => demo::run(&args),
         Command::Funcs(args) => funcs::run(&args),
+        Command::Stats(args) => stats::run_cli(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -155,6 +157,19 @@ struct PrinterSink {
 }
 
 impl PrinterSink {
+    fn new(printer: Printer<Vec<u8>>, stdout: Writer, messages: &'static Writer) -> PrinterSink {
+        PrinterSink {
+            printer,
+            buffered: Vec::new(),
+            held: None,
+            dropped: Tally::default(),
+            discarding: false,
+            stdout,
+            messages,
+            seen: 0,
+        }
+    }
+
     /// Hands what is held and buffered to the writer; false when it has no room.
     fn hand_over(&mut self) -> bool {
         let bytes = std::mem::take(self.printer.get_mut());
@@ -275,16 +290,7 @@ fn run_trace(args: TraceArgs) -> Result<()> {
     } else {
         Format::Text
     };
-    let mut sink = PrinterSink {
-        printer: Printer::new(Vec::new(), format, clock()),
-        buffered: Vec::new(),
-        held: None,
-        dropped: Tally::default(),
-        discarding: false,
-        stdout,
-        messages,
-        seen: 0,
-    };
+    let mut sink = PrinterSink::new(Printer::new(Vec::new(), format, clock()), stdout, messages);
     let (binary, functions) = args.binary_and_functions()?;
     let target = match (binary, args.pid) {
         (_, Some(pid)) => Target::Process(traced_process(pid, &mut sink)?),
@@ -378,23 +384,42 @@ fn run_trace(args: TraceArgs) -> Result<()> {
     summary.unreturned = delivery.written.unreturned;
     summary.not_written_failed = delivery.failed.calls + delivery.failed.unreturned;
     summary.not_written_stopped = delivery.stopped.calls + delivery.stopped.unreturned;
-    let exited = match request.target {
-        Target::Process(pid) if !gotrace_kernel::proc::exists(pid) => Some(Note {
+    finish_session(
+        &mut sink,
+        messages,
+        &request.target,
+        &summary,
+        delivery.error,
+    )
+}
+
+/// A session's last words, once its stdout is done: a note if the traced process exited, then
+/// the summary (on stderr, and on stdout under `--json` unless `stdout_error`). The error to
+/// exit with, if an output failed.
+fn finish_session(
+    sink: &mut PrinterSink,
+    messages: &Writer,
+    target: &Target,
+    summary: &Summary,
+    stdout_error: Option<OutputError>,
+) -> Result<()> {
+    let exited = match target {
+        Target::Process(pid) if !gotrace_kernel::proc::exists(*pid) => Some(Note {
             message: format!("process {pid} exited"),
         }),
         _ => None,
     };
     let mut last: Vec<Record<'_>> = exited.iter().map(Record::Note).collect();
-    last.push(Record::Summary(&summary));
+    last.push(Record::Summary(summary));
     // Stdout that failed takes nothing more; its error is the one to report.
-    let printed = sink.say_last(&last, delivery.error.is_some());
+    let printed = sink.say_last(&last, stdout_error.is_some());
     let said = messages.finish(Instant::now() + DRAIN_GRACE);
     if let Some(e) = said.error {
         // The summary did not make it to stderr: say it where it still can be.
-        stdio::report(&sink.printer.text(&Record::Summary(&summary)));
+        stdio::report(&sink.printer.text(&Record::Summary(summary)));
         return Err(e.into());
     }
-    match delivery.error.or(printed.err()) {
+    match stdout_error.or(printed.err()) {
         Some(e) if !e.is_stdout_closed_pipe() => Err(e.into()),
         _ => Ok(()),
     }

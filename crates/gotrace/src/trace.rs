@@ -78,7 +78,7 @@ pub struct Stop<'a> {
 }
 
 impl Stop<'_> {
-    fn exit_on_signal(&self, yes: bool) {
+    pub(crate) fn exit_on_signal(&self, yes: bool) {
         if let Some(flag) = self.exit_on_signal {
             flag.store(yes, Ordering::SeqCst);
         }
@@ -145,7 +145,7 @@ pub fn run(
         Target::Process(pid) => Some(gotrace_kernel::pidfd(pid)?),
         Target::Binary(_) => None,
     };
-    let (session, report) = attach(request, &plan, &path, sink)?;
+    let (session, report) = attach(request, &plan, &path, sink, None)?;
     // Before anyone is told the probes are ready: a signal from then on must stop cleanly.
     stop.exit_on_signal(false);
     sink.record(&Record::Attached(&attached(&plan, &report, &path)))?;
@@ -238,7 +238,10 @@ fn attach(
     }
     let alias = utf8_alias(path)?;
     let attach_path = alias.as_ref().map_or(path, |(p, _)| p.as_path());
-    let session = Session::attach(plan, attach_path, &request.target)?;
+    let session = match stats {
+        Some(errors) => Session::attach_stats(plan, errors, attach_path, &request.target)?,
+        None => Session::attach(plan, attach_path, &request.target)?,
+    };
     let report = session.report().clone();
     for (site, reason) in &report.failed {
         let owner = plan
@@ -299,7 +302,7 @@ fn pump(
 }
 
 /// The BPF side's counts of what it could not report.
-fn add_counters(summary: &mut Summary, counters: &Counters) {
+pub(crate) fn add_counters(summary: &mut Summary, counters: &Counters) {
     summary.lost_ring_full = counters.lost;
     summary.lost_busy = counters.busy;
     summary.unmatched_returns = counters.unmatched_returns;
@@ -349,7 +352,7 @@ impl Outcomes {
 }
 
 /// Says so, while tracing, when the BPF side had to drop something since last time.
-fn report_losses(
+pub(crate) fn report_losses(
     now: &Counters,
     reported: &mut Counters,
     sink: &mut dyn CallSink,
@@ -397,7 +400,7 @@ fn utf8_alias(path: &Path) -> Result<Option<(PathBuf, std::fs::File)>> {
 
 /// What a session attached: the functions (each name once: an inlined copy is planned as a
 /// function of its own), the sites by kind, and what a pattern matched but is not traced.
-fn attached(plan: &ProbePlan, report: &AttachReport, binary: &Path) -> Attached {
+pub(crate) fn attached(plan: &ProbePlan, report: &AttachReport, binary: &Path) -> Attached {
     use gotrace_plan::SiteKind;
     let mut functions: Vec<String> = Vec::new();
     for f in &plan.functions {

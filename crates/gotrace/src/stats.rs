@@ -1,0 +1,315 @@
+//! `gotrace stats`: calls counted in the kernel, per function — outcomes and a latency
+//! histogram kept in BPF maps, no record per call — shown as a table every interval and as
+//! histograms at the end. Targets, patterns, refusals, losses and stopping are `trace`'s.
+
+use crate::cli::StatsArgs;
+use crate::stdio::{self, Line, Stream, Writer};
+use crate::trace::{self, CallSink, Flow, Stop, TraceRequest};
+use crate::{clock, traced_process, PrinterSink, Signals};
+use anyhow::Result;
+use gotrace_kernel::{Counters, Session, Target, Waiter, Wake};
+use gotrace_output::{
+    ErrorCount, Format, LatencyHistogram, Printer, Record, Stats, StatsRow, Summary,
+};
+use gotrace_plan::stats::{error_result, ErrorResult, FunctionStats};
+use gotrace_plan::{ProbePlan, Recipe};
+use std::cell::RefCell;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// How often the loop looks at the clock (for the interval and `--duration`) when nothing
+/// else wakes it.
+const TICK: Duration = Duration::from_millis(50);
+
+/// A function as the table shows it: its copies (an out-of-line body and inlined ones are
+/// planned apart) added up.
+struct Shown {
+    name: String,
+    copies: Vec<usize>,
+    errors: ErrorCount,
+}
+
+/// The traced names, in plan order, with where each one's `error` result is.
+fn shown(plan: &ProbePlan, errors: &[ErrorResult]) -> Vec<Shown> {
+    let mut shown: Vec<Shown> = Vec::new();
+    for (i, f) in plan.functions.iter().enumerate() {
+        let count = match errors.get(i) {
+            Some(ErrorResult::Register(_) | ErrorResult::Stack(_)) => ErrorCount::Counted(0),
+            Some(ErrorResult::Unknown) => ErrorCount::Unknown(()),
+            _ => ErrorCount::None,
+        };
+        match shown.iter_mut().find(|s| s.name == f.name) {
+            // An inlined copy never returns on its own: its out-of-line body says.
+            Some(s) => s.copies.push(i),
+            None => shown.push(Shown {
+                name: f.name.clone(),
+                copies: vec![i],
+                errors: count,
+            }),
+        }
+        if f.inlined_into.is_none() {
+            if let Some(s) = shown.iter_mut().find(|s| s.name == f.name) {
+                s.errors = count;
+            }
+        }
+    }
+    shown
+}
+
+/// Each shown function's counts, from the plan's per-copy ones.
+fn grouped(shown: &[Shown], per_copy: &[FunctionStats]) -> Vec<FunctionStats> {
+    shown
+        .iter()
+        .map(|s| {
+            let mut total = FunctionStats::default();
+            for &i in &s.copies {
+                if let Some(copy) = per_copy.get(i) {
+                    total.add(copy);
+                }
+            }
+            total
+        })
+        .collect()
+}
+
+/// The table of `stats` at `elapsed`, with each function's rate since `before`.
+fn table(
+    shown: &[Shown],
+    stats: &[FunctionStats],
+    before: &[u64],
+    elapsed: Duration,
+    since: Duration,
+    last: bool,
+) -> Stats {
+    let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+    Stats {
+        rows: shown
+            .iter()
+            .zip(stats)
+            .zip(before)
+            .map(|((s, stats), &before)| {
+                StatsRow::new(
+                    &s.name,
+                    stats,
+                    s.errors,
+                    nanos(elapsed),
+                    before,
+                    nanos(since),
+                )
+            })
+            .collect(),
+        last,
+    }
+}
+
+impl PrinterSink {
+    /// A record of the data `stats` produces (its tables and histograms): on stdout, in the
+    /// chosen format.
+    fn data(&mut self, record: &Record<'_>) -> Flow {
+        // Into a Vec: cannot fail.
+        let _ = self.printer.record(record);
+        self.buffered.push(Line::Message);
+        self.flush(false)
+    }
+}
+
+/// Counts the calls of `request`'s functions until a `stop` descriptor fires, the traced
+/// process exits, `duration` passes or the output closes; a table every `interval`, then the
+/// final table and (unless entry-only) each function's histogram.
+fn run(
+    request: &TraceRequest,
+    interval: Duration,
+    duration: Option<Duration>,
+    sink: &mut PrinterSink,
+    stop: &Stop<'_>,
+    on_attached: impl FnOnce() -> Result<()>,
+) -> Result<Summary> {
+    let (binary, path, mut plan) = trace::prepare(request)?;
+    // Nothing is read at the sites: counting needs no values.
+    for f in &mut plan.functions {
+        f.entry_recipe = Recipe::default();
+        f.return_recipe = Recipe::default();
+    }
+    plan.type_recipes.clear();
+    for warning in &plan.warnings {
+        let warning = gotrace_output::Warning::new(warning.to_string());
+        sink.record(&Record::Warning(&warning))?;
+    }
+    let empty_types = gotrace_binary::types::TypeTable::default();
+    let types = match binary.dwarf() {
+        Ok(Some(d)) => d.types(),
+        _ => &empty_types,
+    };
+    let errors: Vec<ErrorResult> = plan
+        .functions
+        .iter()
+        .map(|f| error_result(types, f))
+        .collect();
+    let shown = shown(&plan, &errors);
+    let exit_fd = match request.target {
+        Target::Process(pid) => Some(gotrace_kernel::pidfd(pid)?),
+        Target::Binary(_) => None,
+    };
+    let (session, report) = trace::attach(request, &plan, &path, sink, Some(&errors))?;
+    stop.exit_on_signal(false);
+    sink.record(&Record::Attached(&trace::attached(&plan, &report, &path)))?;
+    on_attached()?;
+
+    // Calls still running when their process exits or gotrace stops come back from the
+    // in-flight table: counted here, by plan index.
+    let in_flight = RefCell::new(vec![0u64; plan.functions.len()]);
+    let handle = |raw: gotrace_plan::RawCall| {
+        if let Some(n) = in_flight.borrow_mut().get_mut(raw.function as usize) {
+            *n += 1;
+        }
+    };
+    let read = |session: &Session| -> Result<Vec<FunctionStats>> {
+        let mut per_copy = session.function_stats(plan.functions.len())?;
+        for (stats, &n) in per_copy.iter_mut().zip(in_flight.borrow().iter()) {
+            stats.in_flight += n;
+        }
+        Ok(grouped(&shown, &per_copy))
+    };
+    let started = Instant::now();
+    let mut before = vec![0u64; shown.len()];
+    let mut last_table = started;
+    {
+        let events = session.events(&handle)?;
+        let mut watched: Vec<RawFd> = stop.fds.to_vec();
+        watched.extend(exit_fd.as_ref().map(AsRawFd::as_raw_fd));
+        let waiter = Waiter::new(events.fd(), &watched, TICK)?;
+        let mut reported = Counters::default();
+        loop {
+            if waiter.wait()? == Wake::Stop {
+                break;
+            }
+            // Only process exits come through the ring buffer.
+            events.consume()?;
+            let now = Instant::now();
+            if duration.is_some_and(|d| now - started >= d) {
+                break;
+            }
+            if now - last_table < interval {
+                continue;
+            }
+            let stats = read(&session)?;
+            let shown_table = table(
+                &shown,
+                &stats,
+                &before,
+                now - started,
+                now - last_table,
+                false,
+            );
+            before = stats.iter().map(FunctionStats::calls).collect();
+            last_table = now;
+            if sink.data(&Record::Stats(&shown_table)) == Flow::Closed {
+                break;
+            }
+            // A failed stderr stops the session like a failed stdout; the caller says so.
+            if trace::report_losses(&session.counters()?, &mut reported, sink).is_err() {
+                break;
+            }
+        }
+        stop.exit_on_signal(true);
+        session.detach();
+        events.consume()?;
+        // Detached: what is still in flight will not return while gotrace looks.
+        session.drain_in_flight(&handle)?;
+    }
+    let now = Instant::now();
+    let stats = read(&session)?;
+    let last = table(
+        &shown,
+        &stats,
+        &before,
+        now - started,
+        now - last_table,
+        true,
+    );
+    sink.data(&Record::Stats(&last));
+    if !plan.entry_only {
+        for ((s, stats), row) in shown.iter().zip(&stats).zip(&last.rows) {
+            let histogram = LatencyHistogram::new(&s.name, row, &stats.latency);
+            sink.data(&Record::Histogram(&histogram));
+        }
+    }
+    let mut summary = Summary {
+        sites_attached: report.attached,
+        sites_failed: report.failed.len(),
+        ..Summary::default()
+    };
+    for s in &stats {
+        summary.calls += s.returned + s.entered;
+        summary.panicked += s.panicked;
+        summary.exited += s.exited;
+        summary.in_flight += s.in_flight;
+        summary.abandoned += s.abandoned;
+    }
+    summary.unreturned = summary.panicked + summary.exited + summary.in_flight + summary.abandoned;
+    trace::add_counters(&mut summary, &session.counters()?);
+    Ok(summary)
+}
+
+/// `gotrace stats`.
+pub fn run_cli(args: StatsArgs) -> Result<()> {
+    let stdout = Writer::spawn(Stream::Stdout, crate::OUTPUT_QUEUE)?;
+    let messages = stdio::install_messages(Writer::spawn(Stream::Stderr, crate::MESSAGE_QUEUE)?);
+    let signals = Signals::install()?;
+    let format = if args.json {
+        Format::Json
+    } else {
+        Format::Text
+    };
+    let mut sink = PrinterSink::new(Printer::new(Vec::new(), format, clock()), stdout, messages);
+    let (binary, functions) = args.binary_and_functions()?;
+    let target = match (binary, args.pid) {
+        (_, Some(pid)) => Target::Process(traced_process(pid, &mut sink)?),
+        (Some(binary), None) => Target::Binary(binary),
+        (None, None) => anyhow::bail!("give the binary to trace, or --pid PID"),
+    };
+    let request = TraceRequest {
+        target,
+        functions,
+        exclude: args.exclude.clone(),
+        entry_only: args.no_return,
+        limits: gotrace_plan::Limits::default(),
+        count: None,
+        debug_file: args.debug_file.clone(),
+    };
+    trace::target_binary(&request.target)?;
+    gotrace_kernel::check_environment()?;
+    let stop_fds = [signals.pipe.as_raw_fd()];
+    let stop = Stop {
+        fds: &stop_fds,
+        exit_on_signal: Some(&signals.exit_now),
+    };
+    let result = run(
+        &request,
+        Duration::from_secs_f64(args.interval),
+        args.duration.map(Duration::from_secs_f64),
+        &mut sink,
+        &stop,
+        || match &args.ready_file {
+            Some(ready) => trace::write_ready_file(ready, 1),
+            None => Ok(()),
+        },
+    );
+    signals.exit_now.store(true, Ordering::SeqCst);
+    let delivery = sink.finish(Instant::now() + crate::DRAIN_GRACE);
+    let summary = match result {
+        Ok(summary) => summary,
+        Err(e) => {
+            messages.finish(Instant::now() + crate::DRAIN_GRACE);
+            return Err(e);
+        }
+    };
+    crate::finish_session(
+        &mut sink,
+        messages,
+        &request.target,
+        &summary,
+        delivery.error,
+    )
+}
