@@ -312,7 +312,12 @@ fn run_trace(args: TraceArgs) -> Result<()> {
     };
     // The errors tracing would give first, before the file is watched.
     trace::target_binary(&request.target)?;
-    gotrace_kernel::check_environment()?;
+    if let Err(no_kernel_access) = gotrace_kernel::check_environment() {
+        // A mistake in the input (not Go, no such function) is the more useful answer, and
+        // planning needs no privileges; privileged runs skip this and plan once, later.
+        trace::prepare(&request)?;
+        return Err(no_kernel_access.into());
+    }
     let mut follow = follow::Follow::start(&request.target, &mut sink)?;
     let mut stop_fds = vec![signals.pipe.as_raw_fd()];
     stop_fds.extend(follow.as_ref().map(follow::Follow::fd));

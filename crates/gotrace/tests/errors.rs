@@ -195,15 +195,15 @@ fn usage_errors_exit_2() {
 
 gotrace_gobuild::test_main! {
     tests: [
+        no_such_function_suggests_close_names,
+        an_elf_that_is_not_go,
+        not_an_elf_file,
         missing_file,
         pid_that_does_not_exist,
         kernel_without_uprobes_is_reported,
         usage_errors_exit_2,
     ],
     root: [
-        no_such_function_suggests_close_names,
-        an_elf_that_is_not_go,
-        not_an_elf_file,
         root_pid_that_exits_while_traced_ends_the_session_cleanly,
         root_without_privileges_says_which_are_needed,
         cap_bpf_and_cap_perfmon_attach_uprobe_multi,

@@ -250,14 +250,14 @@ fn root_a_binary_path_that_is_not_utf8_is_traced() {
 
 gotrace_gobuild::test_main! {
     tests: [
-        a_zombie_is_named,
-    ],
-    root: [
         a_3_gib_sparse_file_is_not_read_whole,
         a_socket_is_refused,
         a_directory_is_refused,
         a_fifo_is_refused_without_opening_it,
         dev_zero_is_refused_without_reading_it,
+        a_zombie_is_named,
+    ],
+    root: [
         root_pid_of_a_thread_traces_its_process,
         root_a_binary_path_that_is_not_utf8_is_traced,
     ],
