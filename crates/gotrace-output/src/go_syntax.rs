@@ -173,12 +173,6 @@ fn write_value(f: &mut fmt::Formatter<'_>, value: &Value) -> fmt::Result {
             | Missing::LocationExpression,
         ) => f.write_char('?'),
         Value::Unavailable(missing) => write_not_read(f, *missing),
-        // Untyped words, as a Go traceback prints them: `0xa`, `{0x4c10a0, 0x5}`, `...`; a
-        // word whose place is not proven is `?` (JSON says why).
-        Value::Word { bits: Ok(bits), .. } => write!(f, "{bits:#x}"),
-        Value::Word { bits: Err(_), .. } => f.write_char('?'),
-        Value::Words(words) => write_list(f, words.iter(), write_value),
-        Value::Elided => f.write_str("..."),
     }
 }
 
