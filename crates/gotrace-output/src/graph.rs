@@ -365,7 +365,8 @@ mod tests {
     }
 
     fn printed(format: Format) -> (String, Vec<Option<CallKind>>) {
-        let mut p = Printer::new(Vec::new(), format, Clock::default()).with_graph(true, None);
+        let mut p = Printer::new(Vec::new(), format, Clock::default());
+        p.set_graph(true, None);
         for c in calls() {
             p.call(&c).unwrap();
         }
@@ -436,8 +437,8 @@ mod tests {
     fn timeline_is_chrome_trace_json_with_a_track_per_goroutine() {
         let file = Shared::default();
         let timeline = Timeline::new(Box::new(file.clone())).unwrap();
-        let mut p = Printer::new(Vec::new(), Format::Text, Clock::default())
-            .with_graph(false, Some(timeline));
+        let mut p = Printer::new(Vec::new(), Format::Text, Clock::default());
+        p.set_graph(false, Some(timeline));
         for c in calls() {
             p.call(&c).unwrap();
         }

@@ -89,11 +89,10 @@ impl<W: Write> Printer<W> {
 
     /// Nests the calls per goroutine: printed as trees by [`Printer::write_graph`] instead of
     /// as lines when `shown` (`--graph`), and written to `timeline` if given.
-    pub fn with_graph(mut self, shown: bool, timeline: Option<Timeline>) -> Self {
+    pub fn set_graph(&mut self, shown: bool, timeline: Option<Timeline>) {
         if shown || timeline.is_some() {
             self.graph = Some(Graph::new(shown, timeline));
         }
-        self
     }
 
     /// Calls are printed as trees, not as lines.

@@ -61,6 +61,18 @@ pub struct TraceArgs {
     /// types, duration_ns, outcome.
     #[arg(long)]
     pub json: bool,
+    /// Show the calls as a tree per goroutine: each call under the traced call it was made in,
+    /// indented, with its duration, in the order they happened. A tree is printed once its
+    /// outermost call is known: when tracing stops, or, with 100 000 calls waiting, the oldest
+    /// goroutine's, marked. With --json: call lines with `id`, `parent` and `depth`, callers
+    /// first.
+    #[arg(long, conflicts_with = "no_return")]
+    pub graph: bool,
+    /// Write the calls to FILE in the Chrome trace event format (open it in ui.perfetto.dev or
+    /// chrome://tracing): a track per goroutine, a slice per call with its arguments and
+    /// results.
+    #[arg(long, value_name = "FILE", conflicts_with = "no_return")]
+    pub timeline: Option<PathBuf>,
     /// Write this file once every probe is attached (for scripts and tests).
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,

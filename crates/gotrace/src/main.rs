@@ -194,6 +194,20 @@ impl PrinterSink {
         }
     }
 
+    /// Moves the call trees that are ready (all of them when the session is over) into the
+    /// output, saying what each line reports.
+    fn write_graph(&mut self, all: bool) {
+        let buffered = &mut self.buffered;
+        // Into a Vec: cannot fail; the timeline keeps its own error, reported at the end.
+        let _ = self.printer.write_graph(all, &mut |line| {
+            buffered.push(match line {
+                None => Line::Message,
+                Some(CallKind::Returned | CallKind::Entered | CallKind::Inlined) => Line::Call,
+                Some(_) => Line::Unreturned,
+            })
+        });
+    }
+
     /// Counts what the writer had no room for as not written.
     fn drop_held(&mut self) {
         if let Some(held) = self.held.take() {
@@ -220,6 +234,7 @@ impl PrinterSink {
 
     /// Waits until `deadline` at most for the output to be written.
     fn finish(&mut self, deadline: Instant) -> Delivery {
+        self.write_graph(true);
         self.hand_over();
         self.drop_held();
         let mut delivery = self.stdout.finish(deadline);
@@ -231,6 +246,11 @@ impl PrinterSink {
 impl trace::CallSink for PrinterSink {
     fn call(&mut self, call: &gotrace_decode::DecodedCall<'_>) {
         self.seen += 1;
+        if self.printer.shows_graph() {
+            // Its line comes with its tree (see `write_graph`). Into a Vec: cannot fail.
+            let _ = self.printer.call(call);
+            return;
+        }
         let line = match call.outcome {
             CallKind::Returned | CallKind::Entered | CallKind::Inlined => Line::Call,
             CallKind::Panicked | CallKind::Exited | CallKind::InFlight | CallKind::Abandoned => {
@@ -258,6 +278,7 @@ impl trace::CallSink for PrinterSink {
     }
 
     fn flush(&mut self, stopping: bool) -> Flow {
+        self.write_graph(false);
         let room = self.hand_over();
         if self.stdout.error().is_some() || self.messages.error().is_some() {
             return Flow::Closed;
@@ -291,6 +312,8 @@ fn run_trace(args: TraceArgs) -> Result<()> {
         Format::Text
     };
     let mut sink = PrinterSink::new(Printer::new(Vec::new(), format, clock()), stdout, messages);
+    let timeline = args.timeline.as_deref().map(open_timeline).transpose()?;
+    sink.printer.set_graph(args.graph, timeline);
     let (binary, functions) = args.binary_and_functions()?;
     let target = match (binary, args.pid) {
         (_, Some(pid)) => Target::Process(traced_process(pid, &mut sink)?),
@@ -378,6 +401,7 @@ fn run_trace(args: TraceArgs) -> Result<()> {
     // Probes are detached: a further Ctrl-C need not wait for the output.
     signals.exit_now.store(true, Ordering::SeqCst);
     let delivery = sink.finish(Instant::now() + DRAIN_GRACE);
+    let timeline = finish_graph(&mut sink, args.timeline.as_deref(), delivery.error.is_some());
     let mut summary = match result {
         Ok(summary) => summary,
         Err(e) => {
@@ -395,7 +419,47 @@ fn run_trace(args: TraceArgs) -> Result<()> {
         &request.target,
         &summary,
         delivery.error,
-    )
+    )?;
+    timeline
+}
+
+/// Creates the `--timeline` file; its JSON array is begun.
+fn open_timeline(path: &std::path::Path) -> Result<gotrace_output::Timeline> {
+    let create = || -> std::io::Result<gotrace_output::Timeline> {
+        let file = std::fs::File::create(path)?;
+        gotrace_output::Timeline::new(Box::new(std::io::BufWriter::new(file)))
+    };
+    create().with_context(|| format!("creating the timeline {}", path.display()))
+}
+
+/// The end of `--graph` and `--timeline`: the timeline's JSON array closed, and said: trees
+/// printed before their caller was seen, where the timeline is. The error writing it, if any.
+fn finish_graph(
+    sink: &mut PrinterSink,
+    timeline: Option<&std::path::Path>,
+    stdout_failed: bool,
+) -> Result<()> {
+    let mut said = Vec::new();
+    let (trees, calls) = sink.printer.graph_cut();
+    if trees > 0 {
+        said.push(Warning::new(format!(
+            "{calls} calls in {trees} trees were printed before their callers returned (--graph holds {} calls): a traced caller is shown without them",
+            gotrace_output::GRAPH_LIMIT
+        )));
+    }
+    let closed = sink.printer.finish_timeline();
+    let notes: Vec<Note> = match (timeline, &closed) {
+        (Some(path), Ok(())) => vec![Note {
+            message: format!("timeline written to {}", path.display()),
+        }],
+        _ => Vec::new(),
+    };
+    let mut records: Vec<Record<'_>> = said.iter().map(Record::Warning).collect();
+    records.extend(notes.iter().map(Record::Note));
+    // A failed output is reported with the summary.
+    let _ = sink.say_last(&records, stdout_failed);
+    let path = timeline.map_or_else(String::new, |p| p.display().to_string());
+    closed.with_context(|| format!("writing the timeline {path}"))
 }
 
 /// A session's last words, once its stdout is done: a note if the traced process exited, then
