@@ -97,11 +97,20 @@ pub struct TraceArgs {
     /// $GOTRACE_DEBUG_PATH and /usr/lib/debug.
     #[arg(long, value_name = "PATH")]
     pub debug_file: Option<PathBuf>,
+    /// Serve Prometheus metrics on this address (`127.0.0.1:9464`) at /metrics: calls by
+    /// function, process and outcome, a latency histogram, calls lost by cause, sites attached.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
+    /// Export each call as an OpenTelemetry span over OTLP/HTTP (protobuf) to this http:// URL
+    /// (`http://127.0.0.1:4318`; /v1/traces is added): nested traced calls on a goroutine are
+    /// parent and child spans. Spans the collector does not take are counted, not retried.
+    #[arg(long, value_name = "URL")]
+    pub otlp: Option<String>,
 }
 
 /// Words on the command line that do not make a command: exit status 2, as clap's own.
 #[derive(Debug)]
-pub struct UsageError(String);
+pub struct UsageError(pub String);
 
 impl std::fmt::Display for UsageError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -3,6 +3,7 @@
 mod cli;
 mod debuginfo;
 mod demo;
+mod export;
 mod follow;
 mod funcs;
 mod peek;
@@ -154,6 +155,8 @@ struct PrinterSink {
     messages: &'static Writer,
     /// Calls the sessions reported, written or not: what `--count` counts.
     seen: u64,
+    /// `--metrics` and `--otlp`, fed every call and record.
+    exports: export::Exports,
 }
 
 impl PrinterSink {
@@ -167,6 +170,7 @@ impl PrinterSink {
             stdout,
             messages,
             seen: 0,
+            exports: export::Exports::default(),
         }
     }
 
@@ -221,6 +225,7 @@ impl PrinterSink {
     fn say_last(&mut self, records: &[Record<'_>], failed: bool) -> Result<(), OutputError> {
         let mut json = Vec::new();
         for record in records {
+            self.exports.record(record);
             let _ = stdio::say(&self.printer.text(record));
             // Into a Vec: cannot fail.
             let _ = self.printer.record(record);
@@ -246,6 +251,7 @@ impl PrinterSink {
 impl trace::CallSink for PrinterSink {
     fn call(&mut self, call: &gotrace_decode::DecodedCall<'_>) {
         self.seen += 1;
+        self.exports.call(call);
         if self.printer.shows_graph() {
             // Its line comes with its tree (see `write_graph`). Into a Vec: cannot fail.
             let _ = self.printer.call(call);
@@ -267,6 +273,7 @@ impl trace::CallSink for PrinterSink {
     }
 
     fn record(&mut self, record: &Record<'_>) -> Result<(), OutputError> {
+        self.exports.record(record);
         if self.printer.format() == Format::Json && !self.discarding {
             // Into a Vec: cannot fail.
             let _ = self.printer.record(record);
@@ -279,6 +286,10 @@ impl trace::CallSink for PrinterSink {
 
     fn flush(&mut self, stopping: bool) -> Flow {
         self.write_graph(false);
+        if let Some(lost) = self.exports.flush() {
+            // A failed stderr is seen below, as the writer's error.
+            let _ = trace::CallSink::record(self, &Record::Lost(&lost));
+        }
         let room = self.hand_over();
         if self.stdout.error().is_some() || self.messages.error().is_some() {
             return Flow::Closed;
@@ -333,6 +344,7 @@ fn run_trace(args: TraceArgs) -> Result<()> {
         count: args.count,
         debug_file: args.debug_file.clone(),
     };
+    sink.exports = export::Exports::start(args.metrics.as_deref(), args.otlp.as_deref(), clock())?;
     // The errors tracing would give first, before the file is watched.
     trace::target_binary(&request.target)?;
     if let Err(no_kernel_access) = gotrace_kernel::check_environment() {
@@ -413,6 +425,7 @@ fn run_trace(args: TraceArgs) -> Result<()> {
     summary.unreturned = delivery.written.unreturned;
     summary.not_written_failed = delivery.failed.calls + delivery.failed.unreturned;
     summary.not_written_stopped = delivery.stopped.calls + delivery.stopped.unreturned;
+    summary.spans_not_exported = sink.exports.finish(Instant::now() + export::GRACE);
     finish_session(
         &mut sink,
         messages,
