@@ -15,24 +15,12 @@ pub(crate) fn write_text(
 ) -> io::Result<()> {
     write!(
         out,
-        "{local}.{:06} pid={} goid={} ",
+        "{local}.{:06} pid={} goid={} {}(",
         nanos / 1000,
         call.pid,
         call.goid,
+        escape_controls(call.function)
     )?;
-    write_label(out, call)?;
-    match (call.outcome, call.duration_ns()) {
-        (CallKind::Returned | CallKind::InFlight, Some(ns)) => {
-            write!(out, "  {}", format_duration(ns))
-        }
-        _ => Ok(()),
-    }
-}
-
-/// `main.Fibonacci(n=10) = 55`, or the way the call ended: the call without where, when and
-/// how long.
-pub(crate) fn write_label(out: &mut impl Write, call: &DecodedCall<'_>) -> io::Result<()> {
-    write!(out, "{}(", escape_controls(call.function))?;
     match &call.args {
         Some(args) => {
             for (i, v) in args.iter().enumerate() {
@@ -51,20 +39,32 @@ pub(crate) fn write_label(out: &mut impl Write, call: &DecodedCall<'_>) -> io::R
         CallKind::Abandoned => {
             out.write_all(b" abandoned (the runtime reused its system-stack frame)")
         }
-        CallKind::InFlight => out.write_all(b" in flight"),
-        CallKind::Returned => match call.results.as_deref() {
-            None => out.write_all(b" = ?"),
-            Some([]) => Ok(()),
-            Some([one]) => write!(out, " = {}", GoSyntax(&one.value)),
-            Some(many) => {
-                out.write_all(b" = (")?;
-                for (i, v) in many.iter().enumerate() {
-                    let sep = if i > 0 { ", " } else { "" };
-                    write!(out, "{sep}{}", GoSyntax(&v.value))?;
-                }
-                out.write_all(b")")
+        CallKind::InFlight => {
+            out.write_all(b" in flight")?;
+            match call.duration_ns() {
+                Some(ns) => write!(out, "  {}", format_duration(ns)),
+                None => Ok(()),
             }
-        },
+        }
+        CallKind::Returned => {
+            match call.results.as_deref() {
+                None => out.write_all(b" = ?")?,
+                Some([]) => {}
+                Some([one]) => write!(out, " = {}", GoSyntax(&one.value))?,
+                Some(many) => {
+                    out.write_all(b" = (")?;
+                    for (i, v) in many.iter().enumerate() {
+                        let sep = if i > 0 { ", " } else { "" };
+                        write!(out, "{sep}{}", GoSyntax(&v.value))?;
+                    }
+                    out.write_all(b")")?;
+                }
+            }
+            match call.duration_ns() {
+                Some(ns) => write!(out, "  {}", format_duration(ns)),
+                None => Ok(()),
+            }
+        }
     }
 }
 

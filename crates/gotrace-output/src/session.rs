@@ -222,8 +222,6 @@ pub enum LossCause {
     InflightFull,
     ReadFailures,
     LostBusy,
-    /// Spans of traced calls that `--otlp` could not export (the calls themselves were traced).
-    SpansNotExported,
 }
 
 impl Lost {
@@ -234,12 +232,6 @@ impl Lost {
             LossCause::InflightFull => "too many calls in flight at once (in-flight table full)",
             LossCause::ReadFailures => "their goroutine could not be read at entry",
             LossCause::LostBusy => "a probe hit preempted another on the same CPU",
-            LossCause::SpansNotExported => {
-                return format!(
-                    "gotrace: {} spans not exported so far: the export queue was full or the OTLP collector did not take them",
-                    self.calls
-                )
-            }
         };
         format!("gotrace: {} calls lost so far: {why}", self.calls)
     }

@@ -162,7 +162,6 @@ fn losses_name_their_cause_as_the_summary_does() {
         LossCause::InflightFull,
         LossCause::ReadFailures,
         LossCause::LostBusy,
-        LossCause::SpansNotExported,
     ] {
         let (_, v) = one(Record::Lost(&Lost { cause, calls: 1 }));
         let summary = serde_json::to_value(Summary::default()).unwrap();

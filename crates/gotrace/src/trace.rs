@@ -215,14 +215,12 @@ pub fn run(
     Ok(summary)
 }
 
-/// Attaches the plan's probes, saying what could not be attached. With `stats` (where each
-/// function's `error` result is), calls are counted in the kernel instead of reported.
-pub(crate) fn attach(
+/// Attaches the plan's probes, saying what could not be attached.
+fn attach(
     request: &TraceRequest,
     plan: &ProbePlan,
     path: &Path,
     sink: &mut dyn CallSink,
-    stats: Option<&[gotrace_plan::stats::ErrorResult]>,
 ) -> Result<(Session, AttachReport)> {
     let site_count = plan.all_sites().count();
     if site_count >= LARGE_PLAN {
