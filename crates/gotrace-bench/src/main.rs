@@ -2,10 +2,10 @@
 //!
 //! For each traced function of the loop program (fixtures/go/bench_loop): untraced; the empty
 //! BPF program on gotrace's own sites (the floor), full and entry-only; the real gotrace CLI,
-//! full and `--no-return`; the seed's bpftrace one-liner (plain, with async preemption off,
-//! and entry-only); the empty program on each kind of instruction a probe can sit on (gotrace's
-//! entry jump, the function's first instruction, its returns). A function given a 1 MiB
-//! string. Then throughput through the ring buffer, and attach/detach times for 1,000 and
+//! `trace` and `stats`, full and `--no-return`; the seed's bpftrace one-liner (plain, with
+//! async preemption off, and entry-only); the empty program on each kind of instruction a
+//! probe can sit on (gotrace's entry jump, the function's first instruction, its returns). A
+//! function given a 1 MiB string. Then throughput through the ring buffer, and attach/detach times for 1,000 and
 //! 10,000 sites. Then the time from starting gotrace to its ready file, and its peak memory,
 //! on the go command (a large real binary) against the small loop program. Needs root.
 
@@ -308,21 +308,28 @@ fn per_call(
         let run = median(repeat, || run::under_floor(plan, target, func), |r| r)?;
         rows.push(row(Tracer::Floor, probes, &run, None, None, reference));
     }
-    for (probes, entry_only) in [(Probes::Full, false), (Probes::EntryOnly, true)] {
-        note(&format!(
-            "{function}: gotrace{} (median of {repeat})",
-            if entry_only { " --no-return" } else { "" }
-        ));
-        let options = GotraceOptions {
-            entry_only,
-            ..Default::default()
-        };
-        let t = median(
-            repeat,
-            || run::under_gotrace(gotrace, work_dir, target, function, func, 1, &options),
-            |t| &t.target,
-        )?;
-        rows.push(traced_row(Tracer::Gotrace, probes, &t, reference));
+    // `gotrace trace`, then `gotrace stats` (counted in the kernel), each full and entry-only.
+    for (tracer, command) in [
+        (Tracer::Gotrace, "gotrace"),
+        (Tracer::GotraceStats, "gotrace stats"),
+    ] {
+        for (probes, entry_only) in [(Probes::Full, false), (Probes::EntryOnly, true)] {
+            note(&format!(
+                "{function}: {command}{} (median of {repeat})",
+                if entry_only { " --no-return" } else { "" }
+            ));
+            let options = GotraceOptions {
+                entry_only,
+                stats: tracer == Tracer::GotraceStats,
+                ..Default::default()
+            };
+            let t = median(
+                repeat,
+                || run::under_gotrace(gotrace, work_dir, target, function, func, 1, &options),
+                |t| &t.target,
+            )?;
+            rows.push(traced_row(tracer, probes, &t, reference));
+        }
     }
     if !args.skip_bpftrace {
         for (probes, async_preempt_off) in [

@@ -235,14 +235,16 @@ pub struct Traced {
 pub struct GotraceOptions<'a> {
     /// `--no-return`
     pub entry_only: bool,
+    /// `gotrace stats` instead of `gotrace trace`: delivered are the calls it counted.
+    pub stats: bool,
     /// More options for `gotrace trace` (`--string-max 8192`).
     pub extra_args: &'a [&'a str],
     /// Run on every JSON line gotrace wrote; the lines it holds for are counted.
     pub check: Option<&'a dyn Fn(&str) -> bool>,
 }
 
-/// `gotrace trace --json [--no-return] [OPTIONS] BINARY PATTERN > file`, the target started
-/// once it is attached, gotrace interrupted once the target has finished.
+/// `gotrace trace --json [--no-return] [OPTIONS] BINARY PATTERN > file` (or `gotrace stats`),
+/// the target started once it is attached, gotrace interrupted once the target has finished.
 pub fn under_gotrace(
     gotrace: &Path,
     work_dir: &Path,
@@ -258,7 +260,8 @@ pub fn under_gotrace(
     let out =
         fs::File::create(&out_path).with_context(|| format!("creating {}", out_path.display()))?;
     let mut cmd = Command::new(gotrace);
-    cmd.args(["trace", "--json", "--ready-file"]).arg(&ready);
+    let command = if options.stats { "stats" } else { "trace" };
+    cmd.args([command, "--json", "--ready-file"]).arg(&ready);
     if options.entry_only {
         cmd.arg("--no-return");
     }
@@ -282,7 +285,8 @@ pub fn under_gotrace(
     })
 }
 
-/// What `gotrace trace --json` wrote: its call lines, how many passed a check, its summary.
+/// What `gotrace trace --json` wrote: its call lines, how many passed a check, its summary
+/// (or what `gotrace stats --json` counted, in its final lines).
 #[derive(Debug)]
 pub struct JsonOutput {
     pub calls: u64,
@@ -312,6 +316,12 @@ pub fn read_json_lines(path: &Path, check: Option<&dyn Fn(&str) -> bool>) -> Res
             if let Some(check) = check {
                 let text = String::from_utf8_lossy(&line);
                 output.passed += u64::from(check(text.trim_end_matches('\n')));
+            }
+        } else if line.starts_with(br#"{"type":"stats","#) {
+            let row: serde_json::Value = serde_json::from_slice(&line)
+                .with_context(|| format!("reading gotrace's stats in {}", path.display()))?;
+            if row["final"] == true {
+                output.calls += row["calls"].as_u64().unwrap_or(0);
             }
         } else if line.starts_with(br#"{"type":"summary","#) {
             let summary = serde_json::from_slice(&line)

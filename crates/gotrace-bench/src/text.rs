@@ -143,6 +143,7 @@ fn measure_into(
         let extra_args = ["--string-max", max.as_str()];
         let options = GotraceOptions {
             entry_only: false,
+            stats: false,
             extra_args: &extra_args,
             check: Some(&check),
         };

@@ -401,7 +401,7 @@ mod tests {
                     _ => stream.extend([(x >> 16) as u8 % 24, 1 + (x >> 24) as u8 % 8]),
                 }
             }
-            if x % 16 != 0 {
+            if !x.is_multiple_of(16) {
                 stream.push(END_SEQ);
             }
             if let Ok(mut items) = parse(&stream, VirtAddr(0)) {

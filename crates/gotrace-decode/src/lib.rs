@@ -11,7 +11,8 @@ mod value;
 pub use memory::Memory;
 pub use value::{Bytes, Missing, Value};
 
-use gotrace_binary::abi::{AbiReg, Location};
+use gotrace_binary::abi::{AbiReg, Location, Piece};
+use gotrace_binary::arginfo::{ArgItem, ArgWord, Unknown, UntypedArgs};
 use gotrace_binary::types::{TypeId, TypeKind, TypeTable};
 use gotrace_plan::recipe::{has_pointers, is_pointer_shaped};
 use gotrace_plan::{CallKind, PlannedValue, ProbePlan, RawCall, Unlocated, INT_REGS};
@@ -107,8 +108,13 @@ impl<'p> Decoder<'p> {
             sp: raw.entry_sp,
             memory: Memory::new(&raw.entry_captures, bias),
         };
-        out.args = signature
-            .map(|s| self.named_all(&s.params, &entry, raw.entry_data_lost, out.args.take()));
+        out.args = match (signature, &function.untyped) {
+            (Some(s), _) => {
+                Some(self.named_all(&s.params, &entry, raw.entry_data_lost, out.args.take()))
+            }
+            (None, Some(untyped)) => Some(untyped_words(untyped, &entry, raw.entry_data_lost)),
+            (None, None) => None,
+        };
         out.results = match raw.kind {
             CallKind::Returned => signature.map(|s| {
                 let exit = Site {
@@ -427,6 +433,85 @@ struct Site<'a> {
     regs: &'a [u64; INT_REGS],
     sp: u64,
     memory: Memory<'a>,
+}
+
+/// The arguments of a function known only from its traceback metadata, positionally (no
+/// names, no types): each word read where its place at entry is proven, else not read.
+fn untyped_words<'p>(
+    args: &UntypedArgs,
+    entry: &Site<'_>,
+    memory_lost: bool,
+) -> Vec<NamedValue<'p>> {
+    // Aggregates nest: the innermost open one collects the words.
+    let mut open: Vec<Vec<Value>> = vec![Vec::new()];
+    for item in &args.items {
+        let value = match item {
+            ArgItem::Open => {
+                open.push(Vec::new());
+                continue;
+            }
+            ArgItem::Close => match open.len() {
+                1 => continue,
+                _ => Value::Words(open.pop().unwrap_or_default()),
+            },
+            ArgItem::Word(word) => Value::Word {
+                offset: word.offset,
+                size: word.size as u8,
+                bits: untyped_word(word, entry, memory_lost),
+            },
+            ArgItem::Elided => Value::Elided,
+            ArgItem::OffsetTooLarge => Value::Unavailable(Missing::NotDescribed),
+        };
+        if let Some(last) = open.last_mut() {
+            last.push(value);
+        }
+    }
+    // A stream cut inside an aggregate: what was opened is still shown.
+    while open.len() > 1 {
+        let words = open.pop().unwrap_or_default();
+        if let Some(last) = open.last_mut() {
+            last.push(Value::Words(words));
+        }
+    }
+    open.pop()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|value| NamedValue {
+            name: "",
+            type_name: "",
+            value,
+        })
+        .collect()
+}
+
+/// One untyped word: the low `size` bytes of its register, or `size` bytes at SP+offset.
+fn untyped_word(word: &ArgWord, entry: &Site<'_>, memory_lost: bool) -> Result<u64, Missing> {
+    let size = word.size as usize;
+    match &word.location {
+        Err(Unknown::NoStackCheck) => Err(Missing::NoStackCheck),
+        Err(_) => Err(Missing::NotProven),
+        Ok(Location::Registers(pieces)) => match pieces.as_slice() {
+            [Piece {
+                reg: AbiReg::Int(index),
+                ..
+            }] => {
+                let reg = entry.regs.get(*index as usize).ok_or(Missing::Budget)?;
+                Ok(read_uint(&reg.to_le_bytes(), 0, size))
+            }
+            [Piece {
+                reg: AbiReg::Float(_),
+                ..
+            }] => Err(Missing::FloatRegister),
+            _ => Err(Missing::NotProven),
+        },
+        Ok(Location::Stack { .. }) if memory_lost => Err(Missing::Lost),
+        Ok(Location::Stack { sp_offset }) => match entry.memory.read(entry.sp + sp_offset, size) {
+            Read::Bytes(b) => Ok(read_uint(b, 0, size)),
+            Read::Fault => Err(Missing::Unreadable),
+            Read::Absent => Err(Missing::Budget),
+        },
+        Ok(Location::Empty) => Err(Missing::NotProven),
+    }
 }
 
 fn string_at(memory: &Memory<'_>, ptr: u64, len: u64) -> Bytes {

@@ -46,6 +46,19 @@ pub enum Value {
     /// chan, func, unsafe.Pointer: an address, 0 for nil.
     Address(u64),
     Unavailable(Missing),
+    /// A word of an argument known only from the traceback metadata (no debug information):
+    /// its offset in the argument frame, its size in bytes, and its bits — or why they were
+    /// not read.
+    Word {
+        offset: u64,
+        size: u8,
+        bits: Result<u64, Missing>,
+    },
+    /// `{…}`: the words of an aggregate argument (or part) known only from the traceback
+    /// metadata.
+    Words(Vec<Value>),
+    /// `...`: arguments or parts the traceback metadata leaves out.
+    Elided,
 }
 
 /// A string's bytes, or a prefix of them.
@@ -82,6 +95,13 @@ pub enum Missing {
     UncapturedRegister,
     /// An inlined call's argument placed by a DWARF expression gotrace does not evaluate.
     LocationExpression,
+    /// An untyped word of a function without a stack-growth path, which alone shows the
+    /// registers its arguments arrive in.
+    NoStackCheck,
+    /// An untyped word whose register its function's stack-growth path does not prove.
+    NotProven,
+    /// A part the traceback metadata cannot describe (its offset does not fit).
+    NotDescribed,
 }
 
 impl Missing {
@@ -106,6 +126,13 @@ impl Missing {
             Missing::LocationExpression => {
                 "not read: DWARF places it at this inlined call in a way gotrace does not evaluate"
             }
+            Missing::NoStackCheck => {
+                "not read: without debug information, the register of an argument of a function without a stack check (NOSPLIT) is not known"
+            }
+            Missing::NotProven => {
+                "not read: without debug information, its register is not proven by the function's stack-growth code"
+            }
+            Missing::NotDescribed => "not read: the traceback metadata does not describe it",
         }
     }
 
@@ -122,6 +149,9 @@ impl Missing {
             Missing::NoLocation => "no location",
             Missing::UncapturedRegister => "register not captured",
             Missing::LocationExpression => "location not understood",
+            Missing::NoStackCheck => "no debug information, no stack check",
+            Missing::NotProven => "no debug information, register not proven",
+            Missing::NotDescribed => "not described",
         }
     }
 }
@@ -158,6 +188,8 @@ impl Value {
             | Value::Interface {
                 dynamic: Some((_, Ok(v))),
             } => v.unavailable_part(),
+            Value::Word { bits: Err(m), .. } => Some(*m),
+            Value::Words(words) => words.iter().find_map(Value::unavailable_part),
             Value::Map {
                 entries,
                 entries_missing,
@@ -174,6 +206,8 @@ impl Value {
             | Value::Complex(..)
             | Value::Pointer { target: None, .. }
             | Value::Interface { dynamic: None }
+            | Value::Word { bits: Ok(_), .. }
+            | Value::Elided
             | Value::Address(_) => None,
         }
     }
@@ -188,6 +222,9 @@ impl Value {
                     | Missing::NoLocation
                     | Missing::UncapturedRegister
                     | Missing::LocationExpression
+                    | Missing::NoStackCheck
+                    | Missing::NotProven
+                    | Missing::NotDescribed
             )
         })
     }

@@ -381,7 +381,7 @@ fn pointers_nil_chained_deep_and_unreadable() {
         );
         assert_eq!(
             go_syntax(call.arg("freed")),
-            "(*main.Point)(0xdead0000) <unreadable>"
+            "(*main.Point)(0xdead0000) <not read: unreadable memory>"
         );
     }
 }

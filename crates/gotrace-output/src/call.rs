@@ -15,17 +15,33 @@ pub(crate) fn write_text(
 ) -> io::Result<()> {
     write!(
         out,
-        "{local}.{:06} pid={} goid={} {}(",
+        "{local}.{:06} pid={} goid={} ",
         nanos / 1000,
         call.pid,
         call.goid,
-        escape_controls(call.function)
     )?;
+    write_label(out, call)?;
+    match (call.outcome, call.duration_ns()) {
+        (CallKind::Returned | CallKind::InFlight, Some(ns)) => {
+            write!(out, "  {}", format_duration(ns))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `main.Fibonacci(n=10) = 55`, or the way the call ended: the call without where, when and
+/// how long.
+pub(crate) fn write_label(out: &mut impl Write, call: &DecodedCall<'_>) -> io::Result<()> {
+    write!(out, "{}(", escape_controls(call.function))?;
     match &call.args {
         Some(args) => {
             for (i, v) in args.iter().enumerate() {
                 let sep = if i > 0 { ", " } else { "" };
-                write!(out, "{sep}{}={}", v.name, GoSyntax(&v.value))?;
+                match v.name {
+                    // Untyped words are positional, like a Go traceback's.
+                    "" => write!(out, "{sep}{}", GoSyntax(&v.value))?,
+                    name => write!(out, "{sep}{name}={}", GoSyntax(&v.value))?,
+                }
             }
         }
         None => out.write_all(b"?")?,
@@ -39,32 +55,20 @@ pub(crate) fn write_text(
         CallKind::Abandoned => {
             out.write_all(b" abandoned (the runtime reused its system-stack frame)")
         }
-        CallKind::InFlight => {
-            out.write_all(b" in flight")?;
-            match call.duration_ns() {
-                Some(ns) => write!(out, "  {}", format_duration(ns)),
-                None => Ok(()),
-            }
-        }
-        CallKind::Returned => {
-            match call.results.as_deref() {
-                None => out.write_all(b" = ?")?,
-                Some([]) => {}
-                Some([one]) => write!(out, " = {}", GoSyntax(&one.value))?,
-                Some(many) => {
-                    out.write_all(b" = (")?;
-                    for (i, v) in many.iter().enumerate() {
-                        let sep = if i > 0 { ", " } else { "" };
-                        write!(out, "{sep}{}", GoSyntax(&v.value))?;
-                    }
-                    out.write_all(b")")?;
+        CallKind::InFlight => out.write_all(b" in flight"),
+        CallKind::Returned => match call.results.as_deref() {
+            None => out.write_all(b" = ?"),
+            Some([]) => Ok(()),
+            Some([one]) => write!(out, " = {}", GoSyntax(&one.value)),
+            Some(many) => {
+                out.write_all(b" = (")?;
+                for (i, v) in many.iter().enumerate() {
+                    let sep = if i > 0 { ", " } else { "" };
+                    write!(out, "{sep}{}", GoSyntax(&v.value))?;
                 }
+                out.write_all(b")")
             }
-            match call.duration_ns() {
-                Some(ns) => write!(out, "  {}", format_duration(ns)),
-                None => Ok(()),
-            }
-        }
+        },
     }
 }
 
@@ -128,11 +132,29 @@ pub(crate) fn write_json(
         CallKind::Abandoned => b",\"outcome\":\"abandoned\"",
     };
     out.write_all(outcome)?;
-    for (key, values) in [("args", &call.args), ("results", &call.results)] {
-        write!(out, ",\"{key}\":")?;
-        match values {
-            None => out.write_all(b"null")?,
-            Some(values) => write_object(out, values, |out, v| write_json_value(out, &v.value))?,
+    // Untyped words have no names: a list, in order, each word with its offset and size.
+    if let Some(args) = call
+        .args
+        .as_ref()
+        .filter(|a| a.iter().any(|v| v.name.is_empty()))
+    {
+        out.write_all(b",\"untyped\":true,\"args\":[")?;
+        for (i, v) in args.iter().enumerate() {
+            if i > 0 {
+                out.write_all(b",")?;
+            }
+            write_json_value(out, &v.value)?;
+        }
+        out.write_all(b"],\"results\":null")?;
+    } else {
+        for (key, values) in [("args", &call.args), ("results", &call.results)] {
+            write!(out, ",\"{key}\":")?;
+            match values {
+                None => out.write_all(b"null")?,
+                Some(values) => {
+                    write_object(out, values, |out, v| write_json_value(out, &v.value))?
+                }
+            }
         }
     }
     let all: Vec<&NamedValue<'_>> = call
@@ -140,6 +162,7 @@ pub(crate) fn write_json(
         .iter()
         .chain(call.results.iter())
         .flatten()
+        .filter(|v| !v.name.is_empty())
         .collect();
     out.write_all(b",\"types\":")?;
     write_object(out, all.iter().copied(), |out, v| {
@@ -209,6 +232,50 @@ mod tests {
         assert_eq!(format_duration(1_300), "1.3µs");
         assert_eq!(format_duration(2_250_000), "2.25ms");
         assert_eq!(format_duration(1_500_000_000), "1.5s");
+    }
+
+    #[test]
+    fn untyped_words_read_like_a_go_traceback() {
+        let word = |offset, size, bits| Value::Word { offset, size, bits };
+        let positional = |value| NamedValue {
+            name: "",
+            type_name: "",
+            value,
+        };
+        let untyped = DecodedCall {
+            args: Some(vec![
+                positional(word(0, 8, Ok(10))),
+                positional(Value::Words(vec![
+                    word(8, 8, Ok(0x4c10a0)),
+                    word(16, 8, Ok(5)),
+                ])),
+                positional(word(24, 1, Err(gotrace_decode::Missing::NoStackCheck))),
+                positional(Value::Elided),
+            ]),
+            results: None,
+            ..call(CallKind::Returned)
+        };
+        let clock = Clock {
+            realtime_minus_monotonic_ns: 0,
+        };
+        let line = text_line(&untyped, clock);
+        assert!(
+            line.contains("main.Fibonacci(0xa, {0x4c10a0, 0x5}, ?, ...) = ?  1.3µs"),
+            "{line}"
+        );
+        let mut printer = Printer::new(Vec::new(), Format::Json, clock);
+        printer.call(&untyped).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&printer.into_inner()).unwrap();
+        assert_eq!(v["untyped"], true);
+        assert_eq!(v["args"][0]["value"], 10);
+        assert_eq!(v["args"][1][1]["offset"], 16);
+        assert_eq!(v["args"][2]["size"], 1);
+        assert_eq!(
+            v["args"][2]["not_read"],
+            "no debug information, no stack check"
+        );
+        assert_eq!(v["args"][3]["elided"], true);
+        assert!(v["results"].is_null());
     }
 
     fn call(outcome: CallKind) -> DecodedCall<'static> {

@@ -3,6 +3,7 @@
 
 use crate::escape_controls;
 use gotrace_binary::FunctionSource;
+use gotrace_plan::SignatureSource;
 use serde::Serialize;
 use std::fmt::Write as _;
 
@@ -53,6 +54,11 @@ pub struct Listed {
     /// Every place the compiler inlined the function, where `trace` probes it too.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub inlined: Vec<InlinedListed>,
+    /// Where `trace` takes the signature from.
+    pub source: SignatureSource,
+    /// Without a signature: the argument words the traceback metadata describes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub untyped: Option<UntypedListed>,
     /// Whether the text form shows the sites and locations below the function's line (`-v`).
     #[serde(skip)]
     pub detail: bool,
@@ -100,6 +106,28 @@ pub enum Place {
     Empty,
 }
 
+/// The argument words of a function without a signature, and how many of them `trace` reads.
+#[derive(Debug, Serialize)]
+pub struct UntypedListed {
+    /// Words whose place at entry is proven.
+    pub placed: usize,
+    pub total: usize,
+    /// The compiler left arguments or parts out (`...`).
+    pub incomplete: bool,
+    pub words: Vec<UntypedWordListed>,
+}
+
+/// One argument word: its offset in the argument frame and size, and where it is at entry or
+/// why that is not known.
+#[derive(Debug, Serialize)]
+pub struct UntypedWordListed {
+    pub offset: u64,
+    pub size: u64,
+    pub location: Option<Place>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unknown: Option<String>,
+}
+
 /// The low `size` bytes of `reg` hold the value's bytes from `value_offset`.
 #[derive(Debug, Serialize)]
 pub struct RegPiece {
@@ -142,9 +170,14 @@ fn place_text(value: &ListedValue, abi0: bool) -> String {
             false => "?".to_owned(),
         };
     };
+    place_of(location, value.size)
+}
+
+/// Where a value of `size` bytes is (see [`place_text`]).
+fn place_of(location: &Place, size: u64) -> String {
     match location {
         Place::Registers { pieces } => match pieces.as_slice() {
-            [p] if p.value_offset == 0 && p.size == value.size => p.reg.clone(),
+            [p] if p.value_offset == 0 && p.size == size => p.reg.clone(),
             _ => pieces
                 .iter()
                 .map(|p| format!("{}[{}:{}]", p.reg, p.value_offset, p.value_offset + p.size))
@@ -173,7 +206,7 @@ pub fn header(info: &BinaryInfo) -> String {
         FunctionSource::Symtab => "functions from .symtab",
         FunctionSource::Pclntab => "functions from .gopclntab (no symbol table)",
     };
-    const NEED: &str = "names and probe sites only, signatures and argument locations need DWARF";
+    const NEED: &str = "methods' signatures from the runtime types, other functions' arguments as untyped words from the traceback metadata";
     let types = match (info.dwarf, &info.dwarf_error) {
         (true, _) => format!("signatures from {}", info.debug_source),
         (false, Some(e)) => format!("DWARF unreadable ({e}): {NEED}"),
@@ -194,7 +227,17 @@ pub(crate) fn function_text(out: &mut String, f: &Listed) {
         .as_deref()
         .map_or("", |s| s.trim_start_matches("func"));
     let (name, sig) = (escape_controls(&f.name), escape_controls(sig));
-    let _ = writeln!(out, "{:<10} {name}{sig}", f.entry);
+    let from = match (&f.source, &f.untyped) {
+        (SignatureSource::RuntimeTypes, _) => "  (runtime types)".to_owned(),
+        (SignatureSource::Traceback, Some(u)) => format!(
+            "  (traceback metadata: {} of {} argument words placed{})",
+            u.placed,
+            u.total,
+            if u.incomplete { ", more left out" } else { "" }
+        ),
+        _ => String::new(),
+    };
+    let _ = writeln!(out, "{:<10} {name}{sig}{from}", f.entry);
     if !f.detail {
         return;
     }
@@ -244,6 +287,18 @@ pub(crate) fn function_text(out: &mut String, f: &Listed) {
     }
     for (label, v) in &values {
         let _ = writeln!(out, "    {label:<width$} {}", place_text(v, f.abi0));
+    }
+    for w in f.untyped.iter().flat_map(|u| &u.words) {
+        let label = format!("word +{:#x}", w.offset);
+        let place = match (&w.location, &w.unknown) {
+            (Some(place), _) => place_of(place, w.size),
+            (None, why) => format!("? ({})", why.as_deref().unwrap_or("not known")),
+        };
+        let size = match w.size {
+            1 => "1 byte".to_owned(),
+            n => format!("{n} bytes"),
+        };
+        let _ = writeln!(out, "    {label:<width$} {place} ({size})");
     }
     for site in &f.inlined {
         let at = match site.addr == site.body {

@@ -27,12 +27,8 @@ fn write_value(f: &mut fmt::Formatter<'_>, value: &Value) -> fmt::Result {
         Value::Float(x) => write_float(f, *x),
         Value::Complex(re, im) => {
             f.write_char('(')?;
-            write_float(f, *re)?;
-            if *im >= 0.0 || im.is_nan() {
-                f.write_char('+')?;
-            }
-            write_float(f, *im)?;
-            f.write_str("i)")
+            write_complex(f, *re, *im)?;
+            f.write_char(')')
         }
         Value::String(bytes) => write_string(f, bytes),
         Value::Slice { ptr: 0, .. } => f.write_str("nil"),
@@ -85,7 +81,6 @@ fn write_value(f: &mut fmt::Formatter<'_>, value: &Value) -> fmt::Result {
                 f.write_char('&')?;
                 write_value(f, v)
             }
-            Err(Missing::Unreadable) => write!(f, "({type_name})({addr:#x}) <unreadable>"),
             Err(missing) => {
                 write!(f, "({type_name})({addr:#x}) ")?;
                 write_not_read(f, *missing)
@@ -116,6 +111,12 @@ fn write_value(f: &mut fmt::Formatter<'_>, value: &Value) -> fmt::Result {
                 | Value::Slice { .. }
                 | Value::Map { .. }
                 | Value::Array { .. } => write_value(f, v),
+                // complex64(3+0.25i): the conversion's parentheses are the complex's own.
+                Value::Complex(re, im) => {
+                    write!(f, "{name}(")?;
+                    write_complex(f, *re, *im)?;
+                    f.write_char(')')
+                }
                 scalar => {
                     write!(f, "{name}(")?;
                     write_value(f, scalar)?;
@@ -172,7 +173,22 @@ fn write_value(f: &mut fmt::Formatter<'_>, value: &Value) -> fmt::Result {
             | Missing::LocationExpression,
         ) => f.write_char('?'),
         Value::Unavailable(missing) => write_not_read(f, *missing),
+        // Untyped words, as a Go traceback prints them: `0xa`, `{0x4c10a0, 0x5}`, `...`; a
+        // word whose place is not proven is `?` (JSON says why).
+        Value::Word { bits: Ok(bits), .. } => write!(f, "{bits:#x}"),
+        Value::Word { bits: Err(_), .. } => f.write_char('?'),
+        Value::Words(words) => write_list(f, words.iter(), write_value),
+        Value::Elided => f.write_str("..."),
     }
+}
+
+fn write_complex(f: &mut fmt::Formatter<'_>, re: f64, im: f64) -> fmt::Result {
+    write_float(f, re)?;
+    if im >= 0.0 || im.is_nan() {
+        f.write_char('+')?;
+    }
+    write_float(f, im)?;
+    f.write_char('i')
 }
 
 /// The contents of a slice or map that were not read: `{<not read: beyond --depth>}`.
@@ -336,6 +352,24 @@ mod tests {
     }
 
     /// Issue 9: a value the probe did not read says so, never nil or empty.
+    #[test]
+    fn complex_values_keep_one_pair_of_parentheses() {
+        assert_eq!(go_syntax(&Value::Complex(3.0, 0.25)), "(3+0.25i)");
+        let boxed = Value::Interface {
+            dynamic: Some(("complex64".into(), Ok(Box::new(Value::Complex(3.0, -0.25))))),
+        };
+        assert_eq!(go_syntax(&boxed), "complex64(3-0.25i)");
+        let unreadable = Value::Pointer {
+            type_name: "*main.Point".into(),
+            addr: 0x10,
+            target: Some(Err(Missing::Unreadable)),
+        };
+        assert_eq!(
+            go_syntax(&unreadable),
+            "(*main.Point)(0x10) <not read: unreadable memory>"
+        );
+    }
+
     #[test]
     fn values_not_read_say_why() {
         let not_read = |missing| {

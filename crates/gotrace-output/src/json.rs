@@ -153,6 +153,23 @@ impl Serialize for JsonValue<'_> {
                 | Missing::LocationExpression,
             ) => serializer.serialize_none(),
             Value::Unavailable(missing) => NotRead(*missing, None).serialize(serializer),
+            // An untyped word: where it is in the argument frame, and its bits or why not.
+            Value::Word { offset, size, bits } => {
+                let mut map = serializer.serialize_map(Some(3))?;
+                map.serialize_entry("offset", offset)?;
+                map.serialize_entry("size", size)?;
+                match bits {
+                    Ok(bits) => map.serialize_entry("value", bits)?,
+                    Err(missing) => map.serialize_entry("not_read", missing.short())?,
+                }
+                map.end()
+            }
+            Value::Words(words) => serializer.collect_seq(words.iter().map(JsonValue)),
+            Value::Elided => {
+                let mut map = serializer.serialize_map(Some(1))?;
+                map.serialize_entry("elided", &true)?;
+                map.end()
+            }
         }
     }
 }

@@ -7,7 +7,9 @@ mod call;
 mod clock;
 pub mod funcs;
 mod go_syntax;
+mod graph;
 mod json;
+pub mod nesting;
 pub mod peek;
 mod session;
 mod stats;
@@ -18,6 +20,7 @@ mod tests;
 pub use call::{escape_controls, format_duration};
 pub use clock::Clock;
 pub use go_syntax::{go_syntax, GoSyntax};
+pub use graph::{Timeline, GRAPH_LIMIT};
 pub use session::{
     AttachMethod, Attached, FailedSite, InlinedCopies, LossCause, Lost, Note, Refused, Warning,
 };
@@ -27,6 +30,8 @@ pub use summary::Summary;
 use call::{write_json, write_text};
 use clock::Stamps;
 use gotrace_decode::DecodedCall;
+use gotrace_plan::CallKind;
+use graph::Graph;
 use serde::Serialize;
 use std::io::{self, Write};
 
@@ -68,6 +73,8 @@ pub struct Printer<W: Write> {
     out: W,
     format: Format,
     stamps: Stamps,
+    /// `--graph`, `--timeline`: calls held until their trees are known.
+    graph: Option<Graph>,
 }
 
 impl<W: Write> Printer<W> {
@@ -76,6 +83,48 @@ impl<W: Write> Printer<W> {
             out,
             format,
             stamps: Stamps::new(clock),
+            graph: None,
+        }
+    }
+
+    /// Nests the calls per goroutine: printed as trees by [`Printer::write_graph`] instead of
+    /// as lines when `shown` (`--graph`), and written to `timeline` if given.
+    pub fn set_graph(&mut self, shown: bool, timeline: Option<Timeline>) {
+        if shown || timeline.is_some() {
+            self.graph = Some(Graph::new(shown, timeline));
+        }
+    }
+
+    /// Calls are printed as trees, not as lines.
+    pub fn shows_graph(&self) -> bool {
+        self.graph.as_ref().is_some_and(|g| g.shown)
+    }
+
+    /// Writes the call trees that are ready — every one when `all` (the session is over) —
+    /// to the output (under `--graph`) and the timeline; `on_line` learns what each line
+    /// written reports: a call and how it ended, or `None` for a heading.
+    pub fn write_graph(
+        &mut self,
+        all: bool,
+        on_line: &mut dyn FnMut(Option<CallKind>),
+    ) -> io::Result<()> {
+        match &mut self.graph {
+            Some(graph) => graph.write(&mut self.out, self.format, &mut self.stamps, all, on_line),
+            None => Ok(()),
+        }
+    }
+
+    /// Trees, and calls in them, printed before their caller could be seen (the graph's
+    /// buffer was full).
+    pub fn graph_cut(&self) -> (u64, u64) {
+        self.graph.as_ref().map_or((0, 0), Graph::cut)
+    }
+
+    /// Closes the timeline file's JSON array; the first error writing it, if any.
+    pub fn finish_timeline(&mut self) -> io::Result<()> {
+        match &mut self.graph {
+            Some(graph) => graph.finish_timeline(),
+            None => Ok(()),
         }
     }
 
@@ -97,6 +146,12 @@ impl<W: Write> Printer<W> {
     }
 
     pub fn call(&mut self, call: &DecodedCall<'_>) -> io::Result<()> {
+        if let Some(graph) = &mut self.graph {
+            graph.push(call, self.format, &mut self.stamps);
+            if graph.shown {
+                return Ok(());
+            }
+        }
         let (utc, local, nanos) = self.stamps.at(call.entry_ns);
         match self.format {
             Format::Text => write_text(&mut self.out, call, local, nanos)?,

@@ -44,6 +44,8 @@ pub struct Summary {
     pub not_written_failed: u64,
     /// Calls not written because gotrace stopped while the output was backed up.
     pub not_written_stopped: u64,
+    /// Spans of traced calls `--otlp` did not export (queue full, collector unreachable).
+    pub spans_not_exported: u64,
 }
 
 impl Summary {
@@ -72,6 +74,7 @@ impl Summary {
             sites_failed,
             not_written_failed,
             not_written_stopped,
+            spans_not_exported,
         } = later;
         for (total, add) in [
             (&mut self.calls, calls),
@@ -93,6 +96,7 @@ impl Summary {
             (&mut self.exits_lost, exits_lost),
             (&mut self.not_written_failed, not_written_failed),
             (&mut self.not_written_stopped, not_written_stopped),
+            (&mut self.spans_not_exported, spans_not_exported),
         ] {
             *total += add;
         }
@@ -172,6 +176,10 @@ impl Summary {
                 "process exits not seen (ring buffer full): their calls in flight were timed to the stop",
             ),
             (self.sites_failed as u64, "probe sites failed to attach"),
+            (
+                self.spans_not_exported,
+                "spans not exported (export queue full or OTLP collector unreachable)",
+            ),
             (
                 self.truncated_values,
                 "values truncated to --string-max or --elems",

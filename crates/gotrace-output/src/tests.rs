@@ -162,6 +162,7 @@ fn losses_name_their_cause_as_the_summary_does() {
         LossCause::InflightFull,
         LossCause::ReadFailures,
         LossCause::LostBusy,
+        LossCause::SpansNotExported,
     ] {
         let (_, v) = one(Record::Lost(&Lost { cause, calls: 1 }));
         let summary = serde_json::to_value(Summary::default()).unwrap();
@@ -245,6 +246,8 @@ fn listed(detail: bool) -> Listed {
         sites_error: None,
         refused: None,
         inlined: Vec::new(),
+        source: gotrace_plan::SignatureSource::Dwarf,
+        untyped: None,
         detail,
     }
 }

@@ -61,6 +61,18 @@ pub struct TraceArgs {
     /// types, duration_ns, outcome.
     #[arg(long)]
     pub json: bool,
+    /// Show the calls as a tree per goroutine: each call under the traced call it was made in,
+    /// indented, with its duration, in the order they happened. A tree is printed once its
+    /// outermost call is known: when tracing stops, or, with 100 000 calls waiting, the oldest
+    /// goroutine's, marked. With --json: call lines with `id`, `parent` and `depth`, callers
+    /// first.
+    #[arg(long, conflicts_with = "no_return")]
+    pub graph: bool,
+    /// Write the calls to FILE in the Chrome trace event format (open it in ui.perfetto.dev or
+    /// chrome://tracing): a track per goroutine, a slice per call with its arguments and
+    /// results.
+    #[arg(long, value_name = "FILE", conflicts_with = "no_return")]
+    pub timeline: Option<PathBuf>,
     /// Write this file once every probe is attached (for scripts and tests).
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
@@ -85,11 +97,20 @@ pub struct TraceArgs {
     /// $GOTRACE_DEBUG_PATH and /usr/lib/debug.
     #[arg(long, value_name = "PATH")]
     pub debug_file: Option<PathBuf>,
+    /// Serve Prometheus metrics on this address (`127.0.0.1:9464`) at /metrics: calls by
+    /// function, process and outcome, a latency histogram, calls lost by cause, sites attached.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
+    /// Export each call as an OpenTelemetry span over OTLP/HTTP (protobuf) to this http:// URL
+    /// (`http://127.0.0.1:4318`; /v1/traces is added): nested traced calls on a goroutine are
+    /// parent and child spans. Spans the collector does not take are counted, not retried.
+    #[arg(long, value_name = "URL")]
+    pub otlp: Option<String>,
 }
 
 /// Words on the command line that do not make a command: exit status 2, as clap's own.
 #[derive(Debug)]
-pub struct UsageError(String);
+pub struct UsageError(pub String);
 
 impl std::fmt::Display for UsageError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -12,10 +12,11 @@ use gotrace_binary::types::{Signature, TypeTable, Variable};
 use gotrace_binary::{Arch, Function, GoBinary, VirtAddr};
 use gotrace_output::funcs::{
     BinaryInfo, EntryInfo, InlinedListed, Listed, ListedValue, Place, RegPiece, Site, Sites,
+    UntypedListed, UntypedWordListed,
 };
 use gotrace_output::{Clock, Format, Printer, Record};
 use gotrace_plan::pattern::Pattern;
-use gotrace_plan::PlannedValue;
+use gotrace_plan::{PlannedValue, SignatureSource};
 
 /// What `funcs` found: the binary, then its functions.
 struct Listing {
@@ -114,6 +115,27 @@ fn place(arch: Arch, loc: &Location) -> Place {
     }
 }
 
+/// The argument words `trace` reads for a function without a signature (from its traceback
+/// metadata), each placed or with the reason it is not; `None` when there is no metadata.
+fn untyped(binary: &GoBinary, function: &Function) -> Option<UntypedListed> {
+    let args = binary.untyped_args(function).ok()??;
+    let words: Vec<UntypedWordListed> = args
+        .words()
+        .map(|w| UntypedWordListed {
+            offset: w.offset,
+            size: w.size,
+            location: w.location.as_ref().ok().map(|l| place(binary.arch(), l)),
+            unknown: w.location.as_ref().err().map(|e| e.to_string()),
+        })
+        .collect();
+    Some(UntypedListed {
+        placed: words.iter().filter(|w| w.location.is_some()).count(),
+        total: words.len(),
+        incomplete: args.is_incomplete(),
+        words,
+    })
+}
+
 fn site(function: &Function, addr: VirtAddr) -> Site {
     Site {
         addr: addr.to_string(),
@@ -169,13 +191,22 @@ fn list(binary: &GoBinary, pattern: Option<&str>, with_sites: bool) -> Result<Li
         ),
     };
     let arch = binary.arch();
+    // Without DWARF, methods' signatures come from the runtime type descriptors, as in `trace`.
+    let methods = match (dwarf, &dwarf_error) {
+        (None, None) => binary.runtime_methods().ok(),
+        _ => None,
+    };
     let pattern = pattern.map(Pattern::new);
     let mut functions: Vec<Listed> = binary
         .functions()
         .iter()
         .filter(|f| pattern.as_ref().is_none_or(|p| p.matches(&f.name)))
         .map(|f| {
-            let signature = dwarf.and_then(|d| d.signature(f.entry).map(|s| (s, d.types())));
+            let from_runtime =
+                methods.and_then(|m| m.signatures.get(&f.entry).map(|s| (&s.signature, &m.types)));
+            let signature = dwarf
+                .and_then(|d| d.signature(f.entry).map(|s| (s, d.types())))
+                .or(from_runtime);
             let abi0 = f.name.ends_with(".abi0");
             let values =
                 |vars: &[Variable], located: Option<&[PlannedValue]>, types: &TypeTable| {
@@ -192,8 +223,9 @@ fn list(binary: &GoBinary, pattern: Option<&str>, with_sites: bool) -> Result<Li
                         .collect::<Vec<_>>()
                 };
             // The planner's locations, checked against the argument frame: what `trace` reads.
-            let checked = match (dwarf, abi0) {
-                (Some(d), false) => gotrace_plan::checked_signature(binary, d, f),
+            let checked = match (dwarf, methods, abi0) {
+                (Some(d), _, false) => gotrace_plan::checked_signature(binary, d, f),
+                (None, Some(m), false) => gotrace_plan::runtime_signature(binary, m, f),
                 _ => None,
             };
             let (checked, locations_error) = match checked {
@@ -212,6 +244,17 @@ fn list(binary: &GoBinary, pattern: Option<&str>, with_sites: bool) -> Result<Li
                 )
             });
             let (params, results) = assigned.unzip();
+            // What `trace` falls back to: the traceback metadata's words.
+            let untyped = match (&checked, abi0) {
+                (None, false) => untyped(binary, f),
+                _ => None,
+            };
+            let source = match (&checked, from_runtime, &untyped) {
+                (Some(_), Some(_), _) => SignatureSource::RuntimeTypes,
+                (Some(_), None, _) => SignatureSource::Dwarf,
+                (None, _, Some(_)) => SignatureSource::Traceback,
+                (None, _, None) => SignatureSource::None,
+            };
             let (sites, sites_error) = match with_sites.then(|| sites(binary, f)) {
                 Some(Ok(s)) => (Some(s), None),
                 Some(Err(e)) => (None, Some(e)),
@@ -244,6 +287,8 @@ fn list(binary: &GoBinary, pattern: Option<&str>, with_sites: bool) -> Result<Li
                 } else {
                     Vec::new()
                 },
+                source,
+                untyped,
                 detail: with_sites,
             }
         })
@@ -275,6 +320,8 @@ fn list(binary: &GoBinary, pattern: Option<&str>, with_sites: bool) -> Result<Li
             } else {
                 Vec::new()
             },
+            source: SignatureSource::None,
+            untyped: None,
             detail: with_sites,
         }));
     }

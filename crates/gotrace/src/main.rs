@@ -3,6 +3,7 @@
 mod cli;
 mod debuginfo;
 mod demo;
+mod export;
 mod follow;
 mod funcs;
 mod peek;
@@ -154,6 +155,8 @@ struct PrinterSink {
     messages: &'static Writer,
     /// Calls the sessions reported, written or not: what `--count` counts.
     seen: u64,
+    /// `--metrics` and `--otlp`, fed every call and record.
+    exports: export::Exports,
 }
 
 impl PrinterSink {
@@ -167,6 +170,7 @@ impl PrinterSink {
             stdout,
             messages,
             seen: 0,
+            exports: export::Exports::default(),
         }
     }
 
@@ -194,6 +198,20 @@ impl PrinterSink {
         }
     }
 
+    /// Moves the call trees that are ready (all of them when the session is over) into the
+    /// output, saying what each line reports.
+    fn write_graph(&mut self, all: bool) {
+        let buffered = &mut self.buffered;
+        // Into a Vec: cannot fail; the timeline keeps its own error, reported at the end.
+        let _ = self.printer.write_graph(all, &mut |line| {
+            buffered.push(match line {
+                None => Line::Message,
+                Some(CallKind::Returned | CallKind::Entered | CallKind::Inlined) => Line::Call,
+                Some(_) => Line::Unreturned,
+            })
+        });
+    }
+
     /// Counts what the writer had no room for as not written.
     fn drop_held(&mut self) {
         if let Some(held) = self.held.take() {
@@ -207,6 +225,7 @@ impl PrinterSink {
     fn say_last(&mut self, records: &[Record<'_>], failed: bool) -> Result<(), OutputError> {
         let mut json = Vec::new();
         for record in records {
+            self.exports.record(record);
             let _ = stdio::say(&self.printer.text(record));
             // Into a Vec: cannot fail.
             let _ = self.printer.record(record);
@@ -220,6 +239,7 @@ impl PrinterSink {
 
     /// Waits until `deadline` at most for the output to be written.
     fn finish(&mut self, deadline: Instant) -> Delivery {
+        self.write_graph(true);
         self.hand_over();
         self.drop_held();
         let mut delivery = self.stdout.finish(deadline);
@@ -231,6 +251,12 @@ impl PrinterSink {
 impl trace::CallSink for PrinterSink {
     fn call(&mut self, call: &gotrace_decode::DecodedCall<'_>) {
         self.seen += 1;
+        self.exports.call(call);
+        if self.printer.shows_graph() {
+            // Its line comes with its tree (see `write_graph`). Into a Vec: cannot fail.
+            let _ = self.printer.call(call);
+            return;
+        }
         let line = match call.outcome {
             CallKind::Returned | CallKind::Entered | CallKind::Inlined => Line::Call,
             CallKind::Panicked | CallKind::Exited | CallKind::InFlight | CallKind::Abandoned => {
@@ -247,6 +273,7 @@ impl trace::CallSink for PrinterSink {
     }
 
     fn record(&mut self, record: &Record<'_>) -> Result<(), OutputError> {
+        self.exports.record(record);
         if self.printer.format() == Format::Json && !self.discarding {
             // Into a Vec: cannot fail.
             let _ = self.printer.record(record);
@@ -257,7 +284,21 @@ impl trace::CallSink for PrinterSink {
         stdio::say(&self.printer.text(record))
     }
 
+    fn waits_for_callers(&self) -> bool {
+        self.printer.nests_calls()
+    }
+
+    fn in_flight(&mut self, now: &gotrace_kernel::InFlightNow) {
+        let since = |pid, goid| now.since.get(&(pid, goid)).copied();
+        self.printer.settle_graph(now.at_ns, &since);
+    }
+
     fn flush(&mut self, stopping: bool) -> Flow {
+        self.write_graph(false);
+        if let Some(lost) = self.exports.flush() {
+            // A failed stderr is seen below, as the writer's error.
+            let _ = trace::CallSink::record(self, &Record::Lost(&lost));
+        }
         let room = self.hand_over();
         if self.stdout.error().is_some() || self.messages.error().is_some() {
             return Flow::Closed;
@@ -280,23 +321,36 @@ const MESSAGE_QUEUE: usize = 64 << 10;
 /// How long output still queued when tracing stops may take to be written.
 const DRAIN_GRACE: Duration = Duration::from_secs(1);
 
-fn run_trace(args: TraceArgs) -> Result<()> {
-    // Both streams first: one that cannot be written is an error before anything is attached.
+/// What a tracing command opens first: both streams (one that cannot be written is an error
+/// before anything is attached), the signal handlers, and the sink writing in `json` or text.
+fn open_output(json: bool) -> Result<(PrinterSink, &'static Writer, Signals)> {
     let stdout = Writer::spawn(Stream::Stdout, OUTPUT_QUEUE)?;
     let messages = stdio::install_messages(Writer::spawn(Stream::Stderr, MESSAGE_QUEUE)?);
     let signals = Signals::install()?;
-    let format = if args.json {
-        Format::Json
-    } else {
-        Format::Text
-    };
-    let mut sink = PrinterSink::new(Printer::new(Vec::new(), format, clock()), stdout, messages);
-    let (binary, functions) = args.binary_and_functions()?;
-    let target = match (binary, args.pid) {
-        (_, Some(pid)) => Target::Process(traced_process(pid, &mut sink)?),
+    let format = if json { Format::Json } else { Format::Text };
+    let sink = PrinterSink::new(Printer::new(Vec::new(), format, clock()), stdout, messages);
+    Ok((sink, messages, signals))
+}
+
+/// The target of `BINARY` or `--pid PID`.
+fn target_of(
+    binary: Option<std::path::PathBuf>,
+    pid: Option<u32>,
+    sink: &mut PrinterSink,
+) -> Result<Target> {
+    Ok(match (binary, pid) {
+        (_, Some(pid)) => Target::Process(traced_process(pid, sink)?),
         (Some(binary), None) => Target::Binary(binary),
         (None, None) => anyhow::bail!("give the binary to trace, or --pid PID"),
-    };
+    })
+}
+
+fn run_trace(args: TraceArgs) -> Result<()> {
+    let (mut sink, messages, signals) = open_output(args.json)?;
+    let timeline = args.timeline.as_deref().map(open_timeline).transpose()?;
+    sink.printer.set_graph(args.graph, timeline);
+    let (binary, functions) = args.binary_and_functions()?;
+    let target = target_of(binary, args.pid, &mut sink)?;
     let request = trace::TraceRequest {
         target,
         functions,
@@ -310,6 +364,7 @@ fn run_trace(args: TraceArgs) -> Result<()> {
         count: args.count,
         debug_file: args.debug_file.clone(),
     };
+    sink.exports = export::Exports::start(args.metrics.as_deref(), args.otlp.as_deref(), clock())?;
     // The errors tracing would give first, before the file is watched.
     trace::target_binary(&request.target)?;
     if let Err(no_kernel_access) = gotrace_kernel::check_environment() {
@@ -378,6 +433,11 @@ fn run_trace(args: TraceArgs) -> Result<()> {
     // Probes are detached: a further Ctrl-C need not wait for the output.
     signals.exit_now.store(true, Ordering::SeqCst);
     let delivery = sink.finish(Instant::now() + DRAIN_GRACE);
+    let timeline = finish_graph(
+        &mut sink,
+        args.timeline.as_deref(),
+        delivery.error.is_some(),
+    );
     let mut summary = match result {
         Ok(summary) => summary,
         Err(e) => {
@@ -389,13 +449,54 @@ fn run_trace(args: TraceArgs) -> Result<()> {
     summary.unreturned = delivery.written.unreturned;
     summary.not_written_failed = delivery.failed.calls + delivery.failed.unreturned;
     summary.not_written_stopped = delivery.stopped.calls + delivery.stopped.unreturned;
+    summary.spans_not_exported = sink.exports.finish(Instant::now() + export::GRACE);
     finish_session(
         &mut sink,
         messages,
         &request.target,
         &summary,
         delivery.error,
-    )
+    )?;
+    timeline
+}
+
+/// Creates the `--timeline` file; its JSON array is begun.
+fn open_timeline(path: &std::path::Path) -> Result<gotrace_output::Timeline> {
+    let create = || -> std::io::Result<gotrace_output::Timeline> {
+        let file = std::fs::File::create(path)?;
+        gotrace_output::Timeline::new(Box::new(std::io::BufWriter::new(file)))
+    };
+    create().with_context(|| format!("creating the timeline {}", path.display()))
+}
+
+/// The end of `--graph` and `--timeline`: the timeline's JSON array closed, and said: trees
+/// printed before their caller was seen, where the timeline is. The error writing it, if any.
+fn finish_graph(
+    sink: &mut PrinterSink,
+    timeline: Option<&std::path::Path>,
+    stdout_failed: bool,
+) -> Result<()> {
+    let mut said = Vec::new();
+    let (trees, calls) = sink.printer.graph_cut();
+    if trees > 0 {
+        said.push(Warning::new(format!(
+            "{calls} calls in {trees} trees were printed before their callers returned (--graph holds {} calls): a traced caller is shown without them",
+            gotrace_output::GRAPH_LIMIT
+        )));
+    }
+    let closed = sink.printer.finish_timeline();
+    let notes: Vec<Note> = match (timeline, &closed) {
+        (Some(path), Ok(())) => vec![Note {
+            message: format!("timeline written to {}", path.display()),
+        }],
+        _ => Vec::new(),
+    };
+    let mut records: Vec<Record<'_>> = said.iter().map(Record::Warning).collect();
+    records.extend(notes.iter().map(Record::Note));
+    // A failed output is reported with the summary.
+    let _ = sink.say_last(&records, stdout_failed);
+    let path = timeline.map_or_else(String::new, |p| p.display().to_string());
+    closed.with_context(|| format!("writing the timeline {path}"))
 }
 
 /// A session's last words, once its stdout is done: a note if the traced process exited, then

@@ -3,14 +3,12 @@
 //! histograms at the end. Targets, patterns, refusals, losses and stopping are `trace`'s.
 
 use crate::cli::StatsArgs;
-use crate::stdio::{self, Line, Stream, Writer};
+use crate::stdio::Line;
 use crate::trace::{self, CallSink, Flow, Stop, TraceRequest};
-use crate::{clock, traced_process, PrinterSink, Signals};
+use crate::PrinterSink;
 use anyhow::Result;
 use gotrace_kernel::{Counters, Session, Target, Waiter, Wake};
-use gotrace_output::{
-    ErrorCount, Format, LatencyHistogram, Printer, Record, Stats, StatsRow, Summary,
-};
+use gotrace_output::{ErrorCount, LatencyHistogram, Record, Stats, StatsRow, Summary};
 use gotrace_plan::stats::{error_result, ErrorResult, FunctionStats};
 use gotrace_plan::{ProbePlan, Recipe};
 use std::cell::RefCell;
@@ -254,21 +252,9 @@ fn run(
 
 /// `gotrace stats`.
 pub fn run_cli(args: StatsArgs) -> Result<()> {
-    let stdout = Writer::spawn(Stream::Stdout, crate::OUTPUT_QUEUE)?;
-    let messages = stdio::install_messages(Writer::spawn(Stream::Stderr, crate::MESSAGE_QUEUE)?);
-    let signals = Signals::install()?;
-    let format = if args.json {
-        Format::Json
-    } else {
-        Format::Text
-    };
-    let mut sink = PrinterSink::new(Printer::new(Vec::new(), format, clock()), stdout, messages);
+    let (mut sink, messages, signals) = crate::open_output(args.json)?;
     let (binary, functions) = args.binary_and_functions()?;
-    let target = match (binary, args.pid) {
-        (_, Some(pid)) => Target::Process(traced_process(pid, &mut sink)?),
-        (Some(binary), None) => Target::Binary(binary),
-        (None, None) => anyhow::bail!("give the binary to trace, or --pid PID"),
-    };
+    let target = crate::target_of(binary, args.pid, &mut sink)?;
     let request = TraceRequest {
         target,
         functions,

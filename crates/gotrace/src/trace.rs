@@ -133,10 +133,7 @@ pub fn run(
         sink.record(&Record::Warning(&Warning::new(warning.to_string())))?;
     }
     let empty_types = gotrace_binary::types::TypeTable::default();
-    let types = match binary.dwarf() {
-        Ok(Some(d)) => d.types(),
-        _ => &empty_types,
-    };
+    let types = gotrace_plan::signature_types(&binary).unwrap_or(&empty_types);
     let decoder = Decoder::new(&plan, types, binary.runtime_types().unwrap_or_default());
 
     // Opened before attaching, so a process exiting meanwhile still ends the session cleanly;
@@ -215,12 +212,14 @@ pub fn run(
     Ok(summary)
 }
 
-/// Attaches the plan's probes, saying what could not be attached.
-fn attach(
+/// Attaches the plan's probes, saying what could not be attached. With `stats` (where each
+/// function's `error` result is), calls are counted in the kernel instead of reported.
+pub(crate) fn attach(
     request: &TraceRequest,
     plan: &ProbePlan,
     path: &Path,
     sink: &mut dyn CallSink,
+    stats: Option<&[gotrace_plan::stats::ErrorResult]>,
 ) -> Result<(Session, AttachReport)> {
     let site_count = plan.all_sites().count();
     if site_count >= LARGE_PLAN {
@@ -447,7 +446,9 @@ pub(crate) fn attached(plan: &ProbePlan, report: &AttachReport, binary: &Path) -
         },
         elapsed_ns: u64::try_from(report.elapsed.as_nanos()).unwrap_or(u64::MAX),
         signatures: match &plan.debug_source {
-            gotrace_binary::DebugSource::None => "no signatures (no DWARF)".to_owned(),
+            gotrace_binary::DebugSource::None => {
+                format!("no DWARF; signatures: {}", plan.signature_sources())
+            }
             source => format!("signatures from {source}"),
         },
         refused: plan

@@ -22,6 +22,8 @@ pub enum Tracer {
     Floor,
     /// The real `gotrace trace --json` CLI.
     Gotrace,
+    /// The real `gotrace stats --json` CLI: counted in the kernel, no record per call.
+    GotraceStats,
     /// The seed's bpftrace one-liner (entry `uprobe` at the symbol, `uretprobe` for returns).
     Bpftrace {
         async_preempt_off: bool,
@@ -69,6 +71,10 @@ impl Row {
             Tracer::Floor => format!("floor (empty BPF), {probes}"),
             Tracer::Gotrace if self.probes == Probes::EntryOnly => "gotrace --no-return".into(),
             Tracer::Gotrace => "gotrace, full".into(),
+            Tracer::GotraceStats if self.probes == Probes::EntryOnly => {
+                "gotrace stats --no-return".into()
+            }
+            Tracer::GotraceStats => "gotrace stats".into(),
             Tracer::Bpftrace { async_preempt_off } => {
                 let style = if self.probes == Probes::Full {
                     "one-liner"
@@ -180,6 +186,10 @@ impl FunctionBench {
         let overhead_of = |tracer, probes| self.find(tracer, probes).and_then(|r| self.overhead(r));
         let gotrace_full = overhead_of(Tracer::Gotrace, Probes::Full);
         let gotrace_entry = overhead_of(Tracer::Gotrace, Probes::EntryOnly);
+        let floor_full = overhead_of(Tracer::Floor, Probes::Full);
+        let floor_entry = overhead_of(Tracer::Floor, Probes::EntryOnly);
+        let stats_full = overhead_of(Tracer::GotraceStats, Probes::Full);
+        let stats_entry = overhead_of(Tracer::GotraceStats, Probes::EntryOnly);
         let bpftrace_overhead = |probes| self.bpftrace(probes).and_then(|r| self.overhead(r));
         let label = |probes| match self.bpftrace(probes).map(|r| r.tracer) {
             Some(Tracer::Bpftrace {
@@ -216,6 +226,16 @@ impl FunctionBench {
                 ),
                 value: bpftrace_overhead(Probes::EntryOnly).and_then(|b| divide(b, gotrace_entry?)),
                 goal: Goal::AtLeast(20.0),
+            },
+            Ratio {
+                name: format!("{f}: gotrace stats / floor full (overhead)"),
+                value: stats_full.and_then(|g| divide(g, floor_full?)),
+                goal: Goal::AtMost(1.1),
+            },
+            Ratio {
+                name: format!("{f}: gotrace stats --no-return / floor entry-only (overhead)"),
+                value: stats_entry.and_then(|g| divide(g, floor_entry?)),
+                goal: Goal::AtMost(1.2),
             },
         ]
     }
@@ -398,6 +418,8 @@ mod tests {
                 row(Tracer::Floor, Probes::EntryOnly, Some(604.0), "ok"),
                 row(Tracer::Gotrace, Probes::Full, Some(12_004.0), "ok"),
                 row(Tracer::Gotrace, Probes::EntryOnly, Some(904.0), "ok"),
+                row(Tracer::GotraceStats, Probes::Full, Some(11_004.0), "ok"),
+                row(Tracer::GotraceStats, Probes::EntryOnly, Some(704.0), "ok"),
                 row(
                     Tracer::Bpftrace {
                         async_preempt_off: false,
@@ -442,13 +464,18 @@ mod tests {
         assert!(r[2].name.contains("asyncpreemptoff"));
         assert!((value(3) - 12_000.0 / 900.0).abs() < 1e-9);
         assert_eq!(r[3].met(), Some(false));
+        // gotrace stats against the floor of its own probes.
+        assert!((value(4) - 11_000.0 / 10_600.0).abs() < 1e-9);
+        assert_eq!(r[4].met(), Some(true));
+        assert!((value(5) - 700.0 / 600.0).abs() < 1e-9);
+        assert_eq!(r[5].met(), Some(true));
     }
 
     #[test]
     fn table_shows_every_run_and_who_was_harmed() {
         let table = recorded().table();
         let lines: Vec<&str> = table.lines().collect();
-        assert_eq!(lines.len(), 2 + 8, "{table}");
+        assert_eq!(lines.len(), 2 + 10, "{table}");
         assert!(lines[0].starts_with("| mode "), "{table}");
         assert!(
             lines
@@ -467,6 +494,14 @@ mod tests {
             "{gotrace}"
         );
         assert!(gotrace.contains("1000 / 1000 (0 lost)"), "{gotrace}");
+        let stats = lines
+            .iter()
+            .find(|l| l.starts_with("| gotrace stats --no-return "))
+            .unwrap();
+        assert!(
+            stats.contains("| 700 ") && stats.contains("| 1.17 "),
+            "{stats}"
+        );
         let killed = lines
             .iter()
             .find(|l| l.starts_with("| bpftrace one-liner  "))

@@ -236,6 +236,15 @@ static __always_inline void save_int_regs(__u64 *out, struct pt_regs *ctx)
 
 /* ---- Counting in the kernel (stats mode) ---- */
 
+/* Where each of Go's integer argument registers is in pt_regs, in ABI order. */
+static const __u16 int_reg_offsets[GT_INT_REGS] = {
+	__builtin_offsetof(struct pt_regs, rax), __builtin_offsetof(struct pt_regs, rbx),
+	__builtin_offsetof(struct pt_regs, rcx), __builtin_offsetof(struct pt_regs, rdi),
+	__builtin_offsetof(struct pt_regs, rsi), __builtin_offsetof(struct pt_regs, r8),
+	__builtin_offsetof(struct pt_regs, r9), __builtin_offsetof(struct pt_regs, r10),
+	__builtin_offsetof(struct pt_regs, r11),
+};
+
 /* Whether the function's `error` result is non-nil at this RET (its itab word is not 0). */
 static __always_inline int error_returned(struct pt_regs *ctx, __u32 func)
 {
@@ -245,20 +254,13 @@ static __always_inline int error_returned(struct pt_regs *ctx, __u32 func)
 	__u64 word = 0;
 	switch (where->at) {
 	case GT_ERROR_REG:
-		/* A switch, not a copy of the registers: the verifier allows no computed offset
-		 * into the context, and a copy would push the probe past the 512-byte stack. */
-		switch (where->reg) {
-		case 0: word = ctx->rax; break;
-		case 1: word = ctx->rbx; break;
-		case 2: word = ctx->rcx; break;
-		case 3: word = ctx->rdi; break;
-		case 4: word = ctx->rsi; break;
-		case 5: word = ctx->r8; break;
-		case 6: word = ctx->r9; break;
-		case 7: word = ctx->r10; break;
-		case 8: word = ctx->r11; break;
-		default: return 0;
-		}
+		/* Read through a helper: the verifier allows no computed offset into the context
+		 * (clang turns a switch over registers into one), and a copy of the registers
+		 * would push the probe past the 512-byte stack. */
+		if (where->reg >= GT_INT_REGS ||
+		    bpf_probe_read_kernel(&word, sizeof(word),
+					  (void *)ctx + int_reg_offsets[where->reg]))
+			return 0;
 		break;
 	case GT_ERROR_STACK:
 		if (bpf_probe_read_user(&word, sizeof(word), (void *)(ctx->rsp + where->sp_offset)))

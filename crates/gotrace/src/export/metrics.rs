@@ -1,0 +1,365 @@
+//! `--metrics ADDR`: `/metrics` in the Prometheus text exposition format. The event path counts
+//! into a map of its own and, at most every [`PUBLISH_INTERVAL`], copies it into a snapshot
+//! taken with `try_lock`: a scrape encoding the snapshot never makes the event path wait.
+
+use anyhow::{Context, Result};
+use gotrace_decode::DecodedCall;
+use gotrace_output::{LossCause, Record};
+use gotrace_plan::CallKind;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// How often the event path's counts are copied for scrapes.
+const PUBLISH_INTERVAL: Duration = Duration::from_millis(50);
+/// Processes with a `pid` label of their own; calls of any further process are counted under
+/// `pid="other"`, so a binary restarted over and over cannot grow the series without bound.
+const MAX_PIDS: usize = 32;
+/// Upper bounds of the latency buckets, in nanoseconds: the conventional 1-2.5-5 steps, from
+/// 1 µs (a call of a few instructions under a probe) to 10 s.
+const BUCKETS_NS: [u64; 22] = [
+    1_000,
+    2_500,
+    5_000,
+    10_000,
+    25_000,
+    50_000,
+    100_000,
+    250_000,
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+];
+/// Outcomes as the JSON output names them, in [`outcome_index`] order.
+const OUTCOMES: [&str; 7] = [
+    "returned",
+    "entered",
+    "inlined",
+    "panicked",
+    "exited",
+    "in_flight",
+    "abandoned",
+];
+
+fn outcome_index(kind: CallKind) -> usize {
+    match kind {
+        CallKind::Returned => 0,
+        CallKind::Entered => 1,
+        CallKind::Inlined => 2,
+        CallKind::Panicked => 3,
+        CallKind::Exited => 4,
+        CallKind::InFlight => 5,
+        CallKind::Abandoned => 6,
+    }
+}
+
+/// One function's counts in one process.
+#[derive(Clone, Debug)]
+struct FunctionCounts {
+    outcomes: [u64; OUTCOMES.len()],
+    /// Returned calls per latency bucket; the last is +Inf.
+    buckets: [u64; BUCKETS_NS.len() + 1],
+    sum_ns: u128,
+}
+
+impl Default for FunctionCounts {
+    fn default() -> Self {
+        FunctionCounts {
+            outcomes: [0; OUTCOMES.len()],
+            buckets: [0; BUCKETS_NS.len() + 1],
+            sum_ns: 0,
+        }
+    }
+}
+
+/// Everything `/metrics` shows.
+#[derive(Clone, Debug, Default)]
+struct Counts {
+    binary: String,
+    sites_attached: u64,
+    sites_failed: u64,
+    /// By `pid` label, then function.
+    processes: BTreeMap<String, BTreeMap<String, FunctionCounts>>,
+    /// Calls lost, by the summary's name of the cause.
+    lost: BTreeMap<&'static str, u64>,
+    spans_not_exported: u64,
+}
+
+pub struct Metrics {
+    counts: Counts,
+    /// The `pid` label of each process seen.
+    pid_labels: HashMap<u32, String>,
+    snapshot: Arc<Mutex<Counts>>,
+    changed: bool,
+    published: Instant,
+}
+
+impl Metrics {
+    /// Serves `/metrics` on `addr` from a thread of its own until gotrace exits.
+    pub fn serve(addr: SocketAddr) -> Result<Metrics> {
+        let server = tiny_http::Server::http(addr)
+            .map_err(|e| anyhow::anyhow!("{e}"))
+            .with_context(|| format!("serving --metrics on {addr}"))?;
+        let snapshot = Arc::new(Mutex::new(Counts::default()));
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Snapshot(Arc::clone(&snapshot))));
+        std::thread::Builder::new()
+            .name("metrics".into())
+            .spawn(move || answer_scrapes(&server, &registry))
+            .context("starting the metrics server")?;
+        Ok(Metrics {
+            counts: Counts::default(),
+            pid_labels: HashMap::new(),
+            snapshot,
+            changed: true,
+            published: Instant::now(),
+        })
+    }
+
+    pub fn call(&mut self, call: &DecodedCall<'_>) {
+        let labels = self.pid_labels.len();
+        let pid = self
+            .pid_labels
+            .entry(call.pid)
+            .or_insert_with(|| match labels < MAX_PIDS {
+                true => call.pid.to_string(),
+                false => "other".to_owned(),
+            });
+        let functions = match self.counts.processes.get_mut(pid.as_str()) {
+            Some(functions) => functions,
+            None => self.counts.processes.entry(pid.clone()).or_default(),
+        };
+        let counts = match functions.get_mut(call.function) {
+            Some(counts) => counts,
+            None => functions.entry(call.function.to_owned()).or_default(),
+        };
+        counts.outcomes[outcome_index(call.outcome)] += 1;
+        if call.outcome == CallKind::Returned {
+            if let Some(ns) = call.duration_ns() {
+                counts.buckets[BUCKETS_NS.partition_point(|&bound| bound < ns)] += 1;
+                counts.sum_ns += u128::from(ns);
+            }
+        }
+        self.changed = true;
+    }
+
+    pub fn record(&mut self, record: &Record<'_>) {
+        match record {
+            Record::Attached(a) => {
+                self.counts.binary.clone_from(&a.binary);
+                self.counts.sites_attached = a.sites as u64;
+                self.counts.sites_failed = a.sites_failed as u64;
+            }
+            // Counts of the current session; the summary has the totals.
+            Record::Lost(lost) => {
+                let name = match lost.cause {
+                    LossCause::LostRingFull => "lost_ring_full",
+                    LossCause::InflightFull => "inflight_full",
+                    LossCause::ReadFailures => "read_failures",
+                    LossCause::LostBusy => "lost_busy",
+                    // Counted apart: the calls themselves were traced.
+                    LossCause::SpansNotExported => return,
+                };
+                let total = self.counts.lost.entry(name).or_default();
+                *total = (*total).max(lost.calls);
+            }
+            Record::Summary(s) => {
+                for (name, n) in [
+                    ("lost_ring_full", s.lost_ring_full),
+                    ("inflight_full", s.inflight_full),
+                    ("read_failures", s.read_failures),
+                    ("lost_busy", s.lost_busy),
+                    ("not_written_failed", s.not_written_failed),
+                    ("not_written_stopped", s.not_written_stopped),
+                ] {
+                    self.counts.lost.insert(name, n);
+                }
+                self.counts.spans_not_exported = s.spans_not_exported;
+                self.publish_now();
+                return;
+            }
+            _ => return,
+        }
+        self.changed = true;
+    }
+
+    pub fn spans_not_exported(&mut self, n: u64) {
+        if n != self.counts.spans_not_exported {
+            self.counts.spans_not_exported = n;
+            self.changed = true;
+        }
+    }
+
+    /// Copies the counts for scrapes, unless one is encoding them right now (next time then)
+    /// or they were copied less than [`PUBLISH_INTERVAL`] ago.
+    pub fn publish(&mut self, now: Instant) {
+        if !self.changed || now.duration_since(self.published) < PUBLISH_INTERVAL {
+            return;
+        }
+        if let Ok(mut snapshot) = self.snapshot.try_lock() {
+            snapshot.clone_from(&self.counts);
+            self.changed = false;
+            self.published = now;
+        }
+    }
+
+    /// Copies the counts for scrapes, waiting for a scrape under way: the last counts.
+    pub fn publish_now(&mut self) {
+        let mut snapshot = self.snapshot.lock().unwrap_or_else(PoisonError::into_inner);
+        snapshot.clone_from(&self.counts);
+        self.changed = false;
+    }
+}
+
+fn answer_scrapes(server: &tiny_http::Server, registry: &Registry) {
+    for request in server.incoming_requests() {
+        let response =
+            match request.url() {
+                "/metrics" => {
+                    let mut text = String::new();
+                    match prometheus_client::encoding::text::encode(&mut text, registry) {
+                        Ok(()) => {
+                            tiny_http::Response::from_string(text).with_header(tiny_http::Header {
+                                field: "Content-Type".parse().expect("a valid header name"),
+                                value: "text/plain; version=0.0.4; charset=utf-8"
+                                    .parse()
+                                    .expect("a valid header value"),
+                            })
+                        }
+                        Err(_) => tiny_http::Response::from_string("encoding failed")
+                            .with_status_code(500),
+                    }
+                }
+                _ => tiny_http::Response::from_string("gotrace serves /metrics\n")
+                    .with_status_code(404),
+            };
+        // A scraper that went away: nothing to do about it.
+        let _ = request.respond(response);
+    }
+}
+
+/// The published counts, encoded at each scrape.
+#[derive(Debug)]
+struct Snapshot(Arc<Mutex<Counts>>);
+
+impl prometheus_client::collector::Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let binary = counts.binary.as_str();
+        {
+            let mut calls = encoder.encode_descriptor(
+                "gotrace_calls",
+                "Calls of traced functions, by how they ended.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (pid, functions) in &counts.processes {
+                for (function, c) in functions {
+                    for (outcome, n) in OUTCOMES.iter().zip(c.outcomes) {
+                        if n == 0 {
+                            continue;
+                        }
+                        let labels = [
+                            ("binary", binary),
+                            ("function", function.as_str()),
+                            ("pid", pid.as_str()),
+                            ("outcome", outcome),
+                        ];
+                        calls
+                            .encode_family(&labels)?
+                            .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+                    }
+                }
+            }
+        }
+        {
+            let mut latency = encoder.encode_descriptor(
+                "gotrace_call_duration",
+                "Latency of the calls that returned, from the kernel's timestamps.",
+                Some(&Unit::Seconds),
+                MetricType::Histogram,
+            )?;
+            for (pid, functions) in &counts.processes {
+                for (function, c) in functions {
+                    let count: u64 = c.buckets.iter().sum();
+                    if count == 0 {
+                        continue;
+                    }
+                    let buckets: Vec<(f64, u64)> = BUCKETS_NS
+                        .iter()
+                        .map(|&ns| ns as f64 / 1e9)
+                        .chain([f64::MAX])
+                        .zip(c.buckets)
+                        .collect();
+                    let labels = [
+                        ("binary", binary),
+                        ("function", function.as_str()),
+                        ("pid", pid.as_str()),
+                    ];
+                    latency
+                        .encode_family(&labels)?
+                        .encode_histogram::<NoLabelSet>(
+                            c.sum_ns as f64 / 1e9,
+                            count,
+                            &buckets,
+                            None,
+                        )?;
+                }
+            }
+        }
+        {
+            let mut lost = encoder.encode_descriptor(
+                "gotrace_calls_lost",
+                "Calls that started and were not traced, by cause.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (cause, n) in &counts.lost {
+                lost.encode_family(&[("binary", binary), ("cause", cause)])?
+                    .encode_counter::<NoLabelSet, _, u64>(n, None)?;
+            }
+        }
+        encoder
+            .encode_descriptor(
+                "gotrace_spans_not_exported",
+                "Spans dropped: the export queue was full or the OTLP collector did not take them.",
+                None,
+                MetricType::Counter,
+            )?
+            .encode_family(&[("binary", binary)])?
+            .encode_counter::<NoLabelSet, _, u64>(&counts.spans_not_exported, None)?;
+        for (name, help, n) in [
+            (
+                "gotrace_sites_attached",
+                "Probe sites attached.",
+                counts.sites_attached,
+            ),
+            (
+                "gotrace_sites_failed",
+                "Probe sites that failed to attach.",
+                counts.sites_failed,
+            ),
+        ] {
+            encoder
+                .encode_descriptor(name, help, None, MetricType::Gauge)?
+                .encode_family(&[("binary", binary)])?
+                .encode_gauge(&n)?;
+        }
+        Ok(())
+    }
+}
