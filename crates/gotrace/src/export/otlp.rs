@@ -1,14 +1,15 @@
 //! `--otlp URL`: each call as an OpenTelemetry span, sent over OTLP/HTTP (protobuf) to
 //! `URL/v1/traces` in batches by a thread of its own.
 //!
-//! Calls arrive when they end, an inner call before the one enclosing it. A call on a
-//! goroutine ends after every call that began and ended on that goroutine while it ran, so
-//! when it arrives, the goroutine's calls held since its start are its children. A call is
-//! held until a call enclosing it arrives, or for [`HOLD`] at most (then it is the root of a
-//! trace: a call enclosing it that ends later starts a trace of its own).
+//! Calls nest as `--graph` nests them (gotrace-output's [`Nesting`]): a traced call inside
+//! another's time on the same goroutine is its child span. Calls arrive when they end, an inner
+//! call before its caller, so a call waits for its caller until it began [`HOLD`] ago (then it
+//! is the root of a trace: a caller that ends later starts a trace of its own), or until
+//! [`MAX_HELD`] calls wait (then the oldest goroutine's go).
 
 use crate::cli::UsageError;
 use gotrace_decode::{DecodedCall, NamedValue, Value};
+use gotrace_output::nesting::{Goroutine, Nesting, Node};
 use gotrace_output::{Clock, GoSyntax, Record};
 use gotrace_plan::CallKind;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -18,7 +19,6 @@ use opentelemetry_proto::tonic::trace::v1::{
     span::SpanKind, status::StatusCode, ResourceSpans, ScopeSpans, Span, Status,
 };
 use prost::Message;
-use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -33,7 +33,7 @@ const BATCH: usize = 512;
 const LINGER: Duration = Duration::from_millis(200);
 /// How long a request may take before its spans are counted as not exported.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long a call waits for a call enclosing it before it is exported as a root.
+/// How long after it began a call may still get a caller; after that it is exported as a root.
 const HOLD: Duration = Duration::from_secs(2);
 /// Calls held for a parent at most, over all goroutines; beyond, the oldest go as roots.
 const MAX_HELD: usize = 16_384;
@@ -58,19 +58,6 @@ pub fn endpoint(url: &str) -> Result<String, UsageError> {
     })
 }
 
-/// A span and the spans of the calls it enclosed, held until its trace is known.
-struct Held {
-    span: Span,
-    children: Vec<Held>,
-    arrived: Instant,
-}
-
-impl Held {
-    fn size(&self) -> usize {
-        1 + self.children.iter().map(Held::size).sum::<usize>()
-    }
-}
-
 /// What the export thread is given: a span and the binary it was traced in.
 struct Item {
     service: Arc<str>,
@@ -81,9 +68,8 @@ pub struct Otlp {
     clock: Clock,
     /// The traced binary's file name: the spans' `service.name`.
     service: Arc<str>,
-    /// Per (pid, goid), calls held for a parent, in the order they ended.
-    held: HashMap<(u32, u64), Vec<Held>>,
-    held_count: usize,
+    /// Calls waiting for their caller.
+    nesting: Nesting<Span>,
     ids: Ids,
     queue: Option<SyncSender<Item>>,
     /// Spans made, and those the collector took.
@@ -114,8 +100,7 @@ impl Otlp {
         Otlp {
             clock,
             service: Arc::from("gotrace"),
-            held: HashMap::new(),
-            held_count: 0,
+            nesting: Nesting::new(MAX_HELD),
             ids: Ids::new(),
             queue: thread.is_some().then_some(queue),
             made: 0,
@@ -136,57 +121,25 @@ impl Otlp {
     pub fn call(&mut self, call: &DecodedCall<'_>) {
         self.made += 1;
         let span = self.span(call);
-        let key = (call.pid, call.goid);
-        let siblings = self.held.entry(key).or_default();
-        // Calls with no duration (entries, inlined calls) enclose nothing.
-        let first_child = match call.duration_ns() {
-            Some(_) => siblings
-                .partition_point(|h| h.span.start_time_unix_nano < span.start_time_unix_nano),
-            None => siblings.len(),
-        };
-        let mut children: Vec<Held> = siblings.drain(first_child..).collect();
-        for child in &mut children {
-            child.span.parent_span_id.clone_from(&span.span_id);
-        }
-        siblings.push(Held {
-            span,
-            children,
-            arrived: Instant::now(),
-        });
-        self.held_count += 1;
+        // A call that did not return ended after every call reported before it that began
+        // after it (Nesting works that out).
+        let end = call
+            .duration_ns()
+            .map(|ns| call.entry_ns.saturating_add(ns));
+        let goroutine = Goroutine::of(call.pid, call.goid, call.tid);
+        self.nesting.push(goroutine, call.entry_ns, end, span);
     }
 
-    /// End of a batch: exports the calls held for [`HOLD`] as roots (the oldest too while more
-    /// than [`MAX_HELD`] are held). Spans not exported so far.
+    /// End of a batch: exports the trees no caller can still come for (their root began
+    /// [`HOLD`] ago), and those let out because too many calls waited. Spans not exported so
+    /// far.
     pub fn flush(&mut self) -> u64 {
-        let now = Instant::now();
-        let mut roots = Vec::new();
-        self.held.retain(|_, calls| {
-            let old = calls.partition_point(|h| now.duration_since(h.arrived) >= HOLD);
-            roots.extend(calls.drain(..old));
-            !calls.is_empty()
-        });
-        // Calls still held once these roots are sent.
-        let mut kept = self.held_count - roots.iter().map(Held::size).sum::<usize>();
-        if kept > MAX_HELD {
-            let mut oldest: Vec<((u32, u64), Instant)> = self
-                .held
-                .iter()
-                .filter_map(|(k, calls)| calls.first().map(|h| (*k, h.arrived)))
-                .collect();
-            oldest.sort_by_key(|(_, arrived)| *arrived);
-            for (key, _) in oldest {
-                if kept <= MAX_HELD {
-                    break;
-                }
-                if let Some(calls) = self.held.remove(&key) {
-                    kept -= calls.iter().map(Held::size).sum::<usize>();
-                    roots.extend(calls);
-                }
-            }
-        }
-        for root in roots {
-            self.send_tree(root);
+        let now = self.monotonic_now_ns();
+        let hold = u64::try_from(HOLD.as_nanos()).unwrap_or(u64::MAX);
+        self.nesting
+            .release_settled(now.saturating_sub(hold), |_, _| None);
+        for tree in self.nesting.take_ready() {
+            self.send_tree(tree.root);
         }
         self.shared.dropped.load(Ordering::Relaxed)
     }
@@ -194,9 +147,8 @@ impl Otlp {
     /// Exports everything held and waits until `deadline` at most for the collector to take
     /// it. Spans not exported, all told.
     pub fn finish(&mut self, deadline: Instant) -> u64 {
-        let held: Vec<Held> = self.held.drain().flat_map(|(_, calls)| calls).collect();
-        for root in held {
-            self.send_tree(root);
+        for tree in self.nesting.finish() {
+            self.send_tree(tree.root);
         }
         // The thread ends once it has sent what the queue holds.
         self.queue = None;
@@ -209,17 +161,26 @@ impl Otlp {
         self.made - self.shared.exported.load(Ordering::SeqCst)
     }
 
-    /// Gives a call and what it enclosed one new trace id, and queues them.
-    fn send_tree(&mut self, root: Held) {
-        let trace_id = self.ids.trace();
-        let mut stack = vec![root];
-        while let Some(mut held) = stack.pop() {
-            self.held_count = self.held_count.saturating_sub(1);
-            held.span.trace_id.clone_from(&trace_id);
-            stack.append(&mut held.children);
+    /// Gives a call and what it enclosed one new trace id, and queues them: each span's id
+    /// and its parent's come from the calls' ids in the nesting.
+    fn send_tree(&mut self, root: Node<Span>) {
+        let trace_id = self.ids.trace(root.id);
+        let mut stack = vec![(root, None)];
+        while let Some((node, parent)) = stack.pop() {
+            let mut span = node.item;
+            span.trace_id.clone_from(&trace_id);
+            span.span_id = self.ids.span(node.id);
+            if let Some(parent) = parent {
+                span.parent_span_id = self.ids.span(parent);
+            }
+            if !node.returned {
+                // Ended with its last traced callee, as far as anyone can tell.
+                span.end_time_unix_nano = self.unix_ns(node.end_ns);
+            }
+            stack.extend(node.children.into_iter().map(|c| (c, Some(node.id))));
             let item = Item {
                 service: Arc::clone(&self.service),
-                span: held.span,
+                span,
             };
             let sent = match &self.queue {
                 Some(queue) => match queue.try_send(item) {
@@ -281,7 +242,6 @@ impl Otlp {
             _ => None,
         };
         Span {
-            span_id: self.ids.span(),
             name: call.function.to_owned(),
             kind: SpanKind::Internal as i32,
             start_time_unix_nano: start,
@@ -297,6 +257,15 @@ impl Otlp {
     /// convert it.
     fn unix_ns(&self, monotonic_ns: u64) -> u64 {
         let ns = i128::from(monotonic_ns) + self.clock.realtime_minus_monotonic_ns;
+        u64::try_from(ns.max(0)).unwrap_or(u64::MAX)
+    }
+
+    /// Now on the kernel's clock, through the same offset.
+    fn monotonic_now_ns(&self) -> u64 {
+        let unix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let ns = i128::try_from(unix).unwrap_or(i128::MAX) - self.clock.realtime_minus_monotonic_ns;
         u64::try_from(ns.max(0)).unwrap_or(u64::MAX)
     }
 }
@@ -345,39 +314,34 @@ fn attribute(key: &str, value: any_value::Value) -> KeyValue {
     }
 }
 
-/// Span and trace ids: a counter through a randomly keyed hash, never zero (an invalid id).
+/// Span and trace ids from the nesting's call ids through a randomly keyed hash (ids differ
+/// between runs and processes), never zero (an invalid id).
 struct Ids {
     keys: std::collections::hash_map::RandomState,
-    next: u64,
 }
 
 impl Ids {
     fn new() -> Ids {
         Ids {
             keys: std::collections::hash_map::RandomState::new(),
-            next: 0,
         }
     }
 
-    fn word(&mut self) -> u64 {
-        loop {
-            self.next += 1;
-            let mut h = self.keys.build_hasher();
-            h.write_u64(self.next);
-            let word = h.finish();
-            if word != 0 {
-                return word;
-            }
-        }
+    fn word(&self, space: u8, id: u64) -> u64 {
+        let mut h = self.keys.build_hasher();
+        h.write_u8(space);
+        h.write_u64(id);
+        h.finish().max(1)
     }
 
-    fn span(&mut self) -> Vec<u8> {
-        self.word().to_be_bytes().to_vec()
+    fn span(&self, call: u64) -> Vec<u8> {
+        self.word(0, call).to_be_bytes().to_vec()
     }
 
-    fn trace(&mut self) -> Vec<u8> {
-        let mut id = self.word().to_be_bytes().to_vec();
-        id.extend_from_slice(&self.word().to_be_bytes());
+    /// The trace of the tree whose outermost call is `root`.
+    fn trace(&self, root: u64) -> Vec<u8> {
+        let mut id = self.word(1, root).to_be_bytes().to_vec();
+        id.extend_from_slice(&self.word(2, root).to_be_bytes());
         id
     }
 }
