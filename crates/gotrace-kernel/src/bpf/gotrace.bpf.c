@@ -957,7 +957,8 @@ static __always_inline int on_entry_only(struct pt_regs *ctx, __u64 cookie, __u3
 
 static __always_inline int on_site(struct pt_regs *ctx)
 {
-	__u64 now = bpf_ktime_get_ns();
+	/* Counting entries takes no time stamp. */
+	__u64 now = stats_mode && entry_only ? 0 : bpf_ktime_get_ns();
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
 	__u32 tgid = pid_tgid >> 32;
 	if (target_tgid && tgid != target_tgid)
@@ -969,6 +970,12 @@ static __always_inline int on_site(struct pt_regs *ctx)
 			count(GT_STAT_GROWTH_SKIPPED);
 		return 0;
 	}
+	/* Counting entries needs nothing from the goroutine: the cheapest path of all. Not even
+	 * the stop flag: what is counted until the probes are gone is read after they are. */
+	if (stats_mode && (entry_only || kind == GT_SITE_INLINED)) {
+		stat_entered(GT_COOKIE_FUNC(cookie));
+		return 0;
+	}
 	int starts_call =
 		kind == GT_SITE_ENTRY || kind == GT_SITE_ENTRY_RETURN || kind == GT_SITE_INLINED;
 	__u32 zero = 0;
@@ -977,11 +984,6 @@ static __always_inline int on_site(struct pt_regs *ctx)
 		/* A call in flight stays in the table: user space reports it in flight. */
 		if (starts_call)
 			count(GT_STAT_STOPPING);
-		return 0;
-	}
-	/* Counting entries needs nothing from the goroutine: the cheapest path of all. */
-	if (stats_mode && (entry_only || kind == GT_SITE_INLINED)) {
-		stat_entered(GT_COOKIE_FUNC(cookie));
 		return 0;
 	}
 	if (starts_call)
