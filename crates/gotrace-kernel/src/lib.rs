@@ -11,7 +11,7 @@ mod watch;
 
 pub use error::{KernelError, Missing};
 pub use session::{check_environment, EventStream, PER_SITE_LIMIT};
-pub use session::{AttachMethod, AttachReport, Counters, Session, Target};
+pub use session::{AttachMethod, AttachReport, Counters, InFlightNow, Session, Target};
 pub use trial::uprobe_multi_supported;
 pub use wait::{pidfd, Waiter, Wake};
 pub use watch::{BinaryWatch, FileChange};

@@ -102,6 +102,14 @@ impl Graph {
         Ok(())
     }
 
+    pub(crate) fn settle(
+        &mut self,
+        before_ns: u64,
+        in_flight_since: &dyn Fn(u32, u64) -> Option<u64>,
+    ) {
+        self.nesting.release_settled(before_ns, in_flight_since);
+    }
+
     pub(crate) fn cut(&self) -> (u64, u64) {
         self.nesting.cut()
     }

@@ -95,6 +95,11 @@ impl<W: Write> Printer<W> {
         }
     }
 
+    /// Calls are nested (`--graph`, `--timeline`): finished ones wait for their callers.
+    pub fn nests_calls(&self) -> bool {
+        self.graph.is_some()
+    }
+
     /// Calls are printed as trees, not as lines.
     pub fn shows_graph(&self) -> bool {
         self.graph.as_ref().is_some_and(|g| g.shown)
@@ -111,6 +116,20 @@ impl<W: Write> Printer<W> {
         match &mut self.graph {
             Some(graph) => graph.write(&mut self.out, self.format, &mut self.stamps, all, on_line),
             None => Ok(()),
+        }
+    }
+
+    /// Lets the call trees that no traced caller can still come for be written: those begun
+    /// before `before_ns` and before their goroutine's outermost call in flight then
+    /// (`in_flight_since(pid, goid)`). Every call that ended before `before_ns` must have been
+    /// given to [`Printer::call`].
+    pub fn settle_graph(
+        &mut self,
+        before_ns: u64,
+        in_flight_since: &dyn Fn(u32, u64) -> Option<u64>,
+    ) {
+        if let Some(graph) = &mut self.graph {
+            graph.settle(before_ns, in_flight_since);
         }
     }
 

@@ -150,7 +150,38 @@ impl<T> Nesting<T> {
         id
     }
 
-    /// Trees let out early because the buffer was full, oldest first.
+    /// Lets out the trees no caller can still come for: on each goroutine, those that began
+    /// before `before_ns` and before the goroutine's outermost call in flight at that moment
+    /// (`in_flight_since(pid, goid)`), if any. Every call that ended before `before_ns` must
+    /// have been pushed. System stacks wait for the end.
+    pub fn release_settled(
+        &mut self,
+        before_ns: u64,
+        in_flight_since: impl Fn(u32, u64) -> Option<u64>,
+    ) {
+        let mut settled = Vec::new();
+        for (&goroutine, forest) in self.pending.iter_mut() {
+            if goroutine.goid == 0 {
+                continue;
+            }
+            let limit = in_flight_since(goroutine.pid, goroutine.goid)
+                .map_or(before_ns, |since| since.min(before_ns));
+            let n = forest.partition_point(|root| root.entry_ns < limit);
+            for root in forest.drain(..n) {
+                self.buffered -= root.calls();
+                settled.push(Tree {
+                    goroutine,
+                    root,
+                    cut: false,
+                });
+            }
+        }
+        self.pending.retain(|_, forest| !forest.is_empty());
+        settled.sort_by_key(|t| (t.root.entry_ns, t.goroutine));
+        self.ready.extend(settled);
+    }
+
+    /// Trees let out before the end (settled, or cut because the buffer was full).
     pub fn take_ready(&mut self) -> Vec<Tree<T>> {
         std::mem::take(&mut self.ready)
     }
@@ -336,6 +367,33 @@ mod tests {
         assert_eq!(trees.len(), 4);
         assert!(trees.iter().all(|t| t.root.children.is_empty()));
         assert_eq!(Goroutine::of(10, 5, 77).thread, 0);
+    }
+
+    #[test]
+    fn settled_trees_go_out_while_a_caller_in_flight_keeps_its_callees() {
+        let mut n = Nesting::new(100);
+        n.push(G1, 0, Some(10), "a");
+        n.push(G1, 20, Some(30), "b");
+        n.push(G2, 5, Some(8), "x");
+        n.push(G2, 50, Some(60), "y");
+        // At 40, g1 runs a call begun at 15 (b's caller, still in flight); g2 runs nothing.
+        n.release_settled(40, |pid, goid| (pid == 10 && goid == 1).then_some(15));
+        let ready = n.take_ready();
+        let names: Vec<&str> = ready.iter().map(|t| t.root.item).collect();
+        // y began after the moment looked at: its caller may not have been seen yet.
+        assert_eq!(names, ["a", "x"]);
+        assert!(ready.iter().all(|t| !t.cut));
+        assert_eq!(n.buffered(), 2);
+        n.push(G1, 15, Some(45), "caller");
+        let rest = n.finish();
+        assert_eq!(
+            shape(&rest),
+            vec![
+                (1, "caller", 0, None),
+                (1, "b", 1, Some("caller")),
+                (2, "y", 0, None)
+            ]
+        );
     }
 
     #[test]

@@ -4,7 +4,8 @@ use anyhow::{Context, Result};
 use gotrace_binary::GoBinary;
 use gotrace_decode::{DecodedCall, Decoder};
 use gotrace_kernel::{
-    proc, AttachMethod, AttachReport, Counters, EventStream, Session, Target, Waiter, Wake,
+    proc, AttachMethod, AttachReport, Counters, EventStream, InFlightNow, Session, Target, Waiter,
+    Wake,
 };
 use gotrace_output::{
     AttachMethod as Method, Attached, FailedSite, InlinedCopies, LossCause, Lost, Note, Record,
@@ -66,6 +67,14 @@ pub trait CallSink {
     /// full output will not be waited for, so the sink counts what it has no room for instead
     /// of keeping it.
     fn flush(&mut self, stopping: bool) -> Flow;
+    /// Holds finished calls until their callers are known (`--graph`): wants to be told,
+    /// now and then, which calls are in flight.
+    fn waits_for_callers(&self) -> bool {
+        false
+    }
+    /// The calls in flight at `now.at_ns`; every call that ended before then has been given
+    /// to [`CallSink::call`].
+    fn in_flight(&mut self, _now: &InFlightNow) {}
 }
 
 /// How a session is told to stop.
@@ -273,6 +282,8 @@ fn pump(
     let mut reported = Counters::default();
     let mut last_check = Instant::now();
     let mut flow = Flow::Open;
+    let mut in_flight = InFlightWatch::default();
+    let mut drained_at = Instant::now();
     loop {
         let wake = match flow {
             // The kernel counts what does not fit in the ring buffer meanwhile.
@@ -282,8 +293,12 @@ fn pump(
         if wake == Wake::Stop {
             return Ok(());
         }
-        if flow != Flow::Full && consume_until_stop(events, waiter)? {
-            return Ok(());
+        if flow != Flow::Full {
+            match consume_until_stop(events, waiter)? {
+                Consumed::Stop => return Ok(()),
+                Consumed::Drained => drained_at = Instant::now(),
+                Consumed::More => {}
+            }
         }
         flow = sink.borrow_mut().flush(false);
         if flow == Flow::Closed || done() {
@@ -291,6 +306,7 @@ fn pump(
         }
         if last_check.elapsed() >= COUNTER_INTERVAL {
             last_check = Instant::now();
+            in_flight.look(session, *sink.borrow_mut(), drained_at)?;
             // A failed stderr stops the session like a failed stdout; the caller says so.
             let counters = session.counters()?;
             if report_losses(&counters, &mut reported, *sink.borrow_mut()).is_err() {
@@ -312,21 +328,63 @@ pub(crate) fn add_counters(summary: &mut Summary, counters: &Counters) {
     summary.exits_lost = counters.exits_lost;
 }
 
+/// How consuming a batch ended.
+enum Consumed {
+    /// A stop signal fired.
+    Stop,
+    /// The ring buffer was empty: every event submitted before has been handed on.
+    Drained,
+    /// A whole batch: more may be waiting.
+    More,
+}
+
 /// Consumes one batch (at most [`BATCH`] events) a [`CHUNK`] at a time, looking at the stop
-/// signals between chunks; true when one fired.
-fn consume_until_stop(events: &EventStream<'_>, waiter: &Waiter) -> Result<bool> {
+/// signals between chunks.
+fn consume_until_stop(events: &EventStream<'_>, waiter: &Waiter) -> Result<Consumed> {
     let mut done = 0;
     while done < BATCH {
         let n = events.consume_at_most(CHUNK)?;
         done += n;
         if waiter.stop_requested()? {
-            return Ok(true);
+            return Ok(Consumed::Stop);
         }
         if n < CHUNK {
-            break;
+            return Ok(Consumed::Drained);
         }
     }
-    Ok(false)
+    Ok(Consumed::More)
+}
+
+/// For a sink that waits for callers: the calls in flight, looked at once an interval and
+/// handed on at the next look if the ring buffer has been seen empty since (so every call that
+/// had ended by the first look, its event submitted right after, has reached the sink).
+#[derive(Default)]
+struct InFlightWatch {
+    previous: Option<(Instant, InFlightNow)>,
+}
+
+impl InFlightWatch {
+    fn look(
+        &mut self,
+        session: &Session,
+        sink: &mut dyn CallSink,
+        drained_at: Instant,
+    ) -> Result<()> {
+        if !sink.waits_for_callers() {
+            return Ok(());
+        }
+        // A BPF program runs for microseconds between taking a call out of the table and
+        // submitting its event.
+        const SUBMIT: Duration = Duration::from_millis(5);
+        if let Some((taken, previous)) = self.previous.take() {
+            if drained_at > taken + SUBMIT {
+                sink.in_flight(&previous);
+            }
+        }
+        let taken = Instant::now();
+        self.previous = session.in_flight_since()?.map(|now| (taken, now));
+        Ok(())
+    }
 }
 
 /// Calls that did not return, by how they ended.

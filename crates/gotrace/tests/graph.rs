@@ -7,6 +7,8 @@
 //!   the program's record; calls that panicked (and were recovered by their caller) are in it
 //!   with that outcome;
 //! - `--graph` as text: each goroutine's trees, indented by depth;
+//! - trees are printed while tracing goes on, once no caller of theirs is in flight (the
+//!   program done with its calls but still running);
 //! - `--timeline`: the file is Chrome trace event JSON with one slice per call on its
 //!   goroutine's track, nested (by time) as the program recorded; closed when gotrace stops
 //!   by itself after `--count`.
@@ -17,9 +19,11 @@ use common::*;
 use gotrace_gobuild::{Flavour, Toolchain};
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 const FUNCTIONS: [&str; 5] = [
     "main.Outer",
@@ -48,7 +52,12 @@ fn run_fixture(binary: &Path) -> BTreeMap<u64, Vec<Shape>> {
         LIMIT,
     );
     assert!(out.status.success(), "{out:?}");
-    let record: Value = serde_json::from_slice(&out.stdout).expect("the fixture's record");
+    parse_record(&out.stdout)
+}
+
+/// The fixture's JSON record, per goroutine id.
+fn parse_record(stdout: &[u8]) -> BTreeMap<u64, Vec<Shape>> {
+    let record: Value = serde_json::from_slice(stdout).expect("the fixture's record");
     let mut per_goroutine = BTreeMap::new();
     for (goid, calls) in record["goroutines"].as_object().expect("goroutines") {
         let calls = calls.as_array().expect("calls");
@@ -100,9 +109,20 @@ fn json_graph(toolchain: &Toolchain) {
     assert_eq!(summary["type"], "summary");
     assert_eq!(summary["calls_traced"], calls.len(), "{summary}");
     assert_eq!(summary["calls_lost"], 0, "{summary}");
+    assert_eq!(shapes_of(&calls), record, "{toolchain:?}");
+    let panicked: Vec<&&Value> = calls
+        .iter()
+        .filter(|c| c["outcome"] == "panicked")
+        .collect();
+    assert_eq!(panicked.len(), 5 * ROUNDS.div_ceil(4), "{toolchain:?}");
+    assert!(panicked.iter().all(|c| c["func"] == "main.Risky"));
+}
+
+/// `--json --graph` call lines as nested, per goroutine, their `parent` ids as indexes.
+fn shapes_of(calls: &[&Value]) -> BTreeMap<u64, Vec<Shape>> {
     let mut seen: BTreeMap<u64, Vec<Shape>> = BTreeMap::new();
     let mut index_of: BTreeMap<u64, (u64, usize)> = BTreeMap::new();
-    for c in &calls {
+    for c in calls {
         let goid = c["goid"].as_u64().expect("goid");
         let list = seen.entry(goid).or_default();
         let parent = c["parent"].as_u64().map(|p| {
@@ -114,13 +134,7 @@ fn json_graph(toolchain: &Toolchain) {
         let func = c["func"].as_str().expect("func").to_owned();
         list.push((func, c["depth"].as_u64().expect("depth"), parent));
     }
-    assert_eq!(seen, record, "{toolchain:?}");
-    let panicked: Vec<&&Value> = calls
-        .iter()
-        .filter(|c| c["outcome"] == "panicked")
-        .collect();
-    assert_eq!(panicked.len(), 5 * ROUNDS.div_ceil(4), "{toolchain:?}");
-    assert!(panicked.iter().all(|c| c["func"] == "main.Risky"));
+    seen
 }
 
 /// `--timeline`: one slice per call on its goroutine's track, nested by time as recorded.
@@ -262,6 +276,73 @@ fn root_timeline_is_closed_when_count_stops_tracing() {
     assert_eq!(slices, 10);
 }
 
+/// `--json --graph` while the program, done with its calls, still runs: every tree is printed
+/// within a few intervals of the in-flight table's look, without waiting for gotrace to stop.
+fn root_graph_prints_trees_while_tracing() {
+    let _serial = serial();
+    let binary = build(&newest_toolchain());
+    let mut args = vec!["--json", "--graph", binary.to_str().expect("UTF-8 path")];
+    args.extend(FUNCTIONS);
+    let mut tracer = start_gotrace_with_env(&args, &[]);
+    let (lines, from_gotrace) = mpsc::channel();
+    let stdout = tracer.0.stdout.take().expect("piped stdout");
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut program = Command::new(&binary)
+        .args(["-n", &ROUNDS.to_string(), "-w", "4", "-wait"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starting the fixture");
+    let mut record_line = String::new();
+    BufReader::new(program.stdout.take().expect("piped stdout"))
+        .read_line(&mut record_line)
+        .expect("the fixture's record");
+    let record = parse_record(record_line.as_bytes());
+    let expected = calls_in(&record);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut calls: Vec<Value> = Vec::new();
+    while calls.len() < expected {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = from_gotrace.recv_timeout(left) else {
+            panic!(
+                "{} of {expected} calls printed while the program runs",
+                calls.len()
+            );
+        };
+        let v: Value = serde_json::from_str(&line).expect("a JSON line");
+        if v["type"] == "call" {
+            assert!(v["cut"].is_null(), "no tree cut short: {v}");
+            calls.push(v);
+        }
+    }
+    assert_eq!(shapes_of(&calls.iter().collect::<Vec<_>>()), record);
+    assert!(
+        program.try_wait().expect("the fixture").is_none(),
+        "still running"
+    );
+    drop(program.stdin.take());
+    assert!(program.wait().expect("the fixture").success());
+    tracer.signal(libc::SIGINT);
+    let out = tracer.collect();
+    assert!(out.status.success(), "{out:?}");
+    let rest: Vec<Value> = from_gotrace
+        .try_iter()
+        .map(|l| serde_json::from_str(&l).expect("JSON"))
+        .collect();
+    assert!(
+        rest.iter().all(|v| v["type"] != "call"),
+        "no call after: {rest:?}"
+    );
+    assert!(rest.iter().any(|v| v["type"] == "summary"));
+}
+
 gotrace_gobuild::test_main! {
     tests: [],
     root: [
@@ -269,5 +350,6 @@ gotrace_gobuild::test_main! {
         root_timeline_nests_calls_as_the_program_recorded,
         root_graph_text_indents_callees,
         root_timeline_is_closed_when_count_stops_tracing,
+        root_graph_prints_trees_while_tracing,
     ],
 }

@@ -399,6 +399,41 @@ impl Session {
         started.elapsed()
     }
 
+    /// When each goroutine's outermost traced call now in flight began, read without claiming
+    /// anything: for `--graph`, which holds a goroutine's finished calls until no caller of
+    /// theirs can still be running. System stacks (keyed by their g's address) are left out.
+    /// `None` when the table changed too much under the walk to trust it.
+    pub fn in_flight_since(&self) -> Result<Option<InFlightNow>, KernelError> {
+        let map_error =
+            |e: libbpf_rs::Error| KernelError::Load(format!("reading calls in flight: {e:#}"));
+        let at_ns = monotonic_ns();
+        let inflight = &self.skel.maps.inflight;
+        // A key deleted under the walk restarts it: bounded, as the table is.
+        let most = 2 * inflight.max_entries() as usize;
+        let mut since: HashMap<(u32, u64), u64> = HashMap::new();
+        for (walked, key) in inflight.keys().enumerate() {
+            if walked >= most {
+                return Ok(None);
+            }
+            let Some(k) = read_plain::<types::gt_frame_key>(&key) else {
+                continue;
+            };
+            if k.system != 0 {
+                continue;
+            }
+            // Gone since the walk saw its key: it ended, and its event is on its way.
+            let Some(value) = inflight.lookup(&key, MapFlags::ANY).map_err(map_error)? else {
+                continue;
+            };
+            let Some(call) = read_plain::<types::gt_inflight>(&value) else {
+                continue;
+            };
+            let entry = since.entry((k.tgid, k.goid)).or_insert(call.entry_ns);
+            *entry = (*entry).min(call.entry_ns);
+        }
+        Ok(Some(InFlightNow { at_ns, since }))
+    }
+
     /// Reports every call still in flight as [`CallKind::InFlight`](gotrace_plan::CallKind::InFlight), in flight until now; call
     /// it after [`Session::detach`] and a last consume, so that none of them can still
     /// return. Returns how many were reported.
@@ -455,6 +490,16 @@ impl Session {
         }
         Ok(reported)
     }
+}
+
+/// The calls in flight at a moment, per goroutine: see [`Session::in_flight_since`].
+#[derive(Clone, Debug, Default)]
+pub struct InFlightNow {
+    /// When the walk began (CLOCK_MONOTONIC ns): a call begun before it and still in flight
+    /// was seen, unless it ended during the walk.
+    pub at_ns: u64,
+    /// `(pid, goid)` → the entry time of its outermost traced call in flight.
+    pub since: HashMap<(u32, u64), u64>,
 }
 
 /// One CPU's counts of one function, as [`FunctionStats`].
