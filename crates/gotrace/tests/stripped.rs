@@ -185,6 +185,8 @@ struct Tally {
     /// Calls decoded with runtime types, and their values compared.
     typed_calls: usize,
     typed_values: usize,
+    /// Of those, the values shown whole (nothing in them marked not read).
+    typed_whole: usize,
     problems: Vec<String>,
 }
 
@@ -300,6 +302,9 @@ fn compare_typed(
         for (n, p) in named.iter().zip(numbered.iter()) {
             let (w, h) = (&want[what][&n.name], &have[what][&p.name]);
             tally.typed_values += 1;
+            if !h.to_string().contains("not_read") {
+                tally.typed_whole += 1;
+            }
             if !agrees(w, h) {
                 tally.problems.push(format!(
                     "{key:?}: {what} {} / {}: unstripped {w}, stripped {h}",
@@ -390,8 +395,8 @@ fn methods_decode_with_their_runtime_types() {
         let what = format!("Go {}", toolchain.version);
         let t = compare_fixture(&toolchain, "fixtures/go/methods", &METHODS_TRACED, &[]);
         eprintln!(
-            "{what}: methods: {} calls, {} typed ({} values compared), {} untyped words compared, {} not read",
-            t.calls, t.typed_calls, t.typed_values, t.compared, t.unknown
+            "{what}: methods: {} calls, {} typed ({} values compared, {} shown whole), {} untyped words compared, {} not read",
+            t.calls, t.typed_calls, t.typed_values, t.typed_whole, t.compared, t.unknown
         );
         assert!(
             t.problems.is_empty(),
@@ -407,6 +412,13 @@ fn methods_decode_with_their_runtime_types() {
         assert!(
             t.typed_values >= 15,
             "{what}: only {} values",
+            t.typed_values
+        );
+        // Equal, not merely marked not read: most values are shown whole.
+        assert!(
+            2 * t.typed_whole > t.typed_values,
+            "{what}: only {} of {} values shown whole",
+            t.typed_whole,
             t.typed_values
         );
     }
