@@ -75,6 +75,8 @@ struct FunctionCounts {
     /// Returned calls per latency bucket; the last is +Inf.
     buckets: [u64; BUCKETS_NS.len() + 1],
     sum_ns: u128,
+    /// Counted since the last copy for scrapes.
+    changed: bool,
 }
 
 impl Default for FunctionCounts {
@@ -83,6 +85,7 @@ impl Default for FunctionCounts {
             outcomes: [0; OUTCOMES.len()],
             buckets: [0; BUCKETS_NS.len() + 1],
             sum_ns: 0,
+            changed: true,
         }
     }
 }
@@ -149,6 +152,7 @@ impl Metrics {
             None => functions.entry(call.function.to_owned()).or_default(),
         };
         counts.outcomes[outcome_index(call.outcome)] += 1;
+        counts.changed = true;
         if call.outcome == CallKind::Returned {
             if let Some(ns) = call.duration_ns() {
                 counts.buckets[BUCKETS_NS.partition_point(|&bound| bound < ns)] += 1;
@@ -212,7 +216,7 @@ impl Metrics {
             return;
         }
         if let Ok(mut snapshot) = self.snapshot.try_lock() {
-            snapshot.clone_from(&self.counts);
+            copy_changed(&mut self.counts, &mut snapshot);
             self.changed = false;
             self.published = now;
         }
@@ -221,8 +225,30 @@ impl Metrics {
     /// Copies the counts for scrapes, waiting for a scrape under way: the last counts.
     pub fn publish_now(&mut self) {
         let mut snapshot = self.snapshot.lock().unwrap_or_else(PoisonError::into_inner);
-        snapshot.clone_from(&self.counts);
+        copy_changed(&mut self.counts, &mut snapshot);
         self.changed = false;
+    }
+}
+
+/// Brings `snapshot` up to `counts`, copying only the functions counted since the last time
+/// (a plan of thousands of functions in many processes is not copied whole every time).
+fn copy_changed(counts: &mut Counts, snapshot: &mut Counts) {
+    snapshot.binary.clone_from(&counts.binary);
+    snapshot.sites_attached = counts.sites_attached;
+    snapshot.sites_failed = counts.sites_failed;
+    snapshot.lost.clone_from(&counts.lost);
+    snapshot.spans_not_exported = counts.spans_not_exported;
+    for (pid, functions) in &mut counts.processes {
+        let copies = snapshot.processes.entry(pid.clone()).or_default();
+        for (function, c) in functions.iter_mut().filter(|(_, c)| c.changed) {
+            c.changed = false;
+            match copies.get_mut(function) {
+                Some(copy) => copy.clone_from(c),
+                None => {
+                    copies.insert(function.clone(), c.clone());
+                }
+            }
+        }
     }
 }
 
