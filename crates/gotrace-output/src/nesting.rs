@@ -1,8 +1,9 @@
 //! The calls of one goroutine as a tree: a call whose time lies inside another's on the same
 //! goroutine is its child. Calls are reported when they end, so children come before their
-//! parents; each goroutine's finished calls wait here until a caller adopts them, the session
-//! ends, or the buffer is full (then the oldest goroutine's trees go out without waiting for a
-//! caller, and are counted as cut). Used by `--graph`, `--timeline` and anything else that needs
+//! parents; each goroutine's finished calls wait here until a caller adopts them, no caller
+//! can still come (nothing that began before them is in flight on their goroutine: see
+//! [`Nesting::release_settled`]), the session ends, or the buffer is full (then the oldest
+//! goroutine's trees go out without waiting for a caller, and are counted as cut). Used by `--graph`, `--timeline` and anything else that needs
 //! each call's parent (span exporters).
 
 use std::collections::HashMap;

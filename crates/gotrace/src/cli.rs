@@ -62,10 +62,10 @@ pub struct TraceArgs {
     #[arg(long)]
     pub json: bool,
     /// Show the calls as a tree per goroutine: each call under the traced call it was made in,
-    /// indented, with its duration, in the order they happened. A tree is printed once its
-    /// outermost call is known: when tracing stops, or, with 100 000 calls waiting, the oldest
-    /// goroutine's, marked. With --json: call lines with `id`, `parent` and `depth`, callers
-    /// first.
+    /// indented, with its duration, in the order they happened. A tree is printed once no
+    /// traced caller of it is running (within about two seconds), when tracing stops, or, with
+    /// 100 000 calls waiting, the oldest goroutine's, marked. With --json: call lines with `id`,
+    /// `parent` and `depth`, callers first.
     #[arg(long, conflicts_with = "no_return")]
     pub graph: bool,
     /// Write the calls to FILE in the Chrome trace event format (open it in ui.perfetto.dev or
