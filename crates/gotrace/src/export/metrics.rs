@@ -118,20 +118,27 @@ impl Metrics {
         let server = tiny_http::Server::http(addr)
             .map_err(|e| anyhow::anyhow!("{e}"))
             .with_context(|| format!("serving --metrics on {addr}"))?;
-        let snapshot = Arc::new(Mutex::new(Counts::default()));
-        let mut registry = Registry::default();
-        registry.register_collector(Box::new(Snapshot(Arc::clone(&snapshot))));
+        let (metrics, registry) = Metrics::new();
         std::thread::Builder::new()
             .name("metrics".into())
             .spawn(move || answer_scrapes(&server, &registry))
             .context("starting the metrics server")?;
-        Ok(Metrics {
+        Ok(metrics)
+    }
+
+    /// The counts, and the registry that encodes what they publish.
+    fn new() -> (Metrics, Registry) {
+        let snapshot = Arc::new(Mutex::new(Counts::default()));
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(Snapshot(Arc::clone(&snapshot))));
+        let metrics = Metrics {
             counts: Counts::default(),
             pid_labels: HashMap::new(),
             snapshot,
             changed: true,
             published: Instant::now(),
-        })
+        };
+        (metrics, registry)
     }
 
     pub fn call(&mut self, call: &DecodedCall<'_>) {
@@ -387,5 +394,72 @@ impl prometheus_client::collector::Collector for Snapshot {
                 .encode_gauge(&n)?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(pid: u32, outcome: CallKind, duration_ns: u64) -> DecodedCall<'static> {
+        DecodedCall {
+            function: "main.F",
+            outcome,
+            pid,
+            entry_ns: 1_000,
+            return_ns: 1_000 + duration_ns,
+            ..DecodedCall::default()
+        }
+    }
+
+    fn scrape(registry: &Registry) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, registry).unwrap();
+        text
+    }
+
+    #[test]
+    fn calls_are_counted_by_outcome_and_bucketed_by_latency() {
+        let (mut metrics, registry) = Metrics::new();
+        metrics.call(&call(7, CallKind::Returned, 3_000));
+        metrics.call(&call(7, CallKind::Returned, 2_500));
+        metrics.call(&call(7, CallKind::Panicked, 0));
+        // Nothing is seen before it is published.
+        assert!(!scrape(&registry).contains("main.F"));
+        metrics.publish_now();
+        let text = scrape(&registry);
+        let has = |line: &str| assert!(text.lines().any(|l| l == line), "{line}\n{text}");
+        has(r#"gotrace_calls_total{binary="",function="main.F",pid="7",outcome="returned"} 2"#);
+        has(r#"gotrace_calls_total{binary="",function="main.F",pid="7",outcome="panicked"} 1"#);
+        has(r#"gotrace_call_duration_seconds_count{binary="",function="main.F",pid="7"} 2"#);
+        // A bound holds the calls at most that long: 2.5 µs is in le=2.5e-6, 3 µs is not.
+        has(
+            r#"gotrace_call_duration_seconds_bucket{le="0.0000025",binary="",function="main.F",pid="7"} 1"#,
+        );
+        has(
+            r#"gotrace_call_duration_seconds_bucket{le="0.000005",binary="",function="main.F",pid="7"} 2"#,
+        );
+        has(
+            r#"gotrace_call_duration_seconds_bucket{le="+Inf",binary="",function="main.F",pid="7"} 2"#,
+        );
+    }
+
+    #[test]
+    fn processes_beyond_the_bound_share_one_label() {
+        let (mut metrics, registry) = Metrics::new();
+        for pid in 0..MAX_PIDS as u32 + 5 {
+            metrics.call(&call(1000 + pid, CallKind::Returned, 1));
+        }
+        metrics.publish_now();
+        let text = scrape(&registry);
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("gotrace_calls_total"))
+            .count();
+        assert_eq!(series, MAX_PIDS + 1, "{text}");
+        assert!(
+            text.contains(r#"pid="other",outcome="returned"} 5"#),
+            "{text}"
+        );
     }
 }

@@ -415,3 +415,41 @@ fn request(items: Vec<Item>) -> ExportTraceServiceRequest {
             .collect(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_traces_path_is_added_once_and_only_http_is_taken() {
+        assert_eq!(
+            endpoint("http://127.0.0.1:4318").unwrap(),
+            "http://127.0.0.1:4318/v1/traces"
+        );
+        assert_eq!(
+            endpoint("http://collector:4318/v1/traces/").unwrap(),
+            "http://collector:4318/v1/traces"
+        );
+        for bad in [
+            "https://collector:4318",
+            "collector:4318",
+            "http://",
+            "http:///x",
+        ] {
+            assert!(endpoint(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn long_values_are_cut_to_the_bound() {
+        let long = Value::String(gotrace_decode::Bytes {
+            bytes: vec![b'a'; 1000],
+            missing: 0,
+            error: None,
+        });
+        let shown = bounded(&long);
+        assert_eq!(shown.chars().count(), MAX_VALUE_CHARS + 1, "{shown}");
+        assert!(shown.ends_with('…'));
+        assert_eq!(bounded(&Value::Int(42)), "42");
+    }
+}
