@@ -135,10 +135,8 @@ fn run(
         sink.record(&Record::Warning(&warning))?;
     }
     let empty_types = gotrace_binary::types::TypeTable::default();
-    let types = match binary.dwarf() {
-        Ok(Some(d)) => d.types(),
-        _ => &empty_types,
-    };
+    // The table the plan's signatures index: DWARF's, or a stripped binary's runtime types.
+    let types = gotrace_plan::signature_types(&binary).unwrap_or(&empty_types);
     let errors: Vec<ErrorResult> = plan
         .functions
         .iter()
