@@ -11,7 +11,7 @@
 //!   program done with its calls but still running);
 //! - `--timeline`: the file is Chrome trace event JSON with one slice per call on its
 //!   goroutine's track, nested (by time) as the program recorded; closed when gotrace stops
-//!   by itself after `--count`.
+//!   by itself after `--count`, and when the `--pid` process exits.
 
 mod common;
 
@@ -19,7 +19,7 @@ use common::*;
 use gotrace_gobuild::{Flavour, Toolchain};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
@@ -148,13 +148,7 @@ fn timeline(toolchain: &Toolchain) {
     let _ = std::fs::remove_file(&file);
     let slices: Vec<&Value> = events.iter().filter(|e| e["ph"] == "X").collect();
     assert_eq!(slices.len(), calls_in(&record), "{toolchain:?}");
-    let mut per_track: BTreeMap<u64, Vec<&Value>> = BTreeMap::new();
-    for s in &slices {
-        per_track
-            .entry(s["tid"].as_u64().expect("tid"))
-            .or_default()
-            .push(s);
-    }
+    let per_track = tracks(&slices);
     for (tid, name) in events
         .iter()
         .filter(|e| e["name"] == "thread_name")
@@ -162,6 +156,16 @@ fn timeline(toolchain: &Toolchain) {
     {
         assert_eq!(name.as_str(), Some(format!("goroutine {tid}").as_str()));
     }
+    assert_eq!(nest_tracks(per_track), record, "{toolchain:?}");
+    let risky_panicked = slices
+        .iter()
+        .filter(|s| s["args"]["outcome"] == "panicked")
+        .count();
+    assert_eq!(risky_panicked, 5 * ROUNDS.div_ceil(4));
+}
+
+/// Each track's slices nested by time.
+fn nest_tracks(per_track: BTreeMap<u64, Vec<&Value>>) -> BTreeMap<u64, Vec<Shape>> {
     let mut nested = BTreeMap::new();
     for (tid, mut track) in per_track {
         // Callers first: by start, the longer of two starting together first.
@@ -171,12 +175,19 @@ fn timeline(toolchain: &Toolchain) {
         });
         nested.insert(tid, nest_by_time(&track));
     }
-    assert_eq!(nested, record, "{toolchain:?}");
-    let risky_panicked = slices
-        .iter()
-        .filter(|s| s["args"]["outcome"] == "panicked")
-        .count();
-    assert_eq!(risky_panicked, 5 * ROUNDS.div_ceil(4));
+    nested
+}
+
+/// Slices per track (goroutine).
+fn tracks<'a>(slices: &[&'a Value]) -> BTreeMap<u64, Vec<&'a Value>> {
+    let mut per_track: BTreeMap<u64, Vec<&Value>> = BTreeMap::new();
+    for s in slices {
+        per_track
+            .entry(s["tid"].as_u64().expect("tid"))
+            .or_default()
+            .push(s);
+    }
+    per_track
 }
 
 fn read_timeline(file: &Path) -> Vec<Value> {
@@ -343,6 +354,44 @@ fn root_graph_prints_trees_while_tracing() {
     assert!(rest.iter().any(|v| v["type"] == "summary"));
 }
 
+/// `--pid`: gotrace ends by itself when the process exits, its timeline closed and whole.
+fn root_timeline_is_closed_when_the_traced_process_exits() {
+    let _serial = serial();
+    let binary = build(&ends()[0]);
+    let mut program = Command::new(&binary)
+        .args(["-n", &ROUNDS.to_string(), "-w", "4", "-first", "-wait"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("starting the fixture");
+    let file = tempfile_path("timeline-pid.json");
+    let pid = program.id().to_string();
+    let mut args = vec![
+        "--timeline",
+        file.to_str().expect("UTF-8 path"),
+        "--pid",
+        &pid,
+    ];
+    args.extend(FUNCTIONS);
+    let tracer = start_gotrace_with_env(&args, &[]);
+    let mut stdin = program.stdin.take().expect("piped stdin");
+    stdin.write_all(b"go\n").expect("starting the calls");
+    let mut record_line = String::new();
+    BufReader::new(program.stdout.take().expect("piped stdout"))
+        .read_line(&mut record_line)
+        .expect("the fixture's record");
+    let record = parse_record(record_line.as_bytes());
+    drop(stdin);
+    assert!(program.wait().expect("the fixture").success());
+    let out = tracer.collect();
+    assert!(out.status.success(), "{out:?}");
+    let events = read_timeline(&file);
+    let _ = std::fs::remove_file(&file);
+    let slices: Vec<&Value> = events.iter().filter(|e| e["ph"] == "X").collect();
+    assert_eq!(slices.len(), calls_in(&record));
+    assert_eq!(nest_tracks(tracks(&slices)), record);
+}
+
 gotrace_gobuild::test_main! {
     tests: [],
     root: [
@@ -351,5 +400,6 @@ gotrace_gobuild::test_main! {
         root_graph_text_indents_callees,
         root_timeline_is_closed_when_count_stops_tracing,
         root_graph_prints_trees_while_tracing,
+        root_timeline_is_closed_when_the_traced_process_exits,
     ],
 }
