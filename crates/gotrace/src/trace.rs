@@ -306,7 +306,7 @@ fn pump(
         }
         if last_check.elapsed() >= COUNTER_INTERVAL {
             last_check = Instant::now();
-            in_flight.look(session, *sink.borrow_mut(), drained_at)?;
+            in_flight.look(session, *sink.borrow_mut(), drained_at);
             // A failed stderr stops the session like a failed stdout; the caller says so.
             let counters = session.counters()?;
             if report_losses(&counters, &mut reported, *sink.borrow_mut()).is_err() {
@@ -364,14 +364,9 @@ struct InFlightWatch {
 }
 
 impl InFlightWatch {
-    fn look(
-        &mut self,
-        session: &Session,
-        sink: &mut dyn CallSink,
-        drained_at: Instant,
-    ) -> Result<()> {
+    fn look(&mut self, session: &Session, sink: &mut dyn CallSink, drained_at: Instant) {
         if !sink.waits_for_callers() {
-            return Ok(());
+            return;
         }
         // A BPF program runs for microseconds between taking a call out of the table and
         // submitting its event.
@@ -382,8 +377,12 @@ impl InFlightWatch {
             }
         }
         let taken = Instant::now();
-        self.previous = session.in_flight_since()?.map(|now| (taken, now));
-        Ok(())
+        // A table that could not be read only makes trees wait (for a later look, or the end).
+        self.previous = session
+            .in_flight_since()
+            .ok()
+            .flatten()
+            .map(|now| (taken, now));
     }
 }
 
