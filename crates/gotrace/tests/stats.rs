@@ -16,7 +16,7 @@ use common::*;
 use gotrace_gobuild::{Flavour, Toolchain};
 use gotrace_plan::stats::bucket;
 use serde_json::Value;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
@@ -41,67 +41,6 @@ fn serial() -> MutexGuard<'static, ()> {
 
 fn build(toolchain: &Toolchain) -> PathBuf {
     build_go(FIXTURE, toolchain, Flavour::Plain, "-l")
-}
-
-/// Go 1.19 and the newest toolchain: the ends of the runtime layouts.
-fn ends() -> Vec<Toolchain> {
-    let all = toolchains();
-    let mut ends = vec![all[0].clone()];
-    if all.len() > 1 {
-        ends.push(all[all.len() - 1].clone());
-    }
-    ends
-}
-
-/// `gotrace stats ARGS`, once attached, its output read while it runs.
-struct Stats {
-    running: Running,
-    stdout: std::thread::JoinHandle<Vec<u8>>,
-    stderr: std::thread::JoinHandle<Vec<u8>>,
-}
-
-impl Stats {
-    fn start(args: &[&str]) -> Stats {
-        let ready = tempfile_path("stats-ready");
-        let mut running = Running(
-            Command::new(GOTRACE)
-                .arg("stats")
-                .args(args)
-                .arg("--ready-file")
-                .arg(&ready)
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("starting gotrace stats"),
-        );
-        let read = |mut from: Box<dyn Read + Send>| {
-            std::thread::spawn(move || {
-                let mut all = Vec::new();
-                from.read_to_end(&mut all).expect("reading gotrace");
-                all
-            })
-        };
-        let stdout = read(Box::new(running.0.stdout.take().expect("stdout")));
-        let stderr = read(Box::new(running.0.stderr.take().expect("stderr")));
-        wait_ready(&mut running, &ready, Duration::from_secs(60));
-        Stats {
-            running,
-            stdout,
-            stderr,
-        }
-    }
-
-    /// Ctrl-C (unless it ends by itself) and its JSON lines and stderr, once it exited 0.
-    fn finish(mut self, interrupt: bool) -> (Vec<Value>, String) {
-        if interrupt {
-            self.running.signal(libc::SIGINT);
-        }
-        let status = self.running.0.wait().expect("waiting for gotrace");
-        let stdout = self.stdout.join().expect("stdout reader");
-        let stderr = String::from_utf8_lossy(&self.stderr.join().expect("stderr")).into_owned();
-        assert!(status.success(), "gotrace failed ({status}): {stderr}");
-        (json_lines(&stdout), stderr)
-    }
 }
 
 /// The lines of `kind`, by function (the final ones for `stats`).
@@ -143,11 +82,12 @@ fn count(binary: &Path, flags: &[&str]) -> (Value, Vec<Value>) {
     let mut args = flags.to_vec();
     args.push(binary.to_str().expect("UTF-8 path"));
     args.extend(FUNCTIONS);
-    let stats = Stats::start(&args);
+    let stats = Tracer::start_command("stats", &args, &[]);
     let output = output_within(Command::new(binary).stdin(Stdio::null()), LIMIT);
     assert!(output.status.success(), "{output:?}");
     let record: Value = serde_json::from_slice(&output.stdout).expect("the program's record");
-    let (lines, stderr) = stats.finish(true);
+    let (stdout, stderr) = stats.finish(true);
+    let lines = json_lines(&stdout);
     assert_eq!(lost(&lines), 0, "{stderr}");
     (record, lines)
 }
@@ -252,12 +192,13 @@ fn root_pid_mode_ends_with_the_process() {
     let functions = ["main.Sleep10", "main.Mixed"];
     let mut args = vec!["--json", "--pid", &pid];
     args.extend(functions);
-    let stats = Stats::start(&args);
+    let stats = Tracer::start_command("stats", &args, &[]);
     writeln!(program.0.stdin.take().expect("stdin")).expect("starting the work");
     let record: Value = serde_json::from_str(&lines.next().expect("a line").expect("record"))
         .expect("the program's record");
     // Not interrupted: it must end by itself.
-    let (lines, stderr) = stats.finish(false);
+    let (stdout, stderr) = stats.finish(false);
+    let lines = json_lines(&stdout);
     assert_eq!(lost(&lines), 0, "{stderr}");
     let rows = by_func(&lines, "stats");
     for func in functions {

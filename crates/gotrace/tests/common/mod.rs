@@ -236,9 +236,14 @@ pub fn run_gotrace(args: &[&str]) -> Output {
 
 /// `start_gotrace` with extra environment variables (e.g. `GOTRACE_NO_UPROBE_MULTI=1`).
 pub fn start_gotrace_with_env(args: &[&str], env: &[(&str, &str)]) -> Running {
+    start_subcommand("trace", args, env)
+}
+
+/// `gotrace COMMAND ARGS` (`trace` or `stats`), returned once every probe is attached.
+pub fn start_subcommand(command: &str, args: &[&str], env: &[(&str, &str)]) -> Running {
     let ready = tempfile_path("ready");
     let child = Command::new(GOTRACE)
-        .arg("trace")
+        .arg(command)
         .args(args)
         .arg("--ready-file")
         .arg(&ready)
@@ -306,7 +311,12 @@ fn drain(mut from: impl Read + Send + 'static) -> std::thread::JoinHandle<Vec<u8
 impl Tracer {
     /// `gotrace trace ARGS`, once every probe is attached.
     pub fn start(args: &[&str], env: &[(&str, &str)]) -> Tracer {
-        let mut running = start_gotrace_with_env(args, env);
+        Tracer::start_command("trace", args, env)
+    }
+
+    /// `gotrace COMMAND ARGS` (`trace` or `stats`), once every probe is attached.
+    pub fn start_command(command: &str, args: &[&str], env: &[(&str, &str)]) -> Tracer {
+        let mut running = start_subcommand(command, args, env);
         let stdout = drain(running.0.stdout.take().expect("piped stdout"));
         let stderr = drain(running.0.stderr.take().expect("piped stderr"));
         Tracer {
@@ -318,8 +328,16 @@ impl Tracer {
 
     /// Ctrl-C: gotrace drains its ring buffer, detaches and prints its summary. Returns its
     /// stdout and stderr once it has exited successfully.
-    pub fn stop(mut self) -> (Vec<u8>, String) {
-        self.running.signal(libc::SIGINT);
+    pub fn stop(self) -> (Vec<u8>, String) {
+        self.finish(true)
+    }
+
+    /// Its stdout and stderr once it has exited successfully: after a Ctrl-C with `interrupt`,
+    /// else once it ends by itself (`--duration`, `--count`, the traced process exiting).
+    pub fn finish(mut self, interrupt: bool) -> (Vec<u8>, String) {
+        if interrupt {
+            self.running.signal(libc::SIGINT);
+        }
         let status = self.running.0.wait().expect("waiting for gotrace");
         let stdout = self.stdout.join().expect("stdout reader");
         let stderr =
