@@ -386,6 +386,7 @@ fn root_migration_every_call_paired_with_its_own_return() {
             let mut run_problems = check_run(&reference, &traced, &calls, &stderr);
             let by_key: BTreeMap<String, &Value> = calls.iter().map(|c| (call_key(c), c)).collect();
             let (mut moved, mut worst_ns) = (0, 0i64);
+            let mut thread_mismatches = Vec::new();
             for record in &traced.records {
                 let Some(call) = by_key.get(&call_key(record)) else {
                     continue; // reported by compare_calls
@@ -393,10 +394,12 @@ fn root_migration_every_call_paired_with_its_own_return() {
                 if record["entry_tid"] != record["exit_tid"] {
                     moved += 1;
                 }
-                // The program reads its thread id right before and right after the call, with no
-                // blocking in between: the probes fire on those same threads.
+                // The program reads its thread id right before and right after the call: the
+                // probes fire on those same threads, unless the goroutine was preempted at a
+                // function prologue in between (a GC stop-the-world preempts every goroutine)
+                // and resumed on another thread — rare, and bounded below.
                 if call["tid"] != record["entry_tid"] || call["return_tid"] != record["exit_tid"] {
-                    run_problems.push(format!(
+                    thread_mismatches.push(format!(
                         "threads: program entered on {} and returned on {}, gotrace says {} and {}: {}",
                         record["entry_tid"],
                         record["exit_tid"],
@@ -426,6 +429,19 @@ fn root_migration_every_call_paired_with_its_own_return() {
                 toolchain.version,
                 traced.records.len()
             );
+            // Pairing is proven by the arguments and the durations above; a thread differing
+            // from the program's read more often than preemption explains is gotrace's error.
+            if thread_mismatches.len() * 100 > traced.records.len() {
+                run_problems.extend(thread_mismatches);
+            } else if !thread_mismatches.is_empty() {
+                eprintln!(
+                    "  Go {} run {run}: {} calls changed thread between the program's thread-id \
+                     read and the probe: {}",
+                    toolchain.version,
+                    thread_mismatches.len(),
+                    thread_mismatches[0]
+                );
+            }
             // Otherwise this test would not test migration at all.
             if moved * 10 < traced.records.len() {
                 run_problems.push(format!("only {moved} calls changed thread"));

@@ -83,9 +83,25 @@ fn check(
             .collect();
         assert_eq!(passed.len(), mine.len(), "{what} {name}");
         for (call, passed) in mine.iter().zip(passed) {
-            // Without DWARF the signature is unknown: no arguments at all.
+            // Without DWARF the signature is unknown: no arguments at all (an inlined copy),
+            // or the untyped words of the out-of-line function, each right or not read.
             if call["args"].is_null() {
                 assert_eq!(flavour, Flavour::Stripped, "{what}: {call}");
+                continue;
+            }
+            if call["untyped"] == true {
+                assert_eq!(flavour, Flavour::Stripped, "{what}: {call}");
+                let words = call["args"].as_array().expect("untyped words");
+                assert_eq!(words.len(), params.len(), "{what} {name}: {call}");
+                for (word, &want) in words.iter().zip(passed) {
+                    match word.get("value") {
+                        Some(value) => {
+                            assert_eq!(value.as_u64(), Some(want as u64), "{what}: {call}");
+                            compared += 1;
+                        }
+                        None => assert!(word["not_read"].is_string(), "{what}: {call}"),
+                    }
+                }
                 continue;
             }
             for (param, &want) in params.iter().zip(passed) {
@@ -132,9 +148,10 @@ fn root_inlined_calls_are_counted_with_their_arguments_on_every_toolchain() {
             assert!(stderr.contains(line), "Go {}: {stderr}", toolchain.version);
         }
         // Without DWARF or symbols the sites still come from .gopclntab: every call counted,
-        // its arguments shown as unknown.
+        // its arguments untyped words, right where shown (these leaf functions have no stack
+        // check to prove their registers: all `?` today) or marked not read.
         let (compared, _) = check(&toolchain, Flavour::Stripped, &[]);
-        assert_eq!(compared, 0, "Go {}", toolchain.version);
+        eprintln!("Go {} stripped: {compared} words compared", toolchain.version);
     }
 }
 
