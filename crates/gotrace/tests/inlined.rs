@@ -151,7 +151,10 @@ fn root_inlined_calls_are_counted_with_their_arguments_on_every_toolchain() {
         // its arguments untyped words, right where shown (these leaf functions have no stack
         // check to prove their registers: all `?` today) or marked not read.
         let (compared, _) = check(&toolchain, Flavour::Stripped, &[]);
-        eprintln!("Go {} stripped: {compared} words compared", toolchain.version);
+        eprintln!(
+            "Go {} stripped: {compared} words compared",
+            toolchain.version
+        );
     }
 }
 
