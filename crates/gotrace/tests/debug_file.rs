@@ -68,7 +68,9 @@ fn traced_run(
 
 /// A record without what differs from run to run by nature: when (timestamps, durations),
 /// where (process, thread, goroutine ids), and this process's heap addresses (chans, closures,
-/// unsafe pointers, pointers beyond `--depth`: Go's heap starts at 0xc000000000 on amd64) and
+/// unsafe pointers, pointers beyond `--depth`: above 4 GiB, where Go's heap lives on amd64 —
+/// at 0xc000000000, or from Go 1.26 at a randomized base — and static data of these non-PIE
+/// builds does not) and
 /// map entries (a map's hash seed is random per process, so which entries the probe reads first
 /// differs; its length does not).
 fn comparable(mut call: Value) -> Value {
@@ -93,7 +95,7 @@ fn comparable(mut call: Value) -> Value {
                 let heap = text
                     .strip_prefix("0x")
                     .and_then(|hex| u64::from_str_radix(hex, 16).ok())
-                    .is_some_and(|addr| addr >= 0xc0_0000_0000);
+                    .is_some_and(|addr| addr >= 1 << 32);
                 if heap {
                     *text = "heap address".into();
                 }

@@ -103,6 +103,8 @@ fn identity_args(calls: &[Value]) -> Vec<i64> {
 }
 
 fn root_json_lines_when_the_traced_program_exits_normally() {
+    // One at a time: gotrace traces every process of a binary, another test's included.
+    let _serial = serial();
     let binary = accounting();
     let tracer = Tracer::start(&["--json", binary.to_str().unwrap(), "main.Identity"], &[]);
     run_identity(&binary, 300);
@@ -117,6 +119,8 @@ fn root_json_lines_when_the_traced_program_exits_normally() {
 }
 
 fn root_json_lines_with_count() {
+    // One at a time: gotrace traces every process of a binary, another test's included.
+    let _serial = serial();
     let binary = accounting();
     let tracer = start_gotrace(&[
         "--json",
@@ -135,6 +139,8 @@ fn root_json_lines_with_count() {
 }
 
 fn root_json_lines_when_the_traced_process_exits() {
+    // One at a time: gotrace traces every process of a binary, another test's included.
+    let _serial = serial();
     let binary = accounting();
     let mut program = Running(
         Command::new(&binary)
