@@ -129,7 +129,8 @@ impl<'p> Decoder<'p> {
             | CallKind::Panicked
             | CallKind::Exited
             | CallKind::InFlight
-            | CallKind::Abandoned => None,
+            | CallKind::Abandoned
+            | CallKind::ReturnNotSeen => None,
         };
         out.function = &function.name;
         // The BPF side reports an inlined copy's hit as an entry: its plan says what it is.

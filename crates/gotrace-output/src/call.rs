@@ -56,6 +56,7 @@ pub(crate) fn write_label(out: &mut impl Write, call: &DecodedCall<'_>) -> io::R
             out.write_all(b" abandoned (the runtime reused its system-stack frame)")
         }
         CallKind::InFlight => out.write_all(b" in flight"),
+        CallKind::ReturnNotSeen => out.write_all(b" return not seen"),
         CallKind::Returned => match call.results.as_deref() {
             None => out.write_all(b" = ?"),
             Some([]) => Ok(()),
@@ -130,6 +131,7 @@ pub(crate) fn write_json(
         CallKind::Exited => b",\"outcome\":\"exited\"",
         CallKind::InFlight => b",\"outcome\":\"in_flight\"",
         CallKind::Abandoned => b",\"outcome\":\"abandoned\"",
+        CallKind::ReturnNotSeen => b",\"outcome\":\"return_not_seen\"",
     };
     out.write_all(outcome)?;
     // Untyped words have no names: a list, in order, each word with its offset and size.

@@ -59,7 +59,10 @@ impl Graph {
             CallKind::Returned | CallKind::InFlight => Some(call.return_ns),
             // No return of their own: at their entry.
             CallKind::Entered | CallKind::Inlined => Some(call.entry_ns),
-            CallKind::Panicked | CallKind::Exited | CallKind::Abandoned => None,
+            CallKind::Panicked
+            | CallKind::Exited
+            | CallKind::Abandoned
+            | CallKind::ReturnNotSeen => None,
         };
         let item = GraphCall {
             function: call.function.to_owned(),

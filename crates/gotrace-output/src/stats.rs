@@ -26,6 +26,8 @@ pub struct StatsRow {
     pub panicked: u64,
     pub exited: u64,
     pub abandoned: u64,
+    /// Their return was not seen: how they ended is not known.
+    pub return_not_seen: u64,
     pub in_flight: u64,
     /// Percentiles of the returned calls' latency: the upper bound of the histogram bucket
     /// holding each (buckets are at most a quarter of their lower bound wide), capped at the
@@ -92,6 +94,7 @@ impl StatsRow {
             panicked: stats.panicked,
             exited: stats.exited,
             abandoned: stats.abandoned,
+            return_not_seen: stats.return_not_seen,
             in_flight: stats.in_flight,
             p50_ns: percentile(0.5),
             p90_ns: percentile(0.9),
@@ -165,6 +168,10 @@ impl Stats {
                 (r.entered, "entered (no return awaited)"),
                 (r.exited, "exited (runtime.Goexit)"),
                 (r.abandoned, "abandoned (system stack)"),
+                (
+                    r.return_not_seen,
+                    "return not seen (how they ended is not known)",
+                ),
                 (r.in_flight, "in flight"),
             ];
             for (n, what) in others.iter().filter(|(n, _)| *n > 0) {

@@ -8,7 +8,8 @@ use serde::{Deserialize, Serialize};
 pub struct Summary {
     /// Calls written that returned (or entered, with --no-return).
     pub calls: u64,
-    /// Calls written that did not return (panicked, exited, in flight, abandoned).
+    /// Calls written that did not return (panicked, exited, in flight, abandoned), or whose
+    /// return was not seen.
     pub unreturned: u64,
     /// Calls reported, by how those that did not return ended.
     pub panicked: u64,
@@ -17,6 +18,8 @@ pub struct Summary {
     pub in_flight: u64,
     /// On a system stack whose frame the runtime reused.
     pub abandoned: u64,
+    /// Whose goroutine went on past them with no panic under way: how they ended is not known.
+    pub return_not_seen: u64,
     /// Arguments and results with something cut to --string-max, --elems or --depth.
     pub truncated_values: u64,
     /// Arguments and results with a part the probe did not read (beyond --depth, read
@@ -59,6 +62,7 @@ impl Summary {
             exited,
             in_flight,
             abandoned,
+            return_not_seen,
             truncated_values,
             values_not_read,
             args_lost,
@@ -83,6 +87,7 @@ impl Summary {
             (&mut self.exited, exited),
             (&mut self.in_flight, in_flight),
             (&mut self.abandoned, abandoned),
+            (&mut self.return_not_seen, return_not_seen),
             (&mut self.truncated_values, truncated_values),
             (&mut self.values_not_read, values_not_read),
             (&mut self.args_lost, args_lost),
@@ -148,6 +153,12 @@ impl Summary {
         .collect();
         if !unreturned.is_empty() {
             s.push_str(&format!(" (did not return: {})", join(unreturned)));
+        }
+        if self.return_not_seen > 0 {
+            s.push_str(&format!(
+                " ({} return not seen: how they ended is not known)",
+                self.return_not_seen
+            ));
         }
         let lost: Vec<String> = self
             .losses()
@@ -220,6 +231,21 @@ mod tests {
         assert_eq!(
             Summary::default().text(),
             "gotrace: 0 calls traced, 0 calls lost"
+        );
+    }
+
+    #[test]
+    fn returns_not_seen_are_said_apart_from_calls_that_did_not_return() {
+        let summary = Summary {
+            calls: 5,
+            unreturned: 3,
+            panicked: 1,
+            return_not_seen: 2,
+            ..Summary::default()
+        };
+        assert_eq!(
+            summary.text(),
+            "gotrace: 8 calls traced, 0 calls lost (did not return: 1 panicked) (2 return not seen: how they ended is not known)"
         );
     }
 

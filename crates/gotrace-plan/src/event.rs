@@ -76,6 +76,9 @@ pub enum CallKind {
     InFlight,
     /// A call on a system stack (g0) whose frame the runtime reused: it never returned.
     Abandoned,
+    /// Its goroutine went on past it (a later call in the same frame or an outer return) with
+    /// no panic under way: its return happened unseen, so how it ended is not known.
+    ReturnNotSeen,
     /// An inlined call, seen at its body's first instruction: it has no return of its own.
     Inlined,
 }

@@ -113,6 +113,8 @@ pub struct FunctionStats {
     pub exited: u64,
     /// System-stack calls whose frame the runtime reused.
     pub abandoned: u64,
+    /// Calls whose return was not seen: how they ended is not known.
+    pub return_not_seen: u64,
     /// Entries counted with no return to wait for (`--no-return`, inlined copies).
     pub entered: u64,
     /// Still running when their process exited or gotrace stopped.
@@ -125,7 +127,13 @@ pub struct FunctionStats {
 impl FunctionStats {
     /// Calls that started and were counted, however they ended.
     pub fn calls(&self) -> u64 {
-        self.returned + self.panicked + self.exited + self.abandoned + self.entered + self.in_flight
+        self.returned
+            + self.panicked
+            + self.exited
+            + self.abandoned
+            + self.return_not_seen
+            + self.entered
+            + self.in_flight
     }
 
     pub fn add(&mut self, other: &FunctionStats) {
@@ -134,6 +142,7 @@ impl FunctionStats {
         self.panicked += other.panicked;
         self.exited += other.exited;
         self.abandoned += other.abandoned;
+        self.return_not_seen += other.return_not_seen;
         self.entered += other.entered;
         self.in_flight += other.in_flight;
         self.total_ns += other.total_ns;

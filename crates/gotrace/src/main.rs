@@ -259,9 +259,11 @@ impl trace::CallSink for PrinterSink {
         }
         let line = match call.outcome {
             CallKind::Returned | CallKind::Entered | CallKind::Inlined => Line::Call,
-            CallKind::Panicked | CallKind::Exited | CallKind::InFlight | CallKind::Abandoned => {
-                Line::Unreturned
-            }
+            CallKind::Panicked
+            | CallKind::Exited
+            | CallKind::InFlight
+            | CallKind::Abandoned
+            | CallKind::ReturnNotSeen => Line::Unreturned,
         };
         if self.discarding {
             self.dropped += Tally::of(&[line]);

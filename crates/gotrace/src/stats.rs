@@ -242,8 +242,13 @@ fn run(
         summary.exited += s.exited;
         summary.in_flight += s.in_flight;
         summary.abandoned += s.abandoned;
+        summary.return_not_seen += s.return_not_seen;
     }
-    summary.unreturned = summary.panicked + summary.exited + summary.in_flight + summary.abandoned;
+    summary.unreturned = summary.panicked
+        + summary.exited
+        + summary.in_flight
+        + summary.abandoned
+        + summary.return_not_seen;
     trace::add_counters(&mut summary, &session.counters()?);
     Ok(summary)
 }

@@ -214,6 +214,7 @@ pub fn run(
     summary.exited = outcomes.exited;
     summary.in_flight = outcomes.in_flight;
     summary.abandoned = outcomes.abandoned;
+    summary.return_not_seen = outcomes.return_not_seen;
     summary.args_lost = args_lost.get();
     summary.truncated_values = truncated.get();
     summary.values_not_read = not_read.get();
@@ -393,6 +394,7 @@ struct Outcomes {
     exited: u64,
     in_flight: u64,
     abandoned: u64,
+    return_not_seen: u64,
 }
 
 impl Outcomes {
@@ -403,6 +405,7 @@ impl Outcomes {
             CallKind::Exited => self.exited += 1,
             CallKind::InFlight => self.in_flight += 1,
             CallKind::Abandoned => self.abandoned += 1,
+            CallKind::ReturnNotSeen => self.return_not_seen += 1,
         }
     }
 }

@@ -7,7 +7,8 @@
 //!   traced frames deep, and in `--pid` mode while the process lives on;
 //! - calls in flight at `os.Exit` or at Ctrl-C are reported `in_flight` with their arguments,
 //!   70,000 of them at once;
-//! - `'runtime.*'` on a busy program that never panics reports no call `panicked`.
+//! - `'runtime.*'` on a busy program that never panics reports no call `panicked`, nor does
+//!   attaching to a process in the middle of its calls.
 
 mod common;
 
@@ -322,10 +323,71 @@ fn root_runtime_glob_reports_no_false_panics() {
         );
         assert!(!stderr.contains("panicked"), "{stderr}");
         assert!(
+            !text.contains(" return not seen"),
+            "{}: returns not seen: {stderr}",
+            toolchain.version
+        );
+        assert!(
             text.lines()
                 .all(|l| !l.contains(" goid=0 ") || !l.ends_with(" panicked")),
             "system-stack calls are never panicked"
         );
+    }
+}
+
+/// Attaching to a process already calling the traced functions: sites are probed one after
+/// another, so a call whose entry probe was in place before its return probe would never pair,
+/// and the next call in the same frame would report it unwound. Nothing may be reported
+/// `panicked` (the program never panics) and every call returns.
+fn root_attaching_to_a_busy_process_reports_no_false_panics() {
+    let binary = build_go(
+        "fixtures/go/bench_loop",
+        &newest_toolchain(),
+        Flavour::Plain,
+        "",
+    );
+    let program = Running(
+        Command::new(&binary)
+            .args(["-func", "ops", "-g", "2", "-for", "120s"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("starting bench_loop"),
+    );
+    let pid = program.pid().to_string();
+    const ATTACHES: usize = 12;
+    const CALLS: usize = 400;
+    for attempt in 0..ATTACHES {
+        let out = output_within(
+            Command::new(GOTRACE).args([
+                "trace",
+                "--json",
+                "--count",
+                &CALLS.to_string(),
+                "--pid",
+                &pid,
+                "main.Op*",
+            ]),
+            LIMIT,
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "attach {attempt}: {stderr}");
+        let calls = json_calls(&out.stdout);
+        assert_eq!(calls.len(), CALLS, "attach {attempt}: {stderr}");
+        let unreturned: Vec<&Value> = calls
+            .iter()
+            .filter(|c| c["outcome"] != "returned")
+            .collect();
+        assert!(
+            unreturned.is_empty(),
+            "attach {attempt}: {} calls did not return, e.g. {}",
+            unreturned.len(),
+            unreturned[0]
+        );
+        let summary = json_lines(&out.stdout)
+            .into_iter()
+            .find(|l| l["type"] == "summary")
+            .expect("a summary line");
+        assert_eq!(summary["panicked"], 0, "attach {attempt}: {summary}");
     }
 }
 
@@ -369,5 +431,6 @@ gotrace_gobuild::test_main! {
         root_calls_in_flight_at_ctrl_c_are_reported,
         root_70000_calls_in_flight_are_all_accounted_for,
         root_runtime_glob_reports_no_false_panics,
+        root_attaching_to_a_busy_process_reports_no_false_panics,
     ],
 }

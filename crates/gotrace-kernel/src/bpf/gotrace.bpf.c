@@ -47,6 +47,7 @@ const volatile enum gt_limits gt_limits_type;
 const volatile struct gt_func_stats gt_func_stats_type;
 const volatile struct gt_error_result gt_error_result_type;
 const volatile enum gt_hist gt_hist_type;
+const volatile enum gt_phase gt_phase_type;
 const volatile enum gt_error_at gt_error_at_type;
 
 struct {
@@ -108,15 +109,15 @@ struct {
 	__type(value, struct gt_error_result);
 } error_results SEC(".maps");
 
-/* Entry 0 is set by user space the moment gotrace stops, before the probes are detached: from
- * then on a hit returns at once (the calls it would have begun are counted), so neither the
- * detach nor the final drain waits on probe work. */
+/* Entry 0, an enum gt_phase, set by user space: tracing once every site is attached, stopping
+ * the moment gotrace stops, before the probes are detached. From then on a hit returns at once,
+ * so neither the detach nor the final drain waits on probe work. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
 	__type(value, __u32);
-} stopping SEC(".maps");
+} phase SEC(".maps");
 
 /* Recipe of function f's entry at 2f, of its returns at 2f+1; sized by user space. */
 struct {
@@ -293,6 +294,8 @@ static __always_inline void stat_unreturned(__u32 func, __u32 kind)
 		s->panicked++;
 	else if (kind == GT_EVENT_EXITED)
 		s->exited++;
+	else if (kind == GT_EVENT_RETURN_NOT_SEEN)
+		s->return_not_seen++;
 	else
 		s->abandoned++;
 }
@@ -691,7 +694,9 @@ struct unwind_ctx {
 	struct gt_goroutine_key g;
 	__u64 limit;
 	__u32 inclusive;
-	__u32 kind; /* GT_EVENT_PANICKED or GT_EVENT_EXITED */
+	/* Unless a panic is under way: GT_EVENT_PANICKED (a recovery), GT_EVENT_EXITED (Goexit), or
+	 * GT_EVENT_RETURN_NOT_SEEN (a later call in the same frame or below). */
+	__u32 kind;
 };
 
 static long unwind_step(__u64 index, void *arg)
@@ -861,8 +866,9 @@ static __always_inline int on_entry(struct pt_regs *ctx, __u64 cookie, struct gt
 		struct gt_goroutine fresh = {};
 		bpf_map_update_elem(&goroutines, &g, &fresh, BPF_NOEXIST);
 	}
-	/* A call at or below this frame still in flight was unwound. */
-	unwind(&g, key->frame, 1, GT_EVENT_PANICKED);
+	/* A call at or below this frame still in flight was unwound by a panic, or its return
+	 * was not seen. */
+	unwind(&g, key->frame, 1, GT_EVENT_RETURN_NOT_SEEN);
 	struct gt_goroutine *state = bpf_map_lookup_elem(&goroutines, &g);
 	if (!state) {
 		count(GT_STAT_INFLIGHT_FULL);
@@ -889,8 +895,9 @@ static __always_inline int on_return(struct pt_regs *ctx, __u64 cookie, struct g
 		return 0;
 	}
 	struct gt_goroutine_key g = goroutine_key(key);
-	/* Calls deeper than this one still in flight were unwound (a panic recovered here). */
-	unwind(&g, key->frame, 0, GT_EVENT_PANICKED);
+	/* Calls deeper than this one still in flight were unwound (a panic recovered here), or
+	 * their returns were not seen. */
+	unwind(&g, key->frame, 0, GT_EVENT_RETURN_NOT_SEEN);
 	found = bpf_map_lookup_elem(&inflight, key);
 	if (!found)
 		return 0;
@@ -919,7 +926,7 @@ static __always_inline int on_entry_return(struct pt_regs *ctx, __u64 cookie,
 {
 	struct gt_goroutine_key g = goroutine_key(key);
 	if (bpf_map_lookup_elem(&goroutines, &g))
-		unwind(&g, key->frame, 1, GT_EVENT_PANICKED);
+		unwind(&g, key->frame, 1, GT_EVENT_RETURN_NOT_SEEN);
 	if (stats_mode) {
 		stat_return(ctx, GT_COOKIE_FUNC(cookie), 0);
 		return 0;
@@ -971,7 +978,8 @@ static __always_inline int on_site(struct pt_regs *ctx)
 		return 0;
 	}
 	/* Counting entries needs nothing from the goroutine: the cheapest path of all. Not even
-	 * the stop flag: what is counted until the probes are gone is read after they are. */
+	 * the phase: nothing here pairs, and what is counted until the probes are gone is read
+	 * after they are. */
 	if (stats_mode && (entry_only || kind == GT_SITE_INLINED)) {
 		stat_entered(GT_COOKIE_FUNC(cookie));
 		return 0;
@@ -979,10 +987,10 @@ static __always_inline int on_site(struct pt_regs *ctx)
 	int starts_call =
 		kind == GT_SITE_ENTRY || kind == GT_SITE_ENTRY_RETURN || kind == GT_SITE_INLINED;
 	__u32 zero = 0;
-	__u32 *stop = bpf_map_lookup_elem(&stopping, &zero);
-	if (stop && *stop) {
+	__u32 *now_phase = bpf_map_lookup_elem(&phase, &zero);
+	if (!now_phase || *now_phase != GT_PHASE_TRACING) {
 		/* A call in flight stays in the table: user space reports it in flight. */
-		if (starts_call)
+		if (starts_call && now_phase && *now_phase == GT_PHASE_STOPPING)
 			count(GT_STAT_STOPPING);
 		return 0;
 	}

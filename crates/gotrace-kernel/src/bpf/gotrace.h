@@ -39,6 +39,15 @@ enum gt_cookie {
 #define GT_COOKIE_SKIP(c) ((__u32)(((c) >> GT_COOKIE_SKIP_SHIFT) & GT_COOKIE_FIELD_MASK))
 #define GT_COOKIE_MAY_RESTART(c) (((c) >> GT_COOKIE_MAY_RESTART_SHIFT) & 1)
 
+/* Where a session is, in entry 0 of the `phase` map. Probes attach one site after another, and a
+ * call whose entry was probed before its return was could never be paired: nothing is traced
+ * until every site is in place, and nothing after gotrace begins to stop. */
+enum gt_phase {
+	GT_PHASE_ATTACHING = 0, /* some sites may not be probed yet: a hit does nothing */
+	GT_PHASE_TRACING = 1,
+	GT_PHASE_STOPPING = 2, /* the calls a hit would begin are counted, not traced */
+};
+
 enum gt_event_kind {
 	GT_EVENT_CALL = 1,       /* an entry paired with its return (+ the return's captures) */
 	GT_EVENT_ENTRY = 2,      /* an entry, in entry-only mode (+ the entry's captures) */
@@ -47,6 +56,9 @@ enum gt_event_kind {
 	GT_EVENT_EXITED = 5,     /* a call cut short by runtime.Goexit */
 	GT_EVENT_ABANDONED = 6,  /* a system-stack call whose frame the runtime reused */
 	GT_EVENT_PROCESS_EXIT = 7, /* a traced process ended: its calls in flight never return */
+	/* A call its goroutine went on past with no panic under way: its return was not seen (the
+	 * goroutine was unreadable there), so how it ended is not known. */
+	GT_EVENT_RETURN_NOT_SEEN = 8,
 };
 
 /* Every event: this header, then `payload_len` bytes of gt_capture records. */
@@ -216,6 +228,7 @@ struct gt_func_stats {
 	__u64 panicked;
 	__u64 exited;
 	__u64 abandoned;
+	__u64 return_not_seen;
 	__u64 entered; /* entries with no return to wait for: entry-only mode, inlined copies */
 	__u64 total_ns;
 	__u64 max_ns;

@@ -83,6 +83,7 @@ impl Pairing {
             types::gt_event_kind::GT_EVENT_PANICKED => CallKind::Panicked,
             types::gt_event_kind::GT_EVENT_EXITED => CallKind::Exited,
             types::gt_event_kind::GT_EVENT_ABANDONED => CallKind::Abandoned,
+            types::gt_event_kind::GT_EVENT_RETURN_NOT_SEEN => CallKind::ReturnNotSeen,
             types::gt_event_kind::GT_EVENT_PROCESS_EXIT => {
                 return Some(Event::ProcessExit {
                     pid: e.pid,
@@ -94,9 +95,11 @@ impl Pairing {
         let (entry_captures, return_captures) = match kind {
             CallKind::Entered | CallKind::Inlined => (Some(captures), Vec::new()),
             CallKind::Returned => (self.pending.remove(&e.call_id), captures),
-            CallKind::Panicked | CallKind::Exited | CallKind::Abandoned | CallKind::InFlight => {
-                (self.pending.remove(&e.call_id), Vec::new())
-            }
+            CallKind::Panicked
+            | CallKind::Exited
+            | CallKind::Abandoned
+            | CallKind::ReturnNotSeen
+            | CallKind::InFlight => (self.pending.remove(&e.call_id), Vec::new()),
         };
         let entry_data_lost = self.entry_data_lost(e.func, &entry_captures);
         Some(Event::Call(RawCall {

@@ -263,6 +263,9 @@ impl Session {
                 reason,
             });
         }
+        // Every site is in place: only now can each call's entry and return both be seen.
+        set_phase(&skel, types::gt_phase::GT_PHASE_TRACING)
+            .map_err(|e| KernelError::Load(format!("starting the probes: {e:#}")))?;
         let mut warnings = Vec::new();
         let mut links = links;
         if !plan.entry_only {
@@ -390,11 +393,7 @@ impl Session {
     pub fn detach(&self) -> Duration {
         let started = Instant::now();
         // Failing only saves the probes less work: the links are closed all the same.
-        let _ =
-            self.skel
-                .maps
-                .stopping
-                .update(&0u32.to_ne_bytes(), &1u32.to_ne_bytes(), MapFlags::ANY);
+        let _ = set_phase(&self.skel, types::gt_phase::GT_PHASE_STOPPING);
         self.links.borrow_mut().clear();
         started.elapsed()
     }
@@ -510,6 +509,7 @@ fn function_stats(s: &types::gt_func_stats) -> FunctionStats {
         panicked: s.panicked,
         exited: s.exited,
         abandoned: s.abandoned,
+        return_not_seen: s.return_not_seen,
         entered: s.entered,
         in_flight: 0,
         total_ns: s.total_ns,
@@ -547,4 +547,11 @@ fn store_error_results(
             .map_err(|e| KernelError::Load(format!("filling error results: {e:#}")))?;
     }
     Ok(())
+}
+
+/// Moves the probes to `phase` (see `enum gt_phase` in gotrace.h).
+fn set_phase(skel: &GotraceSkel<'_>, phase: types::gt_phase) -> Result<(), libbpf_rs::Error> {
+    skel.maps
+        .phase
+        .update(&0u32.to_ne_bytes(), &phase.0.to_ne_bytes(), MapFlags::ANY)
 }

@@ -46,7 +46,7 @@ const BUCKETS_NS: [u64; 22] = [
     10_000_000_000,
 ];
 /// Outcomes as the JSON output names them, in [`outcome_index`] order.
-const OUTCOMES: [&str; 7] = [
+const OUTCOMES: [&str; 8] = [
     "returned",
     "entered",
     "inlined",
@@ -54,6 +54,7 @@ const OUTCOMES: [&str; 7] = [
     "exited",
     "in_flight",
     "abandoned",
+    "return_not_seen",
 ];
 
 fn outcome_index(kind: CallKind) -> usize {
@@ -65,6 +66,7 @@ fn outcome_index(kind: CallKind) -> usize {
         CallKind::Exited => 4,
         CallKind::InFlight => 5,
         CallKind::Abandoned => 6,
+        CallKind::ReturnNotSeen => 7,
     }
 }
 

@@ -280,6 +280,7 @@ fn outcome(kind: CallKind) -> &'static str {
         CallKind::Exited => "exited",
         CallKind::InFlight => "in_flight",
         CallKind::Abandoned => "abandoned",
+        CallKind::ReturnNotSeen => "return_not_seen",
     }
 }
 
