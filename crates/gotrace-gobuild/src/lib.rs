@@ -152,8 +152,17 @@ pub struct Build<'a> {
     pub goarch: Option<&'a str>,
     /// Passed as `-gcflags=...`; `-l` keeps small functions out of line as the seed does.
     pub gcflags: &'a str,
-    /// Binaries and the Go build cache go under this directory.
+    /// Binaries and the Go build cache go under this directory (the cache in `$GOCACHE` when
+    /// that is set).
     pub out_dir: &'a Path,
+}
+
+/// The Go build cache for builds into `out_dir`: `$GOCACHE` when set, so that builds into
+/// several directories (the demo's and the tests') compile the standard library once.
+fn go_cache(out_dir: &Path) -> PathBuf {
+    std::env::var_os("GOCACHE")
+        .filter(|dir| !dir.is_empty())
+        .map_or_else(|| out_dir.join("go-cache"), PathBuf::from)
 }
 
 impl Build<'_> {
@@ -188,7 +197,7 @@ impl Build<'_> {
             .arg(format!("-gcflags={}", self.gcflags))
             .env("GO111MODULE", "off")
             .env("GOPATH", DEBIAN_GOPATH)
-            .env("GOCACHE", self.out_dir.join("go-cache"))
+            .env("GOCACHE", go_cache(self.out_dir))
             .env("GOFLAGS", "")
             .env("GOTOOLCHAIN", "local")
             .env("GOARCH", arch)
@@ -296,7 +305,7 @@ pub fn go_command(toolchain: &Toolchain, out_dir: &Path) -> Result<PathBuf, Buil
         .arg(&partial)
         .arg("cmd/go")
         .env_remove("GO111MODULE")
-        .env("GOCACHE", out_dir.join("go-cache"))
+        .env("GOCACHE", go_cache(out_dir))
         .env("GOFLAGS", "")
         .env("GOTOOLCHAIN", "local")
         .output()

@@ -3,10 +3,19 @@
 mod common;
 
 use common::*;
+use std::process::Command;
+use std::time::Duration;
 
 fn root_demo_traces_each_valid_request_and_peeks() {
     let build_dir = gotrace_gobuild::workspace_target_dir().join("demo-test");
-    let out = run_gotrace(&["demo", "--build-dir", build_dir.to_str().unwrap()]);
+    // The fixtures' Go cache: gin and the standard library are compiled once for all tests.
+    let go_cache = gotrace_gobuild::fixtures_dir().join("go-cache");
+    let out = output_within(
+        Command::new(GOTRACE)
+            .args(["demo", "--build-dir", build_dir.to_str().unwrap()])
+            .env("GOCACHE", &go_cache),
+        Duration::from_secs(600),
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
