@@ -49,6 +49,13 @@ pub struct Summary {
     pub not_written_stopped: u64,
     /// Spans of traced calls `--otlp` did not export (queue full, collector unreachable).
     pub spans_not_exported: u64,
+    /// Calls `--where` or `--min-duration` left out (not lost: they did not match).
+    pub filtered_out: u64,
+    /// `--where` comparisons taken as false because the memory they read was unreadable.
+    pub filter_unread: u64,
+    /// Ring-buffer records read: a call costs one, or two when its arguments need memory
+    /// read at the entry.
+    pub records: u64,
 }
 
 impl Summary {
@@ -79,6 +86,9 @@ impl Summary {
             not_written_failed,
             not_written_stopped,
             spans_not_exported,
+            filtered_out,
+            filter_unread,
+            records,
         } = later;
         for (total, add) in [
             (&mut self.calls, calls),
@@ -102,6 +112,9 @@ impl Summary {
             (&mut self.not_written_failed, not_written_failed),
             (&mut self.not_written_stopped, not_written_stopped),
             (&mut self.spans_not_exported, spans_not_exported),
+            (&mut self.filtered_out, filtered_out),
+            (&mut self.filter_unread, filter_unread),
+            (&mut self.records, records),
         ] {
             *total += add;
         }
@@ -190,6 +203,14 @@ impl Summary {
             (
                 self.spans_not_exported,
                 "spans not exported (export queue full or OTLP collector unreachable)",
+            ),
+            (
+                self.filtered_out,
+                "calls left out by --where or --min-duration",
+            ),
+            (
+                self.filter_unread,
+                "--where comparisons false because their memory was unreadable",
             ),
             (
                 self.truncated_values,

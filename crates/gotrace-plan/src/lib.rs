@@ -4,6 +4,7 @@
 //! captured registers back through it.
 
 pub mod event;
+pub mod filter;
 mod inlined;
 pub mod pattern;
 pub mod recipe;
@@ -176,6 +177,11 @@ pub struct ProbePlan {
     pub type_recipes: Vec<(u64, Recipe)>,
     /// Where the signatures came from (the binary's DWARF, a debug file, none).
     pub debug_source: gotrace_binary::DebugSource,
+    /// `--where`, compiled for each function (see [`filter::compile`]).
+    #[serde(skip)]
+    pub filters: Option<filter::Filters>,
+    /// `--min-duration`: calls that return sooner are not reported; 0: all are.
+    pub min_duration_ns: u64,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -389,6 +395,8 @@ pub fn plan(
         position_independent: binary.is_pie(),
         type_recipes,
         debug_source: binary.debug_source(),
+        filters: None,
+        min_duration_ns: 0,
     })
 }
 

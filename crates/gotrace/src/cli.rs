@@ -73,6 +73,17 @@ pub struct TraceArgs {
     /// results.
     #[arg(long, value_name = "FILE", conflicts_with = "no_return")]
     pub timeline: Option<PathBuf>,
+    /// Only calls for which this holds, decided in the kernel (a call left out costs no record):
+    /// arguments, results and their fields (through pointers) compared with constants —
+    /// `n > 10`, `err != nil`, `p == nil`, `ok`, `req.Method == "GET"`,
+    /// `strings.HasPrefix(path, "/api")` — joined by `&&`, `||`, `!` and parentheses. On
+    /// arguments alone it is decided at the entry; naming a result, at the return.
+    #[arg(long = "where", value_name = "EXPR")]
+    pub where_expr: Option<String>,
+    /// Only calls that took at least this long (`500us`, `5ms`, `1.5s`), decided in the kernel
+    /// at the return.
+    #[arg(long, value_name = "DURATION", value_parser = duration_ns, conflicts_with = "no_return")]
+    pub min_duration: Option<u64>,
     /// Write this file once every probe is attached (for scripts and tests).
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
@@ -157,6 +168,18 @@ pub struct StatsArgs {
     /// Count entries only (no outcomes or latency): the cheapest mode.
     #[arg(long)]
     pub no_return: bool,
+    /// Count only calls for which this holds, decided in the kernel (a call left out costs no record):
+    /// arguments, results and their fields (through pointers) compared with constants —
+    /// `n > 10`, `err != nil`, `p == nil`, `ok`, `req.Method == "GET"`,
+    /// `strings.HasPrefix(path, "/api")` — joined by `&&`, `||`, `!` and parentheses. On
+    /// arguments alone it is decided at the entry; naming a result, at the return.
+    #[arg(long = "where", value_name = "EXPR")]
+    pub where_expr: Option<String>,
+    /// Count only calls that took at least this long (`500us`, `5ms`, `1.5s`), decided in the kernel
+    /// at the return.
+    #[arg(long, value_name = "DURATION", value_parser = duration_ns, conflicts_with = "no_return")]
+    pub min_duration: Option<u64>,
+
     /// Write this file once every probe is attached (for scripts and tests).
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,
@@ -169,6 +192,26 @@ pub struct StatsArgs {
 impl StatsArgs {
     pub fn binary_and_functions(&self) -> Result<(Option<PathBuf>, Vec<String>), UsageError> {
         binary_and_functions(self.pid, &self.positionals, "stats")
+    }
+}
+
+/// A duration with its unit (`ns`, `us`/`µs`, `ms`, `s`), in nanoseconds.
+fn duration_ns(text: &str) -> Result<u64, String> {
+    let bad = || format!("{text:?} is not a duration such as 500us, 5ms or 1.5s");
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .ok_or_else(bad)?;
+    let (number, unit) = text.split_at(split);
+    let scale = match unit {
+        "ns" => 1.0,
+        "us" | "µs" => 1e3,
+        "ms" => 1e6,
+        "s" => 1e9,
+        _ => return Err(bad()),
+    };
+    match number.parse::<f64>() {
+        Ok(n) if n >= 0.0 && n * scale <= 86_400e9 => Ok((n * scale).round() as u64),
+        _ => Err(bad()),
     }
 }
 

@@ -365,6 +365,10 @@ fn run_trace(args: TraceArgs) -> Result<()> {
         },
         count: args.count,
         debug_file: args.debug_file.clone(),
+        filter: trace::Filter {
+            where_expr: args.where_expr.clone(),
+            min_duration_ns: args.min_duration.unwrap_or(0),
+        },
     };
     sink.exports = export::Exports::start(args.metrics.as_deref(), args.otlp.as_deref(), clock())?;
     // The errors tracing would give first, before the file is watched.

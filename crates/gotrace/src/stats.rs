@@ -266,6 +266,10 @@ pub fn run_cli(args: StatsArgs) -> Result<()> {
         limits: gotrace_plan::Limits::default(),
         count: None,
         debug_file: args.debug_file.clone(),
+        filter: trace::Filter {
+            where_expr: args.where_expr.clone(),
+            min_duration_ns: args.min_duration.unwrap_or(0),
+        },
     };
     trace::target_binary(&request.target)?;
     gotrace_kernel::check_environment()?;

@@ -44,6 +44,14 @@ pub struct TraceRequest {
     pub count: Option<u64>,
     /// Separate debug information of the binary's build (`--debug-file`).
     pub debug_file: Option<PathBuf>,
+    pub filter: Filter,
+}
+
+/// Which calls are reported: `--where` and `--min-duration`, decided in the kernel.
+#[derive(Clone, Debug, Default)]
+pub struct Filter {
+    pub where_expr: Option<String>,
+    pub min_duration_ns: u64,
 }
 
 /// What the output can take after a batch.
@@ -114,7 +122,7 @@ pub fn target_binary(target: &Target) -> Result<PathBuf> {
 pub fn prepare(request: &TraceRequest) -> Result<(GoBinary, PathBuf, ProbePlan)> {
     let path = target_binary(&request.target)?;
     let binary = crate::debuginfo::open(&path, request.debug_file.as_deref())?;
-    let plan = gotrace_plan::plan(
+    let mut plan = gotrace_plan::plan(
         &binary,
         &request.functions,
         PlanOptions {
@@ -123,6 +131,13 @@ pub fn prepare(request: &TraceRequest) -> Result<(GoBinary, PathBuf, ProbePlan)>
             limits: request.limits,
         },
     )?;
+    if let Some(text) = &request.filter.where_expr {
+        let types = gotrace_plan::signature_types(&binary);
+        let filters = gotrace_plan::filter::compile(text, &plan, types)
+            .map_err(|e| crate::cli::UsageError(e.to_string()))?;
+        plan.filters = Some(filters);
+    }
+    plan.min_duration_ns = request.filter.min_duration_ns;
     Ok((binary, path, plan))
 }
 
@@ -327,6 +342,9 @@ pub(crate) fn add_counters(summary: &mut Summary, counters: &Counters) {
     summary.growth_restarts = counters.growth_restarts;
     summary.read_failures = counters.read_failures;
     summary.exits_lost = counters.exits_lost;
+    summary.filtered_out = counters.filtered;
+    summary.filter_unread = counters.filter_unread;
+    summary.records = counters.records;
 }
 
 /// How consuming a batch ended.

@@ -25,6 +25,9 @@ const volatile __u8 has_recipes = 0; /* some site reads memory: worth looking re
 const volatile __u8 position_independent = 0; /* the binary is PIE: learn each process's bias */
 /* gotrace stats: calls are counted in `func_stats`, not sent (only process exits are). */
 const volatile __u8 stats_mode = 0;
+/* --where programs are in `filters`; --min-duration: calls shorter are not reported. */
+const volatile __u8 has_filter = 0;
+const volatile __u64 min_duration_ns = 0;
 /* Where runtime.recovery finds the stack pointer the recovering frame resumes at: 0 unknown,
  * 1 in g.sigcode0 (Go <= 1.21), 2 in g._panic->sp (Go 1.22+). */
 const volatile __u8 resume_sp_mode = 0;
@@ -49,6 +52,13 @@ const volatile struct gt_error_result gt_error_result_type;
 const volatile enum gt_hist gt_hist_type;
 const volatile enum gt_phase gt_phase_type;
 const volatile enum gt_error_at gt_error_at_type;
+const volatile struct gt_filter gt_filter_type;
+const volatile struct gt_filter_op gt_filter_op_type;
+const volatile struct gt_filter_literal gt_filter_literal_type;
+const volatile enum gt_filter_kind gt_filter_kind_type;
+const volatile enum gt_filter_cmp gt_filter_cmp_type;
+const volatile enum gt_word_base gt_word_base_type;
+const volatile enum gt_filter_limits gt_filter_limits_type;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -118,6 +128,28 @@ struct {
 	__type(key, __u32);
 	__type(value, __u32);
 } phase SEC(".maps");
+
+/* --where: function f's program, its ops and its string constants; sized by user space. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct gt_filter);
+} filters SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct gt_filter_op);
+} filter_ops SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct gt_filter_literal);
+} filter_literals SEC(".maps");
 
 /* Recipe of function f's entry at 2f, of its returns at 2f+1; sized by user space. */
 struct {
@@ -269,6 +301,202 @@ static __always_inline int error_returned(struct pt_regs *ctx, __u32 func)
 		break;
 	}
 	return word != 0;
+}
+
+/* ---- --where: a function's postfix program over its arguments and results ---- */
+
+struct filter_run {
+	struct pt_regs *ctx;
+	struct gt_inflight *call; /* the entry's registers and stack pointer */
+	__u64 now_sp;
+	__u32 at_return;
+	__u32 first;
+	__u32 count;
+	__u32 unread;
+	__u64 stack; /* truth values, the top in bit 0 */
+};
+
+/* Through a nil pointer: the comparison is false, as no value is there. */
+#define GT_WORD_NIL (-2)
+
+/* The pointers and the last read of a word, from its base value `v` (the stack pointer, or a
+ * register: a pointer if anything is read through it). -1: unreadable; GT_WORD_NIL. A global
+ * function: the verifier checks it once, not at every use. */
+__noinline int follow_word(const struct gt_word *w, __u64 v, __u64 *out)
+{
+	if (!w || !out)
+		return -1;
+	for (int i = 0; i < GT_FILTER_MAX_HOPS; i++) {
+		if (i >= w->hops)
+			break;
+		if (!v)
+			return GT_WORD_NIL;
+		if (bpf_probe_read_user(&v, sizeof(v), (void *)(v + w->off[i])))
+			return -1;
+	}
+	__u32 size = w->size;
+	if (w->has_read) {
+		__u32 last = w->hops < GT_FILTER_MAX_HOPS ? w->hops : GT_FILTER_MAX_HOPS;
+		__u64 raw = 0;
+		if (!v)
+			return GT_WORD_NIL;
+		if (size == 0 || size > 8 ||
+		    bpf_probe_read_user(&raw, size, (void *)(v + w->off[last])))
+			return -1;
+		v = raw;
+	}
+	if (size > 0 && size < 8) {
+		__u64 mask = (1ULL << (size * 8)) - 1;
+		v &= mask;
+		if (w->is_signed && (v >> (size * 8 - 1)) & 1)
+			v |= ~mask;
+	}
+	*out = v;
+	return 0;
+}
+
+/* A word's value: arguments from the entry's registers and stack pointer, results from the
+ * return's. */
+static __always_inline int word_value(struct gt_word *w, struct filter_run *run, __u64 *out)
+{
+	__u64 v = 0;
+	int entry = w->at_entry || !run->at_return;
+	if (w->base == GT_WORD_SP) {
+		v = entry ? run->call->sp : run->now_sp;
+	} else {
+		__u32 reg = w->reg;
+		if (reg >= GT_INT_REGS)
+			return -1;
+		if (entry)
+			v = run->call->regs[reg];
+		else if (bpf_probe_read_kernel(&v, sizeof(v),
+					       (void *)run->ctx + int_reg_offsets[reg]))
+			return -1;
+	}
+	return follow_word(w, v, out);
+}
+
+static __always_inline int compare_words(__u32 cmp, __u64 a, __u64 b, int is_signed)
+{
+	__s64 sa = a, sb = b;
+	switch (cmp) {
+	case GT_CMP_EQ:
+		return a == b;
+	case GT_CMP_NE:
+		return a != b;
+	case GT_CMP_LT:
+		return is_signed ? sa < sb : a < b;
+	case GT_CMP_LE:
+		return is_signed ? sa <= sb : a <= b;
+	case GT_CMP_GT:
+		return is_signed ? sa > sb : a > b;
+	case GT_CMP_GE:
+		return is_signed ? sa >= sb : a >= b;
+	}
+	return 0;
+}
+
+/* Whether the `len` bytes at `ptr` equal (or, GT_CMP_PREFIX, start with) the constant,
+ * negated for GT_CMP_NE; -1 when they cannot be read. Compared 8 bytes at a time, so the
+ * probe's stack stays small. A global function, checked once. */
+__noinline int string_matches(const struct gt_filter_literal *lit, __u64 ptr, __u64 len,
+			      __u32 cmp)
+{
+	if (!lit)
+		return -1;
+	__u32 n = lit->len;
+	if (n > GT_FILTER_STR_MAX)
+		return 0;
+	int same = cmp == GT_CMP_PREFIX ? len >= n : len == n;
+	for (__u32 at = 0; at < GT_FILTER_STR_MAX; at += 8) {
+		if (!same || at >= n)
+			break;
+		__u32 k = n - at < 8 ? n - at : 8;
+		__u64 have = 0, want = 0;
+		if (k == 0 || k > 8 || bpf_probe_read_user(&have, k, (void *)(ptr + at)))
+			return -1;
+		__builtin_memcpy(&want, &lit->bytes[at], 8);
+		if (k < 8)
+			want &= (1ULL << (k * 8)) - 1;
+		if (have != want)
+			same = 0;
+	}
+	return cmp == GT_CMP_NE ? !same : same;
+}
+
+static __always_inline int compare_string(struct gt_filter_op *op, struct filter_run *run)
+{
+	__u64 ptr = 0, len = 0;
+	struct gt_filter_literal *lit = bpf_map_lookup_elem(&filter_literals, &op->literal);
+	int found = lit ? word_value(&op->a, run, &ptr) : -1;
+	if (!found)
+		found = word_value(&op->b, run, &len);
+	int truth = found ? found : string_matches(lit, ptr, len, op->cmp);
+	if (truth == -1)
+		run->unread = 1;
+	return truth > 0;
+}
+
+static long filter_step(__u64 index, void *arg)
+{
+	struct filter_run *run = arg;
+	if (index >= run->count)
+		return 1;
+	__u32 at = run->first + (__u32)index;
+	struct gt_filter_op *op = bpf_map_lookup_elem(&filter_ops, &at);
+	if (!op)
+		return 1;
+	__u64 top = run->stack & 1, below = (run->stack >> 1) & 1;
+	switch (op->kind) {
+	case GT_FILTER_AND:
+		run->stack = (run->stack >> 2) << 1 | (top & below);
+		break;
+	case GT_FILTER_OR:
+		run->stack = (run->stack >> 2) << 1 | (top | below);
+		break;
+	case GT_FILTER_NOT:
+		run->stack ^= 1;
+		break;
+	case GT_FILTER_STR:
+		run->stack = run->stack << 1 | compare_string(op, run);
+		break;
+	default: {
+		__u64 v = 0;
+		int truth = 0;
+		int found = word_value(&op->a, run, &v);
+		if (found == -1)
+			run->unread = 1;
+		else if (!found)
+			truth = compare_words(op->cmp, v, op->value, op->a.is_signed);
+		run->stack = run->stack << 1 | truth;
+	}
+	}
+	return 0;
+}
+
+/* Whether `call` passes its function's --where program, run at the entry or `at_return`
+ * (a program runs at one of them; at the other it passes). A global function: the verifier
+ * checks it once, however many paths call it. */
+__noinline int passes_filter(struct pt_regs *ctx, struct gt_inflight *call, __u32 at_return)
+{
+	if (!call)
+		return 1;
+	__u32 func = call->func;
+	struct gt_filter *f = bpf_map_lookup_elem(&filters, &func);
+	if (!f || !f->count || (f->at_return != 0) != (at_return != 0))
+		return 1;
+	struct filter_run run = {
+		.ctx = ctx,
+		.call = call,
+		.now_sp = ctx->rsp,
+		.at_return = at_return,
+		.first = f->first,
+		.count = f->count < GT_FILTER_MAX_OPS ? f->count : GT_FILTER_MAX_OPS,
+	};
+	bpf_loop(GT_FILTER_MAX_OPS, filter_step, &run, 0);
+	if (run.unread)
+		count(GT_STAT_FILTER_UNREAD);
+	return run.stack & 1;
 }
 
 static __always_inline void stat_return(struct pt_regs *ctx, __u32 func, __u64 ns)
@@ -728,7 +956,8 @@ static long unwind_step(__u64 index, void *arg)
 	/* A system stack is never unwound by a panic: the runtime reset it (mcall, gogo). */
 	__u32 kind = u->g.system ? GT_EVENT_ABANDONED
 		     : state->panicking ? GT_EVENT_PANICKED : u->kind;
-	emit_unreturned(kind, &gone, &call);
+	if (!call.filtered)
+		emit_unreturned(kind, &gone, &call);
 	return 0;
 }
 
@@ -876,14 +1105,35 @@ static __always_inline int on_entry(struct pt_regs *ctx, __u64 cookie, struct gt
 	}
 	struct gt_inflight call = new_call(ctx, cookie, tid, now);
 	call.parent = state->top;
+	/* Filtered out at the entry, the call is still held in flight: its return must pair. */
+	if (has_filter && !passes_filter(ctx, &call, 0)) {
+		call.filtered = 1;
+		count(GT_STAT_FILTERED);
+	}
 	if (bpf_map_update_elem(&inflight, key, &call, BPF_ANY)) {
 		count(GT_STAT_INFLIGHT_FULL);
 		return 0;
 	}
 	state->top = key->frame;
 	note_process(key->tgid);
-	send_entry_data(ctx, key, &call);
+	if (!call.filtered)
+		send_entry_data(ctx, key, &call);
 	return 0;
+}
+
+/* Whether a returning call is reported: not filtered out at its entry, passing a --where
+ * decided at the return, and lasting --min-duration. */
+static __always_inline int reported_at_return(struct pt_regs *ctx, struct gt_inflight *call,
+					      __u64 now)
+{
+	if (call->filtered)
+		return 0;
+	int passes = !has_filter || passes_filter(ctx, call, 1);
+	if (passes && min_duration_ns && now - call->entry_ns < min_duration_ns)
+		passes = 0;
+	if (!passes)
+		count(GT_STAT_FILTERED);
+	return passes;
 }
 
 static __always_inline int on_return(struct pt_regs *ctx, __u64 cookie, struct gt_frame_key *key,
@@ -910,6 +1160,8 @@ static __always_inline int on_return(struct pt_regs *ctx, __u64 cookie, struct g
 		if (!call.parent)
 			state->panicking = 0;
 	}
+	if ((has_filter || min_duration_ns) && !reported_at_return(ctx, &call, now))
+		return 0;
 	if (stats_mode) {
 		stat_return(ctx, call.func, now - call.entry_ns);
 		return 0;
@@ -927,11 +1179,13 @@ static __always_inline int on_entry_return(struct pt_regs *ctx, __u64 cookie,
 	struct gt_goroutine_key g = goroutine_key(key);
 	if (bpf_map_lookup_elem(&goroutines, &g))
 		unwind(&g, key->frame, 1, GT_EVENT_RETURN_NOT_SEEN);
+	struct gt_inflight call = new_call(ctx, cookie, tid, now);
+	if ((has_filter || min_duration_ns) && !reported_at_return(ctx, &call, now))
+		return 0;
 	if (stats_mode) {
-		stat_return(ctx, GT_COOKIE_FUNC(cookie), 0);
+		stat_return(ctx, call.func, 0);
 		return 0;
 	}
-	struct gt_inflight call = new_call(ctx, cookie, tid, now);
 	send_entry_data(ctx, key, &call);
 	struct gt_recipe *recipe = recipe_for(call.func, GT_SITE_RETURN);
 	EMIT(ctx, recipe, fill_header(e, GT_EVENT_CALL, key, &call); fill_return(e, ctx, now, tid));
@@ -943,6 +1197,17 @@ static __always_inline int on_entry_only(struct pt_regs *ctx, __u64 cookie, __u3
 					 __u64 goid, __u64 now)
 {
 	__u32 func = GT_COOKIE_FUNC(cookie);
+	if (has_filter) {
+		struct gt_inflight call = new_call(ctx, cookie, tid, now);
+		if (!passes_filter(ctx, &call, 0)) {
+			count(GT_STAT_FILTERED);
+			return 0;
+		}
+	}
+	if (stats_mode) {
+		stat_entered(func);
+		return 0;
+	}
 	struct gt_recipe *recipe = recipe_for(func, GT_SITE_ENTRY);
 	EMIT(ctx, recipe, {
 		e->kind = GT_EVENT_ENTRY;
@@ -980,7 +1245,7 @@ static __always_inline int on_site(struct pt_regs *ctx)
 	/* Counting entries needs nothing from the goroutine: the cheapest path of all. Not even
 	 * the phase: nothing here pairs, and what is counted until the probes are gone is read
 	 * after they are. */
-	if (stats_mode && (entry_only || kind == GT_SITE_INLINED)) {
+	if (stats_mode && !has_filter && (entry_only || kind == GT_SITE_INLINED)) {
 		stat_entered(GT_COOKIE_FUNC(cookie));
 		return 0;
 	}

@@ -98,6 +98,76 @@ struct gt_inflight {
 	__u32 func;
 	__u32 tid;
 	__u64 regs[GT_INT_REGS];
+	__u32 filtered; /* --where decided at the entry against it: nothing is reported */
+	__u32 pad;
+};
+
+/* --where: one postfix program per traced function (gotrace-plan's filter module compiles it).
+ * Comparisons push a truth value; AND, OR, NOT combine the top two (one). */
+enum gt_filter_limits {
+	GT_FILTER_MAX_OPS = 32,
+	GT_FILTER_STR_MAX = 64,
+	GT_FILTER_MAX_HOPS = 3,
+};
+
+enum gt_filter_kind {
+	GT_FILTER_CMP = 0, /* word `a` against `value` */
+	GT_FILTER_STR = 1, /* the string whose pointer is `a` and length `b` against `literal` */
+	GT_FILTER_AND = 2,
+	GT_FILTER_OR = 3,
+	GT_FILTER_NOT = 4,
+};
+
+enum gt_filter_cmp {
+	GT_CMP_EQ = 0,
+	GT_CMP_NE = 1,
+	GT_CMP_LT = 2,
+	GT_CMP_LE = 3,
+	GT_CMP_GT = 4,
+	GT_CMP_GE = 5,
+	GT_CMP_PREFIX = 6, /* strings only */
+};
+
+enum gt_word_base {
+	GT_WORD_REG = 0, /* integer ABI register `reg` */
+	GT_WORD_SP = 1,  /* the stack pointer */
+};
+
+/* A word: the base (the entry's, with `at_entry`), then `hops` pointers read at word+off[i],
+ * then, with `has_read`, `size` bytes read at word+off[hops]; sign-extended if `is_signed`. */
+struct gt_word {
+	__u8 base;
+	__u8 reg;
+	__u8 at_entry;
+	__u8 hops;
+	__u8 has_read;
+	__u8 size;
+	__u8 is_signed;
+	__u8 pad;
+	__s64 off[GT_FILTER_MAX_HOPS + 1];
+};
+
+struct gt_filter_op {
+	__u32 kind;
+	__u32 cmp;
+	__u32 literal;
+	__u32 pad;
+	__s64 value;
+	struct gt_word a;
+	struct gt_word b;
+};
+
+/* A function's program: ops first..first+count of `filter_ops`, run at the entry or return. */
+struct gt_filter {
+	__u32 first;
+	__u32 count;
+	__u32 at_return;
+	__u32 pad;
+};
+
+struct gt_filter_literal {
+	__u32 len;
+	__u8 bytes[GT_FILTER_STR_MAX];
 };
 
 struct gt_goroutine_key {
@@ -259,7 +329,9 @@ enum gt_stat {
 	GT_STAT_BUSY = 6,             /* calls lost: the CPU's scratch space was in use */
 	GT_STAT_EXIT_LOST = 7,        /* process exits not reported: the ring buffer was full */
 	GT_STAT_STOPPING = 8,         /* calls begun after gotrace began to stop: not traced */
-	GT_STAT_COUNT = 9,
+	GT_STAT_FILTERED = 9,         /* calls --where or --min-duration left out */
+	GT_STAT_FILTER_UNREAD = 10,   /* --where comparisons false because memory was unreadable */
+	GT_STAT_COUNT = 11,
 };
 
 #endif

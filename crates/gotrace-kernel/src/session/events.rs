@@ -53,6 +53,8 @@ pub(super) enum Event {
 pub(super) struct Pairing {
     pub(super) pending: HashMap<u64, Vec<Capture>>,
     pub(super) entry_data: Vec<bool>,
+    /// Ring-buffer records read so far.
+    pub(super) records: u64,
 }
 
 /// More entries waiting than this means returns are being lost: drop the oldest half.
@@ -60,6 +62,7 @@ pub(super) const MAX_PENDING: usize = 1 << 16;
 
 impl Pairing {
     pub(super) fn event(&mut self, bytes: &[u8]) -> Option<Event> {
+        self.records += 1;
         let header_size = std::mem::size_of::<types::gt_event>();
         let e: types::gt_event = read_plain(bytes)?;
         let payload = bytes
@@ -229,6 +232,7 @@ mod tests {
         let mut pairing = Pairing {
             pending: HashMap::new(),
             entry_data: vec![true],
+            records: 0,
         };
         let call = |e: Option<Event>| match e {
             Some(Event::Call(c)) => c,

@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::mem::MaybeUninit;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use tables::{store_entry_sites, RecipeTables};
+use tables::{store_entry_sites, store_filters, RecipeTables};
 
 /// What to trace: every process running a binary (now or later), or one process.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,6 +71,12 @@ pub struct Counters {
     /// Calls begun after [`Session::detach`] began (between the stop and the probes' removal):
     /// not traced.
     pub stopping: u64,
+    /// Calls `--where` or `--min-duration` left out.
+    pub filtered: u64,
+    /// `--where` comparisons taken as false because the memory they read was unreadable.
+    pub filter_unread: u64,
+    /// Ring-buffer records read (calls, entries' memory, process exits).
+    pub records: u64,
 }
 
 /// Loaded BPF program plus its links. Dropping it detaches every probe.
@@ -181,6 +187,8 @@ impl Session {
             rodata.entry_only = u8::from(plan.entry_only);
             rodata.position_independent = u8::from(plan.position_independent);
             rodata.stats_mode = u8::from(stats.is_some());
+            rodata.has_filter = u8::from(plan.filters.is_some());
+            rodata.min_duration_ns = plan.min_duration_ns;
             rodata.has_recipes = u8::from(
                 stats.is_none()
                     && plan
@@ -225,6 +233,13 @@ impl Session {
             0
         };
         size(&mut open.maps.func_stats, stats_entries)?;
+        let (programs, filter_ops, literals) = plan.filters.as_ref().map_or((0, 0, 0), |f| {
+            let ops = f.functions.iter().map(|p| p.ops.len()).sum();
+            (f.functions.len(), ops, f.literals.len())
+        });
+        size(&mut open.maps.filters, programs)?;
+        size(&mut open.maps.filter_ops, filter_ops)?;
+        size(&mut open.maps.filter_literals, literals)?;
         size(&mut open.maps.error_results, stats_entries)?;
         let cpus = libbpf_rs::num_possible_cpus()
             .map_err(|e| KernelError::Load(format!("counting CPUs: {e:#}")))?;
@@ -234,6 +249,9 @@ impl Session {
             .map_err(|e| KernelError::from_libbpf(e, KernelError::Load))?;
         tables.store(&skel)?;
         store_entry_sites(&skel, plan)?;
+        if let Some(filters) = &plan.filters {
+            store_filters(&skel, filters)?;
+        }
         if let Some(error_results) = stats {
             store_error_results(&skel, error_results)?;
         }
@@ -286,6 +304,7 @@ impl Session {
                     .iter()
                     .map(|f| !f.entry_recipe.ops.is_empty())
                     .collect(),
+                records: 0,
             }),
             links: std::cell::RefCell::new(links),
             skel,
@@ -359,6 +378,9 @@ impl Session {
             read_failures: read(types::gt_stat::GT_STAT_READ_FAILED)?,
             exits_lost: read(types::gt_stat::GT_STAT_EXIT_LOST)?,
             stopping: read(types::gt_stat::GT_STAT_STOPPING)?,
+            filtered: read(types::gt_stat::GT_STAT_FILTERED)?,
+            filter_unread: read(types::gt_stat::GT_STAT_FILTER_UNREAD)?,
+            records: self.pairing.borrow().records,
         })
     }
 
@@ -467,6 +489,10 @@ impl Session {
             let Some(call) = read_plain::<types::gt_inflight>(&value) else {
                 continue;
             };
+            // --where left it out at its entry.
+            if call.filtered != 0 {
+                continue;
+            }
             let bias = self
                 .skel
                 .maps

@@ -2,6 +2,7 @@
 
 use crate::skel::{types, GotraceSkel};
 use crate::KernelError;
+use gotrace_plan::filter::{Base, CmpOp, FilterOp, Filters, StrOp, Word, MAX_HOPS};
 use gotrace_plan::recipe::{CaptureOp, Gather, Guard, OpKind, Operand, Recipe};
 use gotrace_plan::{ProbePlan, SiteKind};
 use libbpf_rs::{MapCore, MapFlags};
@@ -91,9 +92,157 @@ pub(super) fn store_entry_sites(
     Ok(())
 }
 
+/// `--where`: each function's program, the ops and the string constants.
+pub(super) fn store_filters(skel: &GotraceSkel<'_>, filters: &Filters) -> Result<(), KernelError> {
+    let fill_error = |e: libbpf_rs::Error| KernelError::Load(format!("filling filters: {e:#}"));
+    let mut first = 0u32;
+    for (index, function) in filters.functions.iter().enumerate() {
+        let program = types::gt_filter {
+            first,
+            count: function.ops.len() as u32,
+            at_return: u32::from(function.at_return),
+            pad: 0,
+        };
+        skel.maps
+            .filters
+            .update(
+                &(index as u32).to_ne_bytes(),
+                bytes_of(&program),
+                MapFlags::ANY,
+            )
+            .map_err(fill_error)?;
+        for op in &function.ops {
+            skel.maps
+                .filter_ops
+                .update(
+                    &first.to_ne_bytes(),
+                    bytes_of(&filter_op(op)),
+                    MapFlags::ANY,
+                )
+                .map_err(fill_error)?;
+            first += 1;
+        }
+    }
+    for (index, literal) in filters.literals.iter().enumerate() {
+        let mut value = types::gt_filter_literal {
+            len: literal.len() as u32,
+            ..Default::default()
+        };
+        value.bytes[..literal.len()].copy_from_slice(literal);
+        skel.maps
+            .filter_literals
+            .update(
+                &(index as u32).to_ne_bytes(),
+                bytes_of(&value),
+                MapFlags::ANY,
+            )
+            .map_err(fill_error)?;
+    }
+    Ok(())
+}
+
+fn filter_op(op: &FilterOp) -> types::gt_filter_op {
+    use types::gt_filter_cmp as C;
+    use types::gt_filter_kind as K;
+    let cmp = |op: CmpOp| match op {
+        CmpOp::Eq => C::GT_CMP_EQ,
+        CmpOp::Ne => C::GT_CMP_NE,
+        CmpOp::Lt => C::GT_CMP_LT,
+        CmpOp::Le => C::GT_CMP_LE,
+        CmpOp::Gt => C::GT_CMP_GT,
+        CmpOp::Ge => C::GT_CMP_GE,
+    };
+    let (kind, cmp, literal, value, a, b) = match op {
+        FilterOp::Compare { word, op, value } => (
+            K::GT_FILTER_CMP,
+            cmp(*op),
+            0,
+            *value,
+            gt_word(word),
+            Default::default(),
+        ),
+        FilterOp::String {
+            ptr,
+            len,
+            op,
+            literal,
+        } => {
+            let cmp = match op {
+                StrOp::Eq => C::GT_CMP_EQ,
+                StrOp::Ne => C::GT_CMP_NE,
+                StrOp::Prefix => C::GT_CMP_PREFIX,
+            };
+            (
+                K::GT_FILTER_STR,
+                cmp,
+                *literal,
+                0,
+                gt_word(ptr),
+                gt_word(len),
+            )
+        }
+        FilterOp::And => (
+            K::GT_FILTER_AND,
+            C::GT_CMP_EQ,
+            0,
+            0,
+            Default::default(),
+            Default::default(),
+        ),
+        FilterOp::Or => (
+            K::GT_FILTER_OR,
+            C::GT_CMP_EQ,
+            0,
+            0,
+            Default::default(),
+            Default::default(),
+        ),
+        FilterOp::Not => (
+            K::GT_FILTER_NOT,
+            C::GT_CMP_EQ,
+            0,
+            0,
+            Default::default(),
+            Default::default(),
+        ),
+    };
+    types::gt_filter_op {
+        kind: kind.0,
+        cmp: cmp.0,
+        literal,
+        pad: 0,
+        value,
+        a,
+        b,
+    }
+}
+
+fn gt_word(word: &Word) -> types::gt_word {
+    let (base, reg) = match word.base {
+        Base::Reg(reg) => (types::gt_word_base::GT_WORD_REG, reg),
+        Base::Sp => (types::gt_word_base::GT_WORD_SP, 0),
+    };
+    let mut off = [0i64; MAX_HOPS + 1];
+    off[..word.hops.len()].copy_from_slice(&word.hops);
+    if let Some(read) = word.read {
+        off[word.hops.len()] = read;
+    }
+    types::gt_word {
+        base: base.0 as u8,
+        reg,
+        at_entry: u8::from(word.at_entry),
+        hops: word.hops.len() as u8,
+        has_read: u8::from(word.read.is_some()),
+        size: word.size,
+        is_signed: u8::from(word.signed),
+        pad: 0,
+        off,
+    }
+}
+
 /// The bytes of a generated BPF type, as a map update wants them.
 pub(super) fn bytes_of<T: Copy>(value: &T) -> &[u8] {
-    // SAFETY: only used with the skeleton's repr(C) types gt_recipe, gt_op and gt_error_result, whose fields
+    // SAFETY: only used with the skeleton's repr(C) types (gt_recipe, gt_op, gt_error_result, the gt_filter ones), whose fields
     // are integers laid out without implicit padding (gotrace.h pads explicitly), so every
     // byte is initialised; the slice borrows `value` for its lifetime.
     unsafe {
