@@ -100,6 +100,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
             limits: gotrace_plan::Limits::default(),
             count: None,
             debug_file: None,
+            stack: false,
         };
         let mut sink = ChannelSink {
             lines: lines_tx,

@@ -365,6 +365,7 @@ fn run_trace(args: TraceArgs) -> Result<()> {
         },
         count: args.count,
         debug_file: args.debug_file.clone(),
+        stack: args.stack,
     };
     sink.exports = export::Exports::start(args.metrics.as_deref(), args.otlp.as_deref(), clock())?;
     // The errors tracing would give first, before the file is watched.

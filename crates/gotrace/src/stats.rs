@@ -266,6 +266,7 @@ pub fn run_cli(args: StatsArgs) -> Result<()> {
         limits: gotrace_plan::Limits::default(),
         count: None,
         debug_file: args.debug_file.clone(),
+        stack: false,
     };
     trace::target_binary(&request.target)?;
     gotrace_kernel::check_environment()?;

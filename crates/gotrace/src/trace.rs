@@ -44,6 +44,8 @@ pub struct TraceRequest {
     pub count: Option<u64>,
     /// Separate debug information of the binary's build (`--debug-file`).
     pub debug_file: Option<PathBuf>,
+    /// Each call's stack at entry (`--stack`).
+    pub stack: bool,
 }
 
 /// What the output can take after a batch.
@@ -119,6 +121,7 @@ pub fn prepare(request: &TraceRequest) -> Result<(GoBinary, PathBuf, ProbePlan)>
         &request.functions,
         PlanOptions {
             entry_only: request.entry_only,
+            stack: request.stack,
             exclude: request.exclude.clone(),
             limits: request.limits,
         },
@@ -143,7 +146,14 @@ pub fn run(
     }
     let empty_types = gotrace_binary::types::TypeTable::default();
     let types = gotrace_plan::signature_types(&binary).unwrap_or(&empty_types);
-    let decoder = Decoder::new(&plan, types, binary.runtime_types().unwrap_or_default());
+    let symbolizer = match request.stack {
+        true => Some(binary.symbolizer().context("--stack")?),
+        false => None,
+    };
+    let mut decoder = Decoder::new(&plan, types, binary.runtime_types().unwrap_or_default());
+    if let Some(symbolizer) = &symbolizer {
+        decoder = decoder.with_stacks(symbolizer);
+    }
 
     // Opened before attaching, so a process exiting meanwhile still ends the session cleanly;
     // readable once the traced process has exited.
