@@ -18,7 +18,8 @@
 //! on the stack. Whatever is not proven so is unknown, with the reason.
 
 use crate::abi::{Location, Piece};
-use crate::pclntab::{self, RawTable, Reader};
+use crate::pclntab::record::FuncRecord;
+use crate::pclntab::{self, RawTable};
 use crate::spills::{Spill, StackGrowth};
 use crate::{BinaryError, VirtAddr};
 use serde::Serialize;
@@ -122,34 +123,23 @@ pub(crate) fn index<'g>(
     entries: &[VirtAddr],
     gofunc: impl Fn(u64, u64) -> Option<&'g [u8]>,
 ) -> Result<ArgInfoIndex, BinaryError> {
-    // The `_func` record's fixed part; `nfuncdata` is its last byte.
-    let fixed = match table.magic {
-        0xFFFF_FFF0 => 40u64,
-        0xFFFF_FFF1 => 44,
-        _ => return Ok(ArgInfoIndex::default()),
-    };
-    let r = Reader { data: table.data };
     let mut out = ArgInfoIndex::default();
     for (i, &entry) in entries.iter().enumerate().take(table.nfunc as usize) {
-        let record = u64::from(r.u32(table.functab + (2 * i as u64 + 1) * 4)?) + table.functab;
-        let npcdata = u64::from(r.u32(record + 28)?);
-        let nfuncdata = u64::from(r.u8(record + fixed - 1)?);
-        if nfuncdata <= FUNCDATA_ARG_INFO {
+        let Some(record) = FuncRecord::nth(&table, i as u64)? else {
+            break;
+        };
+        let Some(off) = record.funcdata(FUNCDATA_ARG_INFO)? else {
             continue;
-        }
-        let off = r.u32(record + fixed + 4 * npcdata + 4 * FUNCDATA_ARG_INFO)?;
-        if off == u32::MAX {
-            continue;
-        }
-        let bytes = gofunc(u64::from(off), MAX_LEN).ok_or_else(|| {
+        };
+        let bytes = gofunc(off, MAX_LEN).ok_or_else(|| {
             pclntab::malformed(
-                record,
+                record.at,
                 format!("the argument metadata of the function at {entry} lies outside the image"),
             )
         })?;
         let len = bytes.iter().position(|&b| b == END_SEQ).ok_or_else(|| {
             pclntab::malformed(
-                record,
+                record.at,
                 format!("the argument metadata of the function at {entry} does not end"),
             )
         })?;

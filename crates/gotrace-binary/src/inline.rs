@@ -15,14 +15,15 @@
 //! A node's parent is the node the pc `parentPc` (an instruction at the call site) belongs to,
 //! so a pc of a nested body belongs to every enclosing inlined call's body too.
 
+use crate::pclntab::record::{pc_values, FuncRecord};
 use crate::pclntab::{self, RawTable, Reader};
 use crate::{BinaryError, VirtAddr};
 use std::collections::HashMap;
 
-const PCDATA_INL_TREE_INDEX: u64 = 2;
-const FUNCDATA_INL_TREE: u64 = 3;
+pub(crate) const PCDATA_INL_TREE_INDEX: u64 = 2;
+pub(crate) const FUNCDATA_INL_TREE: u64 = 3;
 /// Inlined calls nested deeper than this are treated as a corrupt tree (a parent cycle).
-const MAX_NESTING: usize = 256;
+pub(crate) const MAX_NESTING: usize = 256;
 
 /// One place a function's body was inlined into another function.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,10 +93,8 @@ pub(crate) fn index<'g>(
     quantum: u8,
     gofunc: impl Fn(u64, u64) -> Option<&'g [u8]>,
 ) -> Result<InlineIndex, BinaryError> {
-    let (fixed, node_size) = match table.magic {
-        0xFFFF_FFF0 => (40u64, 20u64),
-        0xFFFF_FFF1 => (44, 16),
-        _ => return Ok(InlineIndex::default()),
+    let Some(node_size) = InlineTree::node_size(table.magic) else {
+        return Ok(InlineIndex::default());
     };
     let r = Reader { data: table.data };
     let pctab_len = (table.data.len() as u64).saturating_sub(table.pctab);
@@ -106,41 +105,32 @@ pub(crate) fn index<'g>(
         ..InlineIndex::default()
     };
     for (i, &entry) in entries.iter().enumerate().take(table.nfunc as usize) {
-        let record = u64::from(r.u32(table.functab + (2 * i as u64 + 1) * 4)?) + table.functab;
-        let pcsp = u64::from(r.u32(record + 16)?);
+        let Some(record) = FuncRecord::nth(&table, i as u64)? else {
+            break;
+        };
+        let pcsp = record.pcsp()?;
         if pcsp != 0 {
             out.pcsp.insert(entry, pcsp);
         }
-        let npcdata = u64::from(r.u32(record + 28)?);
-        let nfuncdata = u64::from(r.u8(record + fixed - 1)?);
-        if npcdata <= PCDATA_INL_TREE_INDEX || nfuncdata <= FUNCDATA_INL_TREE {
+        let (Some(index_table), Some(tree_off)) = (
+            record.pcdata(PCDATA_INL_TREE_INDEX)?,
+            record.funcdata(FUNCDATA_INL_TREE)?,
+        ) else {
             continue;
-        }
-        let index_table = u64::from(r.u32(record + fixed + 4 * PCDATA_INL_TREE_INDEX)?);
-        let tree_off = r.u32(record + fixed + 4 * npcdata + 4 * FUNCDATA_INL_TREE)?;
-        if index_table == 0 || tree_off == u32::MAX {
-            continue;
-        }
+        };
         let runs = pc_values(&pcr, index_table, entry.0, quantum)?;
         let nodes = runs.iter().map(|r| r.2 + 1).max().unwrap_or(0).max(0) as u64;
         if nodes == 0 {
             continue;
         }
-        let tree = gofunc(u64::from(tree_off), nodes * node_size).ok_or_else(|| {
+        let tree = gofunc(tree_off, nodes * node_size).ok_or_else(|| {
             pclntab::malformed(
-                record,
+                record.at,
                 format!("the inline tree of the function at {entry} lies outside the image"),
             )
         })?;
-        let node = |k: i64| -> Result<(u64, u64), BinaryError> {
-            let at = k as u64 * node_size;
-            let t = Reader { data: tree };
-            // (nameOff, parentPc)
-            Ok(match table.magic {
-                0xFFFF_FFF0 => (u64::from(t.u32(at + 12)?), u64::from(t.u32(at + 16)?)),
-                _ => (u64::from(t.u32(at + 4)?), u64::from(t.u32(at + 8)?)),
-            })
-        };
+        let tree = InlineTree::new(tree, table.magic);
+        let node = |k: i64| tree.node(k);
         let index_at = |pc: u64| {
             runs.iter()
                 .find(|(lo, hi, _)| *lo <= pc && pc < *hi)
@@ -158,7 +148,7 @@ pub(crate) fn index<'g>(
                     .entry(k)
                     .or_default()
                     .push((VirtAddr(lo), VirtAddr(hi)));
-                let (_, parent_pc) = node(k)?;
+                let parent_pc = node(k)?.parent_pc;
                 let parent = index_at(entry.0 + parent_pc);
                 // A parent is an enclosing call: it was created before its children.
                 k = if parent < k { parent } else { -1 };
@@ -166,7 +156,7 @@ pub(crate) fn index<'g>(
         }
         let names = table.names.map_or(0, |(start, _)| start);
         for (k, mut ranges) in bodies {
-            let (name_off, _) = node(k)?;
+            let name_off = node(k)?.name_off;
             let name = read_name(&r, names + name_off, table.names)?;
             ranges.sort();
             out.bodies.entry(name).or_default().push(InlinedBody {
@@ -197,33 +187,50 @@ fn read_name(r: &Reader<'_>, off: u64, within: Option<(u64, u64)>) -> Result<Str
     Ok(pclntab::elf_name(&rest[..len]))
 }
 
-/// The runs of a pc-value table at `off` (runtime `pcvalue`/`step`): (start, end, value), the
-/// value starting at -1 and changed by a zig-zag delta before each run.
-fn pc_values(
-    r: &Reader<'_>,
-    mut off: u64,
-    entry: u64,
-    quantum: u8,
-) -> Result<Vec<(u64, u64, i64)>, BinaryError> {
-    let start = off;
-    let mut out = Vec::new();
-    let mut pc = entry;
-    let mut value: i64 = -1;
-    // Each step reads at least two bytes: this bounds a table that never ends.
-    for step in 0..=r.data.len() {
-        let (delta, n) = r.uvarint(off)?;
-        off += n;
-        if delta == 0 && step > 0 {
-            return Ok(out);
+/// A function's inline tree (`FUNCDATA_InlTree`): an array of `inlinedCall` nodes.
+pub(crate) struct InlineTree<'g> {
+    data: &'g [u8],
+    magic: u32,
+}
+
+impl<'g> InlineTree<'g> {
+    /// Bytes per node in a table with this magic; `None` before Go 1.18.
+    pub(crate) fn node_size(magic: u32) -> Option<u64> {
+        match magic {
+            0xFFFF_FFF0 => Some(20),
+            0xFFFF_FFF1 => Some(16),
+            _ => None,
         }
-        value += i64::from((delta >> 1) as i32 ^ -((delta & 1) as i32));
-        let (pc_delta, n) = r.uvarint(off)?;
-        off += n;
-        let next = pc + u64::from(pc_delta) * u64::from(quantum);
-        out.push((pc, next, value));
-        pc = next;
     }
-    Err(pclntab::malformed(start, "pc-value table does not end"))
+
+    pub(crate) fn new(data: &'g [u8], magic: u32) -> Self {
+        InlineTree { data, magic }
+    }
+
+    /// Node `k`: the inlined function's name and `funcID`, and an instruction of the call
+    /// site, as an offset from the outer function's entry.
+    pub(crate) fn node(&self, k: i64) -> Result<InlineNode, BinaryError> {
+        let size = Self::node_size(self.magic).unwrap_or(16);
+        let at =
+            u64::try_from(k).map_err(|_| pclntab::malformed(0, "negative inline node"))? * size;
+        let t = Reader { data: self.data };
+        let (func_id, name, parent) = match self.magic {
+            0xFFFF_FFF0 => (2, 12, 16),
+            _ => (0, 4, 8),
+        };
+        Ok(InlineNode {
+            name_off: u64::from(t.u32(at + name)?),
+            parent_pc: u64::from(t.u32(at + parent)?),
+            func_id: t.u8(at + func_id)?,
+        })
+    }
+}
+
+/// One node of an inline tree.
+pub(crate) struct InlineNode {
+    pub name_off: u64,
+    pub parent_pc: u64,
+    pub func_id: u8,
 }
 
 /// A place to probe an inlined call: an instruction of the caller's linear decode.
@@ -299,18 +306,6 @@ pub(crate) fn probe_instruction(
 mod tests {
     use super::*;
 
-    #[test]
-    fn pc_values_follow_the_runtime_encoding() {
-        // +1 (zig-zag 2) for 3 bytes, -1 (zig-zag 1) for 2 bytes, +2 (4) for 1 byte, end.
-        let data = [2u8, 3, 1, 2, 4, 1, 0];
-        let r = Reader { data: &data };
-        let runs = pc_values(&r, 0, 0x100, 1).unwrap();
-        assert_eq!(
-            runs,
-            [(0x100, 0x103, 0), (0x103, 0x105, -1), (0x105, 0x106, 1)]
-        );
-    }
-
     fn decode(bytes: &[u8]) -> Vec<iced_x86::Instruction> {
         let mut d = iced_x86::Decoder::with_ip(64, bytes, 0x1000, iced_x86::DecoderOptions::NONE);
         let mut out = Vec::new();
@@ -352,12 +347,5 @@ mod tests {
             probe_instruction(&decode(&code), 0, VirtAddr(0x1002)),
             VirtAddr(0x1000)
         );
-    }
-
-    #[test]
-    fn unterminated_pc_values_are_malformed() {
-        let data = [2u8, 3, 2];
-        let r = Reader { data: &data };
-        assert!(pc_values(&r, 0, 0, 1).is_err());
     }
 }

@@ -114,6 +114,18 @@ fn own_functions(
     (functions, function_source)
 }
 
+/// `FuncIDWrapper` (`internal/abi/symtab.go`; `runtime/symtab.go` before 1.21): the last value
+/// of the runtime's `FuncID` list, which grew in Go 1.22 and 1.25. `None` for releases not
+/// checked (a test reads every installed toolchain's source).
+pub fn wrapper_func_id(go_minor: u32) -> Option<u8> {
+    match go_minor {
+        18..=21 => Some(21),
+        22..=24 => Some(22),
+        25..=27 => Some(23),
+        _ => None,
+    }
+}
+
 /// A function with machine code of its own.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Function {
@@ -405,6 +417,33 @@ impl GoBinary {
                 reason: format!("inline tree: {e}"),
             }),
         }
+    }
+
+    /// Symbolizes program counters through `.gopclntab` (function, file, line, inlined calls):
+    /// for call stacks. Fails when the binary has no Go 1.18+ table or no `gofunc`.
+    pub fn symbolizer(&self) -> Result<pclntab::Symbolizer<'_>, BinaryError> {
+        let no_table = || BinaryError::Malformed {
+            section: ".gopclntab",
+            offset: 0,
+            reason: "no function table with inline trees: stacks cannot be symbolized".into(),
+        };
+        let found = pclntab::locate(&self.elf)?.ok_or_else(no_table)?;
+        let gofunc = self.gofunc.ok_or_else(no_table)?;
+        let quantum = match self.arch() {
+            Arch::Amd64 => 1,
+            Arch::Arm64 => 4,
+        };
+        pclntab::Symbolizer::new(
+            found.table.raw(),
+            found.table.functions(),
+            quantum,
+            &self.elf,
+            gofunc,
+            self.build_info
+                .as_ref()
+                .and_then(|b| b.go_version_minor())
+                .and_then(wrapper_func_id),
+        )
     }
 
     /// The function's arguments as Go's traceback metadata describes them (`FUNCDATA_ArgInfo`:

@@ -6,9 +6,11 @@
 
 mod maps;
 mod memory;
+mod stack;
 mod value;
 
 pub use memory::Memory;
+pub use stack::{Frame, Stack, Stacks};
 pub use value::{Bytes, Missing, Value};
 
 use gotrace_binary::abi::{AbiReg, Location, Piece};
@@ -41,6 +43,8 @@ pub struct DecodedCall<'p> {
     /// `None` when the binary has no DWARF: the signature is unknown.
     pub args: Option<Vec<NamedValue<'p>>>,
     pub results: Option<Vec<NamedValue<'p>>>,
+    /// The call's stack at entry (`--stack`).
+    pub stack: Option<Stack>,
 }
 
 impl Default for DecodedCall<'_> {
@@ -56,6 +60,7 @@ impl Default for DecodedCall<'_> {
             return_ns: 0,
             args: None,
             results: None,
+            stack: None,
         }
     }
 }
@@ -74,6 +79,7 @@ pub struct Decoder<'p> {
     plan: &'p ProbePlan,
     types: &'p TypeTable,
     runtime_types: HashMap<u64, TypeId>,
+    stacks: Option<Stacks<'p>>,
 }
 
 impl<'p> Decoder<'p> {
@@ -86,7 +92,14 @@ impl<'p> Decoder<'p> {
             plan,
             types,
             runtime_types,
+            stacks: None,
         }
+    }
+
+    /// Symbolizes each call's stack (`--stack`) with `symbolizer`.
+    pub fn with_stacks(mut self, symbolizer: &'p gotrace_binary::pclntab::Symbolizer<'p>) -> Self {
+        self.stacks = Some(Stacks::new(symbolizer));
+        self
     }
 
     /// Decodes one call reported by the kernel side.
@@ -144,6 +157,9 @@ impl<'p> Decoder<'p> {
         out.goid = raw.goid;
         out.entry_ns = raw.entry_ns;
         out.return_ns = raw.return_ns;
+        out.stack = self.stacks.as_ref().map(|stacks| {
+            stacks.symbolize(raw.stack.as_ref(), bias, function.inlined_into.is_some())
+        });
         true
     }
 

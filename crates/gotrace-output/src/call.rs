@@ -2,8 +2,8 @@
 
 use crate::go_syntax::GoSyntax;
 use crate::json::{write_json_str, write_json_value, write_object};
-use gotrace_decode::{DecodedCall, NamedValue};
-use gotrace_plan::CallKind;
+use gotrace_decode::{DecodedCall, NamedValue, Stack};
+use gotrace_plan::{CallKind, StackEnd};
 use std::io::{self, Write};
 
 /// `12:01:02.345678 pid=4242 goid=37 main.Fibonacci(n=10) = 55  1.3µs`
@@ -21,12 +21,62 @@ pub(crate) fn write_text(
         call.goid,
     )?;
     write_label(out, call)?;
-    match (call.outcome, call.duration_ns()) {
-        (CallKind::Returned | CallKind::InFlight, Some(ns)) => {
-            write!(out, "  {}", format_duration(ns))
-        }
-        _ => Ok(()),
+    if let (CallKind::Returned | CallKind::InFlight, Some(ns)) = (call.outcome, call.duration_ns())
+    {
+        write!(out, "  {}", format_duration(ns))?
     }
+    match &call.stack {
+        Some(stack) => write_stack_text(out, stack),
+        None => Ok(()),
+    }
+}
+
+/// The stack under the call line, innermost first, one `    at func (file:line)` line per
+/// frame (each line starts with its newline: the caller ends the last), then how it ended
+/// unless it is whole.
+fn write_stack_text(out: &mut impl Write, stack: &Stack) -> io::Result<()> {
+    for f in &stack.frames {
+        write!(
+            out,
+            "\n    at {} ({}:{})",
+            escape_controls(&f.function),
+            escape_controls(&f.file),
+            f.line
+        )?;
+        if f.inlined {
+            out.write_all(b" [inlined]")?;
+        }
+    }
+    let end: &[u8] = match stack.end {
+        StackEnd::Complete => return Ok(()),
+        StackEnd::Cut => b"\n    ... stack cut: more frames than the limit",
+        StackEnd::Unreadable => b"\n    ... next frame not read (unreadable memory)",
+        StackEnd::Broken => b"\n    ... next frame not followed (the frame pointer chain broke)",
+        StackEnd::Lost => b"\n    ... stack not known (its record was lost: ring buffer full)",
+    };
+    out.write_all(end)
+}
+
+/// `,"stack":[{"func":…,"file":…,"line":…,"inlined":…,"pc":"0x…"},…],"stack_end":"…"`
+fn write_stack_json(out: &mut impl Write, stack: &Stack) -> io::Result<()> {
+    let mut n = itoa::Buffer::new();
+    out.write_all(b",\"stack\":[")?;
+    for (i, f) in stack.frames.iter().enumerate() {
+        out.write_all(if i > 0 { b",{\"func\":" } else { b"{\"func\":" })?;
+        write_json_str(out, &f.function)?;
+        out.write_all(b",\"file\":")?;
+        write_json_str(out, &f.file)?;
+        out.write_all(b",\"line\":")?;
+        out.write_all(n.format(f.line).as_bytes())?;
+        out.write_all(if f.inlined {
+            b",\"inlined\":true"
+        } else {
+            b",\"inlined\":false"
+        })?;
+        write!(out, ",\"pc\":\"{:#x}\"}}", f.pc)?;
+    }
+    out.write_all(b"],\"stack_end\":")?;
+    serde_json::to_writer(&mut *out, &stack.end).map_err(io::Error::from)
 }
 
 /// `main.Fibonacci(n=10) = 55`, or the way the call ended: the call without where, when and
@@ -193,6 +243,9 @@ pub(crate) fn write_json(
         out.write_all(b",\"return_tid\":")?;
         out.write_all(n.format(call.return_tid).as_bytes())?;
     }
+    if let Some(stack) = &call.stack {
+        write_stack_json(out, stack)?;
+    }
     out.write_all(b"}")
 }
 
@@ -297,6 +350,7 @@ mod tests {
             return_ns: 2_300,
             args: Some(vec![int("n", 10)]),
             results: Some(vec![int("~r0", 55)]),
+            stack: None,
         }
     }
 
@@ -329,5 +383,61 @@ mod tests {
         assert_eq!(v["types"]["n"], "int");
         assert_eq!(v["duration_ns"], 1_300);
         assert!(v["ts"].as_str().unwrap().starts_with("2023-11-14T22:13:20"));
+    }
+
+    #[test]
+    fn stacks_show_under_the_call_and_say_how_they_ended() {
+        use gotrace_decode::{Frame, Stack};
+        use gotrace_plan::StackEnd;
+        let frame = |function: &str, line, inlined| Frame {
+            function: function.to_owned(),
+            file: "/src/main.go".to_owned(),
+            line,
+            inlined,
+            wrapper: false,
+            pc: 0x401000,
+        };
+        let clock = Clock {
+            realtime_minus_monotonic_ns: 0,
+        };
+        let with_stack = DecodedCall {
+            stack: Some(Stack {
+                frames: vec![
+                    frame("main.Fibonacci", 10, false),
+                    frame("main.helper", 20, true),
+                    frame("main.main", 30, false),
+                ],
+                end: StackEnd::Cut,
+            }),
+            ..call(CallKind::Returned)
+        };
+        let text = text_line(&with_stack, clock);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].ends_with("main.Fibonacci(n=10) = 55  1.3µs"),
+            "{text}"
+        );
+        assert_eq!(
+            &lines[1..],
+            [
+                "    at main.Fibonacci (/src/main.go:10)",
+                "    at main.helper (/src/main.go:20) [inlined]",
+                "    at main.main (/src/main.go:30)",
+                "    ... stack cut: more frames than the limit",
+            ]
+        );
+        let mut printer = Printer::new(Vec::new(), Format::Json, clock);
+        printer.call(&with_stack).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&printer.into_inner()).unwrap();
+        assert_eq!(v["stack_end"], "cut");
+        assert_eq!(v["stack"][1]["func"], "main.helper");
+        assert_eq!(v["stack"][1]["inlined"], true);
+        assert_eq!(v["stack"][2]["line"], 30);
+        assert_eq!(v["stack"][0]["pc"], "0x401000");
+        // Without --stack, no stack keys at all.
+        let mut printer = Printer::new(Vec::new(), Format::Json, clock);
+        printer.call(&call(CallKind::Returned)).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&printer.into_inner()).unwrap();
+        assert!(v.get("stack").is_none() && v.get("stack_end").is_none());
     }
 }

@@ -357,6 +357,7 @@ mod tests {
                 }),
             }]),
             results: Some(vec![]),
+            stack: None,
         }
     }
 

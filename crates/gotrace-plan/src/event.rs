@@ -59,6 +59,34 @@ pub struct RawCall {
     pub return_captures: Vec<Capture>,
     /// The entry read memory but that record was lost: arguments that need it are unknown.
     pub entry_data_lost: bool,
+    /// The call's stack at entry (`--stack`); `None` when not asked for or its record was lost.
+    pub stack: Option<RawStack>,
+}
+
+/// A call's stack as the kernel walked it at entry: runtime addresses (add nothing; subtract
+/// the load bias to get link-time ones).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawStack {
+    /// The probed pc, the word at SP (the return address at an entry probe: no frame of the
+    /// callee is set up yet), then the return address of each frame up the frame-pointer chain.
+    pub pcs: Vec<u64>,
+    pub end: StackEnd,
+}
+
+/// How a stack walk ended: whether the stack shown is whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StackEnd {
+    /// The goroutine's first frame was reached: the stack is whole.
+    Complete,
+    /// The frame limit was reached and the stack goes on.
+    Cut,
+    /// A frame could not be read: the frames above it are not shown.
+    Unreadable,
+    /// The frame-pointer chain did not lead up the stack: not followed further.
+    Broken,
+    /// The entry's record was lost (the ring buffer was full): no frame is known.
+    Lost,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]

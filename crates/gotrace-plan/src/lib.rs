@@ -12,7 +12,7 @@ mod refusal;
 mod signature;
 pub mod stats;
 
-pub use event::{CallKind, Capture, CaptureStatus, RawCall, INT_REGS};
+pub use event::{CallKind, Capture, CaptureStatus, RawCall, RawStack, StackEnd, INT_REGS};
 use gotrace_binary::abi::Location;
 use gotrace_binary::arginfo::UntypedArgs;
 use gotrace_binary::dwarf::DwarfInfo;
@@ -166,6 +166,8 @@ pub struct ProbePlan {
     pub layout: RuntimeLayout,
     /// Attach entry sites only: arguments and counts, no results or durations.
     pub entry_only: bool,
+    /// Walk each call's stack at entry (`--stack`).
+    pub stack: bool,
     /// Things the user should know that do not stop tracing (unreadable DWARF, …).
     pub warnings: Vec<String>,
     /// Functions a glob matched that are not traced, and why.
@@ -187,6 +189,8 @@ pub struct ProbePlan {
 #[derive(Clone, Debug, Default)]
 pub struct PlanOptions {
     pub entry_only: bool,
+    /// Walk each call's stack at entry.
+    pub stack: bool,
     /// Functions matching any of these globs are left out.
     pub exclude: Vec<String>,
     pub limits: Limits,
@@ -389,6 +393,7 @@ pub fn plan(
         runtime_hooks,
         layout,
         entry_only: options.entry_only,
+        stack: options.stack,
         warnings,
         refused,
         limits: options.limits,

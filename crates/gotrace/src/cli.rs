@@ -93,6 +93,12 @@ pub struct TraceArgs {
     /// Trace entries only (arguments and counts; no results or durations): the cheapest mode.
     #[arg(long)]
     pub no_return: bool,
+    /// Show each call's Go call stack at entry under it (function, file:line, inlined calls
+    /// marked), walked in the kernel through frame pointers and named from .gopclntab (works on
+    /// stripped binaries); at most 64 frames, a stack cut there or at an unreadable frame says so.
+    /// With --json: `stack` and `stack_end`.
+    #[arg(long, conflicts_with = "graph")]
+    pub stack: bool,
     /// Bytes of a string or []byte kept; longer ones are cut and marked `…(+N bytes)`.
     #[arg(long, value_name = "BYTES", default_value_t = 256, value_parser = clap::value_parser!(u32).range(0..=8192))]
     pub string_max: u32,

@@ -101,6 +101,7 @@ pub fn run(args: &DemoArgs) -> Result<()> {
             count: None,
             debug_file: None,
             filter: Default::default(),
+            stack: false,
         };
         let mut sink = ChannelSink {
             lines: lines_tx,

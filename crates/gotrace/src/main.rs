@@ -369,6 +369,7 @@ fn run_trace(args: TraceArgs) -> Result<()> {
             where_expr: args.where_expr.clone(),
             min_duration_ns: args.min_duration.unwrap_or(0),
         },
+        stack: args.stack,
     };
     sink.exports = export::Exports::start(args.metrics.as_deref(), args.otlp.as_deref(), clock())?;
     // The errors tracing would give first, before the file is watched.

@@ -270,6 +270,7 @@ pub fn run_cli(args: StatsArgs) -> Result<()> {
             where_expr: args.where_expr.clone(),
             min_duration_ns: args.min_duration.unwrap_or(0),
         },
+        stack: false,
     };
     trace::target_binary(&request.target)?;
     gotrace_kernel::check_environment()?;

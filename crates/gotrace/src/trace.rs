@@ -45,6 +45,8 @@ pub struct TraceRequest {
     /// Separate debug information of the binary's build (`--debug-file`).
     pub debug_file: Option<PathBuf>,
     pub filter: Filter,
+    /// Each call's stack at entry (`--stack`).
+    pub stack: bool,
 }
 
 /// Which calls are reported: `--where` and `--min-duration`, decided in the kernel.
@@ -127,6 +129,7 @@ pub fn prepare(request: &TraceRequest) -> Result<(GoBinary, PathBuf, ProbePlan)>
         &request.functions,
         PlanOptions {
             entry_only: request.entry_only,
+            stack: request.stack,
             exclude: request.exclude.clone(),
             limits: request.limits,
         },
@@ -158,7 +161,14 @@ pub fn run(
     }
     let empty_types = gotrace_binary::types::TypeTable::default();
     let types = gotrace_plan::signature_types(&binary).unwrap_or(&empty_types);
-    let decoder = Decoder::new(&plan, types, binary.runtime_types().unwrap_or_default());
+    let symbolizer = match request.stack {
+        true => Some(binary.symbolizer().context("--stack")?),
+        false => None,
+    };
+    let mut decoder = Decoder::new(&plan, types, binary.runtime_types().unwrap_or_default());
+    if let Some(symbolizer) = &symbolizer {
+        decoder = decoder.with_stacks(symbolizer);
+    }
 
     // Opened before attaching, so a process exiting meanwhile still ends the session cleanly;
     // readable once the traced process has exited.

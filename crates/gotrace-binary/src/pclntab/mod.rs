@@ -19,6 +19,8 @@
 
 mod decode;
 mod reader;
+pub(crate) mod record;
+mod symbolize;
 
 use crate::elf::ElfImage;
 use crate::moduledata::{self, ModuleData, Words};
@@ -26,6 +28,7 @@ use crate::{Arch, BinaryError, Function, VirtAddr};
 use decode::{decode_functions, decode_traits, Layout, TEXT_START_WORD};
 pub(crate) use reader::{abbreviate_generic, elf_name, malformed, Reader};
 use std::collections::HashSet;
+pub use symbolize::{SourceFrame, Symbolizer};
 
 /// Where the linker puts the table: PIE builds move it among the data that is relocated.
 pub(crate) const SECTION_NAMES: [&str; 2] = [".gopclntab", ".data.rel.ro.gopclntab"];
@@ -66,6 +69,8 @@ pub(crate) struct RawTable<'a> {
     pub functab: u64,
     pub pctab: u64,
     pub names: Option<(u64, u64)>,
+    /// Offsets of `cutab` (compilation unit → file numbers) and `filetab` (file names).
+    pub files: (u64, u64),
 }
 
 /// What the runtime's `_func` record says about a function beyond its name and extent: the
@@ -194,6 +199,10 @@ impl<'a> Pclntab<'a> {
                 functab: layout.functab,
                 pctab: layout.pctab,
                 names: layout.names,
+                files: match version {
+                    Version::Go118 => (word(4)?, word(5)?),
+                    _ => (0, 0),
+                },
             },
         })
     }

@@ -171,6 +171,7 @@ pub fn raw_call(
         entry_captures: captures(entry),
         return_captures: captures(exit),
         entry_data_lost: false,
+        stack: None,
     }
 }
 

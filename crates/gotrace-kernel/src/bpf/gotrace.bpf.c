@@ -23,6 +23,8 @@ const volatile __u64 wakeup_bytes = 1 << 16;
 const volatile __u8 entry_only = 0; /* emit entries at once; no return sites are attached */
 const volatile __u8 has_recipes = 0; /* some site reads memory: worth looking recipes up */
 const volatile __u8 position_independent = 0; /* the binary is PIE: learn each process's bias */
+/* --stack: each call's entry walks the goroutine's frame-pointer chain (see walk_stack). */
+const volatile __u8 stack_mode = 0;
 /* gotrace stats: calls are counted in `func_stats`, not sent (only process exits are). */
 const volatile __u8 stats_mode = 0;
 /* --where programs are in `filters`; --min-duration: calls shorter are not reported. */
@@ -59,6 +61,7 @@ const volatile enum gt_filter_kind gt_filter_kind_type;
 const volatile enum gt_filter_cmp gt_filter_cmp_type;
 const volatile enum gt_word_base gt_word_base_type;
 const volatile enum gt_filter_limits gt_filter_limits_type;
+const volatile enum gt_stack_end gt_stack_end_type;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -791,17 +794,80 @@ static __always_inline struct gt_scratch *claim_scratch(void)
 	return s;
 }
 
-/* Runs `recipe` against the registers of `ctx`, sends the scratch event with its captures and
- * releases the scratch space. A call record that cannot be sent counts `lost` (a stat); an
- * entry's memory record (lost < 0) does not: its call says so when it arrives. */
+/* A stack walk in progress: the next frame pointer, pcs kept so far, how it ended. */
+struct gt_walk {
+	__u64 fp;
+	__u32 n;
+	__u32 end;
+};
+
+/* One frame up the chain: Go on amd64 keeps frame pointers, the caller's saved frame pointer
+ * at [fp] and the return address at [fp+8]. Reads only, with bpf_probe_read_user. */
+static long stack_step(__u64 index, void *ctx)
+{
+	struct gt_walk *w = ctx;
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct gt_scratch *s = bpf_map_lookup_elem(&scratch, &cpu);
+	if (!s)
+		return 1;
+	if (w->fp == 0) {
+		w->end = GT_STACK_COMPLETE;
+		return 1;
+	}
+	if (w->n >= GT_STACK_MAX) {
+		w->end = GT_STACK_CUT;
+		return 1;
+	}
+	__u64 frame[2];
+	if (bpf_probe_read_user(frame, sizeof(frame), (void *)w->fp)) {
+		w->end = GT_STACK_UNREADABLE;
+		return 1;
+	}
+	__builtin_memcpy(&s->payload[(w->n * 8) & GT_PAYLOAD_MASK], &frame[1], 8);
+	w->n++;
+	/* Frames of callers lie higher up the stack: anything else is not a chain to follow. */
+	if (frame[0] != 0 && frame[0] <= w->fp) {
+		w->end = GT_STACK_BROKEN;
+		return 1;
+	}
+	w->fp = frame[0];
+	return 0;
+}
+
+/* The call's stack at entry into the payload's first bytes: the probed pc, the word at SP (the
+ * return address: at an entry probe no frame of the callee is set up yet), then the return
+ * address of each frame from RBP up. User space symbolizes them. */
+static __always_inline void walk_stack(struct pt_regs *ctx, struct gt_scratch *s)
+{
+	struct gt_walk w = { .fp = ctx->rbp, .n = 2, .end = GT_STACK_CUT };
+	__builtin_memcpy(&s->payload[0], &ctx->rip, 8);
+	if (bpf_probe_read_user(&s->payload[8], 8, (void *)ctx->rsp)) {
+		w.n = 1;
+		w.end = GT_STACK_UNREADABLE;
+	} else {
+		bpf_loop(GT_STACK_MAX, stack_step, &w, 0);
+	}
+	s->hdr.stack_len = w.n;
+	s->hdr.stack_end = w.end;
+	s->payload_len = (w.n * 8) & (GT_STACK_MAX * 8 * 2 - 1);
+}
+
+/* Runs `recipe` (if any) against the registers of `ctx`, after the stack walk when `walk` (an
+ * entry, under --stack), sends the scratch event with its captures and releases the scratch
+ * space. A call record that cannot be sent counts `lost` (a stat); an entry's memory record
+ * (lost < 0) does not: its call says so when it arrives. */
 static __always_inline void send_scratch(struct pt_regs *ctx, struct gt_scratch *s,
-					 struct gt_recipe *recipe, int lost)
+					 struct gt_recipe *recipe, int lost, int walk)
 {
 	save_int_regs(s->regs, ctx);
 	s->sp = ctx->rsp;
 	s->payload_len = 0;
-	s->main_first = recipe->first;
-	s->main_count = recipe->count < GT_MAX_OPS ? recipe->count : GT_MAX_OPS;
+	s->hdr.stack_len = 0;
+	s->hdr.stack_end = GT_STACK_NONE;
+	if (stack_mode && walk)
+		walk_stack(ctx, s);
+	s->main_first = recipe ? recipe->first : 0;
+	s->main_count = !recipe ? 0 : recipe->count < GT_MAX_OPS ? recipe->count : GT_MAX_OPS;
 	s->main_index = 0;
 	s->dyn_count = 0;
 	s->dyn_index = 0;
@@ -826,14 +892,14 @@ static __always_inline struct gt_event *reserve_event(__u32 lost)
 /* Fills a call's event in place with FILL (which writes through `e`) and sends it: straight from
  * the ring buffer when the site reads no memory, through the scratch space when it runs a recipe.
  * A call whose record cannot be sent is counted as lost, by cause. */
-#define EMIT(ctx, recipe, FILL)                                                  \
+#define EMIT(ctx, recipe, walk, FILL)                                             \
 	do {                                                                     \
-		if (recipe) {                                                    \
+		if (recipe || (stack_mode && walk)) {                           \
 			struct gt_scratch *scratch_ = claim_scratch();           \
 			if (scratch_) {                                          \
 				struct gt_event *e = &scratch_->hdr;             \
 				FILL;                                            \
-				send_scratch(ctx, scratch_, recipe, GT_STAT_LOST); \
+				send_scratch(ctx, scratch_, recipe, GT_STAT_LOST, walk); \
 			} else {                                                 \
 				count(GT_STAT_BUSY);                             \
 			}                                                        \
@@ -842,6 +908,8 @@ static __always_inline struct gt_event *reserve_event(__u32 lost)
 			if (e) {                                                 \
 				FILL;                                            \
 				e->payload_len = 0;                              \
+				e->stack_len = 0;                                \
+				e->stack_end = GT_STACK_NONE;                    \
 				bpf_ringbuf_submit(e, submit_flags());           \
 			}                                                        \
 		}                                                                \
@@ -888,6 +956,8 @@ static __always_inline void fill_header(struct gt_event *e, __u32 kind, struct g
 	e->return_ns = 0;
 	e->return_sp = 0;
 	e->return_tid = 0;
+	e->stack_len = 0;
+	e->stack_end = GT_STACK_NONE;
 	__builtin_memset(e->return_regs, 0, sizeof(e->return_regs));
 }
 
@@ -1068,17 +1138,18 @@ static __always_inline struct gt_inflight new_call(struct pt_regs *ctx, __u64 co
 	return call;
 }
 
-/* The entry's memory goes now; its registers travel with the call record. */
+/* The entry's memory (and its stack, under --stack) goes now; its registers travel with the
+ * call record. */
 static __always_inline void send_entry_data(struct pt_regs *ctx, struct gt_frame_key *key,
 					    struct gt_inflight *call)
 {
 	struct gt_recipe *recipe = recipe_for(call->func, GT_SITE_ENTRY);
-	if (!recipe)
+	if (!recipe && !stack_mode)
 		return;
 	struct gt_scratch *scratch_ = claim_scratch();
 	if (scratch_) {
 		fill_header(&scratch_->hdr, GT_EVENT_ENTRY_DATA, key, call);
-		send_scratch(ctx, scratch_, recipe, -1);
+		send_scratch(ctx, scratch_, recipe, -1, 1);
 	}
 }
 
@@ -1167,7 +1238,7 @@ static __always_inline int on_return(struct pt_regs *ctx, __u64 cookie, struct g
 		return 0;
 	}
 	struct gt_recipe *recipe = recipe_for(call.func, GT_SITE_RETURN);
-	EMIT(ctx, recipe, fill_header(e, GT_EVENT_CALL, key, &call); fill_return(e, ctx, now, tid));
+	EMIT(ctx, recipe, 0, fill_header(e, GT_EVENT_CALL, key, &call); fill_return(e, ctx, now, tid));
 	return 0;
 }
 
@@ -1188,7 +1259,7 @@ static __always_inline int on_entry_return(struct pt_regs *ctx, __u64 cookie,
 	}
 	send_entry_data(ctx, key, &call);
 	struct gt_recipe *recipe = recipe_for(call.func, GT_SITE_RETURN);
-	EMIT(ctx, recipe, fill_header(e, GT_EVENT_CALL, key, &call); fill_return(e, ctx, now, tid));
+	EMIT(ctx, recipe, 0, fill_header(e, GT_EVENT_CALL, key, &call); fill_return(e, ctx, now, tid));
 	return 0;
 }
 
@@ -1209,7 +1280,7 @@ static __always_inline int on_entry_only(struct pt_regs *ctx, __u64 cookie, __u3
 		return 0;
 	}
 	struct gt_recipe *recipe = recipe_for(func, GT_SITE_ENTRY);
-	EMIT(ctx, recipe, {
+	EMIT(ctx, recipe, 1, {
 		e->kind = GT_EVENT_ENTRY;
 		e->entry_ns = now;
 		e->return_ns = 0;

@@ -61,7 +61,18 @@ enum gt_event_kind {
 	GT_EVENT_RETURN_NOT_SEEN = 8,
 };
 
-/* Every event: this header, then `payload_len` bytes of gt_capture records. */
+/* How a stack walk (--stack) ended. */
+enum gt_stack_end {
+	GT_STACK_NONE = 0,       /* not walked */
+	GT_STACK_COMPLETE = 1,   /* a frame pointer of 0: the goroutine's first frame was reached */
+	GT_STACK_CUT = 2,        /* GT_STACK_MAX pcs kept; the stack goes on */
+	GT_STACK_UNREADABLE = 3, /* a frame could not be read */
+	GT_STACK_BROKEN = 4,     /* the next frame pointer was not above this one: not followed */
+};
+
+/* Every event: this header, then `payload_len` bytes: `stack_len` u64 pcs of the call's stack
+ * at entry (the probed pc, the word at SP — the return address at an entry — then the return
+ * address of each frame up the frame-pointer chain), then gt_capture records. */
 struct gt_event {
 	__u64 entry_ns;
 	__u64 return_ns;
@@ -76,6 +87,8 @@ struct gt_event {
 	__u32 func;
 	__u32 kind;
 	__u32 payload_len;
+	__u32 stack_len;
+	__u32 stack_end; /* enum gt_stack_end */
 	__u64 entry_regs[GT_INT_REGS];
 	__u64 return_regs[GT_INT_REGS];
 };
@@ -259,6 +272,7 @@ enum gt_limits {
 	GT_MAX_READ = 8192,     /* bytes one op may read */
 	GT_PAYLOAD_MAX = 32768, /* bytes of capture records per event */
 	GT_MAX_HOPS = 8,        /* dynamic recipes chained from one (an error wrapping errors) */
+	GT_STACK_MAX = 64,      /* pcs of a stack walk (--stack) */
 };
 
 /* ---- Counting in the kernel (gotrace stats): no record per call. ---- */

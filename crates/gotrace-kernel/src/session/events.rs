@@ -3,7 +3,7 @@
 
 use crate::skel::types;
 use crate::KernelError;
-use gotrace_plan::{CallKind, Capture, CaptureStatus, RawCall, INT_REGS};
+use gotrace_plan::{CallKind, Capture, CaptureStatus, RawCall, RawStack, StackEnd, INT_REGS};
 use libbpf_rs::RingBuffer;
 use std::collections::HashMap;
 
@@ -47,11 +47,18 @@ pub(super) enum Event {
     },
 }
 
-/// Entry captures wait here for their call's return event (the ring buffer keeps order, so
+/// What an entry sent ahead of its call: the memory it read and, under `--stack`, its stack.
+#[derive(Default)]
+pub(super) struct EntryData {
+    captures: Vec<Capture>,
+    stack: Option<RawStack>,
+}
+
+/// Entry data waits here for their call's return event (the ring buffer keeps order, so
 /// an entry's data always comes before its return).
 #[derive(Default)]
 pub(super) struct Pairing {
-    pub(super) pending: HashMap<u64, Vec<Capture>>,
+    pub(super) pending: HashMap<u64, EntryData>,
     pub(super) entry_data: Vec<bool>,
     /// Ring-buffer records read so far.
     pub(super) records: u64,
@@ -68,6 +75,7 @@ impl Pairing {
         let payload = bytes
             .get(header_size..header_size + e.payload_len as usize)
             .unwrap_or(&[]);
+        let (stack, payload) = parse_stack(&e, payload);
         let captures = parse_captures(payload);
         let kind = match types::gt_event_kind(e.kind) {
             types::gt_event_kind::GT_EVENT_ENTRY_DATA => {
@@ -78,7 +86,8 @@ impl Pairing {
                         self.pending.remove(id);
                     }
                 }
-                self.pending.insert(e.call_id, captures);
+                self.pending
+                    .insert(e.call_id, EntryData { captures, stack });
                 return None;
             }
             types::gt_event_kind::GT_EVENT_CALL => CallKind::Returned,
@@ -95,8 +104,10 @@ impl Pairing {
             }
             _ => return None,
         };
-        let (entry_captures, return_captures) = match kind {
-            CallKind::Entered | CallKind::Inlined => (Some(captures), Vec::new()),
+        let (entry, return_captures) = match kind {
+            CallKind::Entered | CallKind::Inlined => {
+                (Some(EntryData { captures, stack }), Vec::new())
+            }
             CallKind::Returned => (self.pending.remove(&e.call_id), captures),
             CallKind::Panicked
             | CallKind::Exited
@@ -104,7 +115,8 @@ impl Pairing {
             | CallKind::ReturnNotSeen
             | CallKind::InFlight => (self.pending.remove(&e.call_id), Vec::new()),
         };
-        let entry_data_lost = self.entry_data_lost(e.func, &entry_captures);
+        let entry_data_lost = self.entry_data_lost(e.func, &entry);
+        let entry = entry.unwrap_or_default();
         Some(Event::Call(RawCall {
             kind,
             function: e.func,
@@ -119,15 +131,16 @@ impl Pairing {
             entry_sp: e.entry_sp,
             return_sp: e.return_sp,
             load_bias: e.load_bias,
-            entry_captures: entry_captures.unwrap_or_default(),
+            entry_captures: entry.captures,
             return_captures,
             entry_data_lost,
+            stack: entry.stack,
         }))
     }
 
     /// The entry's memory was dropped (ring buffer full) though its call arrived.
-    fn entry_data_lost(&self, func: u32, captures: &Option<Vec<Capture>>) -> bool {
-        captures.is_none() && self.entry_data.get(func as usize).copied().unwrap_or(false)
+    fn entry_data_lost(&self, func: u32, entry: &Option<EntryData>) -> bool {
+        entry.is_none() && self.entry_data.get(func as usize).copied().unwrap_or(false)
     }
 
     /// A call still in flight at `at_ns`, from its in-flight table entry.
@@ -138,7 +151,9 @@ impl Pairing {
         at_ns: u64,
         load_bias: u64,
     ) -> RawCall {
-        let entry_captures = self.pending.remove(&call.call_id);
+        let entry = self.pending.remove(&call.call_id);
+        let entry_data_lost = self.entry_data_lost(call.func, &entry);
+        let entry = entry.unwrap_or_default();
         RawCall {
             kind: CallKind::InFlight,
             function: call.func,
@@ -154,11 +169,30 @@ impl Pairing {
             entry_sp: call.sp,
             return_sp: 0,
             load_bias,
-            entry_data_lost: self.entry_data_lost(call.func, &entry_captures),
-            entry_captures: entry_captures.unwrap_or_default(),
+            entry_data_lost,
+            entry_captures: entry.captures,
             return_captures: Vec::new(),
+            stack: entry.stack,
         }
     }
+}
+
+/// The stack an event's payload opens with (`stack_len` pcs), and the rest of the payload.
+fn parse_stack<'p>(e: &types::gt_event, payload: &'p [u8]) -> (Option<RawStack>, &'p [u8]) {
+    use types::gt_stack_end as End;
+    let end = match End(e.stack_end) {
+        End::GT_STACK_NONE => return (None, payload),
+        End::GT_STACK_COMPLETE => StackEnd::Complete,
+        End::GT_STACK_CUT => StackEnd::Cut,
+        End::GT_STACK_BROKEN => StackEnd::Broken,
+        _ => StackEnd::Unreadable,
+    };
+    let len = (e.stack_len as usize * 8).min(payload.len());
+    let pcs = payload[..len]
+        .chunks_exact(8)
+        .filter_map(|w| w.try_into().ok().map(u64::from_ne_bytes))
+        .collect();
+    (Some(RawStack { pcs, end }), &payload[len..])
 }
 
 /// The gt_capture records of an event's payload.

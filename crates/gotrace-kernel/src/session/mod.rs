@@ -185,6 +185,7 @@ impl Session {
             rodata.swiss_ctrl_empty = swiss.ctrl_empty;
             rodata.target_tgid = pid.unwrap_or(0);
             rodata.entry_only = u8::from(plan.entry_only);
+            rodata.stack_mode = u8::from(plan.stack && stats.is_none());
             rodata.position_independent = u8::from(plan.position_independent);
             rodata.stats_mode = u8::from(stats.is_some());
             rodata.has_filter = u8::from(plan.filters.is_some());
@@ -302,7 +303,7 @@ impl Session {
                 entry_data: plan
                     .functions
                     .iter()
-                    .map(|f| !f.entry_recipe.ops.is_empty())
+                    .map(|f| plan.stack || !f.entry_recipe.ops.is_empty())
                     .collect(),
                 records: 0,
             }),
