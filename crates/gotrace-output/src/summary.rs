@@ -56,6 +56,10 @@ pub struct Summary {
     /// Ring-buffer records read: a call costs one, or two when its arguments need memory
     /// read at the entry.
     pub records: u64,
+    /// Calls `--sample` left out.
+    pub sampled_out: u64,
+    /// Calls beyond a function's `--max-rate`: counted in the kernel, not reported.
+    pub over_rate: u64,
 }
 
 impl Summary {
@@ -89,6 +93,8 @@ impl Summary {
             filtered_out,
             filter_unread,
             records,
+            sampled_out,
+            over_rate,
         } = later;
         for (total, add) in [
             (&mut self.calls, calls),
@@ -115,6 +121,8 @@ impl Summary {
             (&mut self.filtered_out, filtered_out),
             (&mut self.filter_unread, filter_unread),
             (&mut self.records, records),
+            (&mut self.sampled_out, sampled_out),
+            (&mut self.over_rate, over_rate),
         ] {
             *total += add;
         }
@@ -211,6 +219,11 @@ impl Summary {
             (
                 self.filter_unread,
                 "--where comparisons false because their memory was unreadable",
+            ),
+            (self.sampled_out, "calls left out by --sample"),
+            (
+                self.over_rate,
+                "calls beyond --max-rate counted in the kernel, not reported",
             ),
             (
                 self.truncated_values,

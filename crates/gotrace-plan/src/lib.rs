@@ -184,6 +184,11 @@ pub struct ProbePlan {
     pub filters: Option<filter::Filters>,
     /// `--min-duration`: calls that return sooner are not reported; 0: all are.
     pub min_duration_ns: u64,
+    /// `--sample`: one call in this many is reported; 0 or 1: all are.
+    pub sample_every: u32,
+    /// `--max-rate`: a function's calls beyond this many in a window of about a second are
+    /// counted, not reported; 0: no limit.
+    pub max_rate: u64,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -402,6 +407,8 @@ pub fn plan(
         debug_source: binary.debug_source(),
         filters: None,
         min_duration_ns: 0,
+        sample_every: 0,
+        max_rate: 0,
     })
 }
 

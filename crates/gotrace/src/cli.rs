@@ -84,6 +84,14 @@ pub struct TraceArgs {
     /// at the return.
     #[arg(long, value_name = "DURATION", value_parser = duration_ns, conflicts_with = "no_return")]
     pub min_duration: Option<u64>,
+    /// Report one call in N (the others are counted): decided in the kernel, to trace a hot
+    /// function at a fraction of the cost.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub sample: Option<u32>,
+    /// Report at most R calls a second of each function: beyond that, its calls are counted
+    /// in the kernel (the output says which function), not reported, until the next second.
+    #[arg(long, value_name = "R", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_rate: Option<u64>,
     /// Write this file once every probe is attached (for scripts and tests).
     #[arg(long, value_name = "PATH")]
     pub ready_file: Option<PathBuf>,

@@ -368,6 +368,8 @@ fn run_trace(args: TraceArgs) -> Result<()> {
         filter: trace::Filter {
             where_expr: args.where_expr.clone(),
             min_duration_ns: args.min_duration.unwrap_or(0),
+            sample_every: args.sample.unwrap_or(0),
+            max_rate: args.max_rate.unwrap_or(0),
         },
         stack: args.stack,
     };

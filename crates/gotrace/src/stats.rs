@@ -269,6 +269,7 @@ pub fn run_cli(args: StatsArgs) -> Result<()> {
         filter: trace::Filter {
             where_expr: args.where_expr.clone(),
             min_duration_ns: args.min_duration.unwrap_or(0),
+            ..Default::default()
         },
         stack: false,
     };

@@ -54,6 +54,10 @@ pub struct TraceRequest {
 pub struct Filter {
     pub where_expr: Option<String>,
     pub min_duration_ns: u64,
+    /// `--sample`: one call in this many (0: all).
+    pub sample_every: u32,
+    /// `--max-rate`: calls a second per function reported at most (0: no limit).
+    pub max_rate: u64,
 }
 
 /// What the output can take after a batch.
@@ -141,6 +145,8 @@ pub fn prepare(request: &TraceRequest) -> Result<(GoBinary, PathBuf, ProbePlan)>
         plan.filters = Some(filters);
     }
     plan.min_duration_ns = request.filter.min_duration_ns;
+    plan.sample_every = request.filter.sample_every;
+    plan.max_rate = request.filter.max_rate;
     Ok((binary, path, plan))
 }
 
@@ -222,7 +228,11 @@ pub fn run(
             watched.push(fd.as_raw_fd());
         }
         let waiter = Waiter::new(events.fd(), &watched, FLUSH_INTERVAL)?;
-        pump(&session, &events, &waiter, &sink, || calls.get() >= limit)?;
+        let mut over_rate_named = vec![false; plan.functions.len()];
+        let watch = (&session, &plan);
+        pump(watch, &mut over_rate_named, &events, &waiter, &sink, || {
+            calls.get() >= limit
+        })?;
         // From here a signal may end the process at once: the kernel completes any detach
         // still under way when the process's descriptors close.
         stop.exit_on_signal(true);
@@ -232,6 +242,9 @@ pub fn run(
         }
         // Detached and drained: what is still in flight will not return while gotrace looks.
         session.drain_in_flight(&handle)?;
+        if plan.max_rate > 0 {
+            name_over_rate(&session, &plan, &mut over_rate_named, *sink.borrow_mut())?;
+        }
         sink.borrow_mut().flush(true);
     }
     let outcomes = outcomes.into_inner();
@@ -299,7 +312,8 @@ pub(crate) fn attach(
 /// Hands events to the sink until a stop signal, the output closing, or `done`; says what the
 /// BPF side lost on the way.
 fn pump(
-    session: &Session,
+    (session, plan): (&Session, &ProbePlan),
+    over_rate_named: &mut [bool],
     events: &EventStream<'_>,
     waiter: &Waiter,
     sink: &RefCell<&mut dyn CallSink>,
@@ -335,11 +349,39 @@ fn pump(
             in_flight.look(session, *sink.borrow_mut(), drained_at);
             // A failed stderr stops the session like a failed stdout; the caller says so.
             let counters = session.counters()?;
+            if counters.over_rate > reported.over_rate {
+                let sink = &mut **sink.borrow_mut();
+                if name_over_rate(session, plan, over_rate_named, sink).is_err() {
+                    return Ok(());
+                }
+            }
             if report_losses(&counters, &mut reported, *sink.borrow_mut()).is_err() {
                 return Ok(());
             }
         }
     }
+}
+
+/// Says, once per function, that it went over `--max-rate` and its calls beyond the rate are
+/// counted in the kernel.
+fn name_over_rate(
+    session: &Session,
+    plan: &ProbePlan,
+    named: &mut [bool],
+    sink: &mut dyn CallSink,
+) -> Result<()> {
+    let counts = session.over_rate(plan.functions.len())?;
+    for ((function, count), named) in plan.functions.iter().zip(counts).zip(named) {
+        if count > 0 && !*named {
+            *named = true;
+            let message = format!(
+                "{} is called more than {} times a second: its calls beyond that are counted in the kernel, not reported (--max-rate)",
+                function.name, plan.max_rate
+            );
+            sink.record(&Record::Note(&Note { message }))?;
+        }
+    }
+    Ok(())
 }
 
 /// The BPF side's counts of what it could not report.
@@ -355,6 +397,8 @@ pub(crate) fn add_counters(summary: &mut Summary, counters: &Counters) {
     summary.filtered_out = counters.filtered;
     summary.filter_unread = counters.filter_unread;
     summary.records = counters.records;
+    summary.sampled_out = counters.sampled_out;
+    summary.over_rate = counters.over_rate;
 }
 
 /// How consuming a batch ended.

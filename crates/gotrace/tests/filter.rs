@@ -2,6 +2,7 @@
 //! call it made with the values the filters look at; gotrace must report exactly the calls that
 //! match, and — decided in the kernel — read exactly one ring-buffer record per reported call
 //! (two when its arguments need memory read at the entry), plus one for the process's exit.
+//! `--sample` and `--max-rate` report part of the calls and count the rest.
 
 mod common;
 
@@ -247,6 +248,47 @@ fn root_stats_where_counts_the_matching_calls() {
     }
 }
 
+/// `--sample 10`: about one call in ten reported (the count is kept per CPU), the rest counted;
+/// `--max-rate 50`: at most 50 calls a second reported, the rest counted, and the function named.
+fn root_sample_and_max_rate_report_part_of_the_calls_and_count_the_rest() {
+    let _serial = serial();
+    let binary = build(&newest_toolchain());
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let (recorded, lines) = traced_run("trace", &binary, &["--sample", "10"], "main.Num");
+    let total = recorded.iter().filter(|r| r.func == "main.Num").count() as u64;
+    assert_eq!(total, 200);
+    let reported = calls(&lines);
+    let n = reported.len() as u64;
+    assert!(n.abs_diff(total / 10) <= cpus, "{n} of {total} reported");
+    let s = summary(&lines);
+    assert_eq!(s["sampled_out"], total - n, "{s}");
+    assert_eq!(s["records"], n + 1, "{s}");
+    let called: Vec<String> = recorded
+        .iter()
+        .filter(|r| r.func == "main.Num")
+        .map(|r| r.text("n").to_owned())
+        .collect();
+    for call in &reported {
+        assert!(called.contains(&shown(call, "n")), "{call}");
+    }
+
+    let (_, lines) = traced_run("trace", &binary, &["--max-rate", "50"], "main.Num");
+    let n = calls(&lines).len() as u64;
+    // The 200 calls take well under a second: one window, or two if they straddle its end.
+    assert!((50..=100).contains(&n), "{n} reported");
+    let s = summary(&lines);
+    assert_eq!(s["over_rate"], total - n, "{s}");
+    assert_eq!(s["records"], n + 1, "{s}");
+    let notes: Vec<&Value> = lines.iter().filter(|l| l["type"] == "note").collect();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0]["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("main.Num is called more than 50 times a second")),
+        "{notes:?}"
+    );
+}
+
 fn bad_filters_are_usage_errors_that_point_at_the_token() {
     let binary = build(&newest_toolchain());
     let path = binary.to_str().expect("UTF-8 path");
@@ -290,5 +332,6 @@ gotrace_gobuild::test_main! {
         root_where_reports_exactly_the_matching_calls_filtered_in_the_kernel,
         root_min_duration_reports_exactly_the_slow_calls,
         root_stats_where_counts_the_matching_calls,
+        root_sample_and_max_rate_report_part_of_the_calls_and_count_the_rest,
     ],
 }

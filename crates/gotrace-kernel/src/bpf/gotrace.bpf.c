@@ -30,6 +30,10 @@ const volatile __u8 stats_mode = 0;
 /* --where programs are in `filters`; --min-duration: calls shorter are not reported. */
 const volatile __u8 has_filter = 0;
 const volatile __u64 min_duration_ns = 0;
+/* --sample: one call in `sample_every` is reported; --max-rate: calls of a function beyond
+ * `max_rate` in a window are counted, not reported. 0: off. */
+const volatile __u32 sample_every = 0;
+const volatile __u64 max_rate = 0;
 /* Where runtime.recovery finds the stack pointer the recovering frame resumes at: 0 unknown,
  * 1 in g.sigcode0 (Go <= 1.21), 2 in g._panic->sp (Go 1.22+). */
 const volatile __u8 resume_sp_mode = 0;
@@ -61,6 +65,8 @@ const volatile enum gt_filter_kind gt_filter_kind_type;
 const volatile enum gt_filter_cmp gt_filter_cmp_type;
 const volatile enum gt_word_base gt_word_base_type;
 const volatile enum gt_filter_limits gt_filter_limits_type;
+const volatile enum gt_left_out gt_left_out_type;
+const volatile struct gt_rate_window gt_rate_window_type;
 const volatile enum gt_stack_end gt_stack_end_type;
 
 struct {
@@ -153,6 +159,30 @@ struct {
 	__type(key, __u32);
 	__type(value, struct gt_filter_literal);
 } filter_literals SEC(".maps");
+
+/* --sample: calls seen on this CPU. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} sample_seen SEC(".maps");
+
+/* --max-rate: each function's current window, and its calls counted over the rate so far;
+ * sized by user space. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct gt_rate_window);
+} rate_windows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} over_rate SEC(".maps");
 
 /* Recipe of function f's entry at 2f, of its returns at 2f+1; sized by user space. */
 struct {
@@ -1153,6 +1183,45 @@ static __always_inline void send_entry_data(struct pt_regs *ctx, struct gt_frame
 	}
 }
 
+/* Why a call starting now is not reported (GT_REPORTED: it is): over its function's
+ * --max-rate (every call counts toward the rate), not one of --sample's, or not passing a
+ * --where decided at the entry. Counted by cause. */
+static __always_inline __u32 left_out_at_entry(struct pt_regs *ctx, struct gt_inflight *call,
+					       __u64 now)
+{
+	if (max_rate) {
+		__u32 func = call->func;
+		struct gt_rate_window *w = bpf_map_lookup_elem(&rate_windows, &func);
+		if (w) {
+			__u64 window = now >> 30;
+			if (w->window != window) {
+				w->window = window;
+				w->calls = 0;
+			}
+			if (__sync_fetch_and_add(&w->calls, 1) >= max_rate) {
+				__u64 *over = bpf_map_lookup_elem(&over_rate, &func);
+				if (over)
+					__sync_fetch_and_add(over, 1);
+				count(GT_STAT_OVER_RATE);
+				return GT_LEFT_OUT_RATE;
+			}
+		}
+	}
+	if (sample_every > 1) {
+		__u32 zero = 0;
+		__u64 *seen = bpf_map_lookup_elem(&sample_seen, &zero);
+		if (seen && (*seen)++ % sample_every) {
+			count(GT_STAT_SAMPLED_OUT);
+			return GT_LEFT_OUT_SAMPLE;
+		}
+	}
+	if (has_filter && !passes_filter(ctx, call, 0)) {
+		count(GT_STAT_FILTERED);
+		return GT_LEFT_OUT_WHERE;
+	}
+	return GT_REPORTED;
+}
+
 static __always_inline int on_entry(struct pt_regs *ctx, __u64 cookie, struct gt_frame_key *key,
 				    __u32 tid, __u64 now)
 {
@@ -1176,11 +1245,9 @@ static __always_inline int on_entry(struct pt_regs *ctx, __u64 cookie, struct gt
 	}
 	struct gt_inflight call = new_call(ctx, cookie, tid, now);
 	call.parent = state->top;
-	/* Filtered out at the entry, the call is still held in flight: its return must pair. */
-	if (has_filter && !passes_filter(ctx, &call, 0)) {
-		call.filtered = 1;
-		count(GT_STAT_FILTERED);
-	}
+	/* Left out at the entry, the call is still held in flight: its return must pair. */
+	if (has_filter || sample_every > 1 || max_rate)
+		call.filtered = left_out_at_entry(ctx, &call, now);
 	if (bpf_map_update_elem(&inflight, key, &call, BPF_ANY)) {
 		count(GT_STAT_INFLIGHT_FULL);
 		return 0;
@@ -1231,7 +1298,7 @@ static __always_inline int on_return(struct pt_regs *ctx, __u64 cookie, struct g
 		if (!call.parent)
 			state->panicking = 0;
 	}
-	if ((has_filter || min_duration_ns) && !reported_at_return(ctx, &call, now))
+	if ((call.filtered || has_filter || min_duration_ns) && !reported_at_return(ctx, &call, now))
 		return 0;
 	if (stats_mode) {
 		stat_return(ctx, call.func, now - call.entry_ns);
@@ -1251,6 +1318,8 @@ static __always_inline int on_entry_return(struct pt_regs *ctx, __u64 cookie,
 	if (bpf_map_lookup_elem(&goroutines, &g))
 		unwind(&g, key->frame, 1, GT_EVENT_RETURN_NOT_SEEN);
 	struct gt_inflight call = new_call(ctx, cookie, tid, now);
+	if ((has_filter || sample_every > 1 || max_rate) && left_out_at_entry(ctx, &call, now))
+		return 0;
 	if ((has_filter || min_duration_ns) && !reported_at_return(ctx, &call, now))
 		return 0;
 	if (stats_mode) {
@@ -1268,12 +1337,10 @@ static __always_inline int on_entry_only(struct pt_regs *ctx, __u64 cookie, __u3
 					 __u64 goid, __u64 now)
 {
 	__u32 func = GT_COOKIE_FUNC(cookie);
-	if (has_filter) {
+	if (has_filter || sample_every > 1 || max_rate) {
 		struct gt_inflight call = new_call(ctx, cookie, tid, now);
-		if (!passes_filter(ctx, &call, 0)) {
-			count(GT_STAT_FILTERED);
+		if (left_out_at_entry(ctx, &call, now))
 			return 0;
-		}
 	}
 	if (stats_mode) {
 		stat_entered(func);

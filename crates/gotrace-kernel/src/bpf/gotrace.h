@@ -111,8 +111,22 @@ struct gt_inflight {
 	__u32 func;
 	__u32 tid;
 	__u64 regs[GT_INT_REGS];
-	__u32 filtered; /* --where decided at the entry against it: nothing is reported */
+	__u32 filtered; /* an enum gt_left_out: nothing is reported of it */
 	__u32 pad;
+};
+
+/* Why a call held in flight (its return must still pair) is not reported. */
+enum gt_left_out {
+	GT_REPORTED = 0,
+	GT_LEFT_OUT_WHERE = 1,
+	GT_LEFT_OUT_SAMPLE = 2,
+	GT_LEFT_OUT_RATE = 3,
+};
+
+/* --max-rate: a function's calls in the current window of 2^30 ns (about a second). */
+struct gt_rate_window {
+	__u64 window;
+	__u64 calls;
 };
 
 /* --where: one postfix program per traced function (gotrace-plan's filter module compiles it).
@@ -345,7 +359,9 @@ enum gt_stat {
 	GT_STAT_STOPPING = 8,         /* calls begun after gotrace began to stop: not traced */
 	GT_STAT_FILTERED = 9,         /* calls --where or --min-duration left out */
 	GT_STAT_FILTER_UNREAD = 10,   /* --where comparisons false because memory was unreadable */
-	GT_STAT_COUNT = 11,
+	GT_STAT_SAMPLED_OUT = 11,     /* calls --sample left out */
+	GT_STAT_OVER_RATE = 12,       /* calls beyond --max-rate: counted, not reported */
+	GT_STAT_COUNT = 13,
 };
 
 #endif

@@ -77,6 +77,10 @@ pub struct Counters {
     pub filter_unread: u64,
     /// Ring-buffer records read (calls, entries' memory, process exits).
     pub records: u64,
+    /// Calls `--sample` left out.
+    pub sampled_out: u64,
+    /// Calls beyond `--max-rate`: counted, not reported.
+    pub over_rate: u64,
 }
 
 /// Loaded BPF program plus its links. Dropping it detaches every probe.
@@ -190,6 +194,8 @@ impl Session {
             rodata.stats_mode = u8::from(stats.is_some());
             rodata.has_filter = u8::from(plan.filters.is_some());
             rodata.min_duration_ns = plan.min_duration_ns;
+            rodata.sample_every = plan.sample_every;
+            rodata.max_rate = plan.max_rate;
             rodata.has_recipes = u8::from(
                 stats.is_none()
                     && plan
@@ -241,6 +247,13 @@ impl Session {
         size(&mut open.maps.filters, programs)?;
         size(&mut open.maps.filter_ops, filter_ops)?;
         size(&mut open.maps.filter_literals, literals)?;
+        let rated = if plan.max_rate > 0 {
+            plan.functions.len()
+        } else {
+            0
+        };
+        size(&mut open.maps.rate_windows, rated)?;
+        size(&mut open.maps.over_rate, rated)?;
         size(&mut open.maps.error_results, stats_entries)?;
         let cpus = libbpf_rs::num_possible_cpus()
             .map_err(|e| KernelError::Load(format!("counting CPUs: {e:#}")))?;
@@ -382,7 +395,24 @@ impl Session {
             filtered: read(types::gt_stat::GT_STAT_FILTERED)?,
             filter_unread: read(types::gt_stat::GT_STAT_FILTER_UNREAD)?,
             records: self.pairing.borrow().records,
+            sampled_out: read(types::gt_stat::GT_STAT_SAMPLED_OUT)?,
+            over_rate: read(types::gt_stat::GT_STAT_OVER_RATE)?,
         })
+    }
+
+    /// `--max-rate`: each function's calls counted over the rate so far (by plan index).
+    pub fn over_rate(&self, functions: usize) -> Result<Vec<u64>, KernelError> {
+        (0..functions as u32)
+            .map(|func| {
+                let value = self
+                    .skel
+                    .maps
+                    .over_rate
+                    .lookup(&func.to_ne_bytes(), MapFlags::ANY)
+                    .map_err(|e| KernelError::Load(format!("reading --max-rate counts: {e:#}")))?;
+                Ok(value.and_then(|b| read_plain::<u64>(&b)).unwrap_or(0))
+            })
+            .collect()
     }
 
     /// Each function's counts so far (by plan index), summed over CPUs: stats mode only.
