@@ -37,6 +37,12 @@ pub struct StatsRow {
     pub p99_ns: Option<u64>,
     pub max_ns: Option<u64>,
     pub mean_ns: Option<u64>,
+    /// The returned calls' latency buckets and their total, for `--metrics` (the JSON has a
+    /// `histogram` record at the end instead).
+    #[serde(skip)]
+    pub latency: Histogram,
+    #[serde(skip)]
+    pub total_ns: u64,
 }
 
 /// Non-nil errors returned, as far as they can be counted.
@@ -101,6 +107,8 @@ impl StatsRow {
             p99_ns: percentile(0.99),
             max_ns: (returned > 0).then_some(stats.max_ns),
             mean_ns: (returned > 0).then(|| stats.total_ns / returned),
+            latency: stats.latency.clone(),
+            total_ns: stats.total_ns,
         }
     }
 }

@@ -201,6 +201,12 @@ pub struct StatsArgs {
     /// `trace`): it tells where each function's `error` result is.
     #[arg(long, value_name = "PATH")]
     pub debug_file: Option<PathBuf>,
+    /// Serve Prometheus metrics on this address (`127.0.0.1:9464`) at /metrics, updated every
+    /// interval: calls by function and outcome (`pid="all"`), the latency histogram (bounds
+    /// one below each power of 4 ns, where the kernel's buckets divide exactly), calls lost by
+    /// cause, sites attached.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
 }
 
 impl StatsArgs {

@@ -373,7 +373,12 @@ fn run_trace(args: TraceArgs) -> Result<()> {
         },
         stack: args.stack,
     };
-    sink.exports = export::Exports::start(args.metrics.as_deref(), args.otlp.as_deref(), clock())?;
+    sink.exports = export::Exports::start(
+        args.metrics.as_deref(),
+        args.otlp.as_deref(),
+        clock(),
+        &export::TRACE_BUCKETS_NS,
+    )?;
     // The errors tracing would give first, before the file is watched.
     trace::target_binary(&request.target)?;
     if let Err(no_kernel_access) = gotrace_kernel::check_environment() {

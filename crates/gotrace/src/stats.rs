@@ -105,6 +105,8 @@ impl PrinterSink {
     /// A record of the data `stats` produces (its tables and histograms): on stdout, in the
     /// chosen format.
     fn data(&mut self, record: &Record<'_>) -> Flow {
+        self.exports.record(record);
+        self.exports.flush();
         // Into a Vec: cannot fail.
         let _ = self.printer.record(record);
         self.buffered.push(Line::Message);
@@ -258,6 +260,12 @@ pub fn run_cli(args: StatsArgs) -> Result<()> {
     let (mut sink, messages, signals) = crate::open_output(args.json)?;
     let (binary, functions) = args.binary_and_functions()?;
     let target = crate::target_of(binary, args.pid, &mut sink)?;
+    sink.exports = crate::export::Exports::start(
+        args.metrics.as_deref(),
+        None,
+        crate::clock(),
+        &crate::export::STATS_BUCKETS_NS,
+    )?;
     let request = TraceRequest {
         target,
         functions,

@@ -221,6 +221,61 @@ fn root_prometheus_scrapes_the_programs_counts() {
     assert!(stderr.contains("0 calls lost"), "{stderr}");
 }
 
+/// `gotrace stats --metrics`: Prometheus stores the kernel's counts, and each latency bucket
+/// (bounds one below a power of 4 ns) holds exactly the calls the final histogram puts at or
+/// below its bound.
+fn root_prometheus_scrapes_stats_counts_and_exact_buckets() {
+    let _serial = serial();
+    let binary = fixture();
+    let metrics = free_addr();
+    let metrics_addr = metrics.to_string();
+    let mut args = vec!["--json", "--interval", "0.2", "--metrics", &metrics_addr];
+    args.push(binary.to_str().expect("a UTF-8 path"));
+    args.extend(FUNCTIONS);
+    let tracer = Tracer::start_command("stats", &args, &[]);
+    let prometheus = Prometheus::start(metrics);
+    let record = run_fixture(&binary, &["-n", "300"]);
+    let want = counted(&record);
+    prometheus.wait_for(
+        "sum by (function) (gotrace_calls_total{outcome=\"returned\",pid=\"all\"})",
+        &want,
+    );
+    prometheus.wait_for(
+        "sum by (function) (gotrace_call_duration_seconds_count)",
+        &want,
+    );
+    let scraped = prometheus.query("gotrace_call_duration_seconds_bucket");
+    let (stdout, _) = tracer.stop();
+    let histograms: Vec<Value> = json_lines(&stdout)
+        .into_iter()
+        .filter(|l| l["type"] == "histogram")
+        .collect();
+    assert_eq!(histograms.len(), FUNCTIONS.len());
+    let mut compared = 0;
+    for (labels, value) in &scraped {
+        let function = labels["function"].as_str().expect("a function label");
+        let le = labels["le"].as_str().expect("an le label");
+        let histogram = histograms
+            .iter()
+            .find(|h| h["func"] == function)
+            .expect("the function's histogram");
+        let bound_ns = match le {
+            "+Inf" => u64::MAX,
+            le => (le.parse::<f64>().expect("a number") * 1e9).round() as u64,
+        };
+        let at_most: u64 = histogram["buckets"]
+            .as_array()
+            .expect("buckets")
+            .iter()
+            .filter(|b| b["hi_ns"].as_u64().expect("hi_ns") <= bound_ns)
+            .map(|b| b["count"].as_u64().expect("count"))
+            .sum();
+        assert_eq!(*value as u64, at_most, "{function} le={le}");
+        compared += 1;
+    }
+    assert_eq!(compared, FUNCTIONS.len() * 14, "{scraped:?}");
+}
+
 /// A tiny OTLP/HTTP receiver: every request to /v1/traces decoded as an
 /// ExportTraceServiceRequest, its spans kept.
 struct Receiver {
@@ -492,6 +547,7 @@ fn root_otlp_collector_gone_mid_run() {
 gotrace_gobuild::test_main! {
     tests: [bad_export_addresses_are_usage_errors],
     root: [
+        root_prometheus_scrapes_stats_counts_and_exact_buckets,
         root_prometheus_scrapes_the_programs_counts,
         root_otlp_spans_are_the_calls,
         root_otlp_collector_gone_mid_run,

@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result};
 use gotrace_decode::DecodedCall;
-use gotrace_output::{LossCause, Record};
+use gotrace_output::{LossCause, Record, Stats};
 use gotrace_plan::CallKind;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
@@ -19,9 +19,9 @@ const PUBLISH_INTERVAL: Duration = Duration::from_millis(50);
 /// Processes with a `pid` label of their own; calls of any further process are counted under
 /// `pid="other"`, so a binary restarted over and over cannot grow the series without bound.
 const MAX_PIDS: usize = 32;
-/// Upper bounds of the latency buckets, in nanoseconds: the conventional 1-2.5-5 steps, from
-/// 1 µs (a call of a few instructions under a probe) to 10 s.
-const BUCKETS_NS: [u64; 22] = [
+/// Upper bounds of `trace`'s latency buckets, in nanoseconds: the conventional 1-2.5-5 steps,
+/// from 1 µs (a call of a few instructions under a probe) to 10 s.
+pub const TRACE_BUCKETS_NS: [u64; 22] = [
     1_000,
     2_500,
     5_000,
@@ -70,22 +70,45 @@ fn outcome_index(kind: CallKind) -> usize {
     }
 }
 
+/// Upper bounds of `stats`'s latency buckets: one below every power of 4 from 1,024 ns (1 µs) to
+/// 2^34 ns (17 s). The kernel's histogram buckets never straddle a power of two, so each call is
+/// counted under these exactly, never in a neighbouring bucket.
+pub const STATS_BUCKETS_NS: [u64; 13] = [
+    (1 << 10) - 1,
+    (1 << 12) - 1,
+    (1 << 14) - 1,
+    (1 << 16) - 1,
+    (1 << 18) - 1,
+    (1 << 20) - 1,
+    (1 << 22) - 1,
+    (1 << 24) - 1,
+    (1 << 26) - 1,
+    (1 << 28) - 1,
+    (1 << 30) - 1,
+    (1 << 32) - 1,
+    (1 << 34) - 1,
+];
+
+/// `pid` label of `stats`'s counts: the kernel counts a function's calls of every process
+/// together.
+const ALL_PROCESSES: &str = "all";
+
 /// One function's counts in one process.
 #[derive(Clone, Debug)]
 struct FunctionCounts {
     outcomes: [u64; OUTCOMES.len()],
-    /// Returned calls per latency bucket; the last is +Inf.
-    buckets: [u64; BUCKETS_NS.len() + 1],
+    /// Returned calls per latency bucket (of [`Counts::bounds_ns`]); the last is +Inf.
+    buckets: Vec<u64>,
     sum_ns: u128,
     /// Counted since the last copy for scrapes.
     changed: bool,
 }
 
-impl Default for FunctionCounts {
-    fn default() -> Self {
+impl FunctionCounts {
+    fn new(bounds: &[u64]) -> Self {
         FunctionCounts {
             outcomes: [0; OUTCOMES.len()],
-            buckets: [0; BUCKETS_NS.len() + 1],
+            buckets: vec![0; bounds.len() + 1],
             sum_ns: 0,
             changed: true,
         }
@@ -95,6 +118,8 @@ impl Default for FunctionCounts {
 /// Everything `/metrics` shows.
 #[derive(Clone, Debug, Default)]
 struct Counts {
+    /// The latency buckets' upper bounds, in nanoseconds.
+    bounds_ns: &'static [u64],
     binary: String,
     sites_attached: u64,
     sites_failed: u64,
@@ -115,12 +140,13 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Serves `/metrics` on `addr` from a thread of its own until gotrace exits.
-    pub fn serve(addr: SocketAddr) -> Result<Metrics> {
+    /// Serves `/metrics` on `addr` from a thread of its own until gotrace exits, with latency
+    /// buckets bounded by `bounds_ns`.
+    pub fn serve(addr: SocketAddr, bounds_ns: &'static [u64]) -> Result<Metrics> {
         let server = tiny_http::Server::http(addr)
             .map_err(|e| anyhow::anyhow!("{e}"))
             .with_context(|| format!("serving --metrics on {addr}"))?;
-        let (metrics, registry) = Metrics::new();
+        let (metrics, registry) = Metrics::new(bounds_ns);
         std::thread::Builder::new()
             .name("metrics".into())
             .spawn(move || answer_scrapes(&server, &registry))
@@ -129,12 +155,16 @@ impl Metrics {
     }
 
     /// The counts, and the registry that encodes what they publish.
-    fn new() -> (Metrics, Registry) {
-        let snapshot = Arc::new(Mutex::new(Counts::default()));
+    fn new(bounds_ns: &'static [u64]) -> (Metrics, Registry) {
+        let counts = Counts {
+            bounds_ns,
+            ..Counts::default()
+        };
+        let snapshot = Arc::new(Mutex::new(counts.clone()));
         let mut registry = Registry::default();
         registry.register_collector(Box::new(Snapshot(Arc::clone(&snapshot))));
         let metrics = Metrics {
-            counts: Counts::default(),
+            counts,
             pid_labels: HashMap::new(),
             snapshot,
             changed: true,
@@ -152,27 +182,56 @@ impl Metrics {
                 true => call.pid.to_string(),
                 false => "other".to_owned(),
             });
-        let functions = match self.counts.processes.get_mut(pid.as_str()) {
-            Some(functions) => functions,
-            None => self.counts.processes.entry(pid.clone()).or_default(),
-        };
-        let counts = match functions.get_mut(call.function) {
-            Some(counts) => counts,
-            None => functions.entry(call.function.to_owned()).or_default(),
-        };
+        let bounds = self.counts.bounds_ns;
+        let counts = function_counts(&mut self.counts, pid, call.function);
         counts.outcomes[outcome_index(call.outcome)] += 1;
         counts.changed = true;
         if call.outcome == CallKind::Returned {
             if let Some(ns) = call.duration_ns() {
-                counts.buckets[BUCKETS_NS.partition_point(|&bound| bound < ns)] += 1;
+                counts.buckets[bounds.partition_point(|&bound| bound < ns)] += 1;
                 counts.sum_ns += u128::from(ns);
             }
         }
         self.changed = true;
     }
 
+    /// `stats`'s counts so far: they replace the function's, under `pid="all"`.
+    fn stats(&mut self, stats: &Stats) {
+        let bounds = self.counts.bounds_ns;
+        for row in &stats.rows {
+            let counts = function_counts(&mut self.counts, ALL_PROCESSES, &row.func);
+            for (kind, n) in [
+                (CallKind::Returned, row.returned),
+                (CallKind::Entered, row.entered),
+                (CallKind::Panicked, row.panicked),
+                (CallKind::Exited, row.exited),
+                (CallKind::InFlight, row.in_flight),
+                (CallKind::Abandoned, row.abandoned),
+                (CallKind::ReturnNotSeen, row.return_not_seen),
+            ] {
+                counts.outcomes[outcome_index(kind)] = n;
+            }
+            counts.buckets.iter_mut().for_each(|b| *b = 0);
+            for (i, &n) in row
+                .latency
+                .counts
+                .iter()
+                .enumerate()
+                .filter(|(_, &n)| n > 0)
+            {
+                // The first bound at or above the bucket's largest latency holds all of it.
+                let (_, hi) = gotrace_plan::stats::bounds(i);
+                counts.buckets[bounds.partition_point(|&bound| bound < hi)] += n;
+            }
+            counts.sum_ns = u128::from(row.total_ns);
+            counts.changed = true;
+        }
+        self.changed = true;
+    }
+
     pub fn record(&mut self, record: &Record<'_>) {
         match record {
+            Record::Stats(stats) => self.stats(stats),
             Record::Attached(a) => {
                 self.counts.binary.clone_from(&a.binary);
                 self.counts.sites_attached = a.sites as u64;
@@ -239,9 +298,28 @@ impl Metrics {
     }
 }
 
+/// The counts of `function` in the process labelled `pid`.
+fn function_counts<'c>(
+    counts: &'c mut Counts,
+    pid: &str,
+    function: &str,
+) -> &'c mut FunctionCounts {
+    let bounds = counts.bounds_ns;
+    // Looked up before inserting: the event path does not allocate a key per call.
+    if !counts.processes.contains_key(pid) {
+        counts.processes.insert(pid.to_owned(), BTreeMap::new());
+    }
+    let functions = counts.processes.get_mut(pid).expect("inserted above");
+    if !functions.contains_key(function) {
+        functions.insert(function.to_owned(), FunctionCounts::new(bounds));
+    }
+    functions.get_mut(function).expect("inserted above")
+}
+
 /// Brings `snapshot` up to `counts`, copying only the functions counted since the last time
 /// (a plan of thousands of functions in many processes is not copied whole every time).
 fn copy_changed(counts: &mut Counts, snapshot: &mut Counts) {
+    snapshot.bounds_ns = counts.bounds_ns;
     snapshot.binary.clone_from(&counts.binary);
     snapshot.sites_attached = counts.sites_attached;
     snapshot.sites_failed = counts.sites_failed;
@@ -335,11 +413,12 @@ impl prometheus_client::collector::Collector for Snapshot {
                     if count == 0 {
                         continue;
                     }
-                    let buckets: Vec<(f64, u64)> = BUCKETS_NS
+                    let buckets: Vec<(f64, u64)> = counts
+                        .bounds_ns
                         .iter()
                         .map(|&ns| ns as f64 / 1e9)
                         .chain([f64::MAX])
-                        .zip(c.buckets)
+                        .zip(c.buckets.iter().copied())
                         .collect();
                     let labels = [
                         ("binary", binary),
@@ -422,7 +501,7 @@ mod tests {
 
     #[test]
     fn calls_are_counted_by_outcome_and_bucketed_by_latency() {
-        let (mut metrics, registry) = Metrics::new();
+        let (mut metrics, registry) = Metrics::new(&TRACE_BUCKETS_NS);
         metrics.call(&call(7, CallKind::Returned, 3_000));
         metrics.call(&call(7, CallKind::Returned, 2_500));
         metrics.call(&call(7, CallKind::Panicked, 0));
@@ -448,7 +527,7 @@ mod tests {
 
     #[test]
     fn processes_beyond_the_bound_share_one_label() {
-        let (mut metrics, registry) = Metrics::new();
+        let (mut metrics, registry) = Metrics::new(&TRACE_BUCKETS_NS);
         for pid in 0..MAX_PIDS as u32 + 5 {
             metrics.call(&call(1000 + pid, CallKind::Returned, 1));
         }

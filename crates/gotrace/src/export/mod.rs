@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 /// How long spans still queued when tracing stops may take to reach the collector.
 pub const GRACE: Duration = Duration::from_secs(3);
 
-pub use metrics::Metrics;
+pub use metrics::{Metrics, STATS_BUCKETS_NS, TRACE_BUCKETS_NS};
 pub use otlp::Otlp;
 
 /// The exports asked for on the command line.
@@ -31,7 +31,13 @@ pub struct Exports {
 impl Exports {
     /// Starts serving `/metrics` on `metrics` and the span exporter for `otlp`; a bad address
     /// or URL is a usage error, an address in use an error.
-    pub fn start(metrics: Option<&str>, otlp: Option<&str>, clock: Clock) -> Result<Exports> {
+    /// `bounds_ns`: the latency buckets of `/metrics` ([`TRACE_BUCKETS_NS`], [`STATS_BUCKETS_NS`]).
+    pub fn start(
+        metrics: Option<&str>,
+        otlp: Option<&str>,
+        clock: Clock,
+        bounds_ns: &'static [u64],
+    ) -> Result<Exports> {
         let otlp = otlp
             .map(|url| otlp::endpoint(url).map(|endpoint| Otlp::start(endpoint, clock)))
             .transpose()?;
@@ -42,7 +48,7 @@ impl Exports {
                         "--metrics {addr:?}: give an IP address and port to serve on, e.g. 127.0.0.1:9464"
                     ))
                 })?;
-                Metrics::serve(addr)
+                Metrics::serve(addr, bounds_ns)
             })
             .transpose()?;
         Ok(Exports {
