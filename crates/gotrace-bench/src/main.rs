@@ -485,19 +485,22 @@ fn throughput(
 ) -> Result<Vec<Throughput>> {
     const GOROUTINES: u32 = 4;
     let pattern = "main.Op*";
+    // The ops loop passes the default argument (10) in one iteration of 100.
+    let keep_one_percent: &[&str] = &["--where", "x == 10"];
     let mut out = Vec::new();
-    for entry_only in [true, false] {
+    for (entry_only, extra_args) in [(true, &[][..]), (false, &[][..]), (false, keep_one_percent)] {
         let sites = plan_for(binary, pattern, entry_only)?.sites.len();
-        let mode = if entry_only {
-            "gotrace --no-return"
-        } else {
-            "gotrace, full"
+        let mode = match (entry_only, extra_args.is_empty()) {
+            (true, _) => "gotrace --no-return",
+            (false, true) => "gotrace, full",
+            (false, false) => "gotrace --where 'x == 10' (1% kept)",
         };
         note(&format!(
             "throughput: {mode}, {pattern}, {GOROUTINES} goroutines"
         ));
         let options = GotraceOptions {
             entry_only,
+            extra_args,
             ..Default::default()
         };
         let t = run::under_gotrace(

@@ -36,6 +36,9 @@ pub fn throughput_table(runs: &[Throughput]) -> String {
                 delivered(Some(t.events), t.calls, t.lost),
                 format!("{:.2}", t.wall.as_secs_f64()),
                 format!("{:.0}", t.events_per_second()),
+                t.calls.map_or("?".into(), |c| {
+                    format!("{:.0}", c as f64 / t.wall.as_secs_f64().max(1e-9))
+                }),
                 format!(
                     "{:.2} s ({:.2} µs/event)",
                     t.gotrace_cpu.as_secs_f64(),
@@ -52,6 +55,7 @@ pub fn throughput_table(runs: &[Throughput]) -> String {
             "delivered / calls",
             "wall s",
             "events/s",
+            "calls/s",
             "gotrace CPU",
             "target",
         ],
