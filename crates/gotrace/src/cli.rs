@@ -73,17 +73,8 @@ pub struct TraceArgs {
     /// results.
     #[arg(long, value_name = "FILE", conflicts_with = "no_return")]
     pub timeline: Option<PathBuf>,
-    /// Only calls for which this holds, decided in the kernel (a call left out costs no record):
-    /// arguments, results and their fields (through pointers) compared with constants —
-    /// `n > 10`, `err != nil`, `p == nil`, `ok`, `req.Method == "GET"`,
-    /// `strings.HasPrefix(path, "/api")` — joined by `&&`, `||`, `!` and parentheses. On
-    /// arguments alone it is decided at the entry; naming a result, at the return.
-    #[arg(long = "where", value_name = "EXPR")]
-    pub where_expr: Option<String>,
-    /// Only calls that took at least this long (`500us`, `5ms`, `1.5s`), decided in the kernel
-    /// at the return.
-    #[arg(long, value_name = "DURATION", value_parser = duration_ns, conflicts_with = "no_return")]
-    pub min_duration: Option<u64>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
     /// Report one call in N (the others are counted): decided in the kernel, to trace a hot
     /// function at a fraction of the cost.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
@@ -131,6 +122,22 @@ pub struct TraceArgs {
     /// parent and child spans. Spans the collector does not take are counted, not retried.
     #[arg(long, value_name = "URL")]
     pub otlp: Option<String>,
+}
+
+/// Which calls `trace` reports and `stats` counts.
+#[derive(Debug, Args)]
+pub struct FilterArgs {
+    /// Only calls for which this holds, decided in the kernel (a call left out costs no record):
+    /// arguments, results and their fields (through pointers) compared with constants —
+    /// `n > 10`, `err != nil`, `p == nil`, `ok`, `req.Method == "GET"`,
+    /// `strings.HasPrefix(path, "/api")` — joined by `&&`, `||`, `!` and parentheses. On
+    /// arguments alone it is decided at the entry; naming a result, at the return.
+    #[arg(long = "where", value_name = "EXPR")]
+    pub where_expr: Option<String>,
+    /// Only calls that took at least this long (`500us`, `5ms`, `1.5s`), decided in the kernel
+    /// at the return.
+    #[arg(long, value_name = "DURATION", value_parser = duration_ns, conflicts_with = "no_return")]
+    pub min_duration: Option<u64>,
 }
 
 /// Words on the command line that do not make a command: exit status 2, as clap's own.
@@ -182,17 +189,8 @@ pub struct StatsArgs {
     /// Count entries only (no outcomes or latency): the cheapest mode.
     #[arg(long)]
     pub no_return: bool,
-    /// Count only calls for which this holds, decided in the kernel (a call left out costs no record):
-    /// arguments, results and their fields (through pointers) compared with constants —
-    /// `n > 10`, `err != nil`, `p == nil`, `ok`, `req.Method == "GET"`,
-    /// `strings.HasPrefix(path, "/api")` — joined by `&&`, `||`, `!` and parentheses. On
-    /// arguments alone it is decided at the entry; naming a result, at the return.
-    #[arg(long = "where", value_name = "EXPR")]
-    pub where_expr: Option<String>,
-    /// Count only calls that took at least this long (`500us`, `5ms`, `1.5s`), decided in the kernel
-    /// at the return.
-    #[arg(long, value_name = "DURATION", value_parser = duration_ns, conflicts_with = "no_return")]
-    pub min_duration: Option<u64>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
 
     /// Write this file once every probe is attached (for scripts and tests).
     #[arg(long, value_name = "PATH")]

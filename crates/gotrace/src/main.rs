@@ -366,8 +366,8 @@ fn run_trace(args: TraceArgs) -> Result<()> {
         count: args.count,
         debug_file: args.debug_file.clone(),
         filter: trace::Filter {
-            where_expr: args.where_expr.clone(),
-            min_duration_ns: args.min_duration.unwrap_or(0),
+            where_expr: args.filter.where_expr.clone(),
+            min_duration_ns: args.filter.min_duration.unwrap_or(0),
             sample_every: args.sample.unwrap_or(0),
             max_rate: args.max_rate.unwrap_or(0),
         },

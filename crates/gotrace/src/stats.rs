@@ -275,8 +275,8 @@ pub fn run_cli(args: StatsArgs) -> Result<()> {
         count: None,
         debug_file: args.debug_file.clone(),
         filter: trace::Filter {
-            where_expr: args.where_expr.clone(),
-            min_duration_ns: args.min_duration.unwrap_or(0),
+            where_expr: args.filter.where_expr.clone(),
+            min_duration_ns: args.filter.min_duration.unwrap_or(0),
             ..Default::default()
         },
         stack: false,
