@@ -128,17 +128,9 @@ pub fn target_binary(target: &Target) -> Result<PathBuf> {
 pub fn prepare(request: &TraceRequest) -> Result<(GoBinary, PathBuf, ProbePlan)> {
     let path = target_binary(&request.target)?;
     let binary = crate::debuginfo::open(&path, request.debug_file.as_deref())?;
-    let mut plan = gotrace_plan::plan(
-        &binary,
-        &request.functions,
-        PlanOptions {
-            entry_only: request.entry_only,
-            stack: request.stack,
-            exclude: request.exclude.clone(),
-            limits: request.limits,
-        },
-    )?;
+    let mut plan = gotrace_plan::plan(&binary, &request.functions, plan_options(request, &[]))?;
     if let Some(text) = &request.filter.where_expr {
+        plan = left_out_by_where(text, &binary, plan, request)?;
         let types = gotrace_plan::signature_types(&binary);
         let filters = gotrace_plan::filter::compile(text, &plan, types)
             .map_err(|e| crate::cli::UsageError(e.to_string()))?;
@@ -148,6 +140,47 @@ pub fn prepare(request: &TraceRequest) -> Result<(GoBinary, PathBuf, ProbePlan)>
     plan.sample_every = request.filter.sample_every;
     plan.max_rate = request.filter.max_rate;
     Ok((binary, path, plan))
+}
+
+fn plan_options(request: &TraceRequest, also_exclude: &[String]) -> PlanOptions {
+    PlanOptions {
+        entry_only: request.entry_only,
+        stack: request.stack,
+        exclude: [&request.exclude[..], also_exclude].concat(),
+        limits: request.limits,
+    }
+}
+
+/// With a glob, the functions that lack a name `--where` uses are left out (planned anew without
+/// them) and a warning says so; a function named exactly must have them all.
+fn left_out_by_where(
+    text: &str,
+    binary: &GoBinary,
+    plan: ProbePlan,
+    request: &TraceRequest,
+) -> Result<ProbePlan> {
+    let types = gotrace_plan::signature_types(binary);
+    let lacking = gotrace_plan::filter::lacking_names(text, &plan, types)
+        .map_err(|e| crate::cli::UsageError(e.to_string()))?;
+    let globbed = request
+        .functions
+        .iter()
+        .any(|f| gotrace_plan::pattern::Pattern::new(f).is_glob());
+    let Some((_, first)) = lacking.first() else {
+        return Ok(plan);
+    };
+    if !globbed || lacking.len() == plan.functions.len() {
+        return Err(crate::cli::UsageError(first.to_string()).into());
+    }
+    let names: Vec<String> = lacking.iter().map(|(name, _)| name.clone()).collect();
+    let mut narrowed =
+        gotrace_plan::plan(binary, &request.functions, plan_options(request, &names))?;
+    narrowed.warnings.push(format!(
+        "--where: {} of the functions matched are not traced: they lack a name it uses (e.g. {})",
+        lacking.len(),
+        first.message
+    ));
+    Ok(narrowed)
 }
 
 /// Runs a session until a `stop` descriptor becomes readable, the traced process exits, the

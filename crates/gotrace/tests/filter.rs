@@ -289,6 +289,38 @@ fn root_sample_and_max_rate_report_part_of_the_calls_and_count_the_rest() {
     );
 }
 
+/// A glob: the functions lacking a name the expression uses are left out, and said to be.
+fn root_a_glob_leaves_out_the_functions_lacking_a_name() {
+    let _serial = serial();
+    let binary = build(&newest_toolchain());
+    let mut args = vec!["--json", "--where", "err != nil"];
+    args.push(binary.to_str().expect("UTF-8 path"));
+    args.push("main.*");
+    let tracer = Tracer::start(&args, &[]);
+    let output = output_within(
+        Command::new(&binary).stdin(Stdio::null()),
+        Duration::from_secs(60),
+    );
+    assert!(output.status.success());
+    let (stdout, stderr) = tracer.stop();
+    let lines = json_lines(&stdout);
+    let attached = lines
+        .iter()
+        .find(|l| l["type"] == "attached")
+        .expect("an attached line");
+    assert_eq!(
+        attached["functions"],
+        serde_json::json!(["main.Name"]),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("of the functions matched are not traced: they lack a name it uses"),
+        "{stderr}"
+    );
+    let errors: Vec<String> = calls(&lines).iter().map(|c| shown(c, "s")).collect();
+    assert_eq!(errors, ["ab7", "xy7"], "{stderr}");
+}
+
 fn bad_filters_are_usage_errors_that_point_at_the_token() {
     let binary = build(&newest_toolchain());
     let path = binary.to_str().expect("UTF-8 path");
@@ -333,5 +365,6 @@ gotrace_gobuild::test_main! {
         root_min_duration_reports_exactly_the_slow_calls,
         root_stats_where_counts_the_matching_calls,
         root_sample_and_max_rate_report_part_of_the_calls_and_count_the_rest,
+        root_a_glob_leaves_out_the_functions_lacking_a_name,
     ],
 }

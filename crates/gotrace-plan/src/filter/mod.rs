@@ -28,6 +28,9 @@ pub struct FilterError {
     pub expr: String,
     pub at: usize,
     pub message: String,
+    /// The function has no argument or result of a name the expression uses (or no known
+    /// signature): a glob may leave it out rather than fail.
+    pub lacks_name: bool,
 }
 
 impl FilterError {
@@ -36,6 +39,7 @@ impl FilterError {
             expr: expr.to_owned(),
             at,
             message: message.into(),
+            lacks_name: false,
         }
     }
 }
@@ -116,6 +120,33 @@ pub struct FunctionFilter {
 pub struct Filters {
     pub functions: Vec<FunctionFilter>,
     pub literals: Vec<Vec<u8>>,
+}
+
+/// The functions of `plan` that lack a name `text` uses (see [`FilterError::lacks_name`]), with
+/// why; a mistake in the expression itself is an error.
+pub fn lacking_names(
+    text: &str,
+    plan: &ProbePlan,
+    types: Option<&TypeTable>,
+) -> Result<Vec<(String, FilterError)>, FilterError> {
+    let expr = parse(text)?;
+    let mut literals = Vec::new();
+    let mut lacking = Vec::new();
+    for function in &plan.functions {
+        let mut compiler = FunctionCompiler {
+            text,
+            function,
+            types,
+            literals: &mut literals,
+            at_return: false,
+            ops: Vec::new(),
+        };
+        match compiler.expr(&expr) {
+            Err(e) if e.lacks_name => lacking.push((function.name.clone(), e)),
+            _ => {}
+        }
+    }
+    Ok(lacking)
 }
 
 /// Compiles `text` for every function of `plan`: each must have every name it uses.
@@ -254,10 +285,13 @@ impl FunctionCompiler<'_> {
     /// The argument or result a path starts at, then its fields.
     fn resolve(&self, path: &Path) -> Result<(Place, TypeId), FilterError> {
         let Some(signature) = &self.function.signature else {
-            return Err(self.error(
-                path.at,
-                "its signature is unknown (no DWARF): --where needs argument names",
-            ));
+            return Err(FilterError {
+                lacks_name: true,
+                ..self.error(
+                    path.at,
+                    "its signature is unknown (no DWARF): --where needs argument names",
+                )
+            });
         };
         let name = &path.parts[0];
         // Go leaves results unnamed (`~r1`): `err` is the one result of type error.
@@ -281,13 +315,16 @@ impl FunctionCompiler<'_> {
                         .chain(&signature.results)
                         .map(|v| v.name.as_str())
                         .collect();
-                    return Err(self.error(
-                        path.at,
-                        format!(
-                            "no argument or result named {name} (it has: {})",
-                            names.join(", ")
-                        ),
-                    ));
+                    return Err(FilterError {
+                        lacks_name: true,
+                        ..self.error(
+                            path.at,
+                            format!(
+                                "no argument or result named {name} (it has: {})",
+                                names.join(", ")
+                            ),
+                        )
+                    });
                 }
             },
         };
