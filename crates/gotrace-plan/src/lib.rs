@@ -182,6 +182,9 @@ pub struct ProbePlan {
     /// `--where`, compiled for each function (see [`filter::compile`]).
     #[serde(skip)]
     pub filters: Option<filter::Filters>,
+    /// `--by` (stats), compiled for each function (see [`filter::compile_group`]).
+    #[serde(skip)]
+    pub groups: Option<filter::GroupBy>,
     /// `--min-duration`: calls that return sooner are not reported; 0: all are.
     pub min_duration_ns: u64,
 }
@@ -401,6 +404,7 @@ pub fn plan(
         type_recipes,
         debug_source: binary.debug_source(),
         filters: None,
+        groups: None,
         min_duration_ns: 0,
     })
 }
