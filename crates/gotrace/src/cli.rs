@@ -187,7 +187,7 @@ pub struct StatsArgs {
     pub min_duration: Option<u64>,
     /// Also count each function's calls per group, in the kernel: by `stack` (the call's Go
     /// stack at entry) or by an argument or result as --where names them (`n`, `req.Method`,
-    /// `err`: integers, bools, strings — their first 32 bytes — and interfaces, by dynamic
+    /// `err`: integers, bools, strings — their first 16 bytes — and interfaces, by dynamic
     /// type). A table per function, the most called groups first.
     #[arg(long = "by", value_name = "EXPR")]
     pub by: Option<String>,

@@ -4,7 +4,7 @@
 //! through runtime.Callers) and prints them as JSON; what gotrace grouped in the kernel must
 //! agree:
 //!
-//! - `--by method` (a string, one longer than the 32 bytes kept: marked cut), `--by code` (an
+//! - `--by method` (a string, one longer than the 16 bytes kept: marked cut), `--by code` (an
 //!   int, negative ones too) and `--by err` (an error result's dynamic type, nil included):
 //!   calls per group equal the program's exactly, every call grouped, on the oldest and newest
 //!   toolchain; `--top 2` shows two groups and sums the rest as `other`;
@@ -61,8 +61,8 @@ fn expected(record: &Value, by: &str) -> BTreeMap<String, u64> {
         .iter()
         .map(|(key, n)| {
             let key = match by {
-                "method" if key.len() > 32 => {
-                    format!("{:?}…(+{} bytes)", &key[..32], key.len() - 32)
+                "method" if key.len() > 16 => {
+                    format!("{:?}…(+{} bytes)", &key[..16], key.len() - 16)
                 }
                 "method" => format!("{key:?}"),
                 "err" if key == "<nil>" => "nil".to_owned(),

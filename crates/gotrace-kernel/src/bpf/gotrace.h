@@ -105,7 +105,7 @@ struct gt_frame_key {
 
 /* --by (stats): what a call is grouped by. */
 enum gt_group_limits {
-	GT_GROUP_STR_MAX = 32, /* bytes of a string key kept */
+	GT_GROUP_STR_MAX = 16, /* bytes of a string key kept (the in-flight record, copied on the 512-byte BPF stack, holds it) */
 	GT_GROUPS_MAX = 4096,  /* groups of all functions together */
 	GT_GROUP_STACKS_MAX = 4096,
 };

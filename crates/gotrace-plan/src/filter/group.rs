@@ -6,7 +6,7 @@ use crate::{PlannedFunction, ProbePlan};
 use gotrace_binary::types::{TypeKind, TypeTable};
 
 /// Bytes of a string key kept (`GT_GROUP_STR_MAX` in gotrace.h); a longer string is cut.
-pub const MAX_KEY_STRING: usize = 32;
+pub const MAX_KEY_STRING: usize = 16;
 /// Where an itab (`runtime.itab`/`abi.ITab`: inter, then _type) holds the dynamic type.
 const ITAB_TYPE: u64 = 8;
 
