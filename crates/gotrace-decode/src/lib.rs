@@ -4,11 +4,13 @@
 //! strings and slices read from their backing arrays, pointers followed, interfaces resolved
 //! to their dynamic type — all from the memory the BPF program captured at the probe site.
 
+mod group;
 mod maps;
 mod memory;
 mod stack;
 mod value;
 
+pub use group::{GroupNamer, GroupValue};
 pub use memory::Memory;
 pub use stack::{Frame, Stack, Stacks};
 pub use value::{Bytes, Missing, Value};

@@ -24,7 +24,7 @@ pub use graph::{Timeline, GRAPH_LIMIT};
 pub use session::{
     AttachMethod, Attached, FailedSite, InlinedCopies, LossCause, Lost, Note, Refused, Warning,
 };
-pub use stats::{Bucket, ErrorCount, LatencyHistogram, Stats, StatsRow};
+pub use stats::{Bucket, ErrorCount, GroupRow, GroupTable, LatencyHistogram, Stats, StatsRow};
 pub use summary::Summary;
 
 use call::{write_json, write_text};
@@ -52,6 +52,8 @@ pub enum Record<'a> {
     Summary(&'a Summary),
     /// `"stats"` lines, one per function: `gotrace stats`' counts so far.
     Stats(&'a Stats),
+    /// `"group"` lines, one per group of one function (`gotrace stats --by`).
+    Groups(&'a GroupTable),
     /// `"histogram"`: one function's latency histogram, when `gotrace stats` ends.
     Histogram(&'a LatencyHistogram),
     /// `"binary"`: what `funcs` read.
@@ -197,6 +199,7 @@ impl<W: Write> Printer<W> {
             Record::Lost(lost) => text = lost.text(),
             Record::Summary(summary) => text = summary.text(),
             Record::Stats(stats) => text = stats.text(),
+            Record::Groups(groups) => text = groups.text(),
             Record::Histogram(histogram) => text = histogram.text(),
             Record::Binary(info) => text = funcs::header(info),
             Record::Function(f) => funcs::function_text(&mut text, f),
@@ -250,6 +253,19 @@ struct RowJson<'a> {
     last: bool,
 }
 
+/// One group's row, with its function's grouping.
+#[derive(Serialize)]
+struct GroupJson<'a> {
+    by: &'a str,
+    #[serde(flatten)]
+    row: &'a GroupRow,
+    /// Distinct groups of the function, and its calls counted in none.
+    groups: usize,
+    not_grouped: u64,
+    #[serde(rename = "final")]
+    last: bool,
+}
+
 /// One peeked site, with the function and process it belongs to.
 #[derive(Serialize)]
 struct SiteJson<'a> {
@@ -283,6 +299,16 @@ fn write_json_record(out: &mut impl Write, record: &Record<'_>) -> io::Result<()
         Record::Stats(s) => s.rows.iter().try_for_each(|row| {
             let row = RowJson { row, last: s.last };
             line(out, "stats", &row)
+        }),
+        Record::Groups(g) => g.rows.iter().try_for_each(|row| {
+            let row = GroupJson {
+                by: &g.by,
+                row,
+                groups: g.groups,
+                not_grouped: g.not_grouped,
+                last: g.last,
+            };
+            line(out, "group", &row)
         }),
         Record::Histogram(h) => line(out, "histogram", h),
         Record::Binary(b) => line(out, "binary", b),

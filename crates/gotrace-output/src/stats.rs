@@ -29,6 +29,9 @@ pub struct StatsRow {
     /// Their return was not seen: how they ended is not known.
     pub return_not_seen: u64,
     pub in_flight: u64,
+    /// `--by`: calls counted here but in no group, the kernel's group table being full.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_grouped: Option<u64>,
     /// Percentiles of the returned calls' latency: the upper bound of the histogram bucket
     /// holding each (buckets are at most a quarter of their lower bound wide), capped at the
     /// largest latency seen. Null with no returned call.
@@ -102,6 +105,7 @@ impl StatsRow {
             abandoned: stats.abandoned,
             return_not_seen: stats.return_not_seen,
             in_flight: stats.in_flight,
+            not_grouped: None,
             p50_ns: percentile(0.5),
             p90_ns: percentile(0.9),
             p99_ns: percentile(0.99),
@@ -137,41 +141,9 @@ impl Stats {
             .chain([8])
             .max()
             .unwrap_or(8);
-        let _ = writeln!(
-            out,
-            "{:<width$} {:>9} {:>9} {:>9} {:>7} {:>8} {:>9} {:>9} {:>9} {:>9}",
-            "FUNCTION",
-            "CALLS",
-            "CALLS/S",
-            "RETURNED",
-            "ERRORS",
-            "PANICKED",
-            "P50",
-            "P90",
-            "P99",
-            "MAX"
-        );
-        let time = |ns: Option<u64>| ns.map_or_else(|| "-".to_owned(), format_duration);
+        let _ = writeln!(out, "{:<width$} {COUNT_HEADER}", "FUNCTION");
         for r in &self.rows {
-            let errors = match r.errors {
-                ErrorCount::None => "-".to_owned(),
-                ErrorCount::Counted(n) => n.to_string(),
-                ErrorCount::Unknown(()) => "?".to_owned(),
-            };
-            let _ = writeln!(
-                out,
-                "{:<width$} {:>9} {:>9.1} {:>9} {:>7} {:>8} {:>9} {:>9} {:>9} {:>9}",
-                r.func,
-                r.calls,
-                r.calls_per_s,
-                r.returned,
-                errors,
-                r.panicked,
-                time(r.p50_ns),
-                time(r.p90_ns),
-                time(r.p99_ns),
-                time(r.max_ns),
-            );
+            let _ = writeln!(out, "{:<width$} {}", r.func, count_columns(r));
             let others = [
                 (r.entered, "entered (no return awaited)"),
                 (r.exited, "exited (runtime.Goexit)"),
@@ -181,10 +153,97 @@ impl Stats {
                     "return not seen (how they ended is not known)",
                 ),
                 (r.in_flight, "in flight"),
+                (
+                    r.not_grouped.unwrap_or(0),
+                    "not grouped (--by: the group table was full)",
+                ),
             ];
             for (n, what) in others.iter().filter(|(n, _)| *n > 0) {
                 let _ = writeln!(out, "{:<width$}   of which {n} {what}", "");
             }
+        }
+        out
+    }
+}
+
+/// The columns of counts every table shows, after its first column.
+const COUNT_HEADER: &str =
+    "    CALLS   CALLS/S  RETURNED  ERRORS PANICKED       P50       P90       P99       MAX";
+
+fn count_columns(r: &StatsRow) -> String {
+    let time = |ns: Option<u64>| ns.map_or_else(|| "-".to_owned(), format_duration);
+    let errors = match r.errors {
+        ErrorCount::None => "-".to_owned(),
+        ErrorCount::Counted(n) => n.to_string(),
+        ErrorCount::Unknown(()) => "?".to_owned(),
+    };
+    format!(
+        "{:>9} {:>9.1} {:>9} {:>7} {:>8} {:>9} {:>9} {:>9} {:>9}",
+        r.calls,
+        r.calls_per_s,
+        r.returned,
+        errors,
+        r.panicked,
+        time(r.p50_ns),
+        time(r.p90_ns),
+        time(r.p99_ns),
+        time(r.max_ns),
+    )
+}
+
+/// One group of one function's calls (`"type": "group"`): `--by`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GroupRow {
+    /// The key in Go syntax (`"GET"`, `42`, `true`, `*errors.errorString`, `nil`), a stack as
+    /// `outer;…;inner`, `?` when it was not read, `other` for the groups past `--top` summed.
+    pub key: String,
+    /// A string key longer than the bytes kept, or a stack walk that did not reach the
+    /// goroutine's first frame.
+    pub cut: bool,
+    /// Why the key was not read (`key` is `?`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_read: Option<String>,
+    /// The row sums this many groups past `--top` (`key` is `other`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub other_groups: Option<usize>,
+    #[serde(flatten)]
+    pub counts: StatsRow,
+}
+
+/// One function's groups at one moment, the most called first.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct GroupTable {
+    pub func: String,
+    /// `--by`'s expression.
+    pub by: String,
+    /// Distinct groups counted.
+    pub groups: usize,
+    /// Calls counted in no group: the kernel's group table was full.
+    pub not_grouped: u64,
+    pub rows: Vec<GroupRow>,
+    #[serde(rename = "final")]
+    pub last: bool,
+}
+
+impl GroupTable {
+    pub fn text(&self) -> String {
+        let mut out = format!("{} by {}: {} groups", self.func, self.by, self.groups);
+        if let Some(n) = self.rows.iter().find_map(|r| r.other_groups) {
+            let _ = write!(out, ", {n} past --top summed as \"other\"");
+        }
+        if self.not_grouped > 0 {
+            let _ = write!(out, "; {} calls not grouped (table full)", self.not_grouped);
+        }
+        let _ = writeln!(out, "\n{COUNT_HEADER} KEY");
+        for r in &self.rows {
+            let mut key = r.key.clone();
+            if let Some(reason) = &r.not_read {
+                let _ = write!(key, " ({reason})");
+            }
+            if r.cut && r.not_read.is_none() && !key.contains('…') {
+                key.push_str(" (cut)");
+            }
+            let _ = writeln!(out, "{} {key}", count_columns(&r.counts));
         }
         out
     }

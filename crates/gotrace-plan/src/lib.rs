@@ -182,6 +182,9 @@ pub struct ProbePlan {
     /// `--where`, compiled for each function (see [`filter::compile`]).
     #[serde(skip)]
     pub filters: Option<filter::Filters>,
+    /// `--by` (stats), compiled for each function (see [`filter::compile_group`]).
+    #[serde(skip)]
+    pub groups: Option<filter::GroupBy>,
     /// `--min-duration`: calls that return sooner are not reported; 0: all are.
     pub min_duration_ns: u64,
     /// `--sample`: one call in this many is reported; 0 or 1: all are.
@@ -406,6 +409,7 @@ pub fn plan(
         type_recipes,
         debug_source: binary.debug_source(),
         filters: None,
+        groups: None,
         min_duration_ns: 0,
         sample_every: 0,
         max_rate: 0,

@@ -2,7 +2,7 @@
 //! the BPF program's `gt_hist_bucket` (gotrace.h) computes too, percentiles over it, and where
 //! a function's `error` result is for telling a nil one from a non-nil one at its return.
 
-use crate::PlannedFunction;
+use crate::{PlannedFunction, RawStack};
 use gotrace_binary::abi::{AbiReg, Location};
 use gotrace_binary::types::{TypeKind, TypeTable};
 use serde::Serialize;
@@ -119,6 +119,8 @@ pub struct FunctionStats {
     pub entered: u64,
     /// Still running when their process exited or gotrace stopped.
     pub in_flight: u64,
+    /// `--by`: calls counted but in no group (the kernel's group table was full).
+    pub not_grouped: u64,
     pub total_ns: u64,
     pub max_ns: u64,
     pub latency: Histogram,
@@ -145,6 +147,7 @@ impl FunctionStats {
         self.return_not_seen += other.return_not_seen;
         self.entered += other.entered;
         self.in_flight += other.in_flight;
+        self.not_grouped += other.not_grouped;
         self.total_ns += other.total_ns;
         self.max_ns = self.max_ns.max(other.max_ns);
         self.latency.add(&other.latency);
@@ -279,4 +282,33 @@ mod tests {
         assert_eq!((a.calls(), a.errors, a.max_ns), (11, 2, 9));
         assert_eq!(a.latency.total(), 6);
     }
+}
+
+/// Whether a group's key holds a value (`--by`), and if not why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KeyStatus {
+    Read,
+    /// A nil pointer on the path; for an interface, a nil interface.
+    Nil,
+    /// Memory the probe could not read.
+    Unreadable,
+    /// A result's key, and the call did not return.
+    NoResult,
+    /// The CPU's scratch space, needed for the stack walk, was in use.
+    Busy,
+}
+
+/// A group's key as the kernel kept it (`struct gt_group_key`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawGroupKey {
+    /// The function's plan index.
+    pub function: u32,
+    pub status: KeyStatus,
+    /// The word; a type descriptor's link-time address; a string's length; a stack's hash.
+    pub value: u64,
+    /// A string's first bytes (at most [`crate::filter::MAX_KEY_STRING`]).
+    pub bytes: Vec<u8>,
+    /// A stack key's pcs (link-time) and how its walk ended; `None` when the kernel's table of
+    /// stacks had no room for them.
+    pub stack: Option<RawStack>,
 }

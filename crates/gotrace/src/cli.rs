@@ -191,6 +191,27 @@ pub struct StatsArgs {
     pub no_return: bool,
     #[command(flatten)]
     pub filter: FilterArgs,
+    /// Also count each function's calls per group, in the kernel: by `stack` (the call's Go
+    /// stack at entry) or by an argument or result as --where names them (`n`, `req.Method`,
+    /// `err`: integers, bools, strings — their first 16 bytes — and interfaces, by dynamic
+    /// type). A table per function, the most called groups first.
+    #[arg(long = "by", value_name = "EXPR")]
+    pub by: Option<String>,
+    /// Groups shown per function (--by); the rest are summed as one `other` row.
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    pub top: u64,
+    /// Write the call stacks to FILE as folded stacks (`outer;...;inner count`, a line per
+    /// distinct stack, the traced function innermost, inlined calls as frames of their own),
+    /// for flame-graph tools. Implies --by stack.
+    #[arg(long, value_name = "FILE")]
+    pub folded: Option<PathBuf>,
+    /// Draw the call stacks as an SVG flame graph in FILE (a frame's width: its calls, or with
+    /// --flamegraph-by latency, the total latency of its returned calls). Implies --by stack.
+    #[arg(long, value_name = "FILE")]
+    pub flamegraph: Option<PathBuf>,
+    /// What a flame graph frame's width stands for.
+    #[arg(long, value_name = "WHAT", value_enum, default_value_t = FlameWidth::Calls, requires = "flamegraph")]
+    pub flamegraph_by: FlameWidth,
 
     /// Write this file once every probe is attached (for scripts and tests).
     #[arg(long, value_name = "PATH")]
@@ -207,9 +228,30 @@ pub struct StatsArgs {
     pub metrics: Option<String>,
 }
 
+/// `--flamegraph-by`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum FlameWidth {
+    /// Calls counted.
+    Calls,
+    /// Total latency of the returned calls (ns).
+    Latency,
+}
+
 impl StatsArgs {
     pub fn binary_and_functions(&self) -> Result<(Option<PathBuf>, Vec<String>), UsageError> {
         binary_and_functions(self.pid, &self.positionals, "stats")
+    }
+
+    /// `--by`, which --folded and --flamegraph imply (they need stacks).
+    pub fn group_by(&self) -> Result<Option<String>, UsageError> {
+        let stacks = self.folded.is_some() || self.flamegraph.is_some();
+        match &self.by {
+            Some(by) if stacks && by.trim() != "stack" => Err(UsageError(format!(
+                "--folded and --flamegraph draw call stacks: they need --by stack, not --by {by}"
+            ))),
+            None if stacks => Ok(Some("stack".to_owned())),
+            by => Ok(by.clone()),
+        }
     }
 }
 

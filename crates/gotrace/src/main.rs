@@ -6,6 +6,7 @@ mod demo;
 mod export;
 mod follow;
 mod funcs;
+mod groups;
 mod peek;
 mod stats;
 mod stdio;

@@ -2,17 +2,21 @@
 //! histogram kept in BPF maps, no record per call — shown as a table every interval and as
 //! histograms at the end. Targets, patterns, refusals, losses and stopping are `trace`'s.
 
-use crate::cli::StatsArgs;
+use crate::cli::{FlameWidth, StatsArgs};
+use crate::groups::{self, Group, TableContext};
 use crate::stdio::Line;
 use crate::trace::{self, CallSink, Flow, Stop, TraceRequest};
 use crate::PrinterSink;
-use anyhow::Result;
+use anyhow::{Context, Result};
+use gotrace_decode::{GroupNamer, Stacks};
 use gotrace_kernel::{Counters, Session, Target, Waiter, Wake};
 use gotrace_output::{ErrorCount, LatencyHistogram, Record, Stats, StatsRow, Summary};
 use gotrace_plan::stats::{error_result, ErrorResult, FunctionStats};
 use gotrace_plan::{ProbePlan, Recipe};
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::os::fd::{AsRawFd, RawFd};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -71,6 +75,10 @@ fn grouped(shown: &[Shown], per_copy: &[FunctionStats]) -> Vec<FunctionStats> {
         .collect()
 }
 
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// The table of `stats` at `elapsed`, with each function's rate since `before`.
 fn table(
     shown: &[Shown],
@@ -79,25 +87,85 @@ fn table(
     elapsed: Duration,
     since: Duration,
     last: bool,
+    grouped: bool,
 ) -> Stats {
-    let nanos = |d: Duration| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
     Stats {
         rows: shown
             .iter()
             .zip(stats)
             .zip(before)
             .map(|((s, stats), &before)| {
-                StatsRow::new(
+                let mut row = StatsRow::new(
                     &s.name,
                     stats,
                     s.errors,
                     nanos(elapsed),
                     before,
                     nanos(since),
-                )
+                );
+                row.not_grouped = grouped.then_some(stats.not_grouped);
+                row
             })
             .collect(),
         last,
+    }
+}
+
+/// `--by`, `--top`, `--folded`, `--flamegraph`.
+pub struct GroupOptions {
+    pub by: Option<String>,
+    pub top: usize,
+    pub folded: Option<PathBuf>,
+    pub flamegraph: Option<PathBuf>,
+    pub width: FlameWidth,
+}
+
+/// `--by` in a session: names the kernel's groups and makes each function's table.
+struct Grouping<'a> {
+    namer: GroupNamer<'a>,
+    by: &'a str,
+    top: usize,
+    /// The shown function of each plan index.
+    shown_of: Vec<usize>,
+    /// Per shown function, each group's calls at the last table.
+    before: Vec<HashMap<String, u64>>,
+}
+
+impl Grouping<'_> {
+    /// Each shown function's groups, and its table of them.
+    fn tables(
+        &mut self,
+        session: &Session,
+        shown: &[Shown],
+        table: &Stats,
+        since: Duration,
+    ) -> Result<(Vec<Vec<Group>>, Vec<gotrace_output::GroupTable>)> {
+        let groups = groups::merge(
+            &self.namer,
+            session.group_stats()?,
+            &self.shown_of,
+            shown.len(),
+        );
+        let tables = shown
+            .iter()
+            .zip(&table.rows)
+            .zip(&groups)
+            .zip(&mut self.before)
+            .map(|(((s, row), groups), before)| {
+                let cx = TableContext {
+                    func: &s.name,
+                    by: self.by,
+                    errors: s.errors,
+                    not_grouped: row.not_grouped.unwrap_or(0),
+                    top: self.top,
+                    elapsed_ns: row.elapsed_ns,
+                    interval_ns: nanos(since),
+                    last: table.last,
+                };
+                groups::table(&cx, groups, before)
+            })
+            .collect();
+        Ok((groups, tables))
     }
 }
 
@@ -123,9 +191,16 @@ fn run(
     duration: Option<Duration>,
     sink: &mut PrinterSink,
     stop: &Stop<'_>,
+    options: &GroupOptions,
     on_attached: impl FnOnce() -> Result<()>,
 ) -> Result<Summary> {
     let (binary, path, mut plan) = trace::prepare(request)?;
+    if let Some(by) = &options.by {
+        let types = gotrace_plan::signature_types(&binary);
+        let groups = gotrace_plan::filter::compile_group(by, &plan, types)
+            .map_err(|e| crate::cli::UsageError(e.to_string()))?;
+        plan.groups = Some(groups);
+    }
     // Nothing is read at the sites: counting needs no values.
     for f in &mut plan.functions {
         f.entry_recipe = Recipe::default();
@@ -145,6 +220,27 @@ fn run(
         .map(|f| error_result(types, f))
         .collect();
     let shown = shown(&plan, &errors);
+    let stacked = plan.groups.as_ref().is_some_and(|g| g.is_stack());
+    let symbolizer = match stacked {
+        true => Some(binary.symbolizer().context("--by stack")?),
+        false => None,
+    };
+    let stacks = symbolizer.as_ref().map(Stacks::new);
+    let no_names = HashMap::new();
+    // Dynamic types are named from the runtime's descriptors (read only when needed).
+    let type_names = match plan.groups.is_some() && !stacked {
+        true => binary
+            .runtime_methods()
+            .map_or(&no_names, |m| &m.type_names),
+        false => &no_names,
+    };
+    let mut grouping = plan.groups.as_ref().map(|by| Grouping {
+        namer: GroupNamer::new(&plan, by, type_names, stacks.as_ref()),
+        by: &by.text,
+        top: options.top,
+        shown_of: shown_of(&shown, plan.functions.len()),
+        before: vec![HashMap::new(); shown.len()],
+    });
     let exit_fd = match request.target {
         Target::Process(pid) => Some(gotrace_kernel::pidfd(pid)?),
         Target::Binary(_) => None,
@@ -192,17 +288,22 @@ fn run(
                 continue;
             }
             let stats = read(&session)?;
+            let since = now - last_table;
             let shown_table = table(
                 &shown,
                 &stats,
                 &before,
                 now - started,
-                now - last_table,
+                since,
                 false,
+                grouping.is_some(),
             );
             before = stats.iter().map(FunctionStats::calls).collect();
             last_table = now;
-            if sink.data(&Record::Stats(&shown_table)) == Flow::Closed {
+            if sink.data(&Record::Stats(&shown_table)) == Flow::Closed
+                || show_groups(&mut grouping, &session, &shown, &shown_table, since, sink)?.1
+                    == Flow::Closed
+            {
                 break;
             }
             // A failed stderr stops the session like a failed stdout; the caller says so.
@@ -218,15 +319,20 @@ fn run(
     }
     let now = Instant::now();
     let stats = read(&session)?;
+    let since = now - last_table;
     let last = table(
         &shown,
         &stats,
         &before,
         now - started,
-        now - last_table,
+        since,
         true,
+        grouping.is_some(),
     );
     sink.data(&Record::Stats(&last));
+    let (groups, _) = show_groups(&mut grouping, &session, &shown, &last, since, sink)?;
+    let names: Vec<&str> = shown.iter().map(|s| s.name.as_str()).collect();
+    write_stacks(options, &groups, &names)?;
     if !plan.entry_only {
         for ((s, stats), row) in shown.iter().zip(&stats).zip(&last.rows) {
             let histogram = LatencyHistogram::new(&s.name, row, &stats.latency);
@@ -255,6 +361,54 @@ fn run(
     Ok(summary)
 }
 
+/// The shown function of each plan index.
+fn shown_of(shown: &[Shown], functions: usize) -> Vec<usize> {
+    let mut of = vec![0; functions];
+    for (s, shown) in shown.iter().enumerate() {
+        for &copy in &shown.copies {
+            if let Some(slot) = of.get_mut(copy) {
+                *slot = s;
+            }
+        }
+    }
+    of
+}
+
+/// `--by`: each function's table of groups after `table`; the groups, for the stacks' files.
+fn show_groups(
+    grouping: &mut Option<Grouping<'_>>,
+    session: &Session,
+    shown: &[Shown],
+    table: &Stats,
+    since: Duration,
+    sink: &mut PrinterSink,
+) -> Result<(Vec<Vec<Group>>, Flow)> {
+    let Some(grouping) = grouping else {
+        return Ok((Vec::new(), Flow::Open));
+    };
+    let (groups, tables) = grouping.tables(session, shown, table, since)?;
+    let mut flow = Flow::Open;
+    for t in &tables {
+        flow = sink.data(&Record::Groups(t));
+    }
+    Ok((groups, flow))
+}
+
+/// `--folded`, `--flamegraph`: every stack counted (all groups, not only the top ones).
+fn write_stacks(options: &GroupOptions, groups: &[Vec<Group>], names: &[&str]) -> Result<()> {
+    if let Some(path) = &options.folded {
+        groups::write_folded(
+            path,
+            &groups::folded_lines(groups, names, FlameWidth::Calls),
+        )?;
+    }
+    if let Some(path) = &options.flamegraph {
+        let lines = groups::folded_lines(groups, names, options.width);
+        groups::write_flamegraph(path, &lines, options.width)?;
+    }
+    Ok(())
+}
+
 /// `gotrace stats`.
 pub fn run_cli(args: StatsArgs) -> Result<()> {
     let (mut sink, messages, signals) = crate::open_output(args.json)?;
@@ -281,6 +435,13 @@ pub fn run_cli(args: StatsArgs) -> Result<()> {
         },
         stack: false,
     };
+    let options = GroupOptions {
+        by: args.group_by()?,
+        top: usize::try_from(args.top).unwrap_or(usize::MAX),
+        folded: args.folded.clone(),
+        flamegraph: args.flamegraph.clone(),
+        width: args.flamegraph_by,
+    };
     trace::target_binary(&request.target)?;
     gotrace_kernel::check_environment()?;
     let stop_fds = [signals.pipe.as_raw_fd()];
@@ -294,6 +455,7 @@ pub fn run_cli(args: StatsArgs) -> Result<()> {
         args.duration.map(Duration::from_secs_f64),
         &mut sink,
         &stop,
+        &options,
         || match &args.ready_file {
             Some(ready) => trace::write_ready_file(ready, 1),
             None => Ok(()),

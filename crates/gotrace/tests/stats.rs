@@ -82,12 +82,7 @@ fn count(binary: &Path, flags: &[&str]) -> (Value, Vec<Value>) {
     let mut args = flags.to_vec();
     args.push(binary.to_str().expect("UTF-8 path"));
     args.extend(FUNCTIONS);
-    let stats = Tracer::start_command("stats", &args, &[]);
-    let output = output_within(Command::new(binary).stdin(Stdio::null()), LIMIT);
-    assert!(output.status.success(), "{output:?}");
-    let record: Value = serde_json::from_slice(&output.stdout).expect("the program's record");
-    let (stdout, stderr) = stats.finish(true);
-    let lines = json_lines(&stdout);
+    let (record, lines, stderr) = stats_while_running(binary, &args, LIMIT);
     assert_eq!(lost(&lines), 0, "{stderr}");
     (record, lines)
 }

@@ -72,6 +72,10 @@ pub struct RuntimeMethods {
     pub not_covered: Vec<NotCovered>,
     /// Descriptors read (reachable from the module's roots).
     pub descriptors: usize,
+    /// Each descriptor's Go name (`*errors.errorString`), by its link-time address: how an
+    /// interface's dynamic type, seen as the address of its descriptor, is named.
+    #[serde(skip)]
+    pub type_names: HashMap<u64, String>,
 }
 
 /// Reads every descriptor reachable from the module's roots and gives each method table
@@ -158,6 +162,11 @@ pub(crate) fn read(
             });
         }
     }
+    out.type_names = raws
+        .iter()
+        .filter(|(_, raw)| raw.is_ok())
+        .filter_map(|(&at, _)| builder.name(at).ok().map(|name| (at, name)))
+        .collect();
     out.types = builder.finish();
     Ok(out)
 }

@@ -29,6 +29,9 @@ const volatile __u8 stack_mode = 0;
 const volatile __u8 stats_mode = 0;
 /* --where programs are in `filters`; --min-duration: calls shorter are not reported. */
 const volatile __u8 has_filter = 0;
+/* --by (stats mode): calls are also counted per group in `groups` (enum gt_group_kind of the
+ * whole plan: values, or GT_GROUP_STACK). 0: no grouping, compiled out. */
+const volatile __u8 group_mode = 0;
 const volatile __u64 min_duration_ns = 0;
 /* --sample: one call in `sample_every` is reported; --max-rate: calls of a function beyond
  * `max_rate` in a window are counted, not reported. 0: off. */
@@ -68,6 +71,11 @@ const volatile enum gt_filter_limits gt_filter_limits_type;
 const volatile enum gt_left_out gt_left_out_type;
 const volatile struct gt_rate_window gt_rate_window_type;
 const volatile enum gt_stack_end gt_stack_end_type;
+const volatile struct gt_group_key gt_group_key_type;
+const volatile struct gt_group_spec gt_group_spec_type;
+const volatile enum gt_group_kind gt_group_kind_type;
+const volatile enum gt_group_status gt_group_status_type;
+const volatile enum gt_group_limits gt_group_limits_type;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
@@ -119,6 +127,44 @@ struct {
 	__type(key, __u32);
 	__type(value, struct gt_func_stats);
 } func_stats SEC(".maps");
+
+/* --by: each function's key (sized by user space), the counts per group, and the pcs of each
+ * stack a group's key hashes (stored once per hash). Bounded: a call finding no room for its
+ * group is counted in its function's `not_grouped`. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct gt_group_spec);
+} group_specs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, GT_GROUPS_MAX);
+	__type(key, struct gt_group_key);
+	__type(value, struct gt_func_stats);
+} groups SEC(".maps");
+
+struct gt_group_stack {
+	__u64 pcs[GT_STACK_MAX];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, GT_GROUP_STACKS_MAX);
+	__type(key, __u64);
+	__type(value, struct gt_group_stack);
+} group_stacks SEC(".maps");
+
+/* Never written: a new group's first counts (too big for the BPF stack). */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct gt_func_stats);
+} empty_stats SEC(".maps");
 
 /* Stats mode: where each function's `error` result is at its returns. */
 struct {
@@ -532,25 +578,53 @@ __noinline int passes_filter(struct pt_regs *ctx, struct gt_inflight *call, __u3
 	return run.stack & 1;
 }
 
-static __always_inline void stat_return(struct pt_regs *ctx, __u32 func, __u64 ns)
+/* --by: this CPU's counts of the call's group, made at its first call; NULL when not
+ * grouping, or when the table is full (the function's `not_grouped` counts the call). */
+static __always_inline struct gt_func_stats *group_stats(struct gt_group_key *key,
+							  struct gt_func_stats *function)
 {
-	struct gt_func_stats *s = bpf_map_lookup_elem(&func_stats, &func);
-	if (!s)
-		return;
+	if (!group_mode || !key)
+		return NULL;
+	struct gt_func_stats *g = bpf_map_lookup_elem(&groups, key);
+	if (g)
+		return g;
+	__u32 zero = 0;
+	struct gt_func_stats *empty = bpf_map_lookup_elem(&empty_stats, &zero);
+	/* Fails when full, or when another CPU made it meanwhile (the lookup then finds it). */
+	if (empty)
+		bpf_map_update_elem(&groups, key, empty, BPF_NOEXIST);
+	g = bpf_map_lookup_elem(&groups, key);
+	if (!g)
+		function->not_grouped++;
+	return g;
+}
+
+static __always_inline void count_return(struct gt_func_stats *s, __u64 ns, int failed)
+{
 	s->returned++;
 	s->total_ns += ns;
 	if (ns > s->max_ns)
 		s->max_ns = ns;
 	s->hist[gt_hist_bucket(ns) & (GT_HIST_BUCKETS - 1)]++;
-	if (error_returned(ctx, func))
+	if (failed)
 		s->errors++;
 }
 
-static __always_inline void stat_unreturned(__u32 func, __u32 kind)
+static __always_inline void stat_return(struct pt_regs *ctx, __u32 func, __u64 ns,
+					struct gt_group_key *group)
 {
 	struct gt_func_stats *s = bpf_map_lookup_elem(&func_stats, &func);
 	if (!s)
 		return;
+	int failed = error_returned(ctx, func);
+	count_return(s, ns, failed);
+	struct gt_func_stats *g = group_stats(group, s);
+	if (g)
+		count_return(g, ns, failed);
+}
+
+static __always_inline void count_unreturned(struct gt_func_stats *s, __u32 kind)
+{
 	if (kind == GT_EVENT_PANICKED)
 		s->panicked++;
 	else if (kind == GT_EVENT_EXITED)
@@ -561,11 +635,26 @@ static __always_inline void stat_unreturned(__u32 func, __u32 kind)
 		s->abandoned++;
 }
 
-static __always_inline void stat_entered(__u32 func)
+static __always_inline void stat_unreturned(__u32 func, __u32 kind, struct gt_group_key *group)
 {
 	struct gt_func_stats *s = bpf_map_lookup_elem(&func_stats, &func);
-	if (s)
-		s->entered++;
+	if (!s)
+		return;
+	count_unreturned(s, kind);
+	struct gt_func_stats *g = group_stats(group, s);
+	if (g)
+		count_unreturned(g, kind);
+}
+
+static __always_inline void stat_entered(__u32 func, struct gt_group_key *group)
+{
+	struct gt_func_stats *s = bpf_map_lookup_elem(&func_stats, &func);
+	if (!s)
+		return;
+	s->entered++;
+	struct gt_func_stats *g = group_stats(group, s);
+	if (g)
+		g->entered++;
 }
 
 /* ---- The capture interpreter ---- */
@@ -882,6 +971,121 @@ static __always_inline void walk_stack(struct pt_regs *ctx, struct gt_scratch *s
 	s->payload_len = (w.n * 8) & (GT_STACK_MAX * 8 * 2 - 1);
 }
 
+/* ---- --by: a call's group key ---- */
+
+/* A walked stack's hash (FNV-1a over its pcs), each pc made link-time (minus `bias`) in place. */
+static __always_inline __u64 hash_stack(struct gt_scratch *s, __u32 n, __u64 bias)
+{
+	__u64 h = 14695981039346656037ULL;
+	for (__u32 i = 0; i < GT_STACK_MAX; i++) {
+		if (i >= n)
+			break;
+		__u64 pc;
+		__builtin_memcpy(&pc, &s->payload[i * 8], 8);
+		pc -= bias;
+		__builtin_memcpy(&s->payload[i * 8], &pc, 8);
+		h = (h ^ pc) * 1099511628211ULL;
+	}
+	return h;
+}
+
+/* The call's stack at entry, walked as --stack walks it: the key holds its hash, and its pcs
+ * are stored once per hash in `group_stacks`. */
+static __always_inline void stack_key(struct pt_regs *ctx, struct gt_group_key *key, __u64 bias)
+{
+	struct gt_scratch *s = claim_scratch();
+	if (!s) {
+		key->status = GT_GROUP_BUSY;
+		return;
+	}
+	walk_stack(ctx, s);
+	__u32 n = s->hdr.stack_len;
+	if (n > GT_STACK_MAX)
+		n = GT_STACK_MAX;
+	key->value = hash_stack(s, n, bias);
+	key->len = n;
+	key->end = s->hdr.stack_end;
+	/* A full table leaves the stack unnamed; user space shows that group as `?`. */
+	if (!bpf_map_lookup_elem(&group_stacks, &key->value))
+		bpf_map_update_elem(&group_stacks, &key->value, s->payload, BPF_NOEXIST);
+	__sync_fetch_and_add(&s->busy, -1);
+}
+
+static __always_inline __u16 word_status(int found)
+{
+	return found == GT_WORD_NIL ? GT_GROUP_NIL : GT_GROUP_UNREADABLE;
+}
+
+/* A string's first GT_GROUP_STR_MAX bytes and its length (longer: cut, user space says so). */
+static __always_inline void string_key(struct gt_group_spec *spec, struct filter_run *run,
+				       struct gt_group_key *key)
+{
+	__u64 ptr = 0, len = 0;
+	int found = word_value(&spec->a, run, &ptr);
+	if (!found)
+		found = word_value(&spec->b, run, &len);
+	if (found) {
+		key->status = word_status(found);
+		return;
+	}
+	__u32 n = len < GT_GROUP_STR_MAX ? len : GT_GROUP_STR_MAX;
+	key->value = len;
+	key->len = n;
+	if (n && bpf_probe_read_user(key->bytes, n, (void *)ptr)) {
+		key->status = GT_GROUP_UNREADABLE;
+		key->value = 0;
+		key->len = 0;
+	}
+}
+
+/* --by: `call`'s key by its function's spec, at the entry or `at_return`. A key read at the
+ * entry is kept to the return; a result's key says "no result" until the return reads it. A
+ * global function: the verifier checks it once. */
+__noinline int group_key(struct pt_regs *ctx, struct gt_inflight *call, __u32 at_return)
+{
+	if (!call)
+		return 0;
+	__u32 func = call->func;
+	struct gt_group_spec *spec = bpf_map_lookup_elem(&group_specs, &func);
+	if (!spec || (at_return && !spec->at_return))
+		return 0;
+	struct gt_group_key *key = &call->group;
+	__builtin_memset(key, 0, sizeof(*key));
+	key->func = func;
+	if (spec->at_return && !at_return) {
+		key->status = GT_GROUP_NO_RESULT;
+		return 0;
+	}
+	__u64 bias = position_independent ? load_bias(bpf_get_current_pid_tgid() >> 32) : 0;
+	struct filter_run run = {
+		.ctx = ctx,
+		.call = call,
+		.now_sp = ctx->rsp,
+		.at_return = at_return,
+	};
+	__u64 v = 0;
+	int found;
+	switch (spec->kind) {
+	case GT_GROUP_STACK:
+		stack_key(ctx, key, bias);
+		break;
+	case GT_GROUP_STRING:
+		string_key(spec, &run, key);
+		break;
+	default:
+		found = word_value(&spec->a, &run, &v);
+		if (found)
+			key->status = word_status(found);
+		else if (spec->kind != GT_GROUP_TYPE)
+			key->value = v;
+		else if (v)
+			key->value = v - bias; /* the descriptor's link-time address */
+		else
+			key->status = GT_GROUP_NIL;
+	}
+	return 0;
+}
+
 /* Runs `recipe` (if any) against the registers of `ctx`, after the stack walk when `walk` (an
  * entry, under --stack), sends the scratch event with its captures and releases the scratch
  * space. A call record that cannot be sent counts `lost` (a stat); an entry's memory record
@@ -1005,7 +1209,7 @@ static __always_inline void emit_unreturned(__u32 kind, struct gt_frame_key *key
 					    struct gt_inflight *call)
 {
 	if (stats_mode) {
-		stat_unreturned(call->func, kind);
+		stat_unreturned(call->func, kind, &call->group);
 		return;
 	}
 	struct gt_event *e = reserve_event(GT_STAT_LOST);
@@ -1248,6 +1452,8 @@ static __always_inline int on_entry(struct pt_regs *ctx, __u64 cookie, struct gt
 	/* Left out at the entry, the call is still held in flight: its return must pair. */
 	if (has_filter || sample_every > 1 || max_rate)
 		call.filtered = left_out_at_entry(ctx, &call, now);
+	if (group_mode && !call.filtered)
+		group_key(ctx, &call, 0);
 	if (bpf_map_update_elem(&inflight, key, &call, BPF_ANY)) {
 		count(GT_STAT_INFLIGHT_FULL);
 		return 0;
@@ -1301,7 +1507,9 @@ static __always_inline int on_return(struct pt_regs *ctx, __u64 cookie, struct g
 	if ((call.filtered || has_filter || min_duration_ns) && !reported_at_return(ctx, &call, now))
 		return 0;
 	if (stats_mode) {
-		stat_return(ctx, call.func, now - call.entry_ns);
+		if (group_mode)
+			group_key(ctx, &call, 1);
+		stat_return(ctx, call.func, now - call.entry_ns, group_mode ? &call.group : NULL);
 		return 0;
 	}
 	struct gt_recipe *recipe = recipe_for(call.func, GT_SITE_RETURN);
@@ -1323,7 +1531,11 @@ static __always_inline int on_entry_return(struct pt_regs *ctx, __u64 cookie,
 	if ((has_filter || min_duration_ns) && !reported_at_return(ctx, &call, now))
 		return 0;
 	if (stats_mode) {
-		stat_return(ctx, call.func, 0);
+		if (group_mode) {
+			group_key(ctx, &call, 0);
+			group_key(ctx, &call, 1);
+		}
+		stat_return(ctx, call.func, 0, group_mode ? &call.group : NULL);
 		return 0;
 	}
 	send_entry_data(ctx, key, &call);
@@ -1337,13 +1549,18 @@ static __always_inline int on_entry_only(struct pt_regs *ctx, __u64 cookie, __u3
 					 __u64 goid, __u64 now)
 {
 	__u32 func = GT_COOKIE_FUNC(cookie);
-	if (has_filter || sample_every > 1 || max_rate) {
+	if (has_filter || sample_every > 1 || max_rate || group_mode) {
 		struct gt_inflight call = new_call(ctx, cookie, tid, now);
 		if (left_out_at_entry(ctx, &call, now))
 			return 0;
+		if (group_mode) {
+			group_key(ctx, &call, 0);
+			stat_entered(func, &call.group);
+			return 0;
+		}
 	}
 	if (stats_mode) {
-		stat_entered(func);
+		stat_entered(func, NULL);
 		return 0;
 	}
 	struct gt_recipe *recipe = recipe_for(func, GT_SITE_ENTRY);
@@ -1383,8 +1600,8 @@ static __always_inline int on_site(struct pt_regs *ctx)
 	/* Counting entries needs nothing from the goroutine: the cheapest path of all. Not even
 	 * the phase: nothing here pairs, and what is counted until the probes are gone is read
 	 * after they are. */
-	if (stats_mode && !has_filter && (entry_only || kind == GT_SITE_INLINED)) {
-		stat_entered(GT_COOKIE_FUNC(cookie));
+	if (stats_mode && !has_filter && !group_mode && (entry_only || kind == GT_SITE_INLINED)) {
+		stat_entered(GT_COOKIE_FUNC(cookie), NULL);
 		return 0;
 	}
 	int starts_call =

@@ -103,6 +103,42 @@ struct gt_frame_key {
 	__u64 frame;
 };
 
+/* --by (stats): what a call is grouped by. */
+enum gt_group_limits {
+	GT_GROUP_STR_MAX = 16, /* bytes of a string key kept (the in-flight record, copied on the 512-byte BPF stack, holds it) */
+	GT_GROUPS_MAX = 4096,  /* groups of all functions together */
+	GT_GROUP_STACKS_MAX = 4096,
+};
+
+enum gt_group_kind {
+	GT_GROUP_NONE = 0,
+	GT_GROUP_WORD = 1,   /* an integer or bool: word `a` */
+	GT_GROUP_STRING = 2, /* the string whose pointer is `a`, length `b` */
+	GT_GROUP_TYPE = 3,   /* an interface's dynamic type: word `a` is its type descriptor */
+	GT_GROUP_STACK = 4,  /* the call's stack at entry, hashed; the pcs in `group_stacks` */
+};
+
+/* Whether a key holds a value, and if not why (the group is shown as `?`). */
+enum gt_group_status {
+	GT_GROUP_OK = 0,
+	GT_GROUP_NIL = 1,        /* a nil pointer on the path (an interface: nil) */
+	GT_GROUP_UNREADABLE = 2, /* memory the probe could not read */
+	GT_GROUP_NO_RESULT = 3,  /* a result's key, and the call did not return */
+	GT_GROUP_BUSY = 4,       /* the CPU's scratch space (for a stack walk) was in use */
+};
+
+/* A group: the function and its key. `value` is the word, the type descriptor's link-time
+ * address, the string's length, or the stack's hash; `len` the bytes of a string kept, or the
+ * pcs of a stack; `end` how a stack walk ended. Zeroed whole: it is hashed as bytes. */
+struct gt_group_key {
+	__u32 func;
+	__u16 status;
+	__u8 len;
+	__u8 end;
+	__u64 value;
+	__u8 bytes[GT_GROUP_STR_MAX];
+};
+
 struct gt_inflight {
 	__u64 entry_ns;
 	__u64 call_id;
@@ -113,6 +149,7 @@ struct gt_inflight {
 	__u64 regs[GT_INT_REGS];
 	__u32 filtered; /* an enum gt_left_out: nothing is reported of it */
 	__u32 pad;
+	struct gt_group_key group; /* --by, decided at the entry (arguments, stack) */
 };
 
 /* Why a call held in flight (its return must still pair) is not reported. */
@@ -172,6 +209,14 @@ struct gt_word {
 	__u8 is_signed;
 	__u8 pad;
 	__s64 off[GT_FILTER_MAX_HOPS + 1];
+};
+
+/* --by: a function's key, read at its entry or (a result) at its return. */
+struct gt_group_spec {
+	__u32 kind; /* enum gt_group_kind */
+	__u32 at_return;
+	struct gt_word a;
+	struct gt_word b;
 };
 
 struct gt_filter_op {
@@ -328,6 +373,7 @@ struct gt_func_stats {
 	__u64 abandoned;
 	__u64 return_not_seen;
 	__u64 entered; /* entries with no return to wait for: entry-only mode, inlined copies */
+	__u64 not_grouped; /* --by: calls counted here but in no group (the group table was full) */
 	__u64 total_ns;
 	__u64 max_ns;
 	__u64 hist[GT_HIST_BUCKETS]; /* returned calls' latency */

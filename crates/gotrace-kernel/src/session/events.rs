@@ -179,13 +179,8 @@ impl Pairing {
 
 /// The stack an event's payload opens with (`stack_len` pcs), and the rest of the payload.
 fn parse_stack<'p>(e: &types::gt_event, payload: &'p [u8]) -> (Option<RawStack>, &'p [u8]) {
-    use types::gt_stack_end as End;
-    let end = match End(e.stack_end) {
-        End::GT_STACK_NONE => return (None, payload),
-        End::GT_STACK_COMPLETE => StackEnd::Complete,
-        End::GT_STACK_CUT => StackEnd::Cut,
-        End::GT_STACK_BROKEN => StackEnd::Broken,
-        _ => StackEnd::Unreadable,
+    let Some(end) = stack_end(e.stack_end) else {
+        return (None, payload);
     };
     let len = (e.stack_len as usize * 8).min(payload.len());
     let pcs = payload[..len]
@@ -193,6 +188,18 @@ fn parse_stack<'p>(e: &types::gt_event, payload: &'p [u8]) -> (Option<RawStack>,
         .filter_map(|w| w.try_into().ok().map(u64::from_ne_bytes))
         .collect();
     (Some(RawStack { pcs, end }), &payload[len..])
+}
+
+/// How a stack walk ended (`enum gt_stack_end`); `None`: no stack was walked.
+pub(super) fn stack_end(raw: u32) -> Option<StackEnd> {
+    use types::gt_stack_end as End;
+    match End(raw) {
+        End::GT_STACK_NONE => None,
+        End::GT_STACK_COMPLETE => Some(StackEnd::Complete),
+        End::GT_STACK_CUT => Some(StackEnd::Cut),
+        End::GT_STACK_BROKEN => Some(StackEnd::Broken),
+        _ => Some(StackEnd::Unreadable),
+    }
 }
 
 /// The gt_capture records of an event's payload.
@@ -242,7 +249,7 @@ pub(super) fn monotonic_ns() -> u64 {
 pub(super) fn read_plain<T: Copy>(bytes: &[u8]) -> Option<T> {
     let bytes = bytes.get(..std::mem::size_of::<T>())?;
     // SAFETY: only used with the skeleton's plain-integer types (gt_event, gt_capture,
-    // gt_frame_key, gt_inflight, gt_goroutine_key, gt_func_stats), for which any bit pattern is valid;
+    // gt_frame_key, gt_inflight, gt_goroutine_key, gt_func_stats, gt_group_key), for which any bit pattern is valid;
     // `bytes` holds exactly their size and read_unaligned makes no alignment assumption.
     Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) })
 }

@@ -12,8 +12,8 @@ pub use attach::PER_SITE_LIMIT;
 use attach::{attach_multi_finding_refused, attach_per_site};
 pub use events::EventStream;
 use events::{monotonic_ns, read_plain, Event, Pairing};
-use gotrace_plan::stats::{ErrorResult, FunctionStats, Histogram};
-use gotrace_plan::{ProbePlan, RawCall, ResumeSp, Site};
+use gotrace_plan::stats::{ErrorResult, FunctionStats, Histogram, KeyStatus, RawGroupKey};
+use gotrace_plan::{ProbePlan, RawCall, RawStack, ResumeSp, Site, StackEnd};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, RingBufferBuilder};
 use std::cell::RefCell;
@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::mem::MaybeUninit;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use tables::{store_entry_sites, store_filters, RecipeTables};
+use tables::{store_entry_sites, store_filters, store_group_specs, RecipeTables};
 
 /// What to trace: every process running a binary (now or later), or one process.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -193,6 +193,12 @@ impl Session {
             rodata.position_independent = u8::from(plan.position_independent);
             rodata.stats_mode = u8::from(stats.is_some());
             rodata.has_filter = u8::from(plan.filters.is_some());
+            // --by: grouping is compiled out of the probe unless counting with it.
+            rodata.group_mode = match (&plan.groups, stats) {
+                (Some(g), Some(_)) if g.is_stack() => types::gt_group_kind::GT_GROUP_STACK.0 as u8,
+                (Some(_), Some(_)) => types::gt_group_kind::GT_GROUP_WORD.0 as u8,
+                _ => 0,
+            };
             rodata.min_duration_ns = plan.min_duration_ns;
             rodata.sample_every = plan.sample_every;
             rodata.max_rate = plan.max_rate;
@@ -255,6 +261,11 @@ impl Session {
         size(&mut open.maps.rate_windows, rated)?;
         size(&mut open.maps.over_rate, rated)?;
         size(&mut open.maps.error_results, stats_entries)?;
+        let group_specs = match (&plan.groups, stats) {
+            (Some(g), Some(_)) => g.functions.len(),
+            _ => 0,
+        };
+        size(&mut open.maps.group_specs, group_specs)?;
         let cpus = libbpf_rs::num_possible_cpus()
             .map_err(|e| KernelError::Load(format!("counting CPUs: {e:#}")))?;
         size(&mut open.maps.scratch, cpus)?;
@@ -268,6 +279,9 @@ impl Session {
         }
         if let Some(error_results) = stats {
             store_error_results(&skel, error_results)?;
+            if let Some(groups) = &plan.groups {
+                store_group_specs(&skel, groups)?;
+            }
         }
 
         let started = Instant::now();
@@ -427,15 +441,74 @@ impl Session {
                     .lookup_percpu(&func.to_ne_bytes(), MapFlags::ANY)
                     .map_err(map_error)?
                     .unwrap_or_default();
-                let mut total = FunctionStats::default();
-                for bytes in &per_cpu {
-                    if let Some(s) = read_plain::<types::gt_func_stats>(bytes) {
-                        total.add(&function_stats(&s));
-                    }
-                }
-                Ok(total)
+                Ok(summed(&per_cpu))
             })
             .collect()
+    }
+
+    /// `--by`: every group's key and counts so far, summed over CPUs (stats mode only); a
+    /// stack key's pcs from the table of stacks.
+    pub fn group_stats(&self) -> Result<Vec<(RawGroupKey, FunctionStats)>, KernelError> {
+        let map_error = |e: libbpf_rs::Error| KernelError::Load(format!("reading groups: {e:#}"));
+        let groups = &self.skel.maps.groups;
+        let mut out = Vec::new();
+        for key in groups.keys() {
+            let Some(k) = read_plain::<types::gt_group_key>(&key) else {
+                continue;
+            };
+            let per_cpu = groups
+                .lookup_percpu(&key, MapFlags::ANY)
+                .map_err(map_error)?
+                .unwrap_or_default();
+            out.push((self.group_key(&k)?, summed(&per_cpu)));
+        }
+        Ok(out)
+    }
+
+    fn group_key(&self, k: &types::gt_group_key) -> Result<RawGroupKey, KernelError> {
+        use types::gt_group_status as S;
+        let status = match S(u32::from(k.status)) {
+            S::GT_GROUP_OK => KeyStatus::Read,
+            S::GT_GROUP_NIL => KeyStatus::Nil,
+            S::GT_GROUP_NO_RESULT => KeyStatus::NoResult,
+            S::GT_GROUP_BUSY => KeyStatus::Busy,
+            _ => KeyStatus::Unreadable,
+        };
+        let end = events::stack_end(u32::from(k.end));
+        let stack = match end {
+            Some(end) if status == KeyStatus::Read => self.group_stack(k.value, k.len, end)?,
+            _ => None,
+        };
+        Ok(RawGroupKey {
+            function: k.func,
+            status,
+            value: k.value,
+            bytes: k.bytes[..usize::from(k.len).min(k.bytes.len())].to_vec(),
+            stack,
+        })
+    }
+
+    /// The first `len` pcs stored for a stack key's hash; `None` if they were not stored.
+    fn group_stack(
+        &self,
+        hash: u64,
+        len: u8,
+        end: StackEnd,
+    ) -> Result<Option<RawStack>, KernelError> {
+        let stored = self
+            .skel
+            .maps
+            .group_stacks
+            .lookup(&hash.to_ne_bytes(), MapFlags::ANY)
+            .map_err(|e| KernelError::Load(format!("reading stacks: {e:#}")))?;
+        Ok(stored.map(|bytes| RawStack {
+            pcs: bytes
+                .chunks_exact(8)
+                .take(usize::from(len))
+                .filter_map(|w| w.try_into().ok().map(u64::from_ne_bytes))
+                .collect(),
+            end,
+        }))
     }
 
     /// Removes every probe (restoring the original instructions) and returns how long it took.
@@ -558,6 +631,17 @@ pub struct InFlightNow {
     pub since: HashMap<(u32, u64), u64>,
 }
 
+/// Each CPU's `gt_func_stats` added up.
+fn summed(per_cpu: &[Vec<u8>]) -> FunctionStats {
+    let mut total = FunctionStats::default();
+    for bytes in per_cpu {
+        if let Some(s) = read_plain::<types::gt_func_stats>(bytes) {
+            total.add(&function_stats(&s));
+        }
+    }
+    total
+}
+
 /// One CPU's counts of one function, as [`FunctionStats`].
 fn function_stats(s: &types::gt_func_stats) -> FunctionStats {
     FunctionStats {
@@ -569,6 +653,7 @@ fn function_stats(s: &types::gt_func_stats) -> FunctionStats {
         return_not_seen: s.return_not_seen,
         entered: s.entered,
         in_flight: 0,
+        not_grouped: s.not_grouped,
         total_ns: s.total_ns,
         max_ns: s.max_ns,
         latency: Histogram {

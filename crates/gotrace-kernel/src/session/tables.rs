@@ -2,7 +2,9 @@
 
 use crate::skel::{types, GotraceSkel};
 use crate::KernelError;
-use gotrace_plan::filter::{Base, CmpOp, FilterOp, Filters, StrOp, Word, MAX_HOPS};
+use gotrace_plan::filter::{
+    Base, CmpOp, FilterOp, Filters, GroupBy, GroupKey, StrOp, Word, MAX_HOPS,
+};
 use gotrace_plan::recipe::{CaptureOp, Gather, Guard, OpKind, Operand, Recipe};
 use gotrace_plan::{ProbePlan, SiteKind};
 use libbpf_rs::{MapCore, MapFlags};
@@ -137,6 +139,45 @@ pub(super) fn store_filters(skel: &GotraceSkel<'_>, filters: &Filters) -> Result
                 MapFlags::ANY,
             )
             .map_err(fill_error)?;
+    }
+    Ok(())
+}
+
+/// `--by`: each function's key, as `group_key` in the BPF program reads it.
+pub(super) fn store_group_specs(
+    skel: &GotraceSkel<'_>,
+    groups: &GroupBy,
+) -> Result<(), KernelError> {
+    use types::gt_group_kind as K;
+    for (index, function) in groups.functions.iter().enumerate() {
+        let none = Word {
+            base: Base::Sp,
+            at_entry: false,
+            hops: Vec::new(),
+            read: None,
+            size: 0,
+            signed: false,
+        };
+        let (kind, a, b) = match &function.key {
+            GroupKey::Word { word, .. } => (K::GT_GROUP_WORD, word, &none),
+            GroupKey::String { ptr, len } => (K::GT_GROUP_STRING, ptr, len),
+            GroupKey::Type(word) => (K::GT_GROUP_TYPE, word, &none),
+            GroupKey::Stack => (K::GT_GROUP_STACK, &none, &none),
+        };
+        let spec = types::gt_group_spec {
+            kind: kind.0,
+            at_return: u32::from(function.at_return),
+            a: gt_word(a),
+            b: gt_word(b),
+        };
+        skel.maps
+            .group_specs
+            .update(
+                &(index as u32).to_ne_bytes(),
+                bytes_of(&spec),
+                MapFlags::ANY,
+            )
+            .map_err(|e| KernelError::Load(format!("filling group keys: {e:#}")))?;
     }
     Ok(())
 }
@@ -335,5 +376,9 @@ mod tests {
         assert_eq!(types::gt_hist::GT_HIST_SUB_BITS.0, SUB_BITS);
         assert_eq!(types::gt_hist::GT_HIST_BUCKETS.0 as usize, BUCKETS);
         assert_eq!(types::gt_func_stats::default().hist.len(), BUCKETS);
+        assert_eq!(
+            types::gt_group_limits::GT_GROUP_STR_MAX.0 as usize,
+            gotrace_plan::filter::MAX_KEY_STRING
+        );
     }
 }

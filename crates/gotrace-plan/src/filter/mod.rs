@@ -6,8 +6,10 @@
 //! [`MAX_HOPS`] pointers). An expression on arguments only is decided at the entry; one that
 //! names a result, at the return, with the arguments' registers as they were at the entry.
 
+mod group;
 mod parse;
 
+pub use group::{compile_group, FunctionGroup, GroupBy, GroupKey, MAX_KEY_STRING};
 pub use parse::{parse, CmpOp, Expr, Operand, Path};
 
 use crate::{PlannedFunction, PlannedValue, ProbePlan};
@@ -22,9 +24,11 @@ pub const MAX_STRING: usize = 64;
 /// Operations of one function's program (`GT_FILTER_MAX_OPS` in gotrace.h).
 pub const MAX_OPS: usize = 32;
 
-/// A bad `--where`, pointing at the token.
+/// A bad `--where` (or `--by`), pointing at the token.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FilterError {
+    /// The option the expression was given to.
+    pub option: &'static str,
     pub expr: String,
     pub at: usize,
     pub message: String,
@@ -36,11 +40,17 @@ pub struct FilterError {
 impl FilterError {
     pub fn at(expr: &str, at: usize, message: impl Into<String>) -> FilterError {
         FilterError {
+            option: "--where",
             expr: expr.to_owned(),
             at,
             message: message.into(),
             lacks_name: false,
         }
+    }
+
+    /// The same error, said of another option's expression.
+    pub fn of_option(self, option: &'static str) -> FilterError {
+        FilterError { option, ..self }
     }
 }
 
@@ -49,7 +59,8 @@ impl fmt::Display for FilterError {
         let column = self.expr[..self.at.min(self.expr.len())].chars().count();
         write!(
             f,
-            "--where: {}\n  {}\n  {}^",
+            "{}: {}\n  {}\n  {}^",
+            self.option,
             self.message,
             self.expr,
             " ".repeat(column)
@@ -192,14 +203,17 @@ pub fn compile(
     Ok(filters)
 }
 
+/// Whether `path` starts at a result of `function` (read at the return) rather than an argument.
+fn is_result(path: &Path, function: &PlannedFunction) -> bool {
+    function.signature.as_ref().is_some_and(|s| {
+        let name = &path.parts[0];
+        let param = s.params.iter().any(|p| &p.name == name);
+        !param && (s.results.iter().any(|r| &r.name == name) || name == "err")
+    })
+}
+
 fn names_a_result(expr: &Expr, function: &PlannedFunction) -> bool {
-    let is_result = |path: &Path| {
-        function.signature.as_ref().is_some_and(|s| {
-            let name = &path.parts[0];
-            let param = s.params.iter().any(|p| &p.name == name);
-            !param && (s.results.iter().any(|r| &r.name == name) || name == "err")
-        })
-    };
+    let is_result = |path: &Path| is_result(path, function);
     match expr {
         Expr::And(a, b) | Expr::Or(a, b) => {
             names_a_result(a, function) || names_a_result(b, function)

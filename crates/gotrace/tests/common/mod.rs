@@ -361,3 +361,18 @@ pub fn wait_ready(tracer: &mut Running, ready: &Path, limit: Duration) {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// Runs `binary` to its end (within `limit`) while `gotrace stats ARGS` counts: the program's
+/// stdout as one JSON object, gotrace's JSON lines, its stderr.
+pub fn stats_while_running(
+    binary: &Path,
+    args: &[&str],
+    limit: Duration,
+) -> (serde_json::Value, Vec<serde_json::Value>, String) {
+    let stats = Tracer::start_command("stats", args, &[]);
+    let output = output_within(Command::new(binary).stdin(Stdio::null()), limit);
+    assert!(output.status.success(), "{output:?}");
+    let record = serde_json::from_slice(&output.stdout).expect("the program's record");
+    let (stdout, stderr) = stats.finish(true);
+    (record, json_lines(&stdout), stderr)
+}
