@@ -544,6 +544,54 @@ fn root_otlp_collector_gone_mid_run() {
     assert!(stderr.contains("spans not exported"), "{stderr}");
 }
 
+/// Prometheus gone mid-run: gotrace goes on, nothing is lost, the program is unaffected, and
+/// `/metrics` still counts every call when asked directly.
+fn root_prometheus_gone_mid_run() {
+    let _serial = serial();
+    let binary = fixture();
+    let metrics = free_addr();
+    let tracer = trace(&binary, &["--json", "--metrics", &metrics.to_string()]);
+    let prometheus = Prometheus::start(metrics);
+    let program = {
+        let binary = binary.clone();
+        std::thread::spawn(move || run_fixture(&binary, &["-n", "300", "-pause", "5ms"]))
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while prometheus
+        .query("sum(gotrace_calls_total)")
+        .first()
+        .is_none_or(|(_, v)| *v == 0.0)
+    {
+        assert!(Instant::now() < deadline, "no call scraped");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(prometheus);
+    let record = program.join().expect("the program ran");
+    assert_eq!(
+        record["calls"]["main.Request"], 300,
+        "the program did all its work"
+    );
+    let want = counted(&record);
+    // Published within 50 ms of the last call.
+    std::thread::sleep(Duration::from_millis(200));
+    let (status, text) = http_get(metrics, "/metrics");
+    assert_eq!(status, 200, "{text}");
+    for (function, n) in &want {
+        let line = format!(
+            "gotrace_calls_total{{binary=\"{}\",function=\"{function}\",pid=",
+            binary.display()
+        );
+        let total: u64 = text
+            .lines()
+            .filter(|l| l.starts_with(&line) && l.contains("outcome=\"returned\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum();
+        assert_eq!(total, *n, "{function}: {text}");
+    }
+    let (stdout, _) = tracer.stop();
+    assert_eq!(summary_of(&stdout)["calls_lost"], 0);
+}
+
 gotrace_gobuild::test_main! {
     tests: [bad_export_addresses_are_usage_errors],
     root: [
@@ -551,5 +599,6 @@ gotrace_gobuild::test_main! {
         root_prometheus_scrapes_the_programs_counts,
         root_otlp_spans_are_the_calls,
         root_otlp_collector_gone_mid_run,
+        root_prometheus_gone_mid_run,
     ],
 }
