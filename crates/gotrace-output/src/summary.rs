@@ -60,6 +60,9 @@ pub struct Summary {
     pub sampled_out: u64,
     /// Calls beyond a function's `--max-rate`: counted in the kernel, not reported.
     pub over_rate: u64,
+    /// Returns and runtime hooks (panics, Goexit) whose goroutine could not be read: a call in
+    /// flight then shows as `return not seen`, or `in flight` at the end.
+    pub returns_unread: u64,
 }
 
 impl Summary {
@@ -95,6 +98,7 @@ impl Summary {
             records,
             sampled_out,
             over_rate,
+            returns_unread,
         } = later;
         for (total, add) in [
             (&mut self.calls, calls),
@@ -123,6 +127,7 @@ impl Summary {
             (&mut self.records, records),
             (&mut self.sampled_out, sampled_out),
             (&mut self.over_rate, over_rate),
+            (&mut self.returns_unread, returns_unread),
         ] {
             *total += add;
         }
@@ -221,6 +226,10 @@ impl Summary {
                 "--where comparisons false because their memory was unreadable",
             ),
             (self.sampled_out, "calls left out by --sample"),
+            (
+                self.returns_unread,
+                "returns or panics/Goexit whose goroutine could not be read (their calls show as not seen returning, or in flight)",
+            ),
             (
                 self.over_rate,
                 "calls beyond --max-rate counted in the kernel, not reported",

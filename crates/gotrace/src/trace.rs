@@ -432,6 +432,7 @@ pub(crate) fn add_counters(summary: &mut Summary, counters: &Counters) {
     summary.records = counters.records;
     summary.sampled_out = counters.sampled_out;
     summary.over_rate = counters.over_rate;
+    summary.returns_unread = counters.site_unread;
 }
 
 /// How consuming a batch ended.

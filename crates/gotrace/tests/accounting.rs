@@ -373,21 +373,24 @@ fn root_attaching_to_a_busy_process_reports_no_false_panics() {
         assert!(out.status.success(), "attach {attempt}: {stderr}");
         let calls = json_calls(&out.stdout);
         assert_eq!(calls.len(), CALLS, "attach {attempt}: {stderr}");
-        let unreturned: Vec<&Value> = calls
-            .iter()
-            .filter(|c| c["outcome"] != "returned")
-            .collect();
-        assert!(
-            unreturned.is_empty(),
-            "attach {attempt}: {} calls did not return, e.g. {}",
-            unreturned.len(),
-            unreturned[0]
-        );
         let summary = json_lines(&out.stdout)
             .into_iter()
             .find(|l| l["type"] == "summary")
             .expect("a summary line");
         assert_eq!(summary["panicked"], 0, "attach {attempt}: {summary}");
+        // Only a return gotrace said it could not read may be missing.
+        let unreturned: Vec<&Value> = calls
+            .iter()
+            .filter(|c| c["outcome"] != "returned")
+            .collect();
+        let unread = summary["returns_unread"].as_u64().expect("returns_unread");
+        assert!(
+            unreturned.len() as u64 <= unread
+                && unreturned.iter().all(|c| c["outcome"] == "return_not_seen"),
+            "attach {attempt}: {} calls did not return, e.g. {}",
+            unreturned.len(),
+            unreturned[0]
+        );
     }
 }
 

@@ -221,6 +221,7 @@ fn a_debug_file_of_another_build_is_refused_naming_both_ids() {
 }
 
 fn root_trace_refuses_a_debug_file_of_another_build() {
+    let _serial = serial();
     for (binary, debug) in other_links() {
         let (mine, theirs) = (go_build_id(&binary), debug_build_id(&debug));
         let args = [
@@ -289,6 +290,7 @@ fn debug_files_are_found_through_gotrace_debug_path() {
 }
 
 fn root_trace_finds_the_debug_file_through_gotrace_debug_path() {
+    let _serial = serial();
     let toolchain = newest_toolchain();
     let (dir, stripped, by_name) = search_dir_by_name(&toolchain, "debug-path-trace");
     let search = dir.display().to_string();

@@ -174,9 +174,13 @@ fn root_pid_of_a_thread_traces_its_process() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     let calls: Vec<&str> = stdout.lines().collect();
     assert_eq!(calls.len(), 5, "{stdout}");
+    // A return whose goroutine was unreadable for an instant is said, and counted.
+    let unseen_said = err.contains("whose goroutine could not be read");
     for line in calls {
         assert!(line.contains(&format!("pid={pid} ")), "{line}");
-        assert!(line.contains("main.Work(n=10) = "), "{line}");
+        let returned = line.contains("main.Work(n=10) = ");
+        let unseen = unseen_said && line.contains("main.Work(n=10) return not seen");
+        assert!(returned || unseen, "{line}\n{err}");
     }
 }
 

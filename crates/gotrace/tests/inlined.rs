@@ -130,6 +130,7 @@ fn check(
 }
 
 fn root_inlined_calls_are_counted_with_their_arguments_on_every_toolchain() {
+    let _serial = serial();
     for toolchain in toolchains() {
         let (compared, stderr) = check(&toolchain, Flavour::Plain, &[]);
         // DWARF locates some arguments at these sites on every release (1.25+ in DWARF 5
@@ -159,6 +160,7 @@ fn root_inlined_calls_are_counted_with_their_arguments_on_every_toolchain() {
 }
 
 fn root_inlined_calls_with_no_return() {
+    let _serial = serial();
     let (compared, _) = check(&newest_toolchain(), Flavour::Plain, &["--no-return"]);
     assert!(compared >= 4, "compared {compared}");
 }

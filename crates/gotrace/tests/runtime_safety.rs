@@ -70,6 +70,7 @@ fn start_tracing_to_file(args: &[&str], out: &Path) -> (Running, Duration) {
 }
 
 fn root_runtime_and_everything_traced_leave_a_gc_heavy_program_unchanged() {
+    let _serial = serial();
     for toolchain in toolchains() {
         let binary = gc_busy(&toolchain);
         let path = binary.display().to_string();
@@ -178,6 +179,7 @@ fn byte_at(pid: u32, addr: u64) -> u8 {
 }
 
 fn root_lock_prefixed_first_instruction_is_named_and_the_rest_attach_on_one_link() {
+    let _serial = serial();
     for toolchain in toolchains() {
         let v = &toolchain.version;
         let binary = build_go("fixtures/go/lock_prefix", &toolchain, Flavour::Plain, "-l");

@@ -62,6 +62,7 @@ fn trace_by_pid(toolchain: &Toolchain) {
 /// On the oldest and the newest toolchain: gin costs a minute of compiling per toolchain on a
 /// cold CI machine, and every Go release's values are compared call by call in values.rs.
 fn root_seed_service_traced_by_pid_on_the_oldest_and_newest_toolchain() {
+    let _serial = serial();
     for toolchain in ends() {
         eprintln!("Go {}", toolchain.version);
         trace_by_pid(&toolchain);
@@ -69,6 +70,7 @@ fn root_seed_service_traced_by_pid_on_the_oldest_and_newest_toolchain() {
 }
 
 fn root_seed_service_traced_by_binary_including_processes_started_later() {
+    let _serial = serial();
     let service_bin = fibonacci_service(&newest_toolchain());
     let before_addr = free_addr();
     let before = start_service(&service_bin, before_addr);
@@ -102,6 +104,7 @@ fn root_seed_service_traced_by_binary_including_processes_started_later() {
 }
 
 fn root_text_output_reads_like_the_documented_line() {
+    let _serial = serial();
     let (service, addr) = start_fibonacci_service(&newest_toolchain());
     let pid = service.pid();
     let tracer = trace_fibonacci(&service, &[]);
@@ -124,6 +127,7 @@ fn root_text_output_reads_like_the_documented_line() {
 }
 
 fn root_count_stops_after_n_calls() {
+    let _serial = serial();
     let (service, addr) = start_fibonacci_service(&newest_toolchain());
     let tracer = trace_fibonacci(&service, &["--json", "--count", "2"]);
     for n in [3, 4, 5] {
@@ -138,6 +142,7 @@ fn root_count_stops_after_n_calls() {
 }
 
 fn root_closed_output_ends_the_session() {
+    let _serial = serial();
     let (service, addr) = start_fibonacci_service(&newest_toolchain());
     let mut tracer = trace_fibonacci(&service, &[]);
     http_get(addr, "/fibonacci?num=3");

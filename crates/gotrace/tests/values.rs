@@ -709,6 +709,8 @@ fn session_failure(toolchain: &Toolchain, session: &Session, problems: &[String]
 }
 
 fn root_values_equal_the_programs_own_record_on_every_toolchain() {
+    // Traced by binary path: a run of the same fixture by another test would be traced too.
+    let _serial = serial();
     let mut failures = Vec::new();
     for toolchain in toolchains() {
         let binary = values_program(&toolchain);
@@ -744,6 +746,8 @@ fn root_values_equal_the_programs_own_record_on_every_toolchain() {
 /// equal, every map of `FMapStress` shows exactly min(len, --elems) entries with nothing left
 /// unread, and a map showing fewer says why.
 fn root_maps_show_their_entries_wherever_the_hash_put_them() {
+    // Traced by binary path: a run of the same fixture by another test would be traced too.
+    let _serial = serial();
     const ROUNDS: usize = 150;
     let mut failures = Vec::new();
     for toolchain in toolchains().into_iter().filter(swiss_maps) {
@@ -827,6 +831,8 @@ fn root_maps_show_their_entries_wherever_the_hash_put_them() {
 /// The limits given as flags, not the defaults: the 1 MiB string is cut at --string-max 4096,
 /// slices at --elems 4, pointers at --depth 1; all marked, everything else still equal.
 fn root_limits_cut_strings_slices_and_pointers_and_mark_them() {
+    // Traced by binary path: a run of the same fixture by another test would be traced too.
+    let _serial = serial();
     let newest = newest_toolchain();
     let limits = Limits {
         string_max: 4096,
@@ -885,6 +891,8 @@ fn root_limits_cut_strings_slices_and_pointers_and_mark_them() {
 
 /// The text output renders values the Go way, as the issue shows them.
 fn root_text_output_renders_go_values() {
+    // Traced by binary path: a run of the same fixture by another test would be traced too.
+    let _serial = serial();
     let binary = values_program(&newest_toolchain());
     let tracer = start_gotrace(&[binary.to_str().unwrap(), "main.FText"]);
     let status = Command::new(&binary)
@@ -950,6 +958,8 @@ fn run_text(binary: &Path, functions: &[&str], program_args: &[&str]) -> (String
 /// so — `{"not_read": …}` and a reason under "unavailable" in JSON, `<not read: …>` in text —
 /// and the summary counts them. On the oldest and the newest toolchain.
 fn root_reads_beyond_the_budget_are_marked_and_top_level_strings_read() {
+    // Traced by binary path: a run of the same fixture by another test would be traced too.
+    let _serial = serial();
     let program_args = ["-workers", "1", "-rounds", "0", "-big", "0", "-budget", "3"];
     let chains = toolchains();
     for toolchain in [chains.first().unwrap(), chains.last().unwrap()] {
@@ -1031,6 +1041,8 @@ fn root_reads_beyond_the_budget_are_marked_and_top_level_strings_read() {
 /// Issue 10: the errno inside the *fs.PathError os.Open returns shows — an interface held in
 /// another interface's value. (JSON on every toolchain: the main comparison's main.FOpen.)
 fn root_path_error_shows_its_errno() {
+    // Traced by binary path: a run of the same fixture by another test would be traced too.
+    let _serial = serial();
     let binary = values_program(&newest_toolchain());
     let (stdout, stderr) = run_text(
         &binary,

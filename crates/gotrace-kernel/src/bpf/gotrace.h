@@ -407,7 +407,8 @@ enum gt_stat {
 	GT_STAT_FILTER_UNREAD = 10,   /* --where comparisons false because memory was unreadable */
 	GT_STAT_SAMPLED_OUT = 11,     /* calls --sample left out */
 	GT_STAT_OVER_RATE = 12,       /* calls beyond --max-rate: counted, not reported */
-	GT_STAT_COUNT = 13,
+	GT_STAT_SITE_UNREAD = 13,     /* returns and runtime hooks whose goroutine was unreadable */
+	GT_STAT_COUNT = 14,
 };
 
 #endif

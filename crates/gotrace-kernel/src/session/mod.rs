@@ -81,6 +81,8 @@ pub struct Counters {
     pub sampled_out: u64,
     /// Calls beyond `--max-rate`: counted, not reported.
     pub over_rate: u64,
+    /// Returns and runtime hooks (panics, Goexit) whose goroutine could not be read.
+    pub site_unread: u64,
 }
 
 /// Loaded BPF program plus its links. Dropping it detaches every probe.
@@ -411,6 +413,7 @@ impl Session {
             records: self.pairing.borrow().records,
             sampled_out: read(types::gt_stat::GT_STAT_SAMPLED_OUT)?,
             over_rate: read(types::gt_stat::GT_STAT_OVER_RATE)?,
+            site_unread: read(types::gt_stat::GT_STAT_SITE_UNREAD)?,
         })
     }
 
