@@ -516,6 +516,16 @@ impl FunctionCompiler<'_> {
                 };
                 return self.string(place, ty, op, s, at);
             }
+            (TypeKind::Float | TypeKind::Complex, _) => {
+                return Err(self.error(
+                    at,
+                    format!(
+                        "{} is a {}: floating-point values cannot be tested (Go passes them in XMM registers, which probes do not read)",
+                        path.parts.join("."),
+                        go.name
+                    ),
+                ))
+            }
             _ => {
                 return Err(self.error(
                     at,

@@ -157,6 +157,12 @@ impl Lexer<'_> {
         };
         let value = parsed.map_err(|_| self.error(at, "not a number"))?;
         self.pos = digits_at + len;
+        if self.text[self.pos..].starts_with('.') {
+            return Err(self.error(
+                at,
+                "floating-point values cannot be tested: Go passes them in XMM registers, which probes do not read",
+            ));
+        }
         Ok((Token::Int(if negative { -value } else { value }), at))
     }
 
@@ -402,5 +408,8 @@ mod tests {
         assert_eq!(parse("3").unwrap_err().at, 0);
         assert_eq!(parse("").unwrap_err().at, 0);
         assert_eq!(parse("n $ 2").unwrap_err().at, 2);
+        let float = parse("x > 1.5").unwrap_err();
+        assert_eq!(float.at, 4);
+        assert!(float.message.contains("XMM registers"), "{float}");
     }
 }
