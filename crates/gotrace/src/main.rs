@@ -367,10 +367,9 @@ fn run_trace(args: TraceArgs) -> Result<()> {
         count: args.count,
         debug_file: args.debug_file.clone(),
         filter: trace::Filter {
-            where_expr: args.filter.where_expr.clone(),
-            min_duration_ns: args.filter.min_duration.unwrap_or(0),
             sample_every: args.sample.unwrap_or(0),
             max_rate: args.max_rate.unwrap_or(0),
+            ..(&args.filter).into()
         },
         stack: args.stack,
     };

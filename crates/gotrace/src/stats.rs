@@ -428,11 +428,7 @@ pub fn run_cli(args: StatsArgs) -> Result<()> {
         limits: gotrace_plan::Limits::default(),
         count: None,
         debug_file: args.debug_file.clone(),
-        filter: trace::Filter {
-            where_expr: args.filter.where_expr.clone(),
-            min_duration_ns: args.filter.min_duration.unwrap_or(0),
-            ..Default::default()
-        },
+        filter: (&args.filter).into(),
         stack: false,
     };
     let options = GroupOptions {

@@ -60,6 +60,16 @@ pub struct Filter {
     pub max_rate: u64,
 }
 
+impl From<&crate::cli::FilterArgs> for Filter {
+    fn from(args: &crate::cli::FilterArgs) -> Filter {
+        Filter {
+            where_expr: args.where_expr.clone(),
+            min_duration_ns: args.min_duration.unwrap_or(0),
+            ..Filter::default()
+        }
+    }
+}
+
 /// What the output can take after a batch.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Flow {

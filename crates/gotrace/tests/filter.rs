@@ -346,13 +346,8 @@ fn bad_filters_are_usage_errors_that_point_at_the_token() {
         (&["--min-duration", "5xs"], "is not a duration"),
     ];
     for (flags, message) in cases {
-        let mut args = vec!["trace"];
-        args.extend(flags);
-        args.extend([path, "main.Num"]);
-        let out = run_gotrace(&args);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{flags:?}: {stderr}");
-        assert!(stderr.contains(message), "{flags:?}: {stderr}");
+        let args = [&["trace"], flags, &[path, "main.Num"]].concat();
+        assert_usage_error(&args, message);
     }
 }
 

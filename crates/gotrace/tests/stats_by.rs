@@ -218,13 +218,8 @@ fn bad_by_expressions_are_usage_errors_that_point_at_the_token() {
         ),
     ];
     for (flags, message) in cases {
-        let mut args = vec!["stats"];
-        args.extend(flags);
-        args.extend([path, "main.Handle"]);
-        let out = run_gotrace(&args);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{flags:?}: {stderr}");
-        assert!(stderr.contains(message), "{flags:?}: {stderr}");
+        let args = [&["stats"], flags, &[path, "main.Handle"]].concat();
+        assert_usage_error(&args, message);
     }
 }
 

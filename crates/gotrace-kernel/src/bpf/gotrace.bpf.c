@@ -1622,19 +1622,18 @@ static __always_inline int on_site(struct pt_regs *ctx)
 	/* R14 holds the current goroutine's g at every ABIInternal entry and RET. */
 	void *g = (void *)ctx->r14;
 	__u64 goid = 0, stack_hi = 0;
-	int lost_call = starts_call;
 	/* A probe cannot wait for memory: a page of the Go heap being moved is unreadable for an
 	 * instant. At an entry the call is lost; at a return or runtime hook, a call in flight
 	 * will show as not returned (or not seen returning): counted, so the summary says why. */
 	if (bpf_probe_read_user(&goid, sizeof(goid), g + goid_offset)) {
-		count(lost_call ? GT_STAT_READ_FAILED : GT_STAT_SITE_UNREAD);
+		count(starts_call ? GT_STAT_READ_FAILED : GT_STAT_SITE_UNREAD);
 		return 0;
 	}
 	/* An inlined call has no return to pair with: reported at once, like entry-only mode. */
 	if (entry_only || kind == GT_SITE_INLINED)
 		return on_entry_only(ctx, cookie, tgid, (__u32)pid_tgid, goid, now);
 	if (bpf_probe_read_user(&stack_hi, sizeof(stack_hi), g + stack_hi_offset)) {
-		count(lost_call ? GT_STAT_READ_FAILED : GT_STAT_SITE_UNREAD);
+		count(starts_call ? GT_STAT_READ_FAILED : GT_STAT_SITE_UNREAD);
 		return 0;
 	}
 	/* goid 0 is a system goroutine (g0, gsignal): one per thread, told apart by address. */

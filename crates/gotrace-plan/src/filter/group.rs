@@ -93,14 +93,7 @@ fn function_key(
 ) -> Result<FunctionGroup, FilterError> {
     let at_return = is_result(path, function);
     let mut literals = Vec::new();
-    let compiler = FunctionCompiler {
-        text,
-        function,
-        types,
-        literals: &mut literals,
-        at_return,
-        ops: Vec::new(),
-    };
+    let compiler = FunctionCompiler::new(text, function, types, &mut literals, at_return);
     if at_return && entry_only {
         return Err(compiler.error(
             path.at,

@@ -144,14 +144,7 @@ pub fn lacking_names(
     let mut literals = Vec::new();
     let mut lacking = Vec::new();
     for function in &plan.functions {
-        let mut compiler = FunctionCompiler {
-            text,
-            function,
-            types,
-            literals: &mut literals,
-            at_return: false,
-            ops: Vec::new(),
-        };
+        let mut compiler = FunctionCompiler::new(text, function, types, &mut literals, false);
         match compiler.expr(&expr) {
             Err(e) if e.lacks_name => lacking.push((function.name.clone(), e)),
             _ => {}
@@ -169,14 +162,9 @@ pub fn compile(
     let expr = parse(text)?;
     let mut filters = Filters::default();
     for function in &plan.functions {
-        let mut compiler = FunctionCompiler {
-            text,
-            function,
-            types,
-            literals: &mut filters.literals,
-            at_return: names_a_result(&expr, function),
-            ops: Vec::new(),
-        };
+        let at_return = names_a_result(&expr, function);
+        let mut compiler =
+            FunctionCompiler::new(text, function, types, &mut filters.literals, at_return);
         if compiler.at_return && plan.entry_only {
             return Err(FilterError::at(
                 text,
@@ -249,7 +237,24 @@ struct FunctionCompiler<'a> {
     ops: Vec<FilterOp>,
 }
 
-impl FunctionCompiler<'_> {
+impl<'a> FunctionCompiler<'a> {
+    fn new(
+        text: &'a str,
+        function: &'a PlannedFunction,
+        types: Option<&'a TypeTable>,
+        literals: &'a mut Vec<Vec<u8>>,
+        at_return: bool,
+    ) -> Self {
+        FunctionCompiler {
+            text,
+            function,
+            types,
+            literals,
+            at_return,
+            ops: Vec::new(),
+        }
+    }
+
     fn error(&self, at: usize, message: impl fmt::Display) -> FilterError {
         FilterError::at(self.text, at, format!("{}: {message}", self.function.name))
     }

@@ -234,6 +234,14 @@ pub fn run_gotrace(args: &[&str]) -> Output {
         .expect("running gotrace")
 }
 
+/// `gotrace ARGS` is a usage error (exit status 2) whose message contains `message`.
+pub fn assert_usage_error(args: &[&str], message: &str) {
+    let out = run_gotrace(args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+    assert!(stderr.contains(message), "{args:?}: {stderr}");
+}
+
 /// `start_gotrace` with extra environment variables (e.g. `GOTRACE_NO_UPROBE_MULTI=1`).
 pub fn start_gotrace_with_env(args: &[&str], env: &[(&str, &str)]) -> Running {
     start_subcommand("trace", args, env)
