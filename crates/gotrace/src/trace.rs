@@ -144,6 +144,7 @@ pub fn prepare(request: &TraceRequest) -> Result<(GoBinary, PathBuf, ProbePlan)>
         let types = gotrace_plan::signature_types(&binary);
         let filters = gotrace_plan::filter::compile(text, &plan, types)
             .map_err(|e| crate::cli::UsageError(e.to_string()))?;
+        plan.warnings.extend(filters.warning());
         plan.filters = Some(filters);
     }
     plan.min_duration_ns = request.filter.min_duration_ns;

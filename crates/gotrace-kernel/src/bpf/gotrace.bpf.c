@@ -536,6 +536,9 @@ static long filter_step(__u64 index, void *arg)
 	case GT_FILTER_NOT:
 		run->stack ^= 1;
 		break;
+	case GT_FILTER_NEVER:
+		run->stack <<= 1;
+		break;
 	case GT_FILTER_STR:
 		run->stack = run->stack << 1 | compare_string(op, run);
 		break;

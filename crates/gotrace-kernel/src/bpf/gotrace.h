@@ -180,6 +180,7 @@ enum gt_filter_kind {
 	GT_FILTER_AND = 2,
 	GT_FILTER_OR = 3,
 	GT_FILTER_NOT = 4,
+	GT_FILTER_NEVER = 5, /* pushes false */
 };
 
 enum gt_filter_cmp {

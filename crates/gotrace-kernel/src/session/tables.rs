@@ -246,6 +246,14 @@ fn filter_op(op: &FilterOp) -> types::gt_filter_op {
             Default::default(),
             Default::default(),
         ),
+        FilterOp::Never => (
+            K::GT_FILTER_NEVER,
+            C::GT_CMP_EQ,
+            0,
+            0,
+            Default::default(),
+            Default::default(),
+        ),
     };
     types::gt_filter_op {
         kind: kind.0,

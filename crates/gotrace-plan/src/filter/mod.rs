@@ -116,6 +116,8 @@ pub enum FilterOp {
     And,
     Or,
     Not,
+    /// False: the program of an inlined copy whose arguments are unknown (no DWARF).
+    Never,
 }
 
 /// One function's program.
@@ -131,6 +133,26 @@ pub struct FunctionFilter {
 pub struct Filters {
     pub functions: Vec<FunctionFilter>,
     pub literals: Vec<Vec<u8>>,
+    /// Inlined copies the expression cannot be tested on (their arguments are unknown without
+    /// DWARF): their calls are left out, and the user is told (see [`Filters::warning`]).
+    pub untestable_copies: usize,
+}
+
+impl Filters {
+    /// What the user should know about the program: inlined copies left out.
+    pub fn warning(&self) -> Option<String> {
+        (self.untestable_copies > 0).then(|| {
+            format!(
+                "--where: {} inlined copies cannot be tested (their arguments are not known without DWARF): their calls are left out",
+                self.untestable_copies
+            )
+        })
+    }
+}
+
+/// An inlined copy with no known signature: nothing to test, its own code is what is traced.
+fn untestable_copy(function: &PlannedFunction) -> bool {
+    function.inlined_into.is_some() && function.signature.is_none()
 }
 
 /// The functions of `plan` that lack a name `text` uses (see [`FilterError::lacks_name`]), with
@@ -143,7 +165,7 @@ pub fn lacking_names(
     let expr = parse(text)?;
     let mut literals = Vec::new();
     let mut lacking = Vec::new();
-    for function in &plan.functions {
+    for function in plan.functions.iter().filter(|f| !untestable_copy(f)) {
         let mut compiler = FunctionCompiler::new(text, function, types, &mut literals, false);
         match compiler.expr(&expr) {
             Err(e) if e.lacks_name => lacking.push((function.name.clone(), e)),
@@ -162,6 +184,14 @@ pub fn compile(
     let expr = parse(text)?;
     let mut filters = Filters::default();
     for function in &plan.functions {
+        if untestable_copy(function) {
+            filters.untestable_copies += 1;
+            filters.functions.push(FunctionFilter {
+                at_return: false,
+                ops: vec![FilterOp::Never],
+            });
+            continue;
+        }
         let at_return = names_a_result(&expr, function);
         let mut compiler =
             FunctionCompiler::new(text, function, types, &mut filters.literals, at_return);
@@ -308,7 +338,7 @@ impl<'a> FunctionCompiler<'a> {
                 lacks_name: true,
                 ..self.error(
                     path.at,
-                    "its signature is unknown (no DWARF): --where needs argument names",
+                    "its signature is unknown (no DWARF): argument names are needed",
                 )
             });
         };
