@@ -553,11 +553,56 @@ fn packaged_prometheus_handlers_show_typed_requests() {
     );
 }
 
+/// `--where` on Debian's stripped prometheus: the handler is tested with the names the runtime
+/// types give (`arg1`), its inlined copy (arguments unknown) is left out with a warning, and
+/// exactly the requests that match are reported.
+fn packaged_prometheus_where_reports_only_matching_requests() {
+    let _serial = serial();
+    let (prometheus, addr, dir) = start_prometheus();
+    let pid = prometheus.pid().to_string();
+    let expr = "arg1.Method == \"GET\" && strings.HasPrefix(arg1.RequestURI, \"/api/\")";
+    let tracer = Tracer::start(&["--json", "--pid", &pid, "--where", expr, HANDLER], &[]);
+    let paths = [
+        "/api/v1/status/buildinfo",
+        "/-/healthy",
+        "/metrics",
+        "/api/v1/labels",
+    ];
+    for path in paths {
+        assert_eq!(http_get(addr, path).0, 200, "{path}");
+    }
+    let (stdout, stderr) = tracer.stop();
+    drop(prometheus);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        stderr.contains("inlined copies cannot be tested"),
+        "{stderr}"
+    );
+    let calls = json_calls(&stdout);
+    let mut uris: Vec<&str> = calls
+        .iter()
+        .map(|c| c["args"]["arg1"]["RequestURI"].as_str().unwrap_or("?"))
+        .collect();
+    uris.sort_unstable();
+    uris.dedup();
+    assert_eq!(
+        uris,
+        ["/api/v1/labels", "/api/v1/status/buildinfo"],
+        "{stderr}"
+    );
+    let summary = json_lines(&stdout)
+        .into_iter()
+        .rfind(|l| l["type"] == "summary")
+        .expect("a summary");
+    assert!(summary["filtered_out"].as_u64() > Some(0), "{summary}");
+}
+
 gotrace_gobuild::test_main! {
     tests: [],
     root: [
         stripped_values_show_only_what_the_unstripped_run_shows,
         methods_decode_with_their_runtime_types,
         packaged_prometheus_handlers_show_typed_requests,
+        packaged_prometheus_where_reports_only_matching_requests,
     ],
 }
