@@ -56,6 +56,9 @@ impl<'b> GroupNamer<'b> {
             return GroupValue::NotRead("a function gotrace did not plan");
         };
         match (key.status, &spec.key) {
+            (_, GroupKey::Unknown) => {
+                GroupValue::NotRead("an inlined copy: its arguments are unknown without DWARF")
+            }
             (KeyStatus::Nil, GroupKey::Type(_)) => GroupValue::Type("nil".to_owned()),
             (KeyStatus::Nil, _) => GroupValue::NotRead("a nil pointer on the way"),
             (KeyStatus::Unreadable, _) => GroupValue::NotRead("memory the probe could not read"),

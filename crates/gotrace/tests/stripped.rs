@@ -597,6 +597,52 @@ fn packaged_prometheus_where_reports_only_matching_requests() {
     assert!(summary["filtered_out"].as_u64() > Some(0), "{summary}");
 }
 
+/// `stats --by` on Debian's stripped prometheus: requests grouped by method (the inlined copy,
+/// whose arguments are unknown, would be a `?` group), every counted call in a group.
+fn packaged_prometheus_stats_by_method() {
+    let _serial = serial();
+    let (prometheus, addr, dir) = start_prometheus();
+    let pid = prometheus.pid().to_string();
+    let args = ["--json", "--pid", &pid, "--by", "arg1.Method", HANDLER];
+    let stats = Tracer::start_command("stats", &args, &[]);
+    for path in ["/api/v1/labels", "/-/healthy"] {
+        assert_eq!(http_get(addr, path).0, 200, "{path}");
+    }
+    let posted = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-X", "POST"])
+        .arg(format!("http://{addr}/api/v1/query?query=up"))
+        .status()
+        .expect("running curl");
+    assert!(posted.success());
+    let (stdout, stderr) = stats.stop();
+    drop(prometheus);
+    let _ = std::fs::remove_dir_all(&dir);
+    let lines = json_lines(&stdout);
+    let total = lines
+        .iter()
+        .rfind(|l| l["type"] == "stats" && l["final"] == true)
+        .and_then(|l| l["calls"].as_u64())
+        .expect("a final stats line");
+    let groups: Vec<(&str, u64)> = lines
+        .iter()
+        .filter(|l| l["type"] == "group" && l["final"] == true)
+        .map(|l| {
+            (
+                l["key"].as_str().unwrap_or("?"),
+                l["calls"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect();
+    let keys: Vec<&str> = groups.iter().map(|(k, _)| *k).collect();
+    assert_eq!(keys, ["\"GET\"", "\"POST\""], "{groups:?} {stderr}");
+    assert!(groups.iter().all(|(_, n)| *n > 0), "{groups:?}");
+    assert_eq!(
+        groups.iter().map(|(_, n)| n).sum::<u64>(),
+        total,
+        "{groups:?}"
+    );
+}
+
 gotrace_gobuild::test_main! {
     tests: [],
     root: [
@@ -604,5 +650,6 @@ gotrace_gobuild::test_main! {
         methods_decode_with_their_runtime_types,
         packaged_prometheus_handlers_show_typed_requests,
         packaged_prometheus_where_reports_only_matching_requests,
+        packaged_prometheus_stats_by_method,
     ],
 }

@@ -1069,6 +1069,8 @@ __noinline int group_key(struct pt_regs *ctx, struct gt_inflight *call, __u32 at
 	__u64 v = 0;
 	int found;
 	switch (spec->kind) {
+	case GT_GROUP_NONE:
+		break; /* nothing to read: one group for all its calls */
 	case GT_GROUP_STACK:
 		stack_key(ctx, key, bias);
 		break;

@@ -111,7 +111,7 @@ enum gt_group_limits {
 };
 
 enum gt_group_kind {
-	GT_GROUP_NONE = 0,
+	GT_GROUP_NONE = 0,   /* nothing read: an inlined copy whose arguments are unknown */
 	GT_GROUP_WORD = 1,   /* an integer or bool: word `a` */
 	GT_GROUP_STRING = 2, /* the string whose pointer is `a`, length `b` */
 	GT_GROUP_TYPE = 3,   /* an interface's dynamic type: word `a` is its type descriptor */

@@ -163,6 +163,7 @@ pub(super) fn store_group_specs(
             GroupKey::String { ptr, len } => (K::GT_GROUP_STRING, ptr, len),
             GroupKey::Type(word) => (K::GT_GROUP_TYPE, word, &none),
             GroupKey::Stack => (K::GT_GROUP_STACK, &none, &none),
+            GroupKey::Unknown => (K::GT_GROUP_NONE, &none, &none),
         };
         let spec = types::gt_group_spec {
             kind: kind.0,

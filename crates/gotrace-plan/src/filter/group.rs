@@ -21,6 +21,8 @@ pub enum GroupKey {
     Type(Word),
     /// The call's Go stack at entry.
     Stack,
+    /// Nothing can be read: an inlined copy whose arguments are unknown (no DWARF).
+    Unknown,
 }
 
 /// One function's key: read at its return (a result) or its entry.
@@ -91,6 +93,12 @@ fn function_key(
     entry_only: bool,
     types: Option<&TypeTable>,
 ) -> Result<FunctionGroup, FilterError> {
+    if super::untestable_copy(function) {
+        return Ok(FunctionGroup {
+            at_return: false,
+            key: GroupKey::Unknown,
+        });
+    }
     let at_return = is_result(path, function);
     let mut literals = Vec::new();
     let compiler = FunctionCompiler::new(text, function, types, &mut literals, at_return);
