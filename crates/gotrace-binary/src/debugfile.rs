@@ -1,16 +1,11 @@
 //! Separate debug information: the DWARF and symbol table of a stripped binary kept in another
 //! file (what `objcopy --only-keep-debug` writes, or the unstripped build itself), accepted only
-//! when it comes from the very same build — its Go build ID or GNU build-id equals the
-//! binary's.
-//!
-//! Note that `go build -ldflags='-s -w'` is a different link from the unstripped `go build`:
-//! its Go build ID differs, and so do the addresses of its data (the runtime type descriptors
-//! DWARF points at move). The unstripped build's DWARF does not describe it, and the ID check
-//! refuses it. A debug file that fits is made the way build pipelines do it: build once with
-//! DWARF, keep the debug information (`objcopy --only-keep-debug app app.debug`), then strip
-//! (`strip app` or `objcopy --strip-all`); stripping keeps `.note.go.buildid`.
+//! when it describes the binary: its Go build ID or GNU build-id equals the binary's, or, for
+//! another link of the same compiled program (`go build -ldflags='-s -w'` beside a plain
+//! `go build`, whose build IDs differ), the code is proven the same (see [`crate::relink`]).
 
 use crate::elf::ElfImage;
+use crate::relink::{self, Relinked};
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
@@ -102,6 +97,9 @@ enum Mismatch {
 pub enum IdKind {
     Go,
     Gnu,
+    /// Build IDs differ, but the function table and the code are proven equal: another link of
+    /// the same compiled program.
+    SameCode,
 }
 
 impl std::fmt::Display for IdKind {
@@ -109,6 +107,9 @@ impl std::fmt::Display for IdKind {
         f.write_str(match self {
             IdKind::Go => "Go build ID",
             IdKind::Gnu => "GNU build-id",
+            IdKind::SameCode => {
+                "compiled code: another link, its function table and instructions equal"
+            }
         })
     }
 }
@@ -141,12 +142,13 @@ impl std::fmt::Display for DebugSource {
 #[derive(Debug, thiserror::Error)]
 pub enum DebugFileError {
     #[error(
-        "{debug_file} is not from the same build as {binary}: {differences} (a debug file must come from the very build that was stripped: build once with DWARF, keep it with `objcopy --only-keep-debug`, then strip; `go build -ldflags=\"-s -w\"` is another build)"
+        "{debug_file} is not from the same build as {binary}: {differences}; nor is it another link of the same code: {code} (a debug file must come from the same source built with the same toolchain and compiler flags: the unstripped build, or its DWARF kept with `objcopy --only-keep-debug`)"
     )]
     OtherBuild {
         binary: PathBuf,
         debug_file: PathBuf,
         differences: String,
+        code: String,
     },
     #[error(
         "cannot prove {debug_file} is from the same build as {binary}: the binary has {binary_ids}, the debug file {debug_ids}, and no kind of build ID is in both"
@@ -168,19 +170,23 @@ pub enum DebugFileError {
     NoDwarf { debug_file: PathBuf },
 }
 
-/// An opened debug file whose build IDs match the binary's.
+/// An opened debug file whose build IDs match the binary's, or whose code is proven the same.
 pub(crate) struct DebugFile {
     pub(crate) path: PathBuf,
     pub(crate) elf: ElfImage,
     pub(crate) matched: IdKind,
+    /// Set for another link of the same code: its data addresses are not the binary's.
+    pub(crate) relinked: Option<Relinked>,
 }
 
 impl DebugFile {
-    /// Opens `path` and checks it against the binary (`binary_path`, `binary_elf`).
+    /// Opens `path` and checks it against the binary (`binary_path`, `binary_elf`, built by Go
+    /// `1.minor` with Swiss maps or not, when its build info says).
     pub(crate) fn open(
         path: &Path,
         binary_path: &Path,
         binary_elf: &ElfImage,
+        release: Option<(u32, bool)>,
     ) -> Result<DebugFile, crate::BinaryError> {
         let elf = ElfImage::parse(path, crate::map_file(path)?)?;
         let refuse = |e: DebugFileError| Err(crate::BinaryError::DebugFile(e));
@@ -193,14 +199,28 @@ impl DebugFile {
             });
         }
         let (mine, theirs) = (BuildIds::read(binary_elf), BuildIds::read(&elf));
+        let mut relinked = None;
         let matched = match mine.matches(&theirs) {
             Ok(kind) => kind,
             Err(Mismatch::Differ(differences)) => {
-                return refuse(DebugFileError::OtherBuild {
-                    binary: binary_path.to_owned(),
-                    debug_file: path.to_owned(),
-                    differences,
-                })
+                let proof = match release {
+                    Some((minor, swiss_maps)) => relink::prove(binary_elf, &elf, minor, swiss_maps),
+                    None => Err("the binary's Go release is not in its build info".into()),
+                };
+                match proof {
+                    Ok(proven) => {
+                        relinked = Some(proven);
+                        IdKind::SameCode
+                    }
+                    Err(code) => {
+                        return refuse(DebugFileError::OtherBuild {
+                            binary: binary_path.to_owned(),
+                            debug_file: path.to_owned(),
+                            differences,
+                            code,
+                        })
+                    }
+                }
             }
             Err(Mismatch::NoCommonId) => {
                 return refuse(DebugFileError::NoCommonId {
@@ -220,6 +240,7 @@ impl DebugFile {
             path: path.to_owned(),
             elf,
             matched,
+            relinked,
         })
     }
 }

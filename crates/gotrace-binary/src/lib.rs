@@ -18,6 +18,7 @@ pub mod layout;
 mod moduledata;
 pub mod pclntab;
 mod proof;
+mod relink;
 pub mod rtype;
 pub mod sites;
 mod spills;
@@ -263,7 +264,7 @@ impl GoBinary {
     /// confirmed by (the other is still this binary's `.gopclntab`, so both must agree before
     /// anything is probed).
     pub fn attach_debug_file(&mut self, path: &Path) -> Result<(), BinaryError> {
-        let debug = debugfile::DebugFile::open(path, &self.path, &self.elf)?;
+        let debug = debugfile::DebugFile::open(path, &self.path, &self.elf, self.go_release())?;
         if self.function_source == FunctionSource::Pclntab {
             if let Some(symtab) = debug.elf.symtab_functions() {
                 let table = pclntab::locate(&self.elf)?.map(|found| found.table);
@@ -276,7 +277,8 @@ impl GoBinary {
                 self.function_source = source;
             }
         }
-        if self.gofunc.is_none() {
+        // Another link's data addresses are not this binary's.
+        if self.gofunc.is_none() && debug.relinked.is_none() {
             self.gofunc = debug
                 .elf
                 .symbol_address("go:func.*")
@@ -309,11 +311,24 @@ impl GoBinary {
         self.debug.as_ref().map_or(&self.elf, |d| &d.elf)
     }
 
-    /// A symbol's address from `.symtab`, or from the debug file's when the binary has none.
+    /// A symbol's address from `.symtab`, or from the debug file's when the binary has none
+    /// and the debug file is of this very build (another link's data lies elsewhere).
     fn symbol_address(&self, name: &str) -> Option<u64> {
-        self.elf
-            .symbol_address(name)
-            .or_else(|| self.debug.as_ref()?.elf.symbol_address(name))
+        self.elf.symbol_address(name).or_else(|| {
+            let debug = self.debug.as_ref().filter(|d| d.relinked.is_none())?;
+            debug.elf.symbol_address(name)
+        })
+    }
+
+    /// The Go release (`1.minor`) and whether maps are Swiss tables, from the build info.
+    fn go_release(&self) -> Option<(u32, bool)> {
+        let info = self.build_info.as_ref()?;
+        let minor = info.go_version_minor()?;
+        let swiss_maps = !info
+            .settings
+            .iter()
+            .any(|(k, v)| k == "GOEXPERIMENT" && v.contains("noswissmap"));
+        Some((minor, swiss_maps))
     }
 
     pub fn path(&self) -> &Path {
@@ -546,6 +561,12 @@ impl GoBinary {
         let Some(dwarf) = self.dwarf()? else {
             return Ok(Default::default());
         };
+        if let Some(debug) = &self.debug {
+            if let Some(relinked) = &debug.relinked {
+                let values = dwarf.runtime_type_values();
+                return Ok(relinked.runtime_types(&self.elf, &debug.elf, values));
+            }
+        }
         // Go 1.20+ writes offsets from `runtime.types`; older releases, absolute addresses.
         let base = self.symbol_address("runtime.types").unwrap_or(0);
         Ok(dwarf
@@ -563,15 +584,9 @@ impl GoBinary {
             let (Some(at), Some((text, _))) = (self.module_data, self.text_range) else {
                 return Err("the runtime's module data was not found".to_owned());
             };
-            let info = self.build_info.as_ref();
-            let minor = info
-                .and_then(|b| b.go_version_minor())
+            let (minor, swiss_maps) = self
+                .go_release()
                 .ok_or("the Go version is not in the build info")?;
-            let swiss_maps = !info.is_some_and(|b| {
-                b.settings
-                    .iter()
-                    .any(|(k, v)| k == "GOEXPERIMENT" && v.contains("noswissmap"))
-            });
             let words = moduledata::Words::new(&self.elf);
             let section = rtype::section(&words, at, text.0, minor, swiss_maps)?;
             rtype::read(&self.elf, &words, &section, &self.table)

@@ -186,7 +186,11 @@ impl Build<'_> {
         if binary.exists() {
             return Ok(binary);
         }
-        let work = self.out_dir.join(format!("src-{name}-{key:016x}"));
+        // One source directory per source, whatever the flavour: its path is in the binary's
+        // file table and DWARF, and two links of the same code must name the same files.
+        let work = self
+            .out_dir
+            .join(format!("src-{name}-{:016x}", self.sources_key()?));
         copy_sources(self.source_dir, &work, self.flavour.cgo())?;
         let partial = binary.with_extension("partial");
         let mut cmd = Command::new(&self.toolchain.go);
@@ -230,7 +234,7 @@ impl Build<'_> {
         Ok(binary)
     }
 
-    fn cache_key(&self) -> Result<u64, BuildError> {
+    fn sources_key(&self) -> Result<u64, BuildError> {
         let mut hasher = DefaultHasher::new();
         for path in go_files(self.source_dir)? {
             path.file_name().hash(&mut hasher);
@@ -238,6 +242,12 @@ impl Build<'_> {
                 .map_err(io_err(format!("reading {}", path.display())))?
                 .hash(&mut hasher);
         }
+        Ok(hasher.finish())
+    }
+
+    fn cache_key(&self) -> Result<u64, BuildError> {
+        let mut hasher = DefaultHasher::new();
+        self.sources_key()?.hash(&mut hasher);
         self.toolchain.hash(&mut hasher);
         self.flavour.hash(&mut hasher);
         self.goarch.hash(&mut hasher);

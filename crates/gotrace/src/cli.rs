@@ -109,7 +109,8 @@ pub struct TraceArgs {
     pub depth: u32,
     /// DWARF from a separate debug file of the same build (`objcopy --only-keep-debug`, or the
     /// unstripped build itself), for a stripped binary; refused unless its build ID is the
-    /// binary's. Without it, a binary without DWARF is looked up by build-id under
+    /// binary's or its code is proven the binary's (the plain build of a `-ldflags='-s -w'`
+    /// binary: another link of the same code). Without it, a binary without DWARF is looked up by build-id under
     /// $GOTRACE_DEBUG_PATH and /usr/lib/debug.
     #[arg(long, value_name = "PATH")]
     pub debug_file: Option<PathBuf>,
@@ -326,7 +327,8 @@ pub struct PeekArgs {
     pub json: bool,
     /// DWARF from a separate debug file of the same build (`objcopy --only-keep-debug`, or the
     /// unstripped build itself), for a stripped binary; refused unless its build ID is the
-    /// binary's. Without it, a binary without DWARF is looked up by build-id under
+    /// binary's or its code is proven the binary's (the plain build of a `-ldflags='-s -w'`
+    /// binary: another link of the same code). Without it, a binary without DWARF is looked up by build-id under
     /// $GOTRACE_DEBUG_PATH and /usr/lib/debug.
     #[arg(long, value_name = "PATH")]
     pub debug_file: Option<PathBuf>,
@@ -360,7 +362,8 @@ pub struct FuncsArgs {
     pub json: bool,
     /// DWARF from a separate debug file of the same build (`objcopy --only-keep-debug`, or the
     /// unstripped build itself), for a stripped binary; refused unless its build ID is the
-    /// binary's. Without it, a binary without DWARF is looked up by build-id under
+    /// binary's or its code is proven the binary's (the plain build of a `-ldflags='-s -w'`
+    /// binary: another link of the same code). Without it, a binary without DWARF is looked up by build-id under
     /// $GOTRACE_DEBUG_PATH and /usr/lib/debug.
     #[arg(long, value_name = "PATH")]
     pub debug_file: Option<PathBuf>,

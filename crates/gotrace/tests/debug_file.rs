@@ -2,8 +2,9 @@
 //! toolchain: the values fixture built with DWARF, split as build pipelines split it
 //! (`objcopy --only-keep-debug`, then `--strip-all`), and the stripped binary traced with
 //! `--debug-file`: every call gotrace reports equals, value by value, what it reports for the
-//! unstripped build running the same calls. A debug file of another build is refused with both
-//! build IDs named; `GOTRACE_DEBUG_PATH` finds the debug file by name and by GNU build-id.
+//! unstripped build running the same calls; so does the `-ldflags='-s -w'` build traced with
+//! the plain build as its debug file (another link of the same code, proven so). A debug file
+//! of other code is refused with both build IDs named; `GOTRACE_DEBUG_PATH` finds the debug file by name and by GNU build-id.
 
 mod common;
 
@@ -107,48 +108,75 @@ fn comparable(mut call: Value) -> Value {
     call
 }
 
+/// Every call of `expected` (the unstripped run) is in `got`, equal, and `got` has no other.
+fn assert_same_calls(
+    what: &str,
+    expected: &BTreeMap<(String, i64), Value>,
+    got: &BTreeMap<(String, i64), Value>,
+) {
+    // Every function of the fixture, several calls of most.
+    assert!(expected.len() > 30, "{what}: only {} calls", expected.len());
+    let named = expected
+        .values()
+        .filter(|c| c["args"]["id"].is_i64() && c["types"]["id"] == "int")
+        .count();
+    assert_eq!(named, expected.len(), "{what}: calls without a typed id");
+    let mut problems = Vec::new();
+    for (key, want) in expected {
+        match got.get(key) {
+            None => problems.push(format!("{key:?}: not reported for the stripped binary")),
+            Some(have) if have != want => problems.push(format!(
+                "{key:?}:\n  unstripped {want}\n  stripped   {have}"
+            )),
+            Some(_) => {}
+        }
+    }
+    for key in got.keys().filter(|k| !expected.contains_key(*k)) {
+        problems.push(format!("{key:?}: reported only for the stripped binary"));
+    }
+    assert!(
+        problems.is_empty(),
+        "{what}: {} of {} calls differ:\n{}",
+        problems.len(),
+        expected.len(),
+        problems.join("\n")
+    );
+}
+
+/// Two stripped builds of the values fixture traced with debug files: the plain build's split
+/// (`objcopy`, same build IDs), and the `-ldflags='-s -w'` build with the plain build itself
+/// (another link of the same code). Both report what the unstripped build reports.
 fn stripped_binary_with_its_debug_file_traces_as_the_unstripped_build() {
+    let _serial = serial();
     for toolchain in toolchains() {
         let what = format!("Go {}", toolchain.version);
         let plain = values(&toolchain, Flavour::Plain);
         let (stripped, debug) = split_debug(&plain);
         let (expected, plain_err) = traced_run(&plain, &[], &[]);
-        let (got, stripped_err) =
-            traced_run(&stripped, &["--debug-file", debug.to_str().unwrap()], &[]);
         assert!(
             plain_err.contains("signatures from DWARF"),
             "{what}: {plain_err}"
         );
+        let (got, stripped_err) =
+            traced_run(&stripped, &["--debug-file", debug.to_str().unwrap()], &[]);
         // Go 1.24+ writes a GNU build-id too, and it is checked first.
         let said = format!("signatures from debug file {} (same ", debug.display());
         assert!(stripped_err.contains(&said), "{what}: {stripped_err}");
-        // Every function of the fixture, several calls of most.
-        assert!(expected.len() > 30, "{what}: only {} calls", expected.len());
-        let named = expected
-            .values()
-            .filter(|c| c["args"]["id"].is_i64() && c["types"]["id"] == "int")
-            .count();
-        assert_eq!(named, expected.len(), "{what}: calls without a typed id");
-        let mut problems = Vec::new();
-        for (key, want) in &expected {
-            match got.get(key) {
-                None => problems.push(format!("{key:?}: not reported for the stripped binary")),
-                Some(have) if have != want => problems.push(format!(
-                    "{key:?}:\n  unstripped {want}\n  stripped   {have}"
-                )),
-                Some(_) => {}
-            }
-        }
-        for key in got.keys().filter(|k| !expected.contains_key(*k)) {
-            problems.push(format!("{key:?}: reported only for the stripped binary"));
-        }
-        assert!(
-            problems.is_empty(),
-            "{what}: {} of {} calls differ:\n{}",
-            problems.len(),
-            expected.len(),
-            problems.join("\n")
+        assert_same_calls(&what, &expected, &got);
+
+        let what = format!("{what} -s -w");
+        let linked_stripped = values(&toolchain, Flavour::Stripped);
+        let (got, stripped_err) = traced_run(
+            &linked_stripped,
+            &["--debug-file", plain.to_str().unwrap()],
+            &[],
         );
+        let said = format!(
+            "signatures from debug file {} (same compiled code",
+            plain.display()
+        );
+        assert!(stripped_err.contains(&said), "{what}: {stripped_err}");
+        assert_same_calls(&what, &expected, &got);
     }
 }
 
@@ -173,14 +201,16 @@ fn go_build_id(binary: &Path) -> String {
         .expect("a Go build ID")
 }
 
-/// For each toolchain: the values fixture linked with `-ldflags=-s -w` (another link of the
-/// same source: another Go build ID) and the debug file split from its unstripped build.
-fn other_links() -> Vec<(PathBuf, PathBuf)> {
-    toolchains()
+/// For the oldest and newest toolchain: the values fixture compiled with other flags (inlining
+/// on) and linked with `-ldflags=-s -w`, and the debug file split from the usual build: other
+/// code, other build IDs.
+fn other_code() -> Vec<(PathBuf, PathBuf)> {
+    ends()
         .iter()
         .map(|toolchain| {
             let (_, debug) = split_debug(&values(toolchain, Flavour::Plain));
-            (values(toolchain, Flavour::Stripped), debug)
+            let inlined = build_go("fixtures/go/values", toolchain, Flavour::Stripped, "");
+            (inlined, debug)
         })
         .collect()
 }
@@ -191,7 +221,7 @@ fn debug_build_id(debug: &Path) -> String {
 }
 
 fn a_debug_file_of_another_build_is_refused_naming_both_ids() {
-    for (binary, debug) in other_links() {
+    for (binary, debug) in other_code() {
         let (mine, theirs) = (go_build_id(&binary), debug_build_id(&debug));
         let args = [
             "funcs",
@@ -222,7 +252,7 @@ fn a_debug_file_of_another_build_is_refused_naming_both_ids() {
 
 fn root_trace_refuses_a_debug_file_of_another_build() {
     let _serial = serial();
-    for (binary, debug) in other_links() {
+    for (binary, debug) in other_code() {
         let (mine, theirs) = (go_build_id(&binary), debug_build_id(&debug));
         let args = [
             "trace",

@@ -103,7 +103,8 @@ impl<'a> Reader<'a, '_> {
                     gimli::AttributeValue::Addr(a) => Some(a),
                     other => other.udata_value(),
                 };
-                if let Some(addr) = addr {
+                // 0 stands for "no descriptor" (at `runtime.types` itself there is none).
+                if let Some(addr) = addr.filter(|&a| a != 0) {
                     index.runtime_types.push((addr, at));
                 }
             }

@@ -29,6 +29,43 @@ mod section;
 
 pub(crate) use section::{section, TypeSection};
 
+/// What tells one type descriptor from another across two links of one program: its size,
+/// hash (of the type's full description), `tflag`, kind and name.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct Identity {
+    size: u64,
+    hash: u32,
+    tflag: u8,
+    kind: u8,
+    name: String,
+}
+
+/// The identity of the descriptor at `at`.
+pub(crate) fn identity(
+    elf: &ElfImage,
+    words: &Words<'_>,
+    section: &TypeSection,
+    at: u64,
+) -> Result<Identity, String> {
+    let reader = Reader {
+        elf,
+        words,
+        section,
+    };
+    reader.in_types(at)?;
+    let name = match reader.offset(reader.u32(at + 40)?)? {
+        Some(p) => reader.name(p)?.text,
+        None => return Err(format!("the type at {at:#x} has no name string")),
+    };
+    Ok(Identity {
+        size: reader.word(at)?,
+        hash: reader.u32(at + 16)?,
+        tflag: reader.u8(at + 20)?,
+        kind: reader.u8(at + 23)?,
+        name,
+    })
+}
+
 use crate::elf::ElfImage;
 use crate::moduledata::Words;
 use crate::types::{Signature, TypeId, TypeTable, Variable};

@@ -34,6 +34,13 @@ pub(super) enum Roots {
     },
 }
 
+impl TypeSection {
+    /// Where the type data starts: what descriptors' offsets count from.
+    pub(crate) fn types(&self) -> u64 {
+        self.types
+    }
+}
+
 /// Reads the type section's words of the module data at `at`, for Go `1.minor`.
 pub(crate) fn section(
     words: &Words<'_>,
