@@ -97,10 +97,12 @@ impl HmapLayout {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct SwissTableLayout {
     pub header_size: u64,
+    /// Offsets in `Map` of `used` (the length), `dirPtr` and `dirLen`.
     pub used: u64,
     pub dir_ptr: u64,
     pub dir_len: u64,
     pub table_size: u64,
+    /// Offsets in `table` of `groups.data` and `groups.lengthMask`.
     pub groups_data: u64,
     pub groups_mask: u64,
     /// Offset in a group of its control bytes (one per slot), and of its first slot.

@@ -113,29 +113,30 @@ impl Decoder<'_> {
         memory: &Memory<'_>,
         depth: u32,
     ) -> MapParts {
-        let header = match map_header(memory, addr, layout.header_size as usize) {
+        let shared = &layout.shared;
+        let header = match map_header(memory, addr, shared.header_size as usize) {
             Ok(h) => h,
             Err(parts) => return parts,
         };
-        let len = read_uint(header, layout.used as usize, 8);
+        let len = read_uint(header, shared.used as usize, 8);
         let mut entries = Vec::new();
         if len == 0 {
             return (Ok(0), entries, None);
         }
-        let dir_ptr = read_uint(header, layout.dir_ptr as usize, 8);
-        let dir_len = read_uint(header, layout.dir_len as usize, 8) as i64;
+        let dir_ptr = read_uint(header, shared.dir_ptr as usize, 8);
+        let dir_len = read_uint(header, shared.dir_len as usize, 8) as i64;
         let group_size = layout.group_size as usize;
         let groups = if dir_len <= 0 {
             memory.read(dir_ptr, group_size)
         } else {
             let table = match memory.read(dir_ptr, 8) {
-                Read::Bytes(d) => memory.read(read_uint(d, 0, 8), layout.table_size as usize),
+                Read::Bytes(d) => memory.read(read_uint(d, 0, 8), shared.table_size as usize),
                 other => other,
             };
             match table {
                 Read::Bytes(t) => {
-                    let data = read_uint(t, layout.groups_data as usize, 8);
-                    let count = read_uint(t, layout.groups_mask as usize, 8).saturating_add(1);
+                    let data = read_uint(t, shared.groups_data as usize, 8);
+                    let count = read_uint(t, shared.groups_mask as usize, 8).saturating_add(1);
                     memory.read_prefix(data, count.saturating_mul(layout.group_size))
                 }
                 other => other,
@@ -150,14 +151,13 @@ impl Decoder<'_> {
         let limits = self.plan.limits;
         let followed = swiss_entries_followed(self.types, limits, layout, key, value);
         let wanted = len.min(u64::from(limits.elems));
-        let swiss = self.plan.layout.swiss();
         let full = groups.chunks_exact(group_size).flat_map(|group| {
-            (0..swiss.group_slots)
+            (0..shared.group_slots)
                 .filter(move |&slot| {
                     // A slot past the bytes read counts as empty.
                     group
-                        .get((layout.ctrl + slot) as usize)
-                        .is_some_and(|ctrl| ctrl & swiss.ctrl_empty == 0)
+                        .get((shared.ctrl + slot) as usize)
+                        .is_some_and(|ctrl| ctrl & shared.ctrl_empty == 0)
                 })
                 .map(move |slot| (group, slot))
         });

@@ -30,6 +30,7 @@ pub use recipe::{Limits, Recipe};
 pub use refusal::{refusal, site_refusal, Refusal};
 use serde::Serialize;
 pub use signature::{checked_signature, runtime_signature, SignatureMismatch, SignatureSource};
+use signature::{function_signature, signature_sources, untyped_args};
 
 /// What gotrace can trace: amd64 Go binaries with the register ABI (Go 1.17+).
 #[derive(Debug, thiserror::Error)]
@@ -258,45 +259,8 @@ pub fn plan(
         .iter()
         .map(|d| format!("runtime layout: {d}"))
         .collect();
-    let dwarf = match binary.dwarf() {
-        Ok(Some(d)) => Some(d),
-        Ok(None) => {
-            warnings.push(format!(
-                "{} has no DWARF (built with -ldflags=-w or stripped): methods are decoded with the types the runtime keeps for them, other functions' arguments as untyped words where the traceback metadata places them, the rest is shown as ?",
-                binary.path().display()
-            ));
-            None
-        }
-        Err(e) => {
-            warnings.push(format!(
-                "cannot read DWARF ({e}): methods are decoded from the runtime types, other functions' arguments as untyped words, the rest is shown as ?"
-            ));
-            None
-        }
-    };
-    // Without DWARF, methods' signatures come from the runtime type descriptors.
-    let methods = match dwarf {
-        Some(_) => None,
-        None => match binary.runtime_methods() {
-            Ok(m) => Some(m),
-            Err(e) => {
-                warnings.push(format!("no method signatures from the runtime types: {e}"));
-                None
-            }
-        },
-    };
-    let types = dwarf.map(DwarfInfo::types).or(methods.map(|m| &m.types));
-    // A name with no code of its own is traced where it was inlined.
-    let excluded: Vec<Pattern> = options.exclude.iter().map(|e| Pattern::new(e)).collect();
-    let (inlined_only, patterns): (Vec<String>, Vec<String>) =
-        patterns.iter().cloned().partition(|p| {
-            !Pattern::new(p).is_glob()
-                && matches!(binary.function(p), Err(BinaryError::Inlined { .. }))
-        });
-    let inlined_only: Vec<String> = inlined_only
-        .into_iter()
-        .filter(|n| !excluded.iter().any(|e| e.matches(n)))
-        .collect();
+    let (dwarf, methods) = signature_sources(binary, &mut warnings);
+    let (inlined_only, patterns) = split_inlined_only(binary, patterns, &options.exclude);
     let patterns = &patterns[..];
     let selected = select(binary, patterns, &options.exclude)?;
     let only_exact = patterns.iter().all(|p| !Pattern::new(p).is_glob());
@@ -331,41 +295,15 @@ pub fn plan(
             &probe_sites,
             options.entry_only,
         )?);
-        let (signature, source) =
-            function_signature(binary, dwarf, methods, function, &mut warnings);
-        let untyped = match signature {
-            Some(_) => None,
-            None => untyped_args(binary, function, &mut warnings),
-        };
-        let source = match (source, &untyped) {
-            (SignatureSource::None, Some(_)) => SignatureSource::Traceback,
-            (source, _) => source,
-        };
-        let (entry_recipe, return_recipe) = match (&signature, types) {
-            (Some(sig), Some(t)) => (
-                Compiler::new(t, options.limits, layout).site(&located(&sig.params)),
-                Compiler::new(t, options.limits, layout).site(&located(&sig.results)),
-            ),
-            _ => (
-                untyped
-                    .as_ref()
-                    .map(|u| {
-                        Compiler::new(&TypeTable::default(), options.limits, layout).stack_words(u)
-                    })
-                    .unwrap_or_default(),
-                Recipe::default(),
-            ),
-        };
-        functions.push(PlannedFunction {
-            name: function.name.clone(),
-            entry: function.entry,
-            signature,
-            source,
-            untyped,
-            entry_recipe,
-            return_recipe,
-            inlined_into: None,
-        });
+        functions.push(planned_function(
+            binary,
+            dwarf,
+            methods,
+            function,
+            options.limits,
+            layout,
+            &mut warnings,
+        ));
     }
     let inlined_names = selected.iter().map(|f| f.name.clone()).chain(inlined_only);
     let compiler = || dwarf.map(|d| Compiler::new(d.types(), options.limits, layout));
@@ -416,6 +354,71 @@ pub fn plan(
     })
 }
 
+/// Splits off the exact names with no code of their own (not excluded), which are traced where
+/// they were inlined, from the patterns that select functions.
+fn split_inlined_only(
+    binary: &GoBinary,
+    patterns: &[String],
+    exclude: &[String],
+) -> (Vec<String>, Vec<String>) {
+    let excluded: Vec<Pattern> = exclude.iter().map(|e| Pattern::new(e)).collect();
+    let (inlined_only, patterns): (Vec<String>, Vec<String>) =
+        patterns.iter().cloned().partition(|p| {
+            !Pattern::new(p).is_glob()
+                && matches!(binary.function(p), Err(BinaryError::Inlined { .. }))
+        });
+    let inlined_only = inlined_only
+        .into_iter()
+        .filter(|n| !excluded.iter().any(|e| e.matches(n)))
+        .collect();
+    (inlined_only, patterns)
+}
+
+/// One traced function's signature (or untyped arguments) and capture recipes.
+fn planned_function(
+    binary: &GoBinary,
+    dwarf: Option<&DwarfInfo>,
+    methods: Option<&RuntimeMethods>,
+    function: &Function,
+    limits: Limits,
+    layout: RuntimeLayout,
+    warnings: &mut Vec<String>,
+) -> PlannedFunction {
+    let types = dwarf.map(DwarfInfo::types).or(methods.map(|m| &m.types));
+    let (signature, source) = function_signature(binary, dwarf, methods, function, warnings);
+    let untyped = match signature {
+        Some(_) => None,
+        None => untyped_args(binary, function, warnings),
+    };
+    let source = match (source, &untyped) {
+        (SignatureSource::None, Some(_)) => SignatureSource::Traceback,
+        (source, _) => source,
+    };
+    let (entry_recipe, return_recipe) = match (&signature, types) {
+        (Some(sig), Some(t)) => (
+            Compiler::new(t, limits, layout).site(&located(&sig.params)),
+            Compiler::new(t, limits, layout).site(&located(&sig.results)),
+        ),
+        _ => (
+            untyped
+                .as_ref()
+                .map(|u| Compiler::new(&TypeTable::default(), limits, layout).stack_words(u))
+                .unwrap_or_default(),
+            Recipe::default(),
+        ),
+    };
+    PlannedFunction {
+        name: function.name.clone(),
+        entry: function.entry,
+        signature,
+        source,
+        untyped,
+        entry_recipe,
+        return_recipe,
+        inlined_into: None,
+    }
+}
+
 /// The sites of one traced function: its entry and, unless entry-only, each return.
 fn function_sites(
     binary: &GoBinary,
@@ -455,62 +458,6 @@ fn function_sites(
         }
     }
     Ok(sites)
-}
-
-/// A traced function's checked signature and where it came from (DWARF, else a method's
-/// runtime types), or `None` with a warning saying why it is not used.
-fn function_signature(
-    binary: &GoBinary,
-    dwarf: Option<&DwarfInfo>,
-    methods: Option<&RuntimeMethods>,
-    function: &Function,
-    warnings: &mut Vec<String>,
-) -> (Option<PlannedSignature>, SignatureSource) {
-    let found = match (dwarf, methods) {
-        (Some(d), _) => checked_signature(binary, d, function).map(|s| (s, SignatureSource::Dwarf)),
-        (None, Some(m)) => {
-            runtime_signature(binary, m, function).map(|s| (s, SignatureSource::RuntimeTypes))
-        }
-        (None, None) => None,
-    };
-    match found {
-        Some((Ok(signature), source)) => (Some(signature), source),
-        Some((Err(mismatch), _)) => {
-            warnings.push(format!(
-                "{}: {mismatch}: it is not used, rather than have values read from the wrong places",
-                function.name
-            ));
-            (None, SignatureSource::None)
-        }
-        None => {
-            if let Some(why) = dwarf.and_then(|d| d.signature_error(function.entry)) {
-                warnings.push(format!(
-                    "{}: its signature cannot be read ({why}): its arguments and results are shown as ?",
-                    function.name
-                ));
-            }
-            (None, SignatureSource::None)
-        }
-    }
-}
-
-/// The argument words of a function without a signature, from its traceback metadata;
-/// `None` (with a warning when it could not be read) when there is none.
-fn untyped_args(
-    binary: &GoBinary,
-    function: &Function,
-    warnings: &mut Vec<String>,
-) -> Option<UntypedArgs> {
-    match binary.untyped_args(function) {
-        Ok(args) => args,
-        Err(e) => {
-            warnings.push(format!(
-                "{}: its traceback metadata cannot be read ({e}): its arguments are shown as ?",
-                function.name
-            ));
-            None
-        }
-    }
 }
 
 /// Sites at the runtime functions that end calls without a return (panics, Goexit); one that

@@ -4,6 +4,7 @@
 
 use crate::{PlannedSignature, PlannedValue};
 use gotrace_binary::abi::{self, Location};
+use gotrace_binary::arginfo::UntypedArgs;
 use gotrace_binary::dwarf::DwarfInfo;
 use gotrace_binary::rtype::RuntimeMethods;
 use gotrace_binary::types::{Signature, TypeTable};
@@ -128,4 +129,96 @@ fn located(
         params: zip(&signature.params, assignment.params),
         results: zip(&signature.results, assignment.results),
     })
+}
+
+/// Where signatures come from: DWARF, or without it the types the runtime keeps for methods.
+/// What is missing is said in `warnings`.
+pub(crate) fn signature_sources<'b>(
+    binary: &'b GoBinary,
+    warnings: &mut Vec<String>,
+) -> (Option<&'b DwarfInfo>, Option<&'b RuntimeMethods>) {
+    let dwarf = match binary.dwarf() {
+        Ok(Some(d)) => Some(d),
+        Ok(None) => {
+            warnings.push(format!(
+                "{} has no DWARF (built with -ldflags=-w or stripped): methods are decoded with the types the runtime keeps for them, other functions' arguments as untyped words where the traceback metadata places them, the rest is shown as ?",
+                binary.path().display()
+            ));
+            None
+        }
+        Err(e) => {
+            warnings.push(format!(
+                "cannot read DWARF ({e}): methods are decoded from the runtime types, other functions' arguments as untyped words, the rest is shown as ?"
+            ));
+            None
+        }
+    };
+    // Without DWARF, methods' signatures come from the runtime type descriptors.
+    let methods = match dwarf {
+        Some(_) => None,
+        None => match binary.runtime_methods() {
+            Ok(m) => Some(m),
+            Err(e) => {
+                warnings.push(format!("no method signatures from the runtime types: {e}"));
+                None
+            }
+        },
+    };
+    (dwarf, methods)
+}
+
+/// A traced function's checked signature and where it came from (DWARF, else a method's
+/// runtime types), or `None` with a warning saying why it is not used.
+pub(crate) fn function_signature(
+    binary: &GoBinary,
+    dwarf: Option<&DwarfInfo>,
+    methods: Option<&RuntimeMethods>,
+    function: &Function,
+    warnings: &mut Vec<String>,
+) -> (Option<PlannedSignature>, SignatureSource) {
+    let found = match (dwarf, methods) {
+        (Some(d), _) => checked_signature(binary, d, function).map(|s| (s, SignatureSource::Dwarf)),
+        (None, Some(m)) => {
+            runtime_signature(binary, m, function).map(|s| (s, SignatureSource::RuntimeTypes))
+        }
+        (None, None) => None,
+    };
+    match found {
+        Some((Ok(signature), source)) => (Some(signature), source),
+        Some((Err(mismatch), _)) => {
+            warnings.push(format!(
+                "{}: {mismatch}: it is not used, rather than have values read from the wrong places",
+                function.name
+            ));
+            (None, SignatureSource::None)
+        }
+        None => {
+            if let Some(why) = dwarf.and_then(|d| d.signature_error(function.entry)) {
+                warnings.push(format!(
+                    "{}: its signature cannot be read ({why}): its arguments and results are shown as ?",
+                    function.name
+                ));
+            }
+            (None, SignatureSource::None)
+        }
+    }
+}
+
+/// The argument words of a function without a signature, from its traceback metadata;
+/// `None` (with a warning when it could not be read) when there is none.
+pub(crate) fn untyped_args(
+    binary: &GoBinary,
+    function: &Function,
+    warnings: &mut Vec<String>,
+) -> Option<UntypedArgs> {
+    match binary.untyped_args(function) {
+        Ok(args) => args,
+        Err(e) => {
+            warnings.push(format!(
+                "{}: its traceback metadata cannot be read ({e}): its arguments are shown as ?",
+                function.name
+            ));
+            None
+        }
+    }
 }

@@ -8,8 +8,9 @@ use crate::stdio::Line;
 use crate::trace::{self, CallSink, Flow, Stop, TraceRequest};
 use crate::PrinterSink;
 use anyhow::{Context, Result};
+use gotrace_binary::GoBinary;
 use gotrace_decode::{GroupNamer, Stacks};
-use gotrace_kernel::{Counters, Session, Target, Waiter, Wake};
+use gotrace_kernel::{AttachReport, Counters, Session, Target, Waiter, Wake};
 use gotrace_output::{ErrorCount, LatencyHistogram, Record, Stats, StatsRow, Summary};
 use gotrace_plan::stats::{error_result, ErrorResult, FunctionStats};
 use gotrace_plan::{ProbePlan, Recipe};
@@ -194,23 +195,7 @@ fn run(
     options: &GroupOptions,
     on_attached: impl FnOnce() -> Result<()>,
 ) -> Result<Summary> {
-    let (binary, path, mut plan) = trace::prepare(request)?;
-    if let Some(by) = &options.by {
-        let types = gotrace_plan::signature_types(&binary);
-        let groups = gotrace_plan::filter::compile_group(by, &plan, types)
-            .map_err(|e| crate::cli::UsageError(e.to_string()))?;
-        plan.groups = Some(groups);
-    }
-    // Nothing is read at the sites: counting needs no values.
-    for f in &mut plan.functions {
-        f.entry_recipe = Recipe::default();
-        f.return_recipe = Recipe::default();
-    }
-    plan.type_recipes.clear();
-    for warning in &plan.warnings {
-        let warning = gotrace_output::Warning::new(warning.to_string());
-        sink.record(&Record::Warning(&warning))?;
-    }
+    let (binary, path, plan) = counting_plan(request, options, sink)?;
     let empty_types = gotrace_binary::types::TypeTable::default();
     // The table the plan's signatures index: DWARF's, or a stripped binary's runtime types.
     let types = gotrace_plan::signature_types(&binary).unwrap_or(&empty_types);
@@ -339,12 +324,45 @@ fn run(
             sink.data(&Record::Histogram(&histogram));
         }
     }
+    let mut summary = summary(&report, &stats);
+    trace::add_counters(&mut summary, &session.counters()?);
+    Ok(summary)
+}
+
+/// The plan for counting `request`'s calls, grouped `--by` if asked; its warnings recorded.
+fn counting_plan(
+    request: &TraceRequest,
+    options: &GroupOptions,
+    sink: &mut PrinterSink,
+) -> Result<(GoBinary, PathBuf, ProbePlan)> {
+    let (binary, path, mut plan) = trace::prepare(request)?;
+    if let Some(by) = &options.by {
+        let types = gotrace_plan::signature_types(&binary);
+        let groups = gotrace_plan::filter::compile_group(by, &plan, types)
+            .map_err(|e| crate::cli::UsageError(e.to_string()))?;
+        plan.groups = Some(groups);
+    }
+    // Nothing is read at the sites: counting needs no values.
+    for f in &mut plan.functions {
+        f.entry_recipe = Recipe::default();
+        f.return_recipe = Recipe::default();
+    }
+    plan.type_recipes.clear();
+    for warning in &plan.warnings {
+        let warning = gotrace_output::Warning::new(warning.to_string());
+        sink.record(&Record::Warning(&warning))?;
+    }
+    Ok((binary, path, plan))
+}
+
+/// The run's summary from the sites attached and every shown function's final counts.
+fn summary(report: &AttachReport, stats: &[FunctionStats]) -> Summary {
     let mut summary = Summary {
         sites_attached: report.attached,
         sites_failed: report.failed.len(),
         ..Summary::default()
     };
-    for s in &stats {
+    for s in stats {
         summary.calls += s.returned + s.entered;
         summary.panicked += s.panicked;
         summary.exited += s.exited;
@@ -357,8 +375,7 @@ fn run(
         + summary.in_flight
         + summary.abandoned
         + summary.return_not_seen;
-    trace::add_counters(&mut summary, &session.counters()?);
-    Ok(summary)
+    summary
 }
 
 /// The shown function of each plan index.

@@ -63,57 +63,18 @@ impl DwarfInfo {
         let dwarf = gimli_view(&sections)?;
         let mut units: HashMap<usize, gimli::Unit<R<'_>>> = HashMap::new();
         for &(base, at) in calls {
-            let unit = match units.entry(base) {
-                std::collections::hash_map::Entry::Occupied(u) => u.into_mut(),
-                std::collections::hash_map::Entry::Vacant(v) => {
-                    let header = dwarf
-                        .debug_info
-                        .header_from_offset(gimli::DebugInfoOffset(base))
-                        .map_err(|e| at_offset(base, e))?;
-                    v.insert(dwarf.unit(header).map_err(|e| at_offset(base, e))?)
-                }
-            };
-            let unit = &*unit;
+            let unit = unit_at(&dwarf, &mut units, base)?;
             let die = &unit
                 .entry(UnitOffset(at - base))
                 .map_err(|e| at_offset(at, e))?;
-            let mut ranges = Vec::new();
-            let mut iter = dwarf.die_ranges(unit, die)?;
-            while let Some(r) = iter.next()? {
-                ranges.push((r.begin, r.end));
-            }
+            let ranges = pc_ranges(&dwarf, unit, die)?;
             let hits: Vec<usize> = (0..pcs.len())
                 .filter(|&i| ranges.iter().any(|&(lo, hi)| lo <= pcs[i] && pcs[i] < hi))
                 .collect();
             if hits.is_empty() {
                 continue;
             }
-            // The call's own parameters: its direct children that refer to the abstract
-            // function's, with their location descriptions.
-            let mut located: Vec<(DieRef, AttributeValue<R<'_>>)> = Vec::new();
-            let mut children = unit
-                .entries_at_offset(die.offset())
-                .map_err(|e| at_offset(base, e))?;
-            let mut first = true;
-            while let Some(child) = children.next_dfs().map_err(|e| at_offset(base, e))? {
-                if std::mem::take(&mut first) {
-                    continue; // the call itself
-                }
-                if child.depth() <= 0 {
-                    break;
-                }
-                if child.depth() != 1 || child.tag() != dw::DW_TAG_formal_parameter {
-                    continue;
-                }
-                let param = match child.attr_value(dw::DW_AT_abstract_origin) {
-                    Some(AttributeValue::UnitRef(o)) => base + o.0,
-                    Some(AttributeValue::DebugInfoRef(o)) => o.0,
-                    _ => continue,
-                };
-                if let Some(value) = child.attr_value(dw::DW_AT_location) {
-                    located.push((param, value));
-                }
-            }
+            let located = call_param_values(unit, die.offset(), base)?;
             for i in hits {
                 let mut found = Vec::with_capacity(params.len());
                 for (at, var) in params {
@@ -132,6 +93,74 @@ impl DwarfInfo {
         }
         Ok(out)
     }
+}
+
+/// The unit at `base` in `.debug_info`, opened once and kept in `units`.
+fn unit_at<'u, 's>(
+    dwarf: &gimli::Dwarf<R<'s>>,
+    units: &'u mut HashMap<usize, gimli::Unit<R<'s>>>,
+    base: usize,
+) -> Result<&'u gimli::Unit<R<'s>>, BinaryError> {
+    Ok(match units.entry(base) {
+        std::collections::hash_map::Entry::Occupied(u) => u.into_mut(),
+        std::collections::hash_map::Entry::Vacant(v) => {
+            let header = dwarf
+                .debug_info
+                .header_from_offset(gimli::DebugInfoOffset(base))
+                .map_err(|e| at_offset(base, e))?;
+            v.insert(dwarf.unit(header).map_err(|e| at_offset(base, e))?)
+        }
+    })
+}
+
+/// The pc ranges `[begin, end)` of a DIE's code.
+fn pc_ranges<'s>(
+    dwarf: &gimli::Dwarf<R<'s>>,
+    unit: &gimli::Unit<R<'s>>,
+    die: &Die<'s>,
+) -> Result<Vec<(u64, u64)>, BinaryError> {
+    let mut ranges = Vec::new();
+    let mut iter = dwarf.die_ranges(unit, die)?;
+    while let Some(r) = iter.next()? {
+        ranges.push((r.begin, r.end));
+    }
+    Ok(ranges)
+}
+
+/// The location descriptions of the parameters of the inlined call at `call` in the unit at
+/// `base`, by the abstract parameter's DIE each refers to.
+fn call_param_values<'s>(
+    unit: &gimli::Unit<R<'s>>,
+    call: UnitOffset,
+    base: usize,
+) -> Result<Vec<(DieRef, AttributeValue<R<'s>>)>, BinaryError> {
+    // The call's own parameters: its direct children that refer to the abstract
+    // function's, with their location descriptions.
+    let mut located = Vec::new();
+    let mut children = unit
+        .entries_at_offset(call)
+        .map_err(|e| at_offset(base, e))?;
+    let mut first = true;
+    while let Some(child) = children.next_dfs().map_err(|e| at_offset(base, e))? {
+        if std::mem::take(&mut first) {
+            continue; // the call itself
+        }
+        if child.depth() <= 0 {
+            break;
+        }
+        if child.depth() != 1 || child.tag() != dw::DW_TAG_formal_parameter {
+            continue;
+        }
+        let param = match child.attr_value(dw::DW_AT_abstract_origin) {
+            Some(AttributeValue::UnitRef(o)) => base + o.0,
+            Some(AttributeValue::DebugInfoRef(o)) => o.0,
+            _ => continue,
+        };
+        if let Some(value) = child.attr_value(dw::DW_AT_location) {
+            located.push((param, value));
+        }
+    }
+    Ok(located)
 }
 
 /// The location description in effect at `pc`: a single expression, or the entry of a location

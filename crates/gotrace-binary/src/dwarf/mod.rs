@@ -27,7 +27,7 @@ use std::sync::OnceLock;
 
 pub use location::{DwarfLocation, DwarfPlace, InlinedParam};
 pub use reader::DICT_PARAM;
-use reader::{DieRef, Reader};
+use reader::{DieRef, FunctionDie, Reader};
 
 /// amd64 and arm64, the only architectures gotrace reads, are little-endian.
 type R<'a> = EndianSlice<'a, LittleEndian>;
@@ -94,7 +94,7 @@ pub struct DwarfInfo {
     runtime_types: Vec<(u64, TypeId)>,
     /// Functions with an abstract (inlinable) description: its DIE and its parameters, each
     /// with its own DIE (an inlined call's parameters refer to those).
-    inlinable: HashMap<String, (DieRef, Vec<(DieRef, Variable)>)>,
+    inlinable: Inlinable,
     /// Every inlined call's DIE (its unit's offset, its own), by its abstract function's DIE:
     /// found in load's one pass, so locating one function's inlined calls reads only their
     /// units.
@@ -118,26 +118,7 @@ impl DwarfInfo {
         let mut dwarf = gimli_view(&sections)?;
         // Go writes one abbreviation table shared by all its units.
         dwarf.populate_abbreviations_cache(gimli::AbbreviationsCacheStrategy::All);
-        let mut units = Vec::new();
-        let mut broken = Vec::new();
-        let mut headers = dwarf.units();
-        loop {
-            match headers.next() {
-                Ok(Some(header)) => {
-                    let at = header.offset().0;
-                    match dwarf.unit(header) {
-                        Ok(unit) => units.push(unit),
-                        Err(e) => broken.push(at_offset(at, e)),
-                    }
-                }
-                Ok(None) => break,
-                // A bad unit header hides where the next unit starts.
-                Err(e) => {
-                    broken.push(e.into());
-                    break;
-                }
-            }
-        }
+        let (units, mut broken) = read_units(&dwarf);
         let mut reader = Reader {
             dwarf: &dwarf,
             units: &units,
@@ -155,18 +136,7 @@ impl DwarfInfo {
             first => first.map(|e| e.to_string()),
         };
 
-        let mut signatures = HashMap::with_capacity(index.functions.len());
-        let mut signature_errors = HashMap::new();
-        for f in &index.functions {
-            match reader.signature(f) {
-                Ok(sig) => {
-                    signatures.insert(f.entry, sig);
-                }
-                Err(e) => {
-                    signature_errors.insert(f.entry, e.to_string());
-                }
-            }
-        }
+        let (mut signatures, mut signature_errors) = read_signatures(&mut reader, &index.functions);
         let mut structs = HashMap::with_capacity(index.structs.len());
         for (name, at) in index.structs {
             if let Ok(id) = reader.type_ref(at) {
@@ -186,23 +156,12 @@ impl DwarfInfo {
             }
         }
         let (types, unreadable) = reader.finish();
-        // A value's registers follow from its whole layout: a signature holding an unreadable
-        // type by value is not read at all.
-        let why = |vars: Vec<&Variable>| {
-            vars.into_iter()
-                .find_map(|v| unreadable.get(&v.ty).map(|e| (v.name.clone(), e)))
-                .map(|(name, e)| format!("the type of {name} cannot be read: {e}"))
-        };
-        signatures.retain(|entry, sig| {
-            match why(sig.params.iter().chain(&sig.results).collect()) {
-                Some(reason) => {
-                    signature_errors.insert(*entry, reason);
-                    false
-                }
-                None => true,
-            }
-        });
-        inlinable.retain(|_, (_, params)| why(params.iter().map(|(_, v)| v).collect()).is_none());
+        drop_unreadable(
+            &unreadable,
+            &mut signatures,
+            &mut signature_errors,
+            &mut inlinable,
+        );
         drop(units);
         drop(dwarf);
         Ok(Some(DwarfInfo {
@@ -285,6 +244,80 @@ fn read_sections<'e>(elf: &'e ElfImage, ids: &[SectionId]) -> Result<Sections<'e
     ids.iter()
         .map(|&id| Ok((id, elf.debug_section(id.name())?)))
         .collect()
+}
+/// Functions with an abstract (inlinable) description, by name: its DIE and its parameters,
+/// each with its own DIE.
+type Inlinable = HashMap<String, (DieRef, Vec<(DieRef, Variable)>)>;
+
+/// Every unit whose header reads, and what cost the others.
+fn read_units<'a>(dwarf: &gimli::Dwarf<R<'a>>) -> (Vec<gimli::Unit<R<'a>>>, Vec<BinaryError>) {
+    let mut units = Vec::new();
+    let mut broken = Vec::new();
+    let mut headers = dwarf.units();
+    loop {
+        match headers.next() {
+            Ok(Some(header)) => {
+                let at = header.offset().0;
+                match dwarf.unit(header) {
+                    Ok(unit) => units.push(unit),
+                    Err(e) => broken.push(at_offset(at, e)),
+                }
+            }
+            Ok(None) => break,
+            // A bad unit header hides where the next unit starts.
+            Err(e) => {
+                broken.push(e.into());
+                break;
+            }
+        }
+    }
+    (units, broken)
+}
+
+/// Each function's signature, or why it could not be read, by entry.
+fn read_signatures(
+    reader: &mut Reader<'_, '_>,
+    functions: &[FunctionDie],
+) -> (HashMap<VirtAddr, Signature>, HashMap<VirtAddr, String>) {
+    let mut signatures = HashMap::with_capacity(functions.len());
+    let mut signature_errors = HashMap::new();
+    for f in functions {
+        match reader.signature(f) {
+            Ok(sig) => {
+                signatures.insert(f.entry, sig);
+            }
+            Err(e) => {
+                signature_errors.insert(f.entry, e.to_string());
+            }
+        }
+    }
+    (signatures, signature_errors)
+}
+
+/// A value's registers follow from its whole layout: a signature (or an inlinable function)
+/// holding an unreadable type by value is not read at all. A dropped signature's reason goes
+/// to `signature_errors`.
+fn drop_unreadable(
+    unreadable: &HashMap<TypeId, String>,
+    signatures: &mut HashMap<VirtAddr, Signature>,
+    signature_errors: &mut HashMap<VirtAddr, String>,
+    inlinable: &mut Inlinable,
+) {
+    let why = |vars: Vec<&Variable>| {
+        vars.into_iter()
+            .find_map(|v| unreadable.get(&v.ty).map(|e| (v.name.clone(), e)))
+            .map(|(name, e)| format!("the type of {name} cannot be read: {e}"))
+    };
+    signatures.retain(
+        |entry, sig| match why(sig.params.iter().chain(&sig.results).collect()) {
+            Some(reason) => {
+                signature_errors.insert(*entry, reason);
+                false
+            }
+            None => true,
+        },
+    );
+    inlinable.retain(|_, (_, params)| why(params.iter().map(|(_, v)| v).collect()).is_none());
 }
 
 /// gimli's view of `sections` (any section not among them reads as empty).

@@ -38,13 +38,7 @@ pub(super) fn decode_functions(
         ptr_size
     };
     // Checked before anything is allocated: nfunc comes from the file and may be absurd.
-    let table_len = l
-        .nfunc
-        .checked_mul(2)
-        .and_then(|n| n.checked_add(1))
-        .and_then(|n| n.checked_mul(field_size))
-        .ok_or_else(|| malformed(8, format!("{} functions cannot fit", l.nfunc)))?;
-    r.bytes(l.functab, table_len, "function table")?;
+    check_table_fits(r, l, field_size)?;
     // In bounds for every i <= 2 * nfunc: the whole table was checked above.
     let raw = |i: u64| r.word(l.functab + i * field_size, field_size);
     // Entries are absolute before 1.18, offsets from the text start since.
@@ -89,17 +83,8 @@ pub(super) fn decode_functions(
                 format!("function record says entry {own_entry:#x}, the table says {entry:#x}"),
             ));
         }
-        // u32 fields follow the entry: nameOff, args, deferreturn, pcsp.
-        let name_off = u64::from(r.u32(record.saturating_add(field_size))?);
-        let name_base = l.names.map_or(0, |(start, _)| start);
-        let name = r.c_string(name_base.saturating_add(name_off), l.names)?;
-        let args = r.u32(record.saturating_add(field_size + 4))?;
-        let pcsp = u64::from(r.u32(record.saturating_add(field_size + 12))?);
-        let code_len = if pcsp == 0 {
-            None
-        } else {
-            pc_table_extent(r, l.pctab.saturating_add(pcsp), quantum, &mut pc_steps_left)?
-        };
+        let (name, args, code_len) =
+            record_fields(r, l, record, field_size, quantum, &mut pc_steps_left)?;
         // The next entry includes alignment padding; the pc-value table covers the code only.
         // An entry without one describes no code: a linker marker (`go:textfipsstart`, 1.24+),
         // whose bytes up to the next entry are padding.
@@ -115,6 +100,42 @@ pub(super) fn decode_functions(
         arg_sizes.push((VirtAddr(entry), args));
     }
     Ok((functions, arg_sizes))
+}
+
+/// Fails unless the function table's `2 * nfunc + 1` words lie within the data.
+fn check_table_fits(r: &Reader<'_>, l: &Layout, field_size: u64) -> Result<(), BinaryError> {
+    let table_len = l
+        .nfunc
+        .checked_mul(2)
+        .and_then(|n| n.checked_add(1))
+        .and_then(|n| n.checked_mul(field_size))
+        .ok_or_else(|| malformed(8, format!("{} functions cannot fit", l.nfunc)))?;
+    r.bytes(l.functab, table_len, "function table")?;
+    Ok(())
+}
+
+/// The name, argument frame size and code length (`None`: no pc-value table) that the
+/// function record at `record` gives, from the u32 fields following its entry: nameOff,
+/// args, deferreturn, pcsp.
+fn record_fields(
+    r: &Reader<'_>,
+    l: &Layout,
+    record: u64,
+    field_size: u64,
+    quantum: u8,
+    pc_steps_left: &mut u64,
+) -> Result<(String, u32, Option<u64>), BinaryError> {
+    let name_off = u64::from(r.u32(record.saturating_add(field_size))?);
+    let name_base = l.names.map_or(0, |(start, _)| start);
+    let name = r.c_string(name_base.saturating_add(name_off), l.names)?;
+    let args = r.u32(record.saturating_add(field_size + 4))?;
+    let pcsp = u64::from(r.u32(record.saturating_add(field_size + 12))?);
+    let code_len = if pcsp == 0 {
+        None
+    } else {
+        pc_table_extent(r, l.pctab.saturating_add(pcsp), quantum, pc_steps_left)?
+    };
+    Ok((name, args, code_len))
 }
 
 /// The `funcID` and `flag` bytes at `at` in each function's record; `functions` are the

@@ -108,65 +108,9 @@ impl<'a> Pclntab<'a> {
         text_start: Option<u64>,
     ) -> Result<Pclntab<'a>, BinaryError> {
         let r = Reader { data };
-        let version = match r.u32(0)? {
-            0xFFFF_FFFB => Version::Go12,
-            0xFFFF_FFFA => Version::Go116,
-            0xFFFF_FFF0 | 0xFFFF_FFF1 => Version::Go118,
-            other => return Err(malformed(0, format!("unknown magic {other:#010x}"))),
-        };
-        if r.u8(4)? != 0 || r.u8(5)? != 0 {
-            return Err(malformed(4, "header padding is not zero"));
-        }
-        let quantum = r.u8(6)?;
-        let expected_quantum = match arch {
-            Arch::Amd64 => 1,
-            Arch::Arm64 => 4,
-        };
-        if quantum != expected_quantum {
-            return Err(malformed(
-                6,
-                format!(
-                    "instruction quantum {quantum} does not fit {} (expected {expected_quantum})",
-                    arch.go_name()
-                ),
-            ));
-        }
-        let ptr_size = r.u8(7)?;
-        if ptr_size != 8 && ptr_size != 4 {
-            return Err(malformed(7, format!("pointer size {ptr_size}")));
-        }
-        let ptr_size = u64::from(ptr_size);
+        let (version, quantum, ptr_size) = read_header(&r, arch)?;
         let word = |i: u64| r.word(8 + i * ptr_size, ptr_size);
-
-        let layout = match version {
-            Version::Go12 => Layout {
-                nfunc: word(0)?,
-                text_start: 0,
-                names: None,
-                pctab: 0,
-                functab: 8 + ptr_size,
-                funcdata: 0,
-            },
-            Version::Go116 => Layout {
-                nfunc: word(0)?,
-                text_start: 0,
-                names: Some((word(2)?, word(3)?)),
-                pctab: word(5)?,
-                functab: word(6)?,
-                funcdata: word(6)?,
-            },
-            Version::Go118 => Layout {
-                nfunc: word(0)?,
-                text_start: match text_start {
-                    Some(t) => t,
-                    None => word(2)?,
-                },
-                names: Some((word(3)?, word(4)?)),
-                pctab: word(6)?,
-                functab: word(7)?,
-                funcdata: word(7)?,
-            },
-        };
+        let layout = header_layout(version, ptr_size, text_start, word)?;
         let names = match layout.names {
             Some((start, end)) if end < start => {
                 return Err(malformed(8, "name table ends before it starts"))
@@ -175,15 +119,7 @@ impl<'a> Pclntab<'a> {
             None => None,
         };
         let (functions, arg_sizes) = decode_functions(&r, version, quantum, ptr_size, &layout)?;
-        // funcID and flag follow the record's entry and eight u32 fields; Go 1.20 (magic
-        // 0xFFFFFFF1) added startLine before them.
-        let traits_at = match r.u32(0)? {
-            0xFFFF_FFFA => Some(ptr_size + 32),
-            0xFFFF_FFF0 => Some(36),
-            0xFFFF_FFF1 => Some(40),
-            _ => None,
-        };
-        let traits = match traits_at {
+        let traits = match traits_offset(r.u32(0)?, ptr_size) {
             Some(at) => decode_traits(&r, &functions, ptr_size, &layout, version, at)?,
             None => Vec::new(),
         };
@@ -250,6 +186,90 @@ impl<'a> Pclntab<'a> {
         out.sort();
         out.dedup();
         out
+    }
+}
+
+/// The header's magic, checked padding, instruction quantum (checked against `arch`) and
+/// pointer size.
+fn read_header(r: &Reader<'_>, arch: Arch) -> Result<(Version, u8, u64), BinaryError> {
+    let version = match r.u32(0)? {
+        0xFFFF_FFFB => Version::Go12,
+        0xFFFF_FFFA => Version::Go116,
+        0xFFFF_FFF0 | 0xFFFF_FFF1 => Version::Go118,
+        other => return Err(malformed(0, format!("unknown magic {other:#010x}"))),
+    };
+    if r.u8(4)? != 0 || r.u8(5)? != 0 {
+        return Err(malformed(4, "header padding is not zero"));
+    }
+    let quantum = r.u8(6)?;
+    let expected_quantum = match arch {
+        Arch::Amd64 => 1,
+        Arch::Arm64 => 4,
+    };
+    if quantum != expected_quantum {
+        return Err(malformed(
+            6,
+            format!(
+                "instruction quantum {quantum} does not fit {} (expected {expected_quantum})",
+                arch.go_name()
+            ),
+        ));
+    }
+    let ptr_size = r.u8(7)?;
+    if ptr_size != 8 && ptr_size != 4 {
+        return Err(malformed(7, format!("pointer size {ptr_size}")));
+    }
+    Ok((version, quantum, u64::from(ptr_size)))
+}
+
+/// Where the table's parts are, from the header's words (`word(i)`, the i-th after the
+/// pointer size); `text_start` overrides the header's (see [`Pclntab::parse`]).
+fn header_layout(
+    version: Version,
+    ptr_size: u64,
+    text_start: Option<u64>,
+    word: impl Fn(u64) -> Result<u64, BinaryError>,
+) -> Result<Layout, BinaryError> {
+    Ok(match version {
+        Version::Go12 => Layout {
+            nfunc: word(0)?,
+            text_start: 0,
+            names: None,
+            pctab: 0,
+            functab: 8 + ptr_size,
+            funcdata: 0,
+        },
+        Version::Go116 => Layout {
+            nfunc: word(0)?,
+            text_start: 0,
+            names: Some((word(2)?, word(3)?)),
+            pctab: word(5)?,
+            functab: word(6)?,
+            funcdata: word(6)?,
+        },
+        Version::Go118 => Layout {
+            nfunc: word(0)?,
+            text_start: match text_start {
+                Some(t) => t,
+                None => word(2)?,
+            },
+            names: Some((word(3)?, word(4)?)),
+            pctab: word(6)?,
+            functab: word(7)?,
+            funcdata: word(7)?,
+        },
+    })
+}
+
+/// Offset in a function's record of its `funcID` and `flag` bytes, by the table's magic:
+/// they follow the record's entry and eight u32 fields; Go 1.20 (magic 0xFFFFFFF1) added
+/// startLine before them. `None` before Go 1.16.
+fn traits_offset(magic: u32, ptr_size: u64) -> Option<u64> {
+    match magic {
+        0xFFFF_FFFA => Some(ptr_size + 32),
+        0xFFFF_FFF0 => Some(36),
+        0xFFFF_FFF1 => Some(40),
+        _ => None,
     }
 }
 

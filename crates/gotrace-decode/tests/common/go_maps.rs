@@ -72,7 +72,8 @@ impl Layout<'_> {
         let mut array = vec![0u8; group * groups];
         for g in 0..groups {
             for s in 0..8 {
-                array[g * group + layout.ctrl as usize + s] = if s % 4 == 3 { 0xfe } else { 0x80 };
+                array[g * group + layout.shared.ctrl as usize + s] =
+                    if s % 4 == 3 { 0xfe } else { 0x80 };
             }
         }
         let mut placed = Vec::new();
@@ -80,7 +81,7 @@ impl Layout<'_> {
             let g = self.empty_first + i / per_group;
             let s = SCATTER[i % per_group];
             let base = g * group;
-            array[base + layout.ctrl as usize + s] = (i * 37 % 127) as u8;
+            array[base + layout.shared.ctrl as usize + s] = (i * 37 % 127) as u8;
             let mut part = |ty: TypeId, x: &G, at: u64, indirect: bool| {
                 let (bytes, v) = self.place(ty, x, depth.saturating_sub(1));
                 let at = base + at as usize;
@@ -105,24 +106,29 @@ impl Layout<'_> {
         placed.retain(|((g, _), _)| *g < read);
         placed.sort_by_key(|(at, _)| *at);
         let groups_at = self.process.alloc(&array);
-        let mut header = vec![0u8; layout.header_size as usize];
-        put(&mut header, layout.used as usize, entries.len() as u64, 8);
+        let mut header = vec![0u8; layout.shared.header_size as usize];
+        put(
+            &mut header,
+            layout.shared.used as usize,
+            entries.len() as u64,
+            8,
+        );
         if small {
-            put(&mut header, layout.dir_ptr as usize, groups_at, 8);
+            put(&mut header, layout.shared.dir_ptr as usize, groups_at, 8);
         } else {
-            let mut table = vec![0u8; layout.table_size as usize];
+            let mut table = vec![0u8; layout.shared.table_size as usize];
             put(&mut table, 0, entries.len() as u64, 2);
-            put(&mut table, layout.groups_data as usize, groups_at, 8);
+            put(&mut table, layout.shared.groups_data as usize, groups_at, 8);
             put(
                 &mut table,
-                layout.groups_mask as usize,
+                layout.shared.groups_mask as usize,
                 groups as u64 - 1,
                 8,
             );
             let table = self.process.alloc(&table);
             let directory = self.process.alloc(&table.to_le_bytes());
-            put(&mut header, layout.dir_ptr as usize, directory, 8);
-            put(&mut header, layout.dir_len as usize, 1, 8);
+            put(&mut header, layout.shared.dir_ptr as usize, directory, 8);
+            put(&mut header, layout.shared.dir_len as usize, 1, 8);
         }
         let addr = self.process.alloc(&header);
         (addr, placed.into_iter().map(|(_, e)| e).collect())

@@ -2,20 +2,22 @@
 
 mod attach;
 mod events;
+mod stats;
 mod tables;
 
-use crate::skel::{types, GotraceSkel, GotraceSkelBuilder};
+use crate::skel::{types, GotraceSkel, GotraceSkelBuilder, OpenGotraceSkel};
 use crate::KernelError;
 #[cfg(feature = "test-support")]
 pub use attach::cookie;
 pub use attach::PER_SITE_LIMIT;
-use attach::{attach_multi_finding_refused, attach_per_site};
+use attach::{attach_multi_finding_refused, attach_per_site, Refused};
 pub use events::EventStream;
 use events::{monotonic_ns, read_plain, Event, Pairing};
-use gotrace_plan::stats::{ErrorResult, FunctionStats, Histogram, KeyStatus, RawGroupKey};
-use gotrace_plan::{ProbePlan, RawCall, RawStack, ResumeSp, Site, StackEnd};
+use gotrace_plan::stats::ErrorResult;
+use gotrace_plan::{ProbePlan, RawCall, ResumeSp, Site};
 use libbpf_rs::skel::{OpenSkel, SkelBuilder};
 use libbpf_rs::{Link, MapCore, MapFlags, RingBufferBuilder};
+use stats::store_error_results;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::mem::MaybeUninit;
@@ -174,148 +176,16 @@ impl Session {
                 return Err(KernelError::NoSuchProcess(pid));
             }
         }
-        // The skeleton borrows its backing storage for as long as it lives; a session lives
-        // about as long as the process, so the few bytes are leaked rather than self-referenced.
-        let storage: &'static mut MaybeUninit<libbpf_rs::OpenObject> =
-            Box::leak(Box::new(MaybeUninit::uninit()));
-        let mut open = GotraceSkelBuilder::default()
-            .open(storage)
-            .map_err(|e| KernelError::from_libbpf(e, KernelError::Load))?;
-        if let Some(rodata) = open.maps.rodata_data.as_deref_mut() {
-            // Every Go runtime offset the program uses, from the plan's runtime layout.
-            let layout = &plan.layout;
-            rodata.goid_offset = layout.g_goid;
-            rodata.stack_hi_offset = layout.g_stack_hi;
-            let swiss = layout.swiss();
-            rodata.swiss_group_slots = swiss.group_slots as u32;
-            rodata.swiss_ctrl_empty = swiss.ctrl_empty;
-            rodata.target_tgid = pid.unwrap_or(0);
-            rodata.entry_only = u8::from(plan.entry_only);
-            rodata.stack_mode = u8::from(plan.stack && stats.is_none());
-            rodata.position_independent = u8::from(plan.position_independent);
-            rodata.stats_mode = u8::from(stats.is_some());
-            rodata.has_filter = u8::from(plan.filters.is_some());
-            // --by: grouping is compiled out of the probe unless counting with it.
-            rodata.group_mode = match (&plan.groups, stats) {
-                (Some(g), Some(_)) if g.is_stack() => types::gt_group_kind::GT_GROUP_STACK.0 as u8,
-                (Some(_), Some(_)) => types::gt_group_kind::GT_GROUP_WORD.0 as u8,
-                _ => 0,
-            };
-            rodata.min_duration_ns = plan.min_duration_ns;
-            rodata.sample_every = plan.sample_every;
-            rodata.max_rate = plan.max_rate;
-            rodata.has_recipes = u8::from(
-                stats.is_none()
-                    && plan
-                        .functions
-                        .iter()
-                        .any(|f| !f.entry_recipe.ops.is_empty() || !f.return_recipe.ops.is_empty()),
-            );
-            match layout.resume_sp {
-                ResumeSp::SigCode0 { g_offset } => {
-                    rodata.resume_sp_mode = 1;
-                    rodata.g_sigcode0_offset = g_offset;
-                }
-                ResumeSp::PanicSp {
-                    g_offset,
-                    sp_offset,
-                } => {
-                    rodata.resume_sp_mode = 2;
-                    rodata.g_panic_offset = g_offset;
-                    rodata.panic_sp_offset = sp_offset;
-                }
-            }
-        }
         let use_multi = crate::trial::uprobe_multi_supported();
-        open.progs.gotrace_site_multi.set_autoload(use_multi);
-        open.progs.gotrace_site.set_autoload(!use_multi);
-        // Entry-only tracing keeps no calls in flight: nothing to report when a process exits.
-        open.progs
-            .gotrace_process_exit
-            .set_autoload(!plan.entry_only);
-        let tables = RecipeTables::new(plan);
-        let size = |map: &mut libbpf_rs::OpenMapMut<'_>, n: usize| {
-            map.set_max_entries(n.max(1) as u32)
-                .map_err(|e| KernelError::Load(format!("sizing a map: {e:#}")))
-        };
-        size(&mut open.maps.recipes, tables.recipes.len())?;
-        size(&mut open.maps.ops, tables.ops.len())?;
-        size(&mut open.maps.type_recipes, tables.type_recipes.len())?;
-        size(&mut open.maps.entry_sites, plan.functions.len())?;
-        let stats_entries = if stats.is_some() {
-            plan.functions.len()
-        } else {
-            0
-        };
-        size(&mut open.maps.func_stats, stats_entries)?;
-        let (programs, filter_ops, literals) = plan.filters.as_ref().map_or((0, 0, 0), |f| {
-            let ops = f.functions.iter().map(|p| p.ops.len()).sum();
-            (f.functions.len(), ops, f.literals.len())
-        });
-        size(&mut open.maps.filters, programs)?;
-        size(&mut open.maps.filter_ops, filter_ops)?;
-        size(&mut open.maps.filter_literals, literals)?;
-        let rated = if plan.max_rate > 0 {
-            plan.functions.len()
-        } else {
-            0
-        };
-        size(&mut open.maps.rate_windows, rated)?;
-        size(&mut open.maps.over_rate, rated)?;
-        size(&mut open.maps.error_results, stats_entries)?;
-        let group_specs = match (&plan.groups, stats) {
-            (Some(g), Some(_)) => g.functions.len(),
-            _ => 0,
-        };
-        size(&mut open.maps.group_specs, group_specs)?;
-        let cpus = libbpf_rs::num_possible_cpus()
-            .map_err(|e| KernelError::Load(format!("counting CPUs: {e:#}")))?;
-        size(&mut open.maps.scratch, cpus)?;
-        let skel = open
-            .load()
-            .map_err(|e| KernelError::from_libbpf(e, KernelError::Load))?;
-        tables.store(&skel)?;
-        store_entry_sites(&skel, plan)?;
-        if let Some(filters) = &plan.filters {
-            store_filters(&skel, filters)?;
-        }
-        if let Some(error_results) = stats {
-            store_error_results(&skel, error_results)?;
-            if let Some(groups) = &plan.groups {
-                store_group_specs(&skel, groups)?;
-            }
-        }
+        let skel = load(plan, pid, stats, use_multi)?;
 
         let started = Instant::now();
-        let pid_arg = pid.map_or(-1, |p| p as i32);
-        let sites: Vec<&Site> = plan.all_sites().collect();
-        let (links, method, failed) = if use_multi {
-            let (link, failed) = attach_multi_finding_refused(&skel, &sites, binary, pid_arg)?;
-            let links: Vec<Link> = link.into_iter().collect();
-            (links, AttachMethod::UprobeMulti, failed)
-        } else {
-            attach_per_site(&skel, &sites, binary, pid_arg)?
-        };
-        let attached = match method {
-            AttachMethod::UprobeMulti if links.is_empty() => 0,
-            AttachMethod::UprobeMulti => sites.len() - failed.len(),
-            AttachMethod::PerSite => links.len(),
-        };
-        if attached == 0 {
-            let reason = failed
-                .first()
-                .map(|(_, r)| r.clone())
-                .unwrap_or_else(|| "no sites".into());
-            return Err(KernelError::Attach {
-                binary: binary.to_owned(),
-                reason,
-            });
-        }
+        let (mut links, method, failed, attached) =
+            attach_sites(&skel, plan, binary, pid, use_multi)?;
         // Every site is in place: only now can each call's entry and return both be seen.
         set_phase(&skel, types::gt_phase::GT_PHASE_TRACING)
             .map_err(|e| KernelError::Load(format!("starting the probes: {e:#}")))?;
         let mut warnings = Vec::new();
-        let mut links = links;
         if !plan.entry_only {
             match skel
                 .progs
@@ -430,88 +300,6 @@ impl Session {
                 Ok(value.and_then(|b| read_plain::<u64>(&b)).unwrap_or(0))
             })
             .collect()
-    }
-
-    /// Each function's counts so far (by plan index), summed over CPUs: stats mode only.
-    pub fn function_stats(&self, functions: usize) -> Result<Vec<FunctionStats>, KernelError> {
-        let map_error = |e: libbpf_rs::Error| KernelError::Load(format!("reading stats: {e:#}"));
-        (0..functions as u32)
-            .map(|func| {
-                let per_cpu = self
-                    .skel
-                    .maps
-                    .func_stats
-                    .lookup_percpu(&func.to_ne_bytes(), MapFlags::ANY)
-                    .map_err(map_error)?
-                    .unwrap_or_default();
-                Ok(summed(&per_cpu))
-            })
-            .collect()
-    }
-
-    /// `--by`: every group's key and counts so far, summed over CPUs (stats mode only); a
-    /// stack key's pcs from the table of stacks.
-    pub fn group_stats(&self) -> Result<Vec<(RawGroupKey, FunctionStats)>, KernelError> {
-        let map_error = |e: libbpf_rs::Error| KernelError::Load(format!("reading groups: {e:#}"));
-        let groups = &self.skel.maps.groups;
-        let mut out = Vec::new();
-        for key in groups.keys() {
-            let Some(k) = read_plain::<types::gt_group_key>(&key) else {
-                continue;
-            };
-            let per_cpu = groups
-                .lookup_percpu(&key, MapFlags::ANY)
-                .map_err(map_error)?
-                .unwrap_or_default();
-            out.push((self.group_key(&k)?, summed(&per_cpu)));
-        }
-        Ok(out)
-    }
-
-    fn group_key(&self, k: &types::gt_group_key) -> Result<RawGroupKey, KernelError> {
-        use types::gt_group_status as S;
-        let status = match S(u32::from(k.status)) {
-            S::GT_GROUP_OK => KeyStatus::Read,
-            S::GT_GROUP_NIL => KeyStatus::Nil,
-            S::GT_GROUP_NO_RESULT => KeyStatus::NoResult,
-            S::GT_GROUP_BUSY => KeyStatus::Busy,
-            _ => KeyStatus::Unreadable,
-        };
-        let end = events::stack_end(u32::from(k.end));
-        let stack = match end {
-            Some(end) if status == KeyStatus::Read => self.group_stack(k.value, k.len, end)?,
-            _ => None,
-        };
-        Ok(RawGroupKey {
-            function: k.func,
-            status,
-            value: k.value,
-            bytes: k.bytes[..usize::from(k.len).min(k.bytes.len())].to_vec(),
-            stack,
-        })
-    }
-
-    /// The first `len` pcs stored for a stack key's hash; `None` if they were not stored.
-    fn group_stack(
-        &self,
-        hash: u64,
-        len: u8,
-        end: StackEnd,
-    ) -> Result<Option<RawStack>, KernelError> {
-        let stored = self
-            .skel
-            .maps
-            .group_stacks
-            .lookup(&hash.to_ne_bytes(), MapFlags::ANY)
-            .map_err(|e| KernelError::Load(format!("reading stacks: {e:#}")))?;
-        Ok(stored.map(|bytes| RawStack {
-            pcs: bytes
-                .chunks_exact(8)
-                .take(usize::from(len))
-                .filter_map(|w| w.try_into().ok().map(u64::from_ne_bytes))
-                .collect(),
-            end,
-        }))
     }
 
     /// Removes every probe (restoring the original instructions) and returns how long it took.
@@ -634,64 +422,181 @@ pub struct InFlightNow {
     pub since: HashMap<(u32, u64), u64>,
 }
 
-/// Each CPU's `gt_func_stats` added up.
-fn summed(per_cpu: &[Vec<u8>]) -> FunctionStats {
-    let mut total = FunctionStats::default();
-    for bytes in per_cpu {
-        if let Some(s) = read_plain::<types::gt_func_stats>(bytes) {
-            total.add(&function_stats(&s));
+/// Opens the BPF program configured for `plan`, sizes its maps, loads it and fills its tables.
+fn load(
+    plan: &ProbePlan,
+    pid: Option<u32>,
+    stats: Option<&[ErrorResult]>,
+    use_multi: bool,
+) -> Result<GotraceSkel<'static>, KernelError> {
+    // The skeleton borrows its backing storage for as long as it lives; a session lives
+    // about as long as the process, so the few bytes are leaked rather than self-referenced.
+    let storage: &'static mut MaybeUninit<libbpf_rs::OpenObject> =
+        Box::leak(Box::new(MaybeUninit::uninit()));
+    let mut open = GotraceSkelBuilder::default()
+        .open(storage)
+        .map_err(|e| KernelError::from_libbpf(e, KernelError::Load))?;
+    if let Some(rodata) = open.maps.rodata_data.as_deref_mut() {
+        configure(rodata, plan, pid, stats);
+    }
+    open.progs.gotrace_site_multi.set_autoload(use_multi);
+    open.progs.gotrace_site.set_autoload(!use_multi);
+    // Entry-only tracing keeps no calls in flight: nothing to report when a process exits.
+    open.progs
+        .gotrace_process_exit
+        .set_autoload(!plan.entry_only);
+    let tables = RecipeTables::new(plan);
+    size_maps(&mut open, plan, &tables, stats)?;
+    let skel = open
+        .load()
+        .map_err(|e| KernelError::from_libbpf(e, KernelError::Load))?;
+    tables.store(&skel)?;
+    store_entry_sites(&skel, plan)?;
+    if let Some(filters) = &plan.filters {
+        store_filters(&skel, filters)?;
+    }
+    if let Some(error_results) = stats {
+        store_error_results(&skel, error_results)?;
+        if let Some(groups) = &plan.groups {
+            store_group_specs(&skel, groups)?;
         }
     }
-    total
+    Ok(skel)
 }
 
-/// One CPU's counts of one function, as [`FunctionStats`].
-fn function_stats(s: &types::gt_func_stats) -> FunctionStats {
-    FunctionStats {
-        returned: s.returned,
-        errors: s.errors,
-        panicked: s.panicked,
-        exited: s.exited,
-        abandoned: s.abandoned,
-        return_not_seen: s.return_not_seen,
-        entered: s.entered,
-        in_flight: 0,
-        not_grouped: s.not_grouped,
-        total_ns: s.total_ns,
-        max_ns: s.max_ns,
-        latency: Histogram {
-            counts: s.hist.to_vec(),
-        },
-    }
-}
-
-/// Where each function's `error` result is, as the BPF side reads it.
-fn store_error_results(
-    skel: &GotraceSkel<'_>,
-    error_results: &[ErrorResult],
-) -> Result<(), KernelError> {
-    use types::gt_error_at as At;
-    for (func, result) in error_results.iter().enumerate() {
-        let (at, reg, sp_offset) = match *result {
-            ErrorResult::Register(reg) => (At::GT_ERROR_REG, u32::from(reg), 0),
-            ErrorResult::Stack(offset) => (At::GT_ERROR_STACK, 0, offset),
-            ErrorResult::None | ErrorResult::Unknown => (At::GT_ERROR_NONE, 0, 0),
-        };
-        let value = types::gt_error_result {
-            at: at.0,
-            reg,
+/// The program's constants: every Go runtime offset it uses, from the plan's runtime layout,
+/// and which of its features this session turns on.
+fn configure(
+    rodata: &mut types::rodata,
+    plan: &ProbePlan,
+    pid: Option<u32>,
+    stats: Option<&[ErrorResult]>,
+) {
+    let layout = &plan.layout;
+    rodata.goid_offset = layout.g_goid;
+    rodata.stack_hi_offset = layout.g_stack_hi;
+    let swiss = layout.swiss();
+    rodata.swiss_group_slots = swiss.group_slots as u32;
+    rodata.swiss_ctrl_empty = swiss.ctrl_empty;
+    rodata.target_tgid = pid.unwrap_or(0);
+    rodata.entry_only = u8::from(plan.entry_only);
+    rodata.stack_mode = u8::from(plan.stack && stats.is_none());
+    rodata.position_independent = u8::from(plan.position_independent);
+    rodata.stats_mode = u8::from(stats.is_some());
+    rodata.has_filter = u8::from(plan.filters.is_some());
+    // --by: grouping is compiled out of the probe unless counting with it.
+    rodata.group_mode = match (&plan.groups, stats) {
+        (Some(g), Some(_)) if g.is_stack() => types::gt_group_kind::GT_GROUP_STACK.0 as u8,
+        (Some(_), Some(_)) => types::gt_group_kind::GT_GROUP_WORD.0 as u8,
+        _ => 0,
+    };
+    rodata.min_duration_ns = plan.min_duration_ns;
+    rodata.sample_every = plan.sample_every;
+    rodata.max_rate = plan.max_rate;
+    rodata.has_recipes = u8::from(
+        stats.is_none()
+            && plan
+                .functions
+                .iter()
+                .any(|f| !f.entry_recipe.ops.is_empty() || !f.return_recipe.ops.is_empty()),
+    );
+    match layout.resume_sp {
+        ResumeSp::SigCode0 { g_offset } => {
+            rodata.resume_sp_mode = 1;
+            rodata.g_sigcode0_offset = g_offset;
+        }
+        ResumeSp::PanicSp {
+            g_offset,
             sp_offset,
-        };
-        skel.maps
-            .error_results
-            .update(
-                &(func as u32).to_ne_bytes(),
-                tables::bytes_of(&value),
-                MapFlags::ANY,
-            )
-            .map_err(|e| KernelError::Load(format!("filling error results: {e:#}")))?;
+        } => {
+            rodata.resume_sp_mode = 2;
+            rodata.g_panic_offset = g_offset;
+            rodata.panic_sp_offset = sp_offset;
+        }
     }
-    Ok(())
+}
+
+/// Sizes every table to what `plan` stores in it (at least one entry: the kernel refuses an
+/// empty map).
+fn size_maps(
+    open: &mut OpenGotraceSkel<'_>,
+    plan: &ProbePlan,
+    tables: &RecipeTables,
+    stats: Option<&[ErrorResult]>,
+) -> Result<(), KernelError> {
+    let size = |map: &mut libbpf_rs::OpenMapMut<'_>, n: usize| {
+        map.set_max_entries(n.max(1) as u32)
+            .map_err(|e| KernelError::Load(format!("sizing a map: {e:#}")))
+    };
+    size(&mut open.maps.recipes, tables.recipes.len())?;
+    size(&mut open.maps.ops, tables.ops.len())?;
+    size(&mut open.maps.type_recipes, tables.type_recipes.len())?;
+    size(&mut open.maps.entry_sites, plan.functions.len())?;
+    let stats_entries = if stats.is_some() {
+        plan.functions.len()
+    } else {
+        0
+    };
+    size(&mut open.maps.func_stats, stats_entries)?;
+    let (programs, filter_ops, literals) = plan.filters.as_ref().map_or((0, 0, 0), |f| {
+        let ops = f.functions.iter().map(|p| p.ops.len()).sum();
+        (f.functions.len(), ops, f.literals.len())
+    });
+    size(&mut open.maps.filters, programs)?;
+    size(&mut open.maps.filter_ops, filter_ops)?;
+    size(&mut open.maps.filter_literals, literals)?;
+    let rated = if plan.max_rate > 0 {
+        plan.functions.len()
+    } else {
+        0
+    };
+    size(&mut open.maps.rate_windows, rated)?;
+    size(&mut open.maps.over_rate, rated)?;
+    size(&mut open.maps.error_results, stats_entries)?;
+    let group_specs = match (&plan.groups, stats) {
+        (Some(g), Some(_)) => g.functions.len(),
+        _ => 0,
+    };
+    size(&mut open.maps.group_specs, group_specs)?;
+    let cpus = libbpf_rs::num_possible_cpus()
+        .map_err(|e| KernelError::Load(format!("counting CPUs: {e:#}")))?;
+    size(&mut open.maps.scratch, cpus)
+}
+
+/// Attaches the loaded program at every site of `plan`: its links, how, the sites refused and
+/// how many were attached. An error when none was.
+fn attach_sites(
+    skel: &GotraceSkel<'_>,
+    plan: &ProbePlan,
+    binary: &Path,
+    pid: Option<u32>,
+    use_multi: bool,
+) -> Result<(Vec<Link>, AttachMethod, Refused, usize), KernelError> {
+    let pid_arg = pid.map_or(-1, |p| p as i32);
+    let sites: Vec<&Site> = plan.all_sites().collect();
+    let (links, method, failed) = if use_multi {
+        let (link, failed) = attach_multi_finding_refused(skel, &sites, binary, pid_arg)?;
+        let links: Vec<Link> = link.into_iter().collect();
+        (links, AttachMethod::UprobeMulti, failed)
+    } else {
+        attach_per_site(skel, &sites, binary, pid_arg)?
+    };
+    let attached = match method {
+        AttachMethod::UprobeMulti if links.is_empty() => 0,
+        AttachMethod::UprobeMulti => sites.len() - failed.len(),
+        AttachMethod::PerSite => links.len(),
+    };
+    if attached == 0 {
+        let reason = failed
+            .first()
+            .map(|(_, r)| r.clone())
+            .unwrap_or_else(|| "no sites".into());
+        return Err(KernelError::Attach {
+            binary: binary.to_owned(),
+            reason,
+        });
+    }
+    Ok((links, method, failed, attached))
 }
 
 /// Moves the probes to `phase` (see `enum gt_phase` in gotrace.h).

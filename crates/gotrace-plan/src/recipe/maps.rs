@@ -73,7 +73,8 @@ impl Compiler<'_> {
         value: TypeId,
         depth: u32,
     ) {
-        let size = layout.header_size;
+        let shared = &layout.shared;
+        let size = shared.header_size;
         let Some(header) = self.read(ptr, Operand::Const(size as i64), 0, size as u32) else {
             return;
         };
@@ -82,7 +83,7 @@ impl Compiler<'_> {
             off: off as u32,
             add: 0,
         };
-        let (dir_ptr, dir_len) = (word(layout.dir_ptr), word(layout.dir_len));
+        let (dir_ptr, dir_len) = (word(shared.dir_ptr), word(shared.dir_len));
         let group = layout.group_size;
         let saved = self.guard;
         self.guard = Some(Guard::AtMost(dir_len, 0));
@@ -96,18 +97,18 @@ impl Compiler<'_> {
                 off: 0,
                 add: 0,
             };
-            let size = layout.table_size;
+            let size = shared.table_size;
             self.read(first, Operand::Const(size as i64), 0, size as u32)
         });
         let groups = table.and_then(|t| {
             let data = Operand::Word {
                 op: t,
-                off: layout.groups_data as u32,
+                off: shared.groups_data as u32,
                 add: 0,
             };
             let count = Operand::Word {
                 op: t,
-                off: layout.groups_mask as u32,
+                off: shared.groups_mask as u32,
                 add: 1,
             };
             let max = group * swiss_groups_read(self.limits, group);
@@ -123,13 +124,13 @@ impl Compiler<'_> {
                 continue;
             };
             // Nothing to gather from an empty map.
-            self.guard = Some(Guard::Above(word(layout.used), 0));
+            self.guard = Some(Guard::Above(word(shared.used), 0));
             let gather = self.push(CaptureOp {
                 kind: OpKind::Gather(Gather {
                     first,
                     second: rest.first().copied(),
                     group_size: group as u32,
-                    ctrl: layout.ctrl as u32,
+                    ctrl: shared.ctrl as u32,
                     base: part.base as u32,
                     stride: part.stride as u32,
                     size: size as u32,
@@ -230,22 +231,17 @@ pub enum MapLayout {
     Unknown,
 }
 
-/// Offsets of a Swiss map's parts (`internal/runtime/maps`): the `Map` header, its `table`s
-/// and their groups of 8 slots.
+/// Offsets of a Swiss map's parts (`internal/runtime/maps`) for one map type: the `Map`
+/// header, its `table`s and their groups of 8 slots.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SwissLayout {
-    pub header_size: u64,
-    /// Offsets in `Map` of `used` (the length), `dirPtr` and `dirLen`.
-    pub used: u64,
-    pub dir_ptr: u64,
-    pub dir_len: u64,
-    pub table_size: u64,
-    /// Offsets in `table` of `groups.data` and `groups.lengthMask`.
-    pub groups_data: u64,
-    pub groups_mask: u64,
+    /// The parts every map type shares. The header, table and group-reference offsets and
+    /// sizes, and the control bytes' offset, are this map type's DWARF's; the rest (slots per
+    /// group, the empty control bits, the inline limit) the runtime layout's.
+    pub shared: SwissTableLayout,
+    /// A group's size, and where its slots' keys and values are: they depend on the key and
+    /// value types.
     pub group_size: u64,
-    /// Offset in a group of its 8 control bytes.
-    pub ctrl: u64,
     pub key: SlotPart,
     pub elem: SlotPart,
 }
@@ -338,15 +334,18 @@ fn swiss_layout(
         }
     };
     Some(SwissLayout {
-        header_size: types.get(header).size,
-        used,
-        dir_ptr,
-        dir_len,
-        table_size: types.get(table).size,
-        groups_data: groups + data,
-        groups_mask: groups + mask,
+        shared: SwissTableLayout {
+            header_size: types.get(header).size,
+            used,
+            dir_ptr,
+            dir_len,
+            table_size: types.get(table).size,
+            groups_data: groups + data,
+            groups_mask: groups + mask,
+            ctrl,
+            ..*runtime
+        },
         group_size: types.get(group).size,
-        ctrl,
         key,
         elem,
     })

@@ -127,12 +127,24 @@ fn swiss_layout_is_read_from_the_dwarf_types() {
     };
     // Go 1.24's internal/runtime/maps: Map{used, seed, dirPtr, dirLen, …};
     // table{used, capacity, growthLeft, localDepth, index, groups{data, lengthMask}}.
-    assert_eq!((layout.used, layout.dir_ptr, layout.dir_len), (0, 16, 24));
-    assert_eq!((layout.groups_data, layout.groups_mask), (16, 24));
-    assert_eq!(layout.header_size, 48);
+    assert_eq!(
+        (
+            layout.shared.used,
+            layout.shared.dir_ptr,
+            layout.shared.dir_len
+        ),
+        (0, 16, 24)
+    );
+    assert_eq!(
+        (layout.shared.groups_data, layout.shared.groups_mask),
+        (16, 24)
+    );
+    assert_eq!(layout.shared.header_size, 48);
+    // What every map type shares agrees with the runtime layout's table for Go 1.24.
+    assert_eq!(layout.shared, go(24).swiss());
     // map[string]int: 8 control bytes, then 8 slots of {key string, elem int}.
     assert_eq!(layout.group_size, 8 + 8 * 24);
-    assert_eq!(layout.ctrl, 0);
+    assert_eq!(layout.shared.ctrl, 0);
     assert_eq!((layout.key.at(0), layout.key.at(1)), (8, 32));
     assert_eq!(
         (layout.elem.at(0), layout.elem.at(7)),
