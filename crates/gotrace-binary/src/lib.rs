@@ -553,13 +553,18 @@ impl GoBinary {
         }
     }
 
-    /// Runtime type descriptor address (link-time) → DWARF type: how an interface's dynamic
-    /// type is named. Empty without DWARF.
+    /// Runtime type descriptor address (link-time) → type: how an interface's dynamic type is
+    /// named and its value decoded. The types are DWARF's when there is DWARF, else those the
+    /// runtime type descriptors give (the table of [`GoBinary::runtime_methods`]); empty when
+    /// neither can be read.
     pub fn runtime_types(
         &self,
     ) -> Result<std::collections::HashMap<u64, types::TypeId>, BinaryError> {
         let Some(dwarf) = self.dwarf()? else {
-            return Ok(Default::default());
+            return Ok(self
+                .runtime_methods()
+                .map(|m| m.type_ids.clone())
+                .unwrap_or_default());
         };
         if let Some(debug) = &self.debug {
             if let Some(relinked) = &debug.relinked {

@@ -74,6 +74,9 @@ pub enum TypeKind {
         /// The pointer type DWARF describes it as: `*hash<K,V>` (Go ≤ 1.23) or `*map<K,V>`
         /// (Swiss tables, whose members lead to this binary's table and group layouts).
         header: Option<TypeId>,
+        /// The slot group type the runtime type descriptors give a Swiss map (Go 1.24+): its
+        /// fields say where a group's keys and values are when there is no DWARF.
+        group: Option<TypeId>,
     },
     Chan {
         elem: TypeId,

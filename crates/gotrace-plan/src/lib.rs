@@ -332,7 +332,7 @@ pub fn plan(
     } else {
         runtime_hooks(binary, &mut warnings)
     };
-    let type_recipes = type_recipes(binary, dwarf, &functions, options.limits, layout)?;
+    let type_recipes = type_recipes(binary, &functions, options.limits, layout)?;
     Ok(ProbePlan {
         functions,
         sites,
@@ -504,16 +504,15 @@ fn runtime_hooks(binary: &GoBinary, warnings: &mut Vec<String>) -> Vec<Site> {
 /// can hold an interface.
 fn type_recipes(
     binary: &GoBinary,
-    dwarf: Option<&DwarfInfo>,
     functions: &[PlannedFunction],
     limits: Limits,
     layout: RuntimeLayout,
 ) -> Result<Vec<(u64, Recipe)>, PlanError> {
-    Ok(match dwarf {
-        Some(d) if functions.iter().any(|f| mentions_interface(d.types(), f)) => binary
+    Ok(match signature_types(binary) {
+        Some(types) if functions.iter().any(|f| mentions_interface(types, f)) => binary
             .runtime_types()?
             .into_iter()
-            .map(|(addr, ty)| (addr, Compiler::new(d.types(), limits, layout).dynamic(ty)))
+            .map(|(addr, ty)| (addr, Compiler::new(types, limits, layout).dynamic(ty)))
             .filter(|(_, recipe)| !recipe.ops.is_empty())
             .collect(),
         _ => Vec::new(),

@@ -148,7 +148,16 @@ impl<'a> Reader<'a, '_> {
                         Some(pointer) => Some(self.type_ref(pointer)?),
                         None => None,
                     };
-                    (TypeKind::Map { key, value, header }, ptr)
+                    let group = None;
+                    (
+                        TypeKind::Map {
+                            key,
+                            value,
+                            header,
+                            group,
+                        },
+                        ptr,
+                    )
                 }
                 Some(go_kind::CHAN) => {
                     let elem = self.go_type_attr(at, &die, DW_AT_GO_ELEM)?;

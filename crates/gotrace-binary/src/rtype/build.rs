@@ -11,7 +11,7 @@ const MAX_NAME_DEPTH: usize = 64;
 fn layout_parts(shape: &Shape) -> Vec<u64> {
     match shape {
         Shape::Pointer(e) | Shape::Slice(e) | Shape::Array(e, _) | Shape::Chan(e, _) => vec![*e],
-        Shape::Map(k, v) => vec![*k, *v],
+        Shape::Map(k, v, _) => vec![*k, *v],
         Shape::Struct(_, fields) => fields.iter().map(|f| f.ty).collect(),
         Shape::Basic(_) | Shape::Interface(..) | Shape::Func { .. } => Vec::new(),
     }
@@ -134,7 +134,7 @@ impl<'r> Builder<'r> {
                         _ => format!("chan {e}"),
                     }
                 }
-                Shape::Map(k, v) => format!("map[{}]{}", self.name(*k)?, self.name(*v)?),
+                Shape::Map(k, v, _) => format!("map[{}]{}", self.name(*k)?, self.name(*v)?),
                 Shape::Func {
                     ins,
                     outs,
@@ -249,11 +249,17 @@ impl<'r> Builder<'r> {
             },
             Shape::Chan(e, _) => TypeKind::Chan { elem: id(e)? },
             // The header's layout is not in the descriptor (DWARF gives it as `*hash<K,V>` or
-            // `*map<K,V>`): reading the entries needs the runtime's layout for this release.
-            Shape::Map(k, v) => TypeKind::Map {
+            // `*map<K,V>`): reading the entries needs the runtime's layout for this release,
+            // and with Swiss tables the group type, when it is readable (it is optional: a map
+            // whose group cannot be read is still a map, its entries then not read).
+            Shape::Map(k, v, group) => TypeKind::Map {
                 key: id(k)?,
                 value: id(v)?,
                 header: None,
+                group: match group.filter(|g| self.raw(*g).is_ok()) {
+                    Some(g) => self.id(g).ok(),
+                    None => None,
+                },
             },
             Shape::Struct(_, fields) => {
                 let mut out = Vec::with_capacity(fields.len());

@@ -62,7 +62,9 @@ pub(super) enum Shape {
     Slice(u64),
     Array(u64, u64),
     Chan(u64, u64),
-    Map(u64, u64),
+    /// Key, value, and (Swiss tables, Go 1.24+) the slot group type, whose fields give where a
+    /// group's keys and values are.
+    Map(u64, u64, Option<u64>),
     /// The package path of unexported field names, and the fields.
     Struct(String, Vec<RawField>),
     /// The package path of unexported method names, and the methods with their func types.
@@ -303,7 +305,14 @@ impl Reader<'_> {
             kind::SLICE => Shape::Slice(elem(0)?),
             kind::ARRAY => Shape::Array(elem(0)?, self.word(body + 16)?),
             kind::CHAN => Shape::Chan(elem(0)?, self.word(body + 8)?),
-            kind::MAP => Shape::Map(elem(0)?, elem(8)?),
+            kind::MAP => {
+                // Go 1.24+'s Swiss map type: `Group *Type` follows `Key` and `Elem`.
+                let group = match self.section.map_type_size > TYPE_SIZE + 40 {
+                    true => self.type_ptr(body + 16)?,
+                    false => None,
+                };
+                Shape::Map(elem(0)?, elem(8)?, group)
+            }
             kind::STRUCT => {
                 let pkg_path = self.name_ptr(body)?;
                 let (ptr, len) = self.slice(body + 8)?;
@@ -411,7 +420,7 @@ impl Raw {
             Shape::Pointer(e) | Shape::Slice(e) | Shape::Array(e, _) | Shape::Chan(e, _) => {
                 out.push(*e)
             }
-            Shape::Map(k, v) => out.extend([*k, *v]),
+            Shape::Map(k, v, _) => out.extend([*k, *v]),
             Shape::Struct(_, fields) => out.extend(fields.iter().map(|f| f.ty)),
             Shape::Interface(_, methods) => out.extend(methods.iter().map(|m| m.1)),
             Shape::Func { ins, outs, .. } => out.extend(ins.iter().chain(outs)),

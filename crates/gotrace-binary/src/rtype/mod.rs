@@ -113,6 +113,10 @@ pub struct RuntimeMethods {
     /// interface's dynamic type, seen as the address of its descriptor, is named.
     #[serde(skip)]
     pub type_names: HashMap<u64, String>,
+    /// Each readable descriptor's type in `types`, by its link-time address: how an
+    /// interface's dynamic value is decoded without DWARF.
+    #[serde(skip)]
+    pub type_ids: HashMap<u64, TypeId>,
 }
 
 /// Reads every descriptor reachable from the module's roots and gives each method table
@@ -142,6 +146,9 @@ pub(crate) fn read(
             queue.extend(r.parts());
             queue.extend(r.ptr_to_this);
             queue.extend(r.methods.iter().filter_map(|m| m.mtyp));
+            if let Shape::Map(_, _, Some(group)) = r.shape {
+                queue.push(group);
+            }
         }
         raws.insert(at, raw);
     }
@@ -203,6 +210,11 @@ pub(crate) fn read(
         .iter()
         .filter(|(_, raw)| raw.is_ok())
         .filter_map(|(&at, _)| builder.name(at).ok().map(|name| (at, name)))
+        .collect();
+    out.type_ids = raws
+        .iter()
+        .filter(|(_, raw)| raw.is_ok())
+        .filter_map(|(&at, _)| builder.id(at).ok().map(|id| (at, id)))
         .collect();
     out.types = builder.finish();
     Ok(out)

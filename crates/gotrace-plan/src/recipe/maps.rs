@@ -262,9 +262,16 @@ impl SlotPart {
 }
 
 /// Reads a map type's layout from the header type DWARF gives it (`*map<K,V>` with Swiss
-/// tables, `*hash<K,V>` before); without one, the runtime's layout decides.
+/// tables, `*hash<K,V>` before); without one, the runtime's layout decides, with the group
+/// type the runtime type descriptors give a Swiss map.
 pub fn map_layout(types: &TypeTable, map: TypeId, runtime: &RuntimeLayout) -> MapLayout {
-    let TypeKind::Map { key, value, header } = types.get(map).kind else {
+    let TypeKind::Map {
+        key,
+        value,
+        header,
+        group,
+    } = types.get(map).kind
+    else {
         return MapLayout::Unknown;
     };
     if let Some(header) = header.and_then(|p| pointee(types, p)) {
@@ -273,6 +280,20 @@ pub fn map_layout(types: &TypeTable, map: TypeId, runtime: &RuntimeLayout) -> Ma
         }
         if field(types, header, "buckets").is_some() {
             return MapLayout::Classic;
+        }
+    }
+    if let Some(group) = group.filter(|_| !runtime.classic_maps()) {
+        let shared = runtime.swiss();
+        if let Some(slots) = group_slots(types, &shared, group, key, value) {
+            return MapLayout::Swiss(SwissLayout {
+                shared: SwissTableLayout {
+                    ctrl: slots.ctrl,
+                    ..shared
+                },
+                group_size: slots.group_size,
+                key: slots.key,
+                elem: slots.elem,
+            });
         }
     }
     if runtime.classic_maps() {
@@ -297,6 +318,41 @@ fn swiss_layout(
     let (data_ty, data) = field(types, groups_ty, "data")?;
     let (_, mask) = field(types, groups_ty, "lengthMask")?;
     let group = pointee(types, data_ty)?;
+    let slots = group_slots(types, runtime, group, map_key, map_value)?;
+    Some(SwissLayout {
+        shared: SwissTableLayout {
+            header_size: types.get(header).size,
+            used,
+            dir_ptr,
+            dir_len,
+            table_size: types.get(table).size,
+            groups_data: groups + data,
+            groups_mask: groups + mask,
+            ctrl: slots.ctrl,
+            ..*runtime
+        },
+        group_size: slots.group_size,
+        key: slots.key,
+        elem: slots.elem,
+    })
+}
+
+/// Where a Swiss table group's control word, keys and values are, from its type (DWARF's, or
+/// the runtime type descriptors').
+struct GroupSlots {
+    ctrl: u64,
+    group_size: u64,
+    key: SlotPart,
+    elem: SlotPart,
+}
+
+fn group_slots(
+    types: &TypeTable,
+    runtime: &SwissTableLayout,
+    group: TypeId,
+    map_key: TypeId,
+    map_value: TypeId,
+) -> Option<GroupSlots> {
     let (_, ctrl) = field(types, group, "ctrl")?;
     let array = |ty: TypeId| match types.get(ty).kind {
         TypeKind::Array { elem, len } if len == runtime.group_slots => Some(elem),
@@ -333,18 +389,8 @@ fn swiss_layout(
             )
         }
     };
-    Some(SwissLayout {
-        shared: SwissTableLayout {
-            header_size: types.get(header).size,
-            used,
-            dir_ptr,
-            dir_len,
-            table_size: types.get(table).size,
-            groups_data: groups + data,
-            groups_mask: groups + mask,
-            ctrl,
-            ..*runtime
-        },
+    Some(GroupSlots {
+        ctrl,
         group_size: types.get(group).size,
         key,
         elem,

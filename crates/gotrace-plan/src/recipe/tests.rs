@@ -100,7 +100,18 @@ fn swiss_map_type(types: &mut TypeTable, key: TypeId, value: TypeId) -> TypeId {
     );
     let header = Some(pointer(types, header));
     let name = format!("map[{}]{}", types.get(key).name, types.get(value).name);
-    push(types, &name, 8, TypeKind::Map { key, value, header })
+    let group = None;
+    push(
+        types,
+        &name,
+        8,
+        TypeKind::Map {
+            key,
+            value,
+            header,
+            group,
+        },
+    )
 }
 
 fn in_regs(regs: &[u8]) -> Location {
@@ -160,10 +171,44 @@ fn swiss_layout_is_read_from_the_dwarf_types() {
             key: int,
             value: int,
             header: None,
+            group: None,
         },
     );
     assert_eq!(map_layout(&types, bare, &go(23)), MapLayout::Classic);
     assert_eq!(map_layout(&types, bare, &go(24)), MapLayout::Unknown);
+}
+
+/// Without DWARF, a Swiss map type's descriptor points at its group type: with the runtime
+/// layout's table row, that gives the same layout DWARF's map header does.
+#[test]
+fn swiss_layout_without_dwarf_comes_from_the_group_type() {
+    let mut types = TypeTable::default();
+    let string = push(&mut types, "string", 16, TypeKind::String);
+    let int = push(&mut types, "int", 8, TypeKind::Int { signed: true });
+    let from_dwarf = swiss_map_type(&mut types, string, int);
+    let group = (0..)
+        .map(TypeId)
+        .find(|&id| types.get(id).name == "noalg.map.group")
+        .expect("the group type");
+    let from_descriptors = push(
+        &mut types,
+        "map[string]int",
+        8,
+        TypeKind::Map {
+            key: string,
+            value: int,
+            header: None,
+            group: Some(group),
+        },
+    );
+    let layout = map_layout(&types, from_descriptors, &go(24));
+    assert!(matches!(layout, MapLayout::Swiss(_)), "{layout:?}");
+    assert_eq!(layout, map_layout(&types, from_dwarf, &go(24)));
+    // Before Swiss tables the group is not looked at.
+    assert_eq!(
+        map_layout(&types, from_descriptors, &go(23)),
+        MapLayout::Classic
+    );
 }
 
 #[test]
