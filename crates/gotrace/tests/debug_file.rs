@@ -15,7 +15,7 @@ use gotrace_gobuild::{Flavour, Toolchain};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 const TRACED: [&str; 2] = ["main.F*", "main.*.F*"];
 /// One goroutine, one round: the calls and their ids are the same in every run.
@@ -32,29 +32,9 @@ fn traced_run(
     flags: &[&str],
     env: &[(&str, &str)],
 ) -> (BTreeMap<(String, i64), Value>, String) {
-    let mut args = vec!["--json"];
-    args.extend_from_slice(flags);
-    args.push(binary.to_str().unwrap());
-    args.extend_from_slice(&TRACED);
-    let tracer = Tracer::start(&args, env);
-    let program = Command::new(binary)
-        .args(PROGRAM_ARGS)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting the values program");
-    let pid = program.id();
-    let out = program
-        .wait_with_output()
-        .expect("running the values program");
-    assert!(
-        out.status.success(),
-        "the values program failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (stdout, stderr) = tracer.stop();
+    let run = trace_one_run(binary, flags, &TRACED, &PROGRAM_ARGS, env);
     let mut calls = BTreeMap::new();
-    for call in json_calls(&stdout).into_iter().filter(|c| c["pid"] == pid) {
+    for call in run.calls {
         let key = (
             call["func"].as_str().unwrap_or("?").to_owned(),
             call["args"]["id"].as_i64().unwrap_or(-1),
@@ -64,7 +44,7 @@ fn traced_run(
             "{key:?} reported twice"
         );
     }
-    (calls, stderr)
+    (calls, run.stderr)
 }
 
 /// A record without what differs from run to run by nature: when (timestamps, durations),

@@ -37,28 +37,8 @@ const METHODS_TRACED: [&str; 9] = [
 
 /// The JSON calls of one run of `binary` (attached before it starts), in order, and stderr.
 fn traced_run(binary: &Path, traced: &[&str], program_args: &[&str]) -> (Vec<Value>, String) {
-    let mut args = vec!["--json", binary.to_str().unwrap()];
-    args.extend_from_slice(traced);
-    let tracer = Tracer::start(&args, &[]);
-    let program = Command::new(binary)
-        .args(program_args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting the program");
-    let pid = program.id();
-    let out = program.wait_with_output().expect("running the program");
-    assert!(
-        out.status.success(),
-        "the program failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let (stdout, stderr) = tracer.stop();
-    let calls = json_calls(&stdout)
-        .into_iter()
-        .filter(|c| c["pid"] == pid)
-        .collect();
-    (calls, stderr)
+    let run = trace_one_run(binary, &[], traced, program_args, &[]);
+    (run.calls, run.stderr)
 }
 
 /// Calls by (function, n-th call of it): the runs make the same calls in the same order.

@@ -96,35 +96,12 @@ fn run_traced(
     functions: &[&str],
     program_args: &[&str],
 ) -> Session {
-    let mut args = vec!["--json"];
-    args.extend_from_slice(gotrace_args);
-    args.push(binary.to_str().unwrap());
-    args.extend_from_slice(functions);
-    let tracer = start_gotrace(&args);
-    let child = Command::new(binary)
-        .args(program_args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting the values program");
-    let pid = child.id();
-    let program_out = child
-        .wait_with_output()
-        .expect("running the values program");
-    assert!(
-        program_out.status.success(),
-        "the values program failed while traced ({}): {}",
-        program_out.status,
-        String::from_utf8_lossy(&program_out.stderr)
-    );
-    let out = tracer.interrupt_and_collect();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "gotrace failed: {stderr}");
+    let run = trace_one_run(binary, gotrace_args, functions, program_args, &[]);
     Session {
-        program: json_calls(&program_out.stdout),
-        traced: json_calls(&out.stdout),
-        pid,
-        stderr,
+        program: json_calls(&run.program_stdout),
+        traced: run.calls,
+        pid: run.pid,
+        stderr: run.stderr,
     }
 }
 

@@ -299,6 +299,57 @@ pub fn output_within(command: &mut Command, limit: Duration) -> Output {
     }
 }
 
+/// One traced run of a program: gotrace's calls of that process, in order, its stderr, and
+/// what the program wrote to stdout.
+pub struct TracedRun {
+    pub calls: Vec<serde_json::Value>,
+    pub stderr: String,
+    pub pid: u32,
+    pub program_stdout: Vec<u8>,
+}
+
+/// One run of `binary` with `program_args`, traced from before it starts (`gotrace trace --json
+/// FLAGS BINARY FUNCTIONS`, with `env`). The program and gotrace must succeed.
+pub fn trace_one_run(
+    binary: &Path,
+    flags: &[&str],
+    functions: &[&str],
+    program_args: &[&str],
+    env: &[(&str, &str)],
+) -> TracedRun {
+    let mut args = vec!["--json"];
+    args.extend_from_slice(flags);
+    args.push(binary.to_str().expect("a UTF-8 path"));
+    args.extend_from_slice(functions);
+    let tracer = Tracer::start(&args, env);
+    let program = Command::new(binary)
+        .args(program_args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting the program");
+    let pid = program.id();
+    let out = program.wait_with_output().expect("running the program");
+    assert!(
+        out.status.success(),
+        "{} failed while traced ({}): {}",
+        binary.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (stdout, stderr) = tracer.stop();
+    let calls = json_calls(&stdout)
+        .into_iter()
+        .filter(|c| c["pid"] == pid)
+        .collect();
+    TracedRun {
+        calls,
+        stderr,
+        pid,
+        program_stdout: out.stdout,
+    }
+}
+
 /// gotrace, with its stdout and stderr drained while it runs: a traced program can produce
 /// megabytes of calls, and a full pipe would stall gotrace and overflow its ring buffer.
 pub struct Tracer {
