@@ -46,29 +46,70 @@ impl RecipeTables {
     }
 
     pub(super) fn store(&self, skel: &GotraceSkel<'_>) -> Result<(), KernelError> {
-        let fill = |map: &libbpf_rs::MapMut<'_>, key: &[u8], value: &[u8]| {
-            map.update(key, value, MapFlags::ANY)
-                .map_err(|e| KernelError::Load(format!("filling a recipe map: {e:#}")))
-        };
-        for (i, recipe) in self.recipes.iter().enumerate() {
-            fill(
-                &skel.maps.recipes,
-                &(i as u32).to_ne_bytes(),
-                bytes_of(recipe),
-            )?;
-        }
-        for (i, op) in self.ops.iter().enumerate() {
-            fill(&skel.maps.ops, &(i as u32).to_ne_bytes(), bytes_of(op))?;
-        }
-        for (addr, recipe) in &self.type_recipes {
-            fill(
-                &skel.maps.type_recipes,
-                &addr.to_ne_bytes(),
-                bytes_of(recipe),
-            )?;
-        }
-        Ok(())
+        let index = |i: usize| (i as u32).to_ne_bytes();
+        fill_all(
+            &skel.maps.recipes,
+            self.recipes.iter().enumerate().map(|(i, r)| (index(i), r)),
+        )?;
+        fill_all(
+            &skel.maps.ops,
+            self.ops.iter().enumerate().map(|(i, op)| (index(i), op)),
+        )?;
+        fill_all(
+            &skel.maps.type_recipes,
+            self.type_recipes
+                .iter()
+                .map(|(addr, r)| (addr.to_ne_bytes(), r)),
+        )
     }
+}
+
+/// Entries written per batch: enough to make the syscalls few, few enough that the copies stay
+/// small beside the tables themselves.
+const BATCH: usize = 8192;
+
+/// Writes the entries in batches: a large binary has hundreds of thousands of ops and tens of
+/// thousands of runtime types, and one syscall each made up a quarter of the time to attach. A
+/// kernel that cannot update this map in batches (before 5.6) gets one update per entry.
+fn fill_all<'e, K: AsRef<[u8]>, V: Copy + 'e>(
+    map: &libbpf_rs::MapMut<'_>,
+    entries: impl Iterator<Item = (K, &'e V)>,
+) -> Result<(), KernelError> {
+    let (mut keys, mut values, mut count) = (Vec::new(), Vec::new(), 0usize);
+    for (key, value) in entries {
+        keys.extend_from_slice(key.as_ref());
+        values.extend_from_slice(bytes_of(value));
+        count += 1;
+        if count == BATCH {
+            fill_batch(map, &keys, &values, count)?;
+            (count, keys, values) = (0, Vec::new(), Vec::new());
+        }
+    }
+    fill_batch(map, &keys, &values, count)
+}
+
+fn fill_batch(
+    map: &libbpf_rs::MapMut<'_>,
+    keys: &[u8],
+    values: &[u8],
+    count: usize,
+) -> Result<(), KernelError> {
+    if count == 0 {
+        return Ok(());
+    }
+    let batched = map.update_batch(keys, values, count as u32, MapFlags::ANY, MapFlags::ANY);
+    if batched.is_ok() {
+        return Ok(());
+    }
+    let (key_size, value_size) = (keys.len() / count, values.len() / count);
+    for (key, value) in keys
+        .chunks_exact(key_size)
+        .zip(values.chunks_exact(value_size))
+    {
+        map.update(key, value, MapFlags::ANY)
+            .map_err(|e| KernelError::Load(format!("filling a recipe map: {e:#}")))?;
+    }
+    Ok(())
 }
 
 /// Each function's entry-site address, from which the BPF side learns a PIE process's bias.
