@@ -80,47 +80,99 @@ fn main() -> ExitCode {
 }
 
 fn bench(args: &Args) -> Result<()> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        bail!("the benchmark loads BPF programs and attaches uprobes: run it as root");
-    }
-    let gotrace = match &args.gotrace {
-        Some(path) => path.clone(),
-        None => std::env::current_exe()?.with_file_name("gotrace"),
-    };
-    if !gotrace.exists() {
-        bail!(
-            "{} not found: build it (cargo build --release -p gotrace) or pass --gotrace",
-            gotrace.display()
-        );
-    }
-    let work_dir = gotrace_gobuild::workspace_target_dir().join("bench");
-    std::fs::create_dir_all(&work_dir)?;
-    let toolchain = gotrace_gobuild::toolchain(args.go.as_deref())?;
-    let build = |source_dir: &Path| {
-        gotrace_gobuild::build_fixture(source_dir, "-l", &toolchain, Flavour::Plain, None)
-    };
-    let target = LoopTarget {
-        binary: build(&gotrace_gobuild::repo_root().join("fixtures/go/bench_loop"))?,
-        seconds: args.seconds,
-    };
-    let binary = GoBinary::open(&target.binary)?;
+    let setup = Setup::new(args)?;
     let load_before = load_average();
     note(&format!(
         "target {} (Go {})",
-        target.binary.display(),
-        toolchain.version
+        setup.target.binary.display(),
+        setup.toolchain.version
     ));
+    let measured = measure(args, &setup)?;
+    print_report(args, &setup.toolchain, &load_before, &measured);
+    Ok(())
+}
 
+/// What the measurements run: gotrace's CLI, the loop program, and where they work.
+struct Setup {
+    gotrace: PathBuf,
+    work_dir: PathBuf,
+    toolchain: gotrace_gobuild::Toolchain,
+    target: LoopTarget,
+    binary: GoBinary,
+}
+
+impl Setup {
+    fn new(args: &Args) -> Result<Setup> {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            bail!("the benchmark loads BPF programs and attaches uprobes: run it as root");
+        }
+        let gotrace = match &args.gotrace {
+            Some(path) => path.clone(),
+            None => std::env::current_exe()?.with_file_name("gotrace"),
+        };
+        if !gotrace.exists() {
+            bail!(
+                "{} not found: build it (cargo build --release -p gotrace) or pass --gotrace",
+                gotrace.display()
+            );
+        }
+        let work_dir = gotrace_gobuild::workspace_target_dir().join("bench");
+        std::fs::create_dir_all(&work_dir)?;
+        let toolchain = gotrace_gobuild::toolchain(args.go.as_deref())?;
+        let target = LoopTarget {
+            binary: build(
+                &toolchain,
+                &gotrace_gobuild::repo_root().join("fixtures/go/bench_loop"),
+            )?,
+            seconds: args.seconds,
+        };
+        let binary = GoBinary::open(&target.binary)?;
+        Ok(Setup {
+            gotrace,
+            work_dir,
+            toolchain,
+            target,
+            binary,
+        })
+    }
+}
+
+/// The Go program in `source_dir`, built with inlining off.
+fn build(
+    toolchain: &gotrace_gobuild::Toolchain,
+    source_dir: &Path,
+) -> Result<PathBuf, gotrace_gobuild::BuildError> {
+    gotrace_gobuild::build_fixture(source_dir, "-l", toolchain, Flavour::Plain, None)
+}
+
+/// Every measurement the report shows.
+struct Measured {
+    functions: Vec<FunctionBench>,
+    placements: Vec<report::Placement>,
+    string: Option<text::StringBench>,
+    throughput: Vec<Throughput>,
+    attach: Vec<report::AttachTiming>,
+    startup: Vec<report::Startup>,
+}
+
+fn measure(args: &Args, setup: &Setup) -> Result<Measured> {
+    let Setup {
+        gotrace,
+        work_dir,
+        toolchain,
+        target,
+        binary,
+    } = setup;
     let mut functions = Vec::new();
     let mut placements = Vec::new();
     for (function, func) in [("main.Fibonacci", "fib"), ("main.Work", "work")] {
-        let bench = per_call(args, &gotrace, &work_dir, &binary, &target, function, func)?;
+        let bench = per_call(args, gotrace, work_dir, binary, target, function, func)?;
         if !args.skip_placement {
             placements.extend(placement::measure(
                 args.repeat.max(1),
-                &binary,
-                &target,
+                binary,
+                target,
                 &bench,
                 func,
             )?);
@@ -132,20 +184,35 @@ fn bench(args: &Args) -> Result<()> {
     } else {
         Some(text::measure(
             args.repeat.max(1),
-            &gotrace,
-            &work_dir,
-            &binary,
-            &target,
+            gotrace,
+            work_dir,
+            binary,
+            target,
         )?)
     };
-    let throughput = throughput(&gotrace, &work_dir, &binary, &target)?;
-    let attach = attach_timings(args, &build, &work_dir)?;
+    let throughput = throughput(gotrace, work_dir, binary, target)?;
+    let attach = attach_timings(args, &|dir: &Path| build(toolchain, dir), work_dir)?;
     let startup = if args.skip_startup {
         Vec::new()
     } else {
-        startup_timings(args, &gotrace, &work_dir, &toolchain, &target.binary)?
+        startup_timings(args, gotrace, work_dir, toolchain, &target.binary)?
     };
+    Ok(Measured {
+        functions,
+        placements,
+        string,
+        throughput,
+        attach,
+        startup,
+    })
+}
 
+fn print_report(
+    args: &Args,
+    toolchain: &gotrace_gobuild::Toolchain,
+    load_before: &str,
+    measured: &Measured,
+) {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     println!(
         "\n# gotrace bench — kernel {}, {} CPUs, Go {}, {} s per run, median of {}\n",
@@ -159,51 +226,34 @@ fn bench(args: &Args) -> Result<()> {
     println!("Per-call cost, one goroutine calling the function in a tight loop. overhead = traced − untraced ns/call;");
     println!("ratio to floor = overhead / the empty program's overhead on the same sites (full or entry-only).\n");
     let mut ratios = Vec::new();
-    for f in &functions {
+    for f in &measured.functions {
         println!("## {} — gotrace's sites: {}\n", f.function, f.sites);
         println!("{}", f.table());
         ratios.extend(f.ratios());
     }
-    if !placements.is_empty() {
+    if !measured.placements.is_empty() {
         println!("## Probe placement: the empty program on each kind of instruction\n");
         println!("One run per row, each call hitting exactly one of the run's sites: ns/hit = floor ns/call − untraced ns/call.");
         println!("The kernel emulates jumps, calls, NOPs and `push reg`; it single-steps anything else out of line.\n");
-        println!("{}", report::placement_table(&placements));
+        println!("{}", report::placement_table(&measured.placements));
     }
-    let mut string_ratios = Vec::new();
-    if let Some(s) = &string {
-        println!(
-            "## {} with a 1 MiB string argument — gotrace's sites: {}\n",
-            s.bench.function, s.bench.sites
-        );
-        println!(
-            "Text(s) returns leaf(len(s)): a stack check like Work's. gotrace's JSON went to {}{}.\n",
-            s.output_dir.display(),
-            if s.output_dir.starts_with("/dev/shm") {
-                " (a tmpfs: at 8 KiB a line a disk file falls behind its writeback and events are lost)"
-            } else {
-                ""
-            }
-        );
-        println!("{}", s.bench.table());
-        println!(
-            "{}",
-            report::capture_lines(&s.bench.function, text::ARG, &s.checks)
-        );
-        string_ratios = report::string_ratios(&s.bench, &s.checks);
-    }
+    let string_ratios = measured
+        .string
+        .as_ref()
+        .map(print_string)
+        .unwrap_or_default();
     println!(
         "## Throughput: JSON lines gotrace wrote / wall time (target start → gotrace exited)\n"
     );
-    println!("{}", report::throughput_table(&throughput));
+    println!("{}", report::throughput_table(&measured.throughput));
     println!("## Attach and detach (`Session::attach` / `detach`, the program running)\n");
-    println!("{}", report::attach_table(&attach));
-    ratios.extend(report::scale_ratios(&throughput, &attach));
-    if !startup.is_empty() {
+    println!("{}", report::attach_table(&measured.attach));
+    ratios.extend(report::scale_ratios(&measured.throughput, &measured.attach));
+    if !measured.startup.is_empty() {
         println!("## Start → ready: `gotrace trace` started until its ready file exists\n");
         println!("Reading the binary, planning, loading the BPF program and attaching; peak memory is gotrace's VmHWM then.");
         println!("The first row is the startup floor: the small loop program, one function. Median of {} starts.\n", args.repeat.max(1));
-        println!("{}", report::startup_table(&startup));
+        println!("{}", report::startup_table(&measured.startup));
     }
     println!("## Goals (issue 6)\n");
     print!("{}", report::ratio_lines(&ratios));
@@ -211,11 +261,36 @@ fn bench(args: &Args) -> Result<()> {
         println!("\n## Goals (issue 4)\n");
         print!("{}", report::ratio_lines(&string_ratios));
     }
-    if !startup.is_empty() {
+    if !measured.startup.is_empty() {
         println!("\n## Goals (issue 10)\n");
-        print!("{}", report::ratio_lines(&report::startup_ratios(&startup)));
+        print!(
+            "{}",
+            report::ratio_lines(&report::startup_ratios(&measured.startup))
+        );
     }
-    Ok(())
+}
+
+/// The 1 MiB string's section of the report; its ratios, for the goals.
+fn print_string(s: &text::StringBench) -> Vec<report::Ratio> {
+    println!(
+        "## {} with a 1 MiB string argument — gotrace's sites: {}\n",
+        s.bench.function, s.bench.sites
+    );
+    println!(
+        "Text(s) returns leaf(len(s)): a stack check like Work's. gotrace's JSON went to {}{}.\n",
+        s.output_dir.display(),
+        if s.output_dir.starts_with("/dev/shm") {
+            " (a tmpfs: at 8 KiB a line a disk file falls behind its writeback and events are lost)"
+        } else {
+            ""
+        }
+    );
+    println!("{}", s.bench.table());
+    println!(
+        "{}",
+        report::capture_lines(&s.bench.function, text::ARG, &s.checks)
+    );
+    report::string_ratios(&s.bench, &s.checks)
 }
 
 /// Start → ready: the loop program (the startup floor), then the go command built from the

@@ -173,7 +173,26 @@ pub(crate) fn write_json(
     out.write_all(n.format(call.goid).as_bytes())?;
     out.write_all(b",\"func\":")?;
     write_json_str(out, call.function)?;
-    let outcome: &[u8] = match call.outcome {
+    out.write_all(outcome_json(call.outcome))?;
+    write_values_json(out, call)?;
+    write_value_notes_json(out, call)?;
+    out.write_all(b",\"duration_ns\":")?;
+    match call.duration_ns() {
+        Some(ns) => out.write_all(n.format(ns).as_bytes())?,
+        None => out.write_all(b"null")?,
+    }
+    if call.outcome == CallKind::Returned {
+        out.write_all(b",\"return_tid\":")?;
+        out.write_all(n.format(call.return_tid).as_bytes())?;
+    }
+    if let Some(stack) = &call.stack {
+        write_stack_json(out, stack)?;
+    }
+    out.write_all(b"}")
+}
+
+fn outcome_json(outcome: CallKind) -> &'static [u8] {
+    match outcome {
         CallKind::Returned => b",\"outcome\":\"returned\"",
         CallKind::Entered => b",\"outcome\":\"entered\"",
         CallKind::Inlined => b",\"outcome\":\"inlined\"",
@@ -182,8 +201,11 @@ pub(crate) fn write_json(
         CallKind::InFlight => b",\"outcome\":\"in_flight\"",
         CallKind::Abandoned => b",\"outcome\":\"abandoned\"",
         CallKind::ReturnNotSeen => b",\"outcome\":\"return_not_seen\"",
-    };
-    out.write_all(outcome)?;
+    }
+}
+
+/// `"args"` and `"results"`: objects by name, or for untyped words a list of `"args"`.
+fn write_values_json(out: &mut impl Write, call: &DecodedCall<'_>) -> io::Result<()> {
     // Untyped words have no names: a list, in order, each word with its offset and size.
     if let Some(args) = call
         .args
@@ -197,18 +219,20 @@ pub(crate) fn write_json(
             }
             write_json_value(out, &v.value)?;
         }
-        out.write_all(b"],\"results\":null")?;
-    } else {
-        for (key, values) in [("args", &call.args), ("results", &call.results)] {
-            write!(out, ",\"{key}\":")?;
-            match values {
-                None => out.write_all(b"null")?,
-                Some(values) => {
-                    write_object(out, values, |out, v| write_json_value(out, &v.value))?
-                }
-            }
+        return out.write_all(b"],\"results\":null");
+    }
+    for (key, values) in [("args", &call.args), ("results", &call.results)] {
+        write!(out, ",\"{key}\":")?;
+        match values {
+            None => out.write_all(b"null")?,
+            Some(values) => write_object(out, values, |out, v| write_json_value(out, &v.value))?,
         }
     }
+    Ok(())
+}
+
+/// `"types"`, `"truncated"` and `"unavailable"` of the named values.
+fn write_value_notes_json(out: &mut impl Write, call: &DecodedCall<'_>) -> io::Result<()> {
     let all: Vec<&NamedValue<'_>> = call
         .args
         .iter()
@@ -233,20 +257,7 @@ pub(crate) fn write_json(
         .filter_map(|v| v.value.unavailable_part().map(|m| (v.name, m)));
     write_object(out, unavailable, |out, (_, m)| {
         write_json_str(out, m.reason())
-    })?;
-    out.write_all(b",\"duration_ns\":")?;
-    match call.duration_ns() {
-        Some(ns) => out.write_all(n.format(ns).as_bytes())?,
-        None => out.write_all(b"null")?,
-    }
-    if call.outcome == CallKind::Returned {
-        out.write_all(b",\"return_tid\":")?;
-        out.write_all(n.format(call.return_tid).as_bytes())?;
-    }
-    if let Some(stack) = &call.stack {
-        write_stack_json(out, stack)?;
-    }
-    out.write_all(b"}")
+    })
 }
 
 #[cfg(test)]

@@ -260,27 +260,7 @@ pub(crate) fn function_text(out: &mut String, f: &Listed) {
         let _ = writeln!(out, "    {:<width$} not traced: {why}", "refused");
     }
     if let Some(s) = &f.sites {
-        let e = &s.entry;
-        let what = match (e.stack_check, e.may_restart, e.offset) {
-            (Some(jump), _, _) => format!(
-                "  stack-check {jump}: a pass that takes it grows the stack and is not counted"
-            ),
-            (None, true, _) => {
-                "  may fire twice: the function can grow its stack and restart".to_owned()
-            }
-            (None, false, 0) => "  first instruction".to_owned(),
-            (None, false, _) => "  first jump, no stack check".to_owned(),
-        };
-        let _ = writeln!(
-            out,
-            "    {:<width$} {} +{:#x}{what}",
-            "entry", e.addr, e.offset
-        );
-        for (kind, list) in [("ret", &s.returns), ("deferreturn", &s.deferreturns)] {
-            for site in list {
-                let _ = writeln!(out, "    {kind:<width$} {} +{:#x}", site.addr, site.offset);
-            }
-        }
+        sites_text(out, s, width);
     }
     if let Some(why) = &f.locations_error {
         let _ = writeln!(out, "    {:<width$} not known: {why}", "locations");
@@ -289,30 +269,65 @@ pub(crate) fn function_text(out: &mut String, f: &Listed) {
         let _ = writeln!(out, "    {label:<width$} {}", place_text(v, f.abi0));
     }
     for w in f.untyped.iter().flat_map(|u| &u.words) {
-        let label = format!("word +{:#x}", w.offset);
-        let place = match (&w.location, &w.unknown) {
-            (Some(place), _) => place_of(place, w.size),
-            (None, why) => format!("? ({})", why.as_deref().unwrap_or("not known")),
-        };
-        let size = match w.size {
-            1 => "1 byte".to_owned(),
-            n => format!("{n} bytes"),
-        };
-        let _ = writeln!(out, "    {label:<width$} {place} ({size})");
+        untyped_word_text(out, w, width);
     }
     for site in &f.inlined {
-        let at = match site.addr == site.body {
-            true => format!("{} {}+{:#x}", site.addr, site.caller, site.offset),
-            false => format!(
-                "{} {}+{:#x} (first jump of the body at {})",
-                site.addr, site.caller, site.offset, site.body
-            ),
-        };
-        let text = match &site.error {
-            Some(e) if site.addr.is_empty() => format!("error: {e}"),
-            Some(e) => format!("{at}  {e}"),
-            None => at,
-        };
-        let _ = writeln!(out, "    {:<width$} {}", "inlined", escape_controls(&text));
+        inlined_text(out, site, width);
     }
+}
+
+/// The entry site (how it is placed) and each return, in columns `width` wide.
+fn sites_text(out: &mut String, s: &Sites, width: usize) {
+    let e = &s.entry;
+    let what = match (e.stack_check, e.may_restart, e.offset) {
+        (Some(jump), _, _) => {
+            format!("  stack-check {jump}: a pass that takes it grows the stack and is not counted")
+        }
+        (None, true, _) => {
+            "  may fire twice: the function can grow its stack and restart".to_owned()
+        }
+        (None, false, 0) => "  first instruction".to_owned(),
+        (None, false, _) => "  first jump, no stack check".to_owned(),
+    };
+    let _ = writeln!(
+        out,
+        "    {:<width$} {} +{:#x}{what}",
+        "entry", e.addr, e.offset
+    );
+    for (kind, list) in [("ret", &s.returns), ("deferreturn", &s.deferreturns)] {
+        for site in list {
+            let _ = writeln!(out, "    {kind:<width$} {} +{:#x}", site.addr, site.offset);
+        }
+    }
+}
+
+/// An argument word known from the traceback metadata: where it is, or why that is not known.
+fn untyped_word_text(out: &mut String, w: &UntypedWordListed, width: usize) {
+    let label = format!("word +{:#x}", w.offset);
+    let place = match (&w.location, &w.unknown) {
+        (Some(place), _) => place_of(place, w.size),
+        (None, why) => format!("? ({})", why.as_deref().unwrap_or("not known")),
+    };
+    let size = match w.size {
+        1 => "1 byte".to_owned(),
+        n => format!("{n} bytes"),
+    };
+    let _ = writeln!(out, "    {label:<width$} {place} ({size})");
+}
+
+/// A place the function was inlined, or why it is not traced there.
+fn inlined_text(out: &mut String, site: &InlinedListed, width: usize) {
+    let at = match site.addr == site.body {
+        true => format!("{} {}+{:#x}", site.addr, site.caller, site.offset),
+        false => format!(
+            "{} {}+{:#x} (first jump of the body at {})",
+            site.addr, site.caller, site.offset, site.body
+        ),
+    };
+    let text = match &site.error {
+        Some(e) if site.addr.is_empty() => format!("error: {e}"),
+        Some(e) => format!("{at}  {e}"),
+        None => at,
+    };
+    let _ = writeln!(out, "    {:<width$} {}", "inlined", escape_controls(&text));
 }

@@ -38,31 +38,7 @@ fn write_value(f: &mut fmt::Formatter<'_>, value: &Value) -> fmt::Result {
             cap,
             elems,
             ..
-        } => {
-            let byte_slice = type_name == "[]uint8";
-            f.write_str(if byte_slice { "[]byte" } else { type_name })?;
-            match elems {
-                Ok(elems) => {
-                    f.write_char('{')?;
-                    for (i, e) in elems.iter().enumerate() {
-                        if i > 0 {
-                            f.write_str(", ")?;
-                        }
-                        match (byte_slice, e) {
-                            (true, Value::Uint(b)) => write!(f, "{b:#04x}")?,
-                            _ => write_value(f, e)?,
-                        }
-                    }
-                    let shown = elems.len() as u64;
-                    if shown < *len {
-                        write!(f, "{}…+{}", if shown > 0 { ", " } else { "" }, len - shown)?;
-                    }
-                    f.write_char('}')?;
-                }
-                Err(missing) => write_missing(f, *missing)?,
-            }
-            write!(f, " (len {len} cap {cap})")
-        }
+        } => write_slice(f, type_name, *len, *cap, elems),
         Value::Array { type_name, elems } => {
             f.write_str(type_name)?;
             write_list(f, elems.iter(), write_value)
@@ -76,59 +52,11 @@ fn write_value(f: &mut fmt::Formatter<'_>, value: &Value) -> fmt::Result {
             type_name,
             addr,
             target: Some(target),
-        } => match target {
-            Ok(v) => {
-                f.write_char('&')?;
-                write_value(f, v)
-            }
-            Err(missing) => {
-                write!(f, "({type_name})({addr:#x}) ")?;
-                write_not_read(f, *missing)
-            }
-        },
+        } => write_pointer(f, type_name, *addr, target),
         Value::Interface { dynamic: None } => f.write_str("nil"),
         Value::Interface {
             dynamic: Some((name, value)),
-        } => match value {
-            // A pointer to a struct reads as its type and fields: *errors.errorString{s:"boom"}.
-            Ok(v) => match v.as_ref() {
-                Value::Pointer {
-                    target: Some(Ok(target)),
-                    ..
-                } => match target.as_ref() {
-                    Value::Struct { fields, .. } => {
-                        f.write_str(name)?;
-                        write_fields(f, fields)
-                    }
-                    other => {
-                        write!(f, "{name}(&")?;
-                        write_value(f, other)?;
-                        f.write_char(')')
-                    }
-                },
-                Value::Struct { .. }
-                | Value::Pointer { .. }
-                | Value::Slice { .. }
-                | Value::Map { .. }
-                | Value::Array { .. } => write_value(f, v),
-                // complex64(3+0.25i): the conversion's parentheses are the complex's own.
-                Value::Complex(re, im) => {
-                    write!(f, "{name}(")?;
-                    write_complex(f, *re, *im)?;
-                    f.write_char(')')
-                }
-                scalar => {
-                    write!(f, "{name}(")?;
-                    write_value(f, scalar)?;
-                    f.write_char(')')
-                }
-            },
-            Err(missing) => {
-                write!(f, "{name}(")?;
-                write_not_read(f, *missing)?;
-                f.write_char(')')
-            }
-        },
+        } => write_interface(f, name, value),
         Value::Map { addr: 0, .. } => f.write_str("nil"),
         Value::Map {
             type_name,
@@ -136,32 +64,7 @@ fn write_value(f: &mut fmt::Formatter<'_>, value: &Value) -> fmt::Result {
             entries,
             entries_missing,
             ..
-        } => {
-            f.write_str(type_name)?;
-            match len {
-                Ok(len) => {
-                    f.write_char('{')?;
-                    for (i, (k, v)) in entries.iter().enumerate() {
-                        if i > 0 {
-                            f.write_str(", ")?;
-                        }
-                        write_value(f, k)?;
-                        f.write_char(':')?;
-                        write_value(f, v)?;
-                    }
-                    let shown = entries.len() as u64;
-                    if shown < *len {
-                        write!(f, "{}…+{}", if shown > 0 { ", " } else { "" }, len - shown)?;
-                        if let Some(missing) = entries_missing {
-                            f.write_char(' ')?;
-                            write_not_read(f, *missing)?;
-                        }
-                    }
-                    f.write_char('}')
-                }
-                Err(missing) => write_missing(f, *missing),
-            }
-        }
+        } => write_map(f, type_name, *len, entries, *entries_missing),
         Value::Address(0) => f.write_str("nil"),
         Value::Address(addr) => write!(f, "{addr:#x}"),
         // Floats in registers, never read by any uprobe, and an inlined call's arguments that
@@ -180,6 +83,143 @@ fn write_value(f: &mut fmt::Formatter<'_>, value: &Value) -> fmt::Result {
         Value::Words(words) => write_list(f, words.iter(), write_value),
         Value::Elided => f.write_str("..."),
     }
+}
+
+/// `[]byte{0x68, 0x69} (len 2 cap 8)`: byte slices in hex, the elements not captured counted.
+fn write_slice(
+    f: &mut fmt::Formatter<'_>,
+    type_name: &str,
+    len: u64,
+    cap: u64,
+    elems: &Result<Vec<Value>, Missing>,
+) -> fmt::Result {
+    let byte_slice = type_name == "[]uint8";
+    f.write_str(if byte_slice { "[]byte" } else { type_name })?;
+    match elems {
+        Ok(elems) => {
+            f.write_char('{')?;
+            for (i, e) in elems.iter().enumerate() {
+                if i > 0 {
+                    f.write_str(", ")?;
+                }
+                match (byte_slice, e) {
+                    (true, Value::Uint(b)) => write!(f, "{b:#04x}")?,
+                    _ => write_value(f, e)?,
+                }
+            }
+            write_more(f, elems.len() as u64, len)?;
+            f.write_char('}')?;
+        }
+        Err(missing) => write_missing(f, *missing)?,
+    }
+    write!(f, " (len {len} cap {cap})")
+}
+
+/// `map[string]int{"a":1, …+3}`, with why entries are missing when the probe meant to read them.
+fn write_map(
+    f: &mut fmt::Formatter<'_>,
+    type_name: &str,
+    len: Result<u64, Missing>,
+    entries: &[(Value, Value)],
+    entries_missing: Option<Missing>,
+) -> fmt::Result {
+    f.write_str(type_name)?;
+    let len = match len {
+        Ok(len) => len,
+        Err(missing) => return write_missing(f, missing),
+    };
+    f.write_char('{')?;
+    for (i, (k, v)) in entries.iter().enumerate() {
+        if i > 0 {
+            f.write_str(", ")?;
+        }
+        write_value(f, k)?;
+        f.write_char(':')?;
+        write_value(f, v)?;
+    }
+    let shown = entries.len() as u64;
+    write_more(f, shown, len)?;
+    if let Some(missing) = entries_missing.filter(|_| shown < len) {
+        f.write_char(' ')?;
+        write_not_read(f, missing)?;
+    }
+    f.write_char('}')
+}
+
+/// `…+3` (after `, ` when some were shown): how many of `len` elements were not captured.
+fn write_more(f: &mut fmt::Formatter<'_>, shown: u64, len: u64) -> fmt::Result {
+    if shown < len {
+        write!(f, "{}…+{}", if shown > 0 { ", " } else { "" }, len - shown)?;
+    }
+    Ok(())
+}
+
+/// A non-nil pointer: `&` and its target, or its type and address when the target was not read.
+fn write_pointer(
+    f: &mut fmt::Formatter<'_>,
+    type_name: &str,
+    addr: u64,
+    target: &Result<Box<Value>, Missing>,
+) -> fmt::Result {
+    match target {
+        Ok(v) => {
+            f.write_char('&')?;
+            write_value(f, v)
+        }
+        Err(missing) => {
+            write!(f, "({type_name})({addr:#x}) ")?;
+            write_not_read(f, *missing)
+        }
+    }
+}
+
+/// A non-nil interface: composite values as themselves, scalars as a conversion `main.ID(7)`.
+fn write_interface(
+    f: &mut fmt::Formatter<'_>,
+    name: &str,
+    value: &Result<Box<Value>, Missing>,
+) -> fmt::Result {
+    let v = match value {
+        Ok(v) => v.as_ref(),
+        Err(missing) => {
+            return write_conversion(f, name, |f| write_not_read(f, *missing));
+        }
+    };
+    match v {
+        // A pointer to a struct reads as its type and fields: *errors.errorString{s:"boom"}.
+        Value::Pointer {
+            target: Some(Ok(target)),
+            ..
+        } => match target.as_ref() {
+            Value::Struct { fields, .. } => {
+                f.write_str(name)?;
+                write_fields(f, fields)
+            }
+            other => write_conversion(f, name, |f| {
+                f.write_char('&')?;
+                write_value(f, other)
+            }),
+        },
+        Value::Struct { .. }
+        | Value::Pointer { .. }
+        | Value::Slice { .. }
+        | Value::Map { .. }
+        | Value::Array { .. } => write_value(f, v),
+        // complex64(3+0.25i): the conversion's parentheses are the complex's own.
+        Value::Complex(re, im) => write_conversion(f, name, |f| write_complex(f, *re, *im)),
+        scalar => write_conversion(f, name, |f| write_value(f, scalar)),
+    }
+}
+
+/// `NAME(…)`, the inside written by `inner`.
+fn write_conversion(
+    f: &mut fmt::Formatter<'_>,
+    name: &str,
+    inner: impl FnOnce(&mut fmt::Formatter<'_>) -> fmt::Result,
+) -> fmt::Result {
+    write!(f, "{name}(")?;
+    inner(f)?;
+    f.write_char(')')
 }
 
 fn write_complex(f: &mut fmt::Formatter<'_>, re: f64, im: f64) -> fmt::Result {

@@ -90,13 +90,7 @@ impl Serialize for JsonValue<'_> {
                 len,
                 ..
             } => NotRead(*missing, Some(*len)).serialize(serializer),
-            Value::Struct { fields, .. } => {
-                let mut map = serializer.serialize_map(Some(fields.len()))?;
-                for (name, v) in fields {
-                    map.serialize_entry(name, &JsonValue(v))?;
-                }
-                map.end()
-            }
+            Value::Struct { fields, .. } => serialize_fields(serializer, fields),
             Value::Pointer { target: None, .. } => serializer.serialize_none(),
             Value::Pointer {
                 target: Some(Ok(v)),
@@ -106,42 +100,16 @@ impl Serialize for JsonValue<'_> {
                 addr,
                 target: Some(Err(missing)),
                 ..
-            } => {
-                let mut map = serializer.serialize_map(None)?;
-                map.serialize_entry("address", &format!("{addr:#x}"))?;
-                if *missing == Missing::Unreadable {
-                    map.serialize_entry("error", "unreadable")?;
-                } else {
-                    map.serialize_entry("not_read", missing.short())?;
-                }
-                map.end()
-            }
+            } => serialize_unread_target(serializer, *addr, *missing),
             Value::Interface { dynamic: None } => serializer.serialize_none(),
             Value::Interface {
                 dynamic: Some((name, value)),
-            } => {
-                let mut map = serializer.serialize_map(Some(2))?;
-                map.serialize_entry("type", name)?;
-                match value {
-                    Ok(v) => map.serialize_entry("value", &JsonValue(v))?,
-                    Err(missing) => map.serialize_entry("value", &NotRead(*missing, None))?,
-                }
-                map.end()
-            }
+            } => serialize_interface(serializer, name, value),
             Value::Map { addr: 0, .. } => serializer.serialize_none(),
             Value::Map {
                 len: Err(missing), ..
             } => NotRead(*missing, None).serialize(serializer),
-            Value::Map { len, entries, .. } => {
-                let mut map = serializer.serialize_map(Some(2))?;
-                map.serialize_entry("len", &len.ok())?;
-                let pairs: Vec<[JsonValue; 2]> = entries
-                    .iter()
-                    .map(|(k, v)| [JsonValue(k), JsonValue(v)])
-                    .collect();
-                map.serialize_entry("entries", &pairs)?;
-                map.end()
-            }
+            Value::Map { len, entries, .. } => serialize_map(serializer, len.ok(), entries),
             Value::Address(0) => serializer.serialize_none(),
             Value::Address(addr) => serializer.serialize_str(&format!("{addr:#x}")),
             // Floats in registers and unlocated arguments of inlined calls: null, with the
@@ -154,16 +122,7 @@ impl Serialize for JsonValue<'_> {
             ) => serializer.serialize_none(),
             Value::Unavailable(missing) => NotRead(*missing, None).serialize(serializer),
             // An untyped word: where it is in the argument frame, and its bits or why not.
-            Value::Word { offset, size, bits } => {
-                let mut map = serializer.serialize_map(Some(3))?;
-                map.serialize_entry("offset", offset)?;
-                map.serialize_entry("size", size)?;
-                match bits {
-                    Ok(bits) => map.serialize_entry("value", bits)?,
-                    Err(missing) => map.serialize_entry("not_read", missing.short())?,
-                }
-                map.end()
-            }
+            Value::Word { offset, size, bits } => serialize_word(serializer, *offset, *size, bits),
             Value::Words(words) => serializer.collect_seq(words.iter().map(JsonValue)),
             Value::Elided => {
                 let mut map = serializer.serialize_map(Some(1))?;
@@ -172,6 +131,78 @@ impl Serialize for JsonValue<'_> {
             }
         }
     }
+}
+
+fn serialize_fields<S: Serializer>(
+    serializer: S,
+    fields: &[(String, Value)],
+) -> Result<S::Ok, S::Error> {
+    let mut map = serializer.serialize_map(Some(fields.len()))?;
+    for (name, v) in fields {
+        map.serialize_entry(name, &JsonValue(v))?;
+    }
+    map.end()
+}
+
+/// A pointer whose target was not read: its address, and why.
+fn serialize_unread_target<S: Serializer>(
+    serializer: S,
+    addr: u64,
+    missing: Missing,
+) -> Result<S::Ok, S::Error> {
+    let mut map = serializer.serialize_map(None)?;
+    map.serialize_entry("address", &format!("{addr:#x}"))?;
+    if missing == Missing::Unreadable {
+        map.serialize_entry("error", "unreadable")?;
+    } else {
+        map.serialize_entry("not_read", missing.short())?;
+    }
+    map.end()
+}
+
+fn serialize_interface<S: Serializer>(
+    serializer: S,
+    name: &str,
+    value: &Result<Box<Value>, Missing>,
+) -> Result<S::Ok, S::Error> {
+    let mut map = serializer.serialize_map(Some(2))?;
+    map.serialize_entry("type", name)?;
+    match value {
+        Ok(v) => map.serialize_entry("value", &JsonValue(v))?,
+        Err(missing) => map.serialize_entry("value", &NotRead(*missing, None))?,
+    }
+    map.end()
+}
+
+fn serialize_map<S: Serializer>(
+    serializer: S,
+    len: Option<u64>,
+    entries: &[(Value, Value)],
+) -> Result<S::Ok, S::Error> {
+    let mut map = serializer.serialize_map(Some(2))?;
+    map.serialize_entry("len", &len)?;
+    let pairs: Vec<[JsonValue; 2]> = entries
+        .iter()
+        .map(|(k, v)| [JsonValue(k), JsonValue(v)])
+        .collect();
+    map.serialize_entry("entries", &pairs)?;
+    map.end()
+}
+
+fn serialize_word<S: Serializer>(
+    serializer: S,
+    offset: u64,
+    size: u8,
+    bits: &Result<u64, Missing>,
+) -> Result<S::Ok, S::Error> {
+    let mut map = serializer.serialize_map(Some(3))?;
+    map.serialize_entry("offset", &offset)?;
+    map.serialize_entry("size", &size)?;
+    match bits {
+        Ok(bits) => map.serialize_entry("value", bits)?,
+        Err(missing) => map.serialize_entry("not_read", missing.short())?,
+    }
+    map.end()
 }
 
 /// A value the probe did not read: `{"not_read": "beyond --depth"}` (with the length of a

@@ -163,8 +163,29 @@ impl Summary {
             self.calls + self.unreturned,
             self.calls_lost()
         );
-        let join = |parts: Vec<String>| parts.join(", ");
-        let unreturned: Vec<String> = [
+        let unreturned = nonzero(&self.unreturned_by_outcome());
+        if !unreturned.is_empty() {
+            s.push_str(&format!(" (did not return: {})", unreturned.join(", ")));
+        }
+        if self.return_not_seen > 0 {
+            s.push_str(&format!(
+                " ({} return not seen: how they ended is not known)",
+                self.return_not_seen
+            ));
+        }
+        let lost = nonzero(&self.losses());
+        if !lost.is_empty() {
+            s.push_str(&format!(" (lost: {})", lost.join(", ")));
+        }
+        for part in nonzero(&self.other_counts()) {
+            s.push_str(&format!(", {part}"));
+        }
+        s
+    }
+
+    /// Calls that did not return, by how they ended (but for returns not seen).
+    fn unreturned_by_outcome(&self) -> [(u64, &'static str); 4] {
+        [
             (self.panicked, "panicked"),
             (self.exited, "exited (runtime.Goexit)"),
             (
@@ -173,29 +194,11 @@ impl Summary {
             ),
             (self.abandoned, "abandoned on a system stack"),
         ]
-        .iter()
-        .filter(|(n, _)| *n > 0)
-        .map(|(n, what)| format!("{n} {what}"))
-        .collect();
-        if !unreturned.is_empty() {
-            s.push_str(&format!(" (did not return: {})", join(unreturned)));
-        }
-        if self.return_not_seen > 0 {
-            s.push_str(&format!(
-                " ({} return not seen: how they ended is not known)",
-                self.return_not_seen
-            ));
-        }
-        let lost: Vec<String> = self
-            .losses()
-            .iter()
-            .filter(|(n, _)| *n > 0)
-            .map(|(n, why)| format!("{n} {why}"))
-            .collect();
-        if !lost.is_empty() {
-            s.push_str(&format!(" (lost: {})", join(lost)));
-        }
-        let extras = [
+    }
+
+    /// Everything else the summary counts that went wrong or was left out.
+    fn other_counts(&self) -> [(u64, &'static str); 13] {
+        [
             (
                 self.args_lost,
                 "calls with arguments not read (ring buffer full)",
@@ -242,14 +245,17 @@ impl Summary {
                 self.values_not_read,
                 "values with parts not read (beyond --depth, read budget, unreadable memory)",
             ),
-        ];
-        for (n, what) in extras {
-            if n > 0 {
-                s.push_str(&format!(", {n} {what}"));
-            }
-        }
-        s
+        ]
     }
+}
+
+/// `N what` for each count that is not zero.
+fn nonzero(counts: &[(u64, &str)]) -> Vec<String> {
+    counts
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect()
 }
 
 #[cfg(test)]

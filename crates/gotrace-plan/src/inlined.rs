@@ -7,9 +7,10 @@ use crate::{
     Recipe, Refusal, SignatureSource, Site, SiteKind, Unlocated,
 };
 use gotrace_binary::abi::{AbiReg, Location, Piece};
-use gotrace_binary::dwarf::{DwarfLocation, DwarfPlace};
+use gotrace_binary::dwarf::{DwarfLocation, DwarfPlace, InlinedParam};
 use gotrace_binary::inline::InlinedSite;
 use gotrace_binary::sites::ProbeSites;
+use gotrace_binary::types::TypeTable;
 use gotrace_binary::{BinaryError, GoBinary, VirtAddr};
 
 /// Plans an entry-like probe at each place `name` was inlined, each its own planned function
@@ -25,6 +26,57 @@ pub(crate) fn plan_inlined<'t>(
     warnings: &mut Vec<String>,
     refused: &mut Vec<(String, Refusal)>,
 ) -> Result<(), PlanError> {
+    let Some(usable) = usable_sites(binary, name, warnings, refused)? else {
+        return Ok(());
+    };
+    let addrs: Vec<VirtAddr> = usable.iter().map(|s| s.addr).collect();
+    let params = binary.inlined_params(name, &addrs).unwrap_or_else(|e| {
+        warnings.push(format!(
+            "cannot read the DWARF of {name}'s inlined copies ({e}): their arguments are shown as ?"
+        ));
+        vec![None; addrs.len()]
+    });
+    let types = binary.dwarf().ok().flatten().map(|d| d.types());
+    for (site, params) in usable.into_iter().zip(params) {
+        let signature = params.map(|params| inlined_signature(params, types, site.sp_delta));
+        let entry_recipe = match (&signature, compiler()) {
+            (Some(sig), Some(c)) => c.site(&located(&sig.params)),
+            _ => Recipe::default(),
+        };
+        sites.push(Site {
+            function: functions.len() as u32,
+            kind: SiteKind::Inlined,
+            addr: site.addr,
+            file_offset: binary.file_offset(site.addr)?,
+            skip_if: None,
+            may_restart: false,
+        });
+        functions.push(PlannedFunction {
+            name: name.to_owned(),
+            entry: site.addr,
+            source: match signature {
+                Some(_) => SignatureSource::Dwarf,
+                None => SignatureSource::None,
+            },
+            signature,
+            untyped: None,
+            entry_recipe,
+            return_recipe: Recipe::default(),
+            inlined_into: Some(site.caller),
+        });
+    }
+    Ok(())
+}
+
+/// The places `name` was inlined that can bear a probe; the others are left out with a
+/// warning, or refused. `None` when where it was inlined cannot be read but it has code of its
+/// own to trace.
+fn usable_sites(
+    binary: &GoBinary,
+    name: &str,
+    warnings: &mut Vec<String>,
+    refused: &mut Vec<(String, Refusal)>,
+) -> Result<Option<Vec<InlinedSite>>, PlanError> {
     let has_code = binary.function(name).is_ok();
     let found = match binary.inlined_sites(name) {
         Ok(found) => found,
@@ -33,7 +85,7 @@ pub(crate) fn plan_inlined<'t>(
             warnings.push(format!(
                 "cannot find where {name} was inlined ({e}): only its own code is traced"
             ));
-            return Ok(());
+            return Ok(None);
         }
         Err(e) => return Err(e.into()),
     };
@@ -71,62 +123,35 @@ pub(crate) fn plan_inlined<'t>(
         }
         .into());
     }
-    let addrs: Vec<VirtAddr> = usable.iter().map(|s| s.addr).collect();
-    let params = binary.inlined_params(name, &addrs).unwrap_or_else(|e| {
-        warnings.push(format!(
-            "cannot read the DWARF of {name}'s inlined copies ({e}): their arguments are shown as ?"
-        ));
-        vec![None; addrs.len()]
-    });
-    let types = binary.dwarf().ok().flatten().map(|d| d.types());
-    for (site, params) in usable.into_iter().zip(params) {
-        let signature = params.map(|params| PlannedSignature {
-            params: params
-                .into_iter()
-                .map(|p| {
-                    let size = types.map_or(0, |t| t.get(p.ty).size);
-                    let (location, unavailable) =
-                        match inlined_location(&p.location, size, site.sp_delta) {
-                            Ok(location) => (location, None),
-                            Err(why) => (Location::Empty, Some(why)),
-                        };
-                    PlannedValue {
-                        name: p.name,
-                        ty: p.ty,
-                        location,
-                        unavailable,
-                    }
-                })
-                .collect(),
-            results: Vec::new(),
-        });
-        let entry_recipe = match (&signature, compiler()) {
-            (Some(sig), Some(c)) => c.site(&located(&sig.params)),
-            _ => Recipe::default(),
-        };
-        sites.push(Site {
-            function: functions.len() as u32,
-            kind: SiteKind::Inlined,
-            addr: site.addr,
-            file_offset: binary.file_offset(site.addr)?,
-            skip_if: None,
-            may_restart: false,
-        });
-        functions.push(PlannedFunction {
-            name: name.to_owned(),
-            entry: site.addr,
-            source: match signature {
-                Some(_) => SignatureSource::Dwarf,
-                None => SignatureSource::None,
-            },
-            signature,
-            untyped: None,
-            entry_recipe,
-            return_recipe: Recipe::default(),
-            inlined_into: Some(site.caller),
-        });
+    Ok(Some(usable))
+}
+
+/// An inlined copy's arguments, each where the probe finds it (see [`inlined_location`]) or
+/// with why it cannot.
+fn inlined_signature(
+    params: Vec<InlinedParam>,
+    types: Option<&TypeTable>,
+    sp_delta: Option<u64>,
+) -> PlannedSignature {
+    PlannedSignature {
+        params: params
+            .into_iter()
+            .map(|p| {
+                let size = types.map_or(0, |t| t.get(p.ty).size);
+                let (location, unavailable) = match inlined_location(&p.location, size, sp_delta) {
+                    Ok(location) => (location, None),
+                    Err(why) => (Location::Empty, Some(why)),
+                };
+                PlannedValue {
+                    name: p.name,
+                    ty: p.ty,
+                    location,
+                    unavailable,
+                }
+            })
+            .collect(),
+        results: Vec::new(),
     }
-    Ok(())
 }
 
 /// Whether an inlined copy's site must not be probed: its caller must not be (see

@@ -10,6 +10,7 @@ pub mod pattern;
 pub mod recipe;
 mod refusal;
 mod signature;
+mod sites;
 pub mod stats;
 
 pub use event::{CallKind, Capture, CaptureStatus, RawCall, RawStack, StackEnd, INT_REGS};
@@ -19,7 +20,7 @@ use gotrace_binary::dwarf::DwarfInfo;
 use gotrace_binary::layout::LayoutError;
 pub use gotrace_binary::layout::{ResumeSp, RuntimeLayout};
 use gotrace_binary::rtype::RuntimeMethods;
-use gotrace_binary::sites::{ProbeSites, SkipCondition};
+use gotrace_binary::sites::SkipCondition;
 use gotrace_binary::types::{TypeId, TypeKind, TypeTable};
 use gotrace_binary::{BinaryError, FileOffset, Function, GoBinary, VirtAddr};
 pub use inlined::inlined_refusal;
@@ -31,6 +32,7 @@ pub use refusal::{refusal, site_refusal, Refusal};
 use serde::Serialize;
 pub use signature::{checked_signature, runtime_signature, SignatureMismatch, SignatureSource};
 use signature::{function_signature, signature_sources, untyped_args};
+use sites::{function_sites, runtime_hooks};
 
 /// What gotrace can trace: amd64 Go binaries with the register ABI (Go 1.17+).
 #[derive(Debug, thiserror::Error)]
@@ -87,14 +89,6 @@ impl SiteKind {
         }
     }
 }
-
-/// The runtime functions whose entries tell how calls that never return ended.
-const RUNTIME_HOOKS: [(&str, SiteKind); 4] = [
-    ("runtime.gopanic", SiteKind::GoPanic),
-    ("runtime.goexit1", SiteKind::GoExit),
-    ("runtime.fatalpanic", SiteKind::FatalPanic),
-    ("runtime.recovery", SiteKind::Recovery),
-];
 
 /// One address to attach the BPF program at.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -253,26 +247,81 @@ pub fn plan(
             binary: binary.path().display().to_string(),
             reason,
         })?;
-    let mut functions = Vec::new();
-    let mut sites = Vec::new();
-    let mut warnings: Vec<String> = disagreements
-        .iter()
-        .map(|d| format!("runtime layout: {d}"))
-        .collect();
-    let (dwarf, methods) = signature_sources(binary, &mut warnings);
+    let mut gathered = Gathered {
+        warnings: disagreements
+            .iter()
+            .map(|d| format!("runtime layout: {d}"))
+            .collect(),
+        ..Gathered::default()
+    };
+    let (dwarf, methods) = signature_sources(binary, &mut gathered.warnings);
     let (inlined_only, patterns) = split_inlined_only(binary, patterns, &options.exclude);
-    let patterns = &patterns[..];
-    let selected = select(binary, patterns, &options.exclude)?;
+    let selected = select(binary, &patterns, &options.exclude)?;
+    let sources = SignatureSources { dwarf, methods };
+    plan_selected(
+        binary,
+        &selected,
+        &patterns,
+        &options,
+        layout,
+        sources,
+        &mut gathered,
+    )?;
+    let inlined_names = selected.iter().map(|f| f.name.clone()).chain(inlined_only);
+    let compiler = || dwarf.map(|d| Compiler::new(d.types(), options.limits, layout));
+    for name in inlined_names {
+        plan_inlined(
+            binary,
+            &name,
+            &compiler,
+            &mut gathered.functions,
+            &mut gathered.sites,
+            &mut gathered.warnings,
+            &mut gathered.refused,
+        )?;
+    }
+    gathered.into_plan(binary, &options, layout)
+}
+
+/// What planning gathers as it goes: the traced functions (inlined copies too) and their
+/// sites, the warnings, and the functions refused.
+#[derive(Default)]
+struct Gathered {
+    functions: Vec<PlannedFunction>,
+    sites: Vec<Site>,
+    warnings: Vec<String>,
+    refused: Vec<(String, Refusal)>,
+}
+
+/// Where signatures come from: DWARF, or without it the types the runtime keeps for methods.
+#[derive(Clone, Copy)]
+struct SignatureSources<'b> {
+    dwarf: Option<&'b DwarfInfo>,
+    methods: Option<&'b RuntimeMethods>,
+}
+
+/// Plans each selected function that can be traced and refuses the others. Only exact names
+/// given: a function without probe sites is an error, and so is one named and refused.
+fn plan_selected(
+    binary: &GoBinary,
+    selected: &[&Function],
+    patterns: &[String],
+    options: &PlanOptions,
+    layout: RuntimeLayout,
+    sources: SignatureSources,
+    gathered: &mut Gathered,
+) -> Result<(), PlanError> {
     let only_exact = patterns.iter().all(|p| !Pattern::new(p).is_glob());
-    let mut refused = Vec::new();
-    for &function in &selected {
-        let index = functions.len() as u32;
+    for &function in selected {
+        let index = gathered.functions.len() as u32;
         let probe_sites = match binary.probe_sites(function) {
             Ok(sites) => sites,
             Err(e) if only_exact => return Err(e.into()),
             // One odd function in a wide pattern should not stop the rest.
             Err(e) => {
-                warnings.push(format!("skipping {}: {e}", function.name));
+                gathered
+                    .warnings
+                    .push(format!("skipping {}: {e}", function.name));
                 continue;
             }
         };
@@ -286,72 +335,72 @@ pub fn plan(
                     refusal,
                 });
             }
-            refused.push((function.name.clone(), refusal));
+            gathered.refused.push((function.name.clone(), refusal));
             continue;
         }
-        sites.extend(function_sites(
+        gathered.sites.extend(function_sites(
             binary,
             index,
             &probe_sites,
             options.entry_only,
         )?);
-        functions.push(planned_function(
+        gathered.functions.push(planned_function(
             binary,
-            dwarf,
-            methods,
+            sources.dwarf,
+            sources.methods,
             function,
             options.limits,
             layout,
-            &mut warnings,
+            &mut gathered.warnings,
         ));
     }
-    let inlined_names = selected.iter().map(|f| f.name.clone()).chain(inlined_only);
-    let compiler = || dwarf.map(|d| Compiler::new(d.types(), options.limits, layout));
-    for name in inlined_names {
-        plan_inlined(
-            binary,
-            &name,
-            &compiler,
-            &mut functions,
-            &mut sites,
-            &mut warnings,
-            &mut refused,
-        )?;
-    }
-    if functions.is_empty() {
-        if let [(name, refusal)] = &refused[..] {
-            return Err(PlanError::Refused {
-                name: name.clone(),
-                refusal: refusal.clone(),
-            });
+    Ok(())
+}
+
+impl Gathered {
+    /// The plan: what was gathered, the runtime hooks and the dynamic types' recipes. Nothing
+    /// to trace is an error, the refusal's when one function was refused.
+    fn into_plan(
+        mut self,
+        binary: &GoBinary,
+        options: &PlanOptions,
+        layout: RuntimeLayout,
+    ) -> Result<ProbePlan, PlanError> {
+        if self.functions.is_empty() {
+            if let [(name, refusal)] = &self.refused[..] {
+                return Err(PlanError::Refused {
+                    name: name.clone(),
+                    refusal: refusal.clone(),
+                });
+            }
+            return Err(PlanError::NothingToTrace);
         }
-        return Err(PlanError::NothingToTrace);
+        let runtime_hooks = if options.entry_only {
+            Vec::new()
+        } else {
+            runtime_hooks(binary, &mut self.warnings)
+        };
+        let type_recipes = type_recipes(binary, &self.functions, options.limits, layout)?;
+        Ok(ProbePlan {
+            functions: self.functions,
+            sites: self.sites,
+            runtime_hooks,
+            layout,
+            entry_only: options.entry_only,
+            stack: options.stack,
+            warnings: self.warnings,
+            refused: self.refused,
+            limits: options.limits,
+            position_independent: binary.is_pie(),
+            type_recipes,
+            debug_source: binary.debug_source(),
+            filters: None,
+            groups: None,
+            min_duration_ns: 0,
+            sample_every: 0,
+            max_rate: 0,
+        })
     }
-    let runtime_hooks = if options.entry_only {
-        Vec::new()
-    } else {
-        runtime_hooks(binary, &mut warnings)
-    };
-    let type_recipes = type_recipes(binary, &functions, options.limits, layout)?;
-    Ok(ProbePlan {
-        functions,
-        sites,
-        runtime_hooks,
-        layout,
-        entry_only: options.entry_only,
-        stack: options.stack,
-        warnings,
-        refused,
-        limits: options.limits,
-        position_independent: binary.is_pie(),
-        type_recipes,
-        debug_source: binary.debug_source(),
-        filters: None,
-        groups: None,
-        min_duration_ns: 0,
-        sample_every: 0,
-        max_rate: 0,
-    })
 }
 
 /// Splits off the exact names with no code of their own (not excluded), which are traced where
@@ -417,87 +466,6 @@ fn planned_function(
         return_recipe,
         inlined_into: None,
     }
-}
-
-/// The sites of one traced function: its entry and, unless entry-only, each return.
-fn function_sites(
-    binary: &GoBinary,
-    index: u32,
-    probe_sites: &ProbeSites,
-    entry_only: bool,
-) -> Result<Vec<Site>, PlanError> {
-    let mut sites = Vec::with_capacity(1 + probe_sites.returns.len());
-    // A body that is a single RET enters and returns at one instruction: one site does both.
-    let entry_returns = !entry_only && probe_sites.returns.contains(&probe_sites.entry.addr);
-    sites.push(Site {
-        function: index,
-        kind: if entry_returns {
-            SiteKind::EntryReturn
-        } else {
-            SiteKind::Entry
-        },
-        addr: probe_sites.entry.addr,
-        file_offset: binary.file_offset(probe_sites.entry.addr)?,
-        skip_if: probe_sites.entry.skip_if,
-        may_restart: probe_sites.entry.may_restart,
-    });
-    if !entry_only {
-        for &addr in probe_sites
-            .returns
-            .iter()
-            .filter(|&&a| a != probe_sites.entry.addr)
-        {
-            sites.push(Site {
-                function: index,
-                kind: SiteKind::Return,
-                addr,
-                file_offset: binary.file_offset(addr)?,
-                skip_if: None,
-                may_restart: false,
-            });
-        }
-    }
-    Ok(sites)
-}
-
-/// Sites at the runtime functions that end calls without a return (panics, Goexit); one that
-/// cannot be probed is left out with a warning.
-fn runtime_hooks(binary: &GoBinary, warnings: &mut Vec<String>) -> Vec<Site> {
-    let mut runtime_hooks = Vec::new();
-    for (name, kind) in RUNTIME_HOOKS {
-        let site = binary
-            .function(name)
-            .and_then(|f| binary.probe_sites(f))
-            .and_then(|s| Ok((s.entry, binary.file_offset(s.entry.addr)?)));
-        let hook_refused = site.as_ref().ok().and_then(|(entry, _)| {
-            let sites = ProbeSites {
-                entry: *entry,
-                returns: Vec::new(),
-                deferreturns: Vec::new(),
-            };
-            site_refusal(binary, &sites, true)
-        });
-        if let Some(refusal) = hook_refused {
-            warnings.push(format!(
-                "cannot probe {name} ({refusal}): calls unwound by panics or Goexit may go unreported"
-            ));
-            continue;
-        }
-        match site {
-            Ok((entry, file_offset)) => runtime_hooks.push(Site {
-                function: u32::MAX,
-                kind,
-                addr: entry.addr,
-                file_offset,
-                skip_if: entry.skip_if,
-                may_restart: false,
-            }),
-            Err(e) => warnings.push(format!(
-                "cannot probe {name} ({e}): calls unwound by panics or Goexit may go unreported"
-            )),
-        }
-    }
-    runtime_hooks
 }
 
 /// Recipes for the dynamic values of interfaces, by runtime type address, when a traced value

@@ -11,13 +11,15 @@ use gotrace_decode::DecodedCall;
 use gotrace_gobuild::{Build, Flavour};
 use gotrace_kernel::Target;
 use gotrace_output::peek::Peek;
-use gotrace_output::{Format, Printer, Record};
+use gotrace_output::{Format, Printer, Record, Summary};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 const SERVICE_SOURCE: &str = include_str!("../../../examples/fibonacci/main.go");
@@ -90,8 +92,55 @@ pub fn run(args: &DemoArgs) -> Result<()> {
     out!("\n$ gotrace trace --pid {pid} {FUNCTION}")?;
     let (lines_tx, lines) = mpsc::channel();
     let (attached_tx, attached) = mpsc::channel();
-    let (stop_read, mut stop_write) = std::os::unix::net::UnixStream::pair()?;
-    let tracer = std::thread::spawn(move || {
+    let (stop_read, mut stop_write) = UnixStream::pair()?;
+    let tracer = spawn_tracer(pid, lines_tx, attached_tx, stop_read);
+    match attached.recv_timeout(Duration::from_secs(30)) {
+        Ok(attached) => out!("{attached}")?,
+        Err(_) => {
+            drop(service);
+            return match tracer.join() {
+                Ok(Err(e)) => Err(e.context("tracing the service")),
+                _ => bail!("the tracer did not attach within 30 s"),
+            };
+        }
+    }
+
+    send_requests(addr, &lines)?;
+
+    stop_write.write_all(b"x")?;
+    let summary = match tracer.join() {
+        Ok(result) => result?,
+        Err(_) => bail!("the tracer thread panicked"),
+    };
+    let mut printer = Printer::new(Vec::new(), Format::Text, crate::clock());
+    out!("\n{}", printer.text(&Record::Summary(&summary)))?;
+
+    out!("\n$ gotrace peek --pid {pid} {FUNCTION}")?;
+    let (function, sites) = crate::peek::peek(pid, FUNCTION, None)?;
+    let peek = Peek {
+        function,
+        pid,
+        sites,
+    };
+    out!("{}", printer.text(&Record::Peek(&peek)))?;
+
+    out!("\nStopping the service (SIGINT: graceful shutdown)...")?;
+    // SAFETY: kill(2) on the PID of a child we started and have not reaped.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGINT) };
+    let status = service.0.wait()?;
+    out!("service exited: {status}")?;
+    Ok(())
+}
+
+/// Traces the service's `FUNCTION` on a thread of its own until `stop_read` becomes readable,
+/// sending each call's line and the attach report to the main thread.
+fn spawn_tracer(
+    pid: u32,
+    lines_tx: mpsc::Sender<String>,
+    attached_tx: mpsc::Sender<String>,
+    stop_read: UnixStream,
+) -> JoinHandle<Result<Summary>> {
+    std::thread::spawn(move || {
         let request = TraceRequest {
             target: Target::Process(pid),
             functions: vec![FUNCTION.to_owned()],
@@ -116,18 +165,11 @@ pub fn run(args: &DemoArgs) -> Result<()> {
         let mut summary = trace::run(&request, &mut sink, &stop, || Ok(()))?;
         summary.calls = sink.shown;
         Ok::<_, anyhow::Error>(summary)
-    });
-    match attached.recv_timeout(Duration::from_secs(30)) {
-        Ok(attached) => out!("{attached}")?,
-        Err(_) => {
-            drop(service);
-            return match tracer.join() {
-                Ok(Err(e)) => Err(e.context("tracing the service")),
-                _ => bail!("the tracer did not attach within 30 s"),
-            };
-        }
-    }
+    })
+}
 
+/// Each request of [`REQUESTS`], its HTTP answer and the traced call it made (or why none).
+fn send_requests(addr: SocketAddr, lines: &mpsc::Receiver<String>) -> Result<()> {
     for num in REQUESTS {
         let (status, body) = http_get(addr, &format!("/fibonacci?num={num}"))?;
         out!("\n$ curl 'http://{addr}/fibonacci?num={num}'\n  HTTP {status} {body}")?;
@@ -147,29 +189,6 @@ pub fn run(args: &DemoArgs) -> Result<()> {
             )?,
         }
     }
-
-    stop_write.write_all(b"x")?;
-    let summary = match tracer.join() {
-        Ok(result) => result?,
-        Err(_) => bail!("the tracer thread panicked"),
-    };
-    let mut printer = Printer::new(Vec::new(), Format::Text, crate::clock());
-    out!("\n{}", printer.text(&Record::Summary(&summary)))?;
-
-    out!("\n$ gotrace peek --pid {pid} {FUNCTION}")?;
-    let (function, sites) = crate::peek::peek(pid, FUNCTION, None)?;
-    let peek = Peek {
-        function,
-        pid,
-        sites,
-    };
-    out!("{}", printer.text(&Record::Peek(&peek)))?;
-
-    out!("\nStopping the service (SIGINT: graceful shutdown)...")?;
-    // SAFETY: kill(2) on the PID of a child we started and have not reaped.
-    unsafe { libc::kill(pid as libc::pid_t, libc::SIGINT) };
-    let status = service.0.wait()?;
-    out!("service exited: {status}")?;
     Ok(())
 }
 

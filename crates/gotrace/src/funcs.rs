@@ -7,6 +7,8 @@
 use crate::cli::FuncsArgs;
 use anyhow::Result;
 use gotrace_binary::abi::{AbiReg, Location};
+use gotrace_binary::dwarf::DwarfInfo;
+use gotrace_binary::rtype::RuntimeMethods;
 use gotrace_binary::sites::SkipCondition;
 use gotrace_binary::types::{Signature, TypeTable, Variable};
 use gotrace_binary::{Arch, Function, GoBinary, VirtAddr};
@@ -16,7 +18,7 @@ use gotrace_output::funcs::{
 };
 use gotrace_output::{Clock, Format, Printer, Record};
 use gotrace_plan::pattern::Pattern;
-use gotrace_plan::{PlannedValue, SignatureSource};
+use gotrace_plan::{PlannedSignature, PlannedValue, SignatureSource};
 
 /// What `funcs` found: the binary, then its functions.
 struct Listing {
@@ -178,6 +180,13 @@ fn binary_info(binary: &GoBinary, dwarf: bool, dwarf_error: Option<String>) -> B
     }
 }
 
+/// Where `list` finds signatures: DWARF, or without it the runtime's method types.
+#[derive(Clone, Copy)]
+struct SignatureSources<'b> {
+    dwarf: Option<&'b DwarfInfo>,
+    methods: Option<&'b RuntimeMethods>,
+}
+
 /// The functions of `binary` matching `pattern` (all without one), with signatures from DWARF
 /// where it has them, located as the planner locates them for `trace`, and, when
 /// `with_sites`, their probe sites.
@@ -190,119 +199,162 @@ fn list(binary: &GoBinary, pattern: Option<&str>, with_sites: bool) -> Result<Li
             Some(e.to_string().trim_start_matches("DWARF: ").to_owned()),
         ),
     };
-    let arch = binary.arch();
     // Without DWARF, methods' signatures come from the runtime type descriptors, as in `trace`.
     let methods = match (dwarf, &dwarf_error) {
         (None, None) => binary.runtime_methods().ok(),
         _ => None,
     };
+    let sources = SignatureSources { dwarf, methods };
     let pattern = pattern.map(Pattern::new);
     let mut functions: Vec<Listed> = binary
         .functions()
         .iter()
         .filter(|f| pattern.as_ref().is_none_or(|p| p.matches(&f.name)))
-        .map(|f| {
-            let from_runtime =
-                methods.and_then(|m| m.signatures.get(&f.entry).map(|s| (&s.signature, &m.types)));
-            let signature = dwarf
-                .and_then(|d| d.signature(f.entry).map(|s| (s, d.types())))
-                .or(from_runtime);
-            let abi0 = f.name.ends_with(".abi0");
-            let values =
-                |vars: &[Variable], located: Option<&[PlannedValue]>, types: &TypeTable| {
-                    vars.iter()
-                        .enumerate()
-                        .map(|(i, v)| ListedValue {
-                            name: v.name.clone(),
-                            ty: types.get(v.ty).name.clone(),
-                            size: types.get(v.ty).size,
-                            location: located
-                                .and_then(|l| l.get(i))
-                                .map(|p| place(arch, &p.location)),
-                        })
-                        .collect::<Vec<_>>()
-                };
-            // The planner's locations, checked against the argument frame: what `trace` reads.
-            let checked = match (dwarf, methods, abi0) {
-                (Some(d), _, false) => gotrace_plan::checked_signature(binary, d, f),
-                (None, Some(m), false) => gotrace_plan::runtime_signature(binary, m, f),
-                _ => None,
-            };
-            let (checked, locations_error) = match checked {
-                Some(Ok(checked)) => (Some(checked), None),
-                Some(Err(mismatch)) => (None, Some(mismatch.to_string())),
-                None => (None, None),
-            };
-            let assigned = signature.map(|(sig, types)| {
-                (
-                    values(&sig.params, checked.as_ref().map(|c| &c.params[..]), types),
-                    values(
-                        &sig.results,
-                        checked.as_ref().map(|c| &c.results[..]),
-                        types,
-                    ),
-                )
-            });
-            let (params, results) = assigned.unzip();
-            // What `trace` falls back to: the traceback metadata's words.
-            let untyped = match (&checked, abi0) {
-                (None, false) => untyped(binary, f),
-                _ => None,
-            };
-            let source = match (&checked, from_runtime, &untyped) {
-                (Some(_), Some(_), _) => SignatureSource::RuntimeTypes,
-                (Some(_), None, _) => SignatureSource::Dwarf,
-                (None, _, Some(_)) => SignatureSource::Traceback,
-                (None, _, None) => SignatureSource::None,
-            };
-            let (sites, sites_error) = match with_sites.then(|| sites(binary, f)) {
-                Some(Ok(s)) => (Some(s), None),
-                Some(Err(e)) => (None, Some(e)),
-                None => (None, None),
-            };
-            let refused = with_sites
-                .then(|| {
-                    gotrace_plan::refusal(binary, f).or_else(|| {
-                        let sites = binary.probe_sites(f).ok()?;
-                        gotrace_plan::site_refusal(binary, &sites, false)
-                    })
-                })
-                .flatten()
-                .map(|r| r.to_string());
-            Listed {
-                name: f.name.clone(),
-                entry: f.entry.to_string(),
-                end: f.end.to_string(),
-                size: f.size(),
-                signature: signature.map(|(sig, types)| go_signature(sig, types)),
-                abi0,
-                params,
-                results,
-                locations_error,
-                sites,
-                sites_error,
-                refused,
-                inlined: if with_sites {
-                    inlined(binary, &f.name)
-                } else {
-                    Vec::new()
-                },
-                source,
-                untyped,
-                detail: with_sites,
-            }
-        })
+        .map(|f| listed(binary, sources, f, with_sites))
         .collect();
     // With a pattern, the functions that have no code of their own but were inlined: `trace`
     // probes them where they were inlined.
     if let Some(pattern) = &pattern {
-        let mut only_inlined: Vec<&str> = binary
-            .inline_index()?
-            .names()
-            .filter(|n| pattern.matches(n) && binary.function(n).is_err())
-            .collect();
-        only_inlined.sort_unstable();
-        functions.extend(only_inlined.into_iter().map(|name| Listed {
+        functions.extend(only_inlined(binary, pattern, with_sites)?);
+    }
+    Ok(Listing {
+        binary: binary_info(binary, dwarf.is_some(), dwarf_error),
+        functions,
+    })
+}
+
+/// One function with code of its own: its signature, where `trace` reads each value, and with
+/// `with_sites` its probe sites, where it was inlined and whether `trace` refuses it.
+fn listed(binary: &GoBinary, sources: SignatureSources, f: &Function, with_sites: bool) -> Listed {
+    let from_runtime = sources
+        .methods
+        .and_then(|m| m.signatures.get(&f.entry).map(|s| (&s.signature, &m.types)));
+    let signature = sources
+        .dwarf
+        .and_then(|d| d.signature(f.entry).map(|s| (s, d.types())))
+        .or(from_runtime);
+    let abi0 = f.name.ends_with(".abi0");
+    let (checked, locations_error) = planned_signature(binary, sources, f, abi0);
+    let arch = binary.arch();
+    let (params, results) = signature
+        .map(|(sig, types)| {
+            (
+                listed_values(
+                    arch,
+                    &sig.params,
+                    checked.as_ref().map(|c| &c.params[..]),
+                    types,
+                ),
+                listed_values(
+                    arch,
+                    &sig.results,
+                    checked.as_ref().map(|c| &c.results[..]),
+                    types,
+                ),
+            )
+        })
+        .unzip();
+    // What `trace` falls back to: the traceback metadata's words.
+    let untyped = match (&checked, abi0) {
+        (None, false) => untyped(binary, f),
+        _ => None,
+    };
+    let source = match (&checked, from_runtime, &untyped) {
+        (Some(_), Some(_), _) => SignatureSource::RuntimeTypes,
+        (Some(_), None, _) => SignatureSource::Dwarf,
+        (None, _, Some(_)) => SignatureSource::Traceback,
+        (None, _, None) => SignatureSource::None,
+    };
+    let (sites, sites_error) = match with_sites.then(|| sites(binary, f)) {
+        Some(Ok(s)) => (Some(s), None),
+        Some(Err(e)) => (None, Some(e)),
+        None => (None, None),
+    };
+    Listed {
+        name: f.name.clone(),
+        entry: f.entry.to_string(),
+        end: f.end.to_string(),
+        size: f.size(),
+        signature: signature.map(|(sig, types)| go_signature(sig, types)),
+        abi0,
+        params,
+        results,
+        locations_error,
+        sites,
+        sites_error,
+        refused: with_sites.then(|| refused(binary, f)).flatten(),
+        inlined: if with_sites {
+            inlined(binary, &f.name)
+        } else {
+            Vec::new()
+        },
+        source,
+        untyped,
+        detail: with_sites,
+    }
+}
+
+/// The planner's locations, checked against the argument frame: what `trace` reads; or why
+/// they are not (the signature describes another frame).
+fn planned_signature(
+    binary: &GoBinary,
+    sources: SignatureSources,
+    f: &Function,
+    abi0: bool,
+) -> (Option<PlannedSignature>, Option<String>) {
+    let checked = match (sources.dwarf, sources.methods, abi0) {
+        (Some(d), _, false) => gotrace_plan::checked_signature(binary, d, f),
+        (None, Some(m), false) => gotrace_plan::runtime_signature(binary, m, f),
+        _ => None,
+    };
+    match checked {
+        Some(Ok(checked)) => (Some(checked), None),
+        Some(Err(mismatch)) => (None, Some(mismatch.to_string())),
+        None => (None, None),
+    }
+}
+
+/// Parameters or results with their types and, where the planner located them, their places.
+fn listed_values(
+    arch: Arch,
+    vars: &[Variable],
+    located: Option<&[PlannedValue]>,
+    types: &TypeTable,
+) -> Vec<ListedValue> {
+    vars.iter()
+        .enumerate()
+        .map(|(i, v)| ListedValue {
+            name: v.name.clone(),
+            ty: types.get(v.ty).name.clone(),
+            size: types.get(v.ty).size,
+            location: located
+                .and_then(|l| l.get(i))
+                .map(|p| place(arch, &p.location)),
+        })
+        .collect()
+}
+
+/// Why `trace` would refuse to probe the function, by itself or at its probe sites.
+fn refused(binary: &GoBinary, f: &Function) -> Option<String> {
+    gotrace_plan::refusal(binary, f)
+        .or_else(|| {
+            let sites = binary.probe_sites(f).ok()?;
+            gotrace_plan::site_refusal(binary, &sites, false)
+        })
+        .map(|r| r.to_string())
+}
+
+/// The functions matching `pattern` that have no code of their own, only inlined copies.
+fn only_inlined(binary: &GoBinary, pattern: &Pattern, with_sites: bool) -> Result<Vec<Listed>> {
+    let mut names: Vec<&str> = binary
+        .inline_index()?
+        .names()
+        .filter(|n| pattern.matches(n) && binary.function(n).is_err())
+        .collect();
+    names.sort_unstable();
+    Ok(names
+        .into_iter()
+        .map(|name| Listed {
             name: name.to_owned(),
             entry: "inlined".to_owned(),
             end: "inlined".to_owned(),
@@ -323,12 +375,8 @@ fn list(binary: &GoBinary, pattern: Option<&str>, with_sites: bool) -> Result<Li
             source: SignatureSource::None,
             untyped: None,
             detail: with_sites,
-        }));
-    }
-    Ok(Listing {
-        binary: binary_info(binary, dwarf.is_some(), dwarf_error),
-        functions,
-    })
+        })
+        .collect())
 }
 
 pub fn run(args: &FuncsArgs) -> Result<()> {

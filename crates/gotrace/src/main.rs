@@ -354,25 +354,7 @@ fn run_trace(args: TraceArgs) -> Result<()> {
     sink.printer.set_graph(args.graph, timeline);
     let (binary, functions) = args.binary_and_functions()?;
     let target = target_of(binary, args.pid, &mut sink)?;
-    let request = trace::TraceRequest {
-        target,
-        functions,
-        exclude: args.exclude.clone(),
-        entry_only: args.no_return,
-        limits: gotrace_plan::Limits {
-            string_max: args.string_max,
-            elems: args.elems,
-            depth: args.depth,
-        },
-        count: args.count,
-        debug_file: args.debug_file.clone(),
-        filter: trace::Filter {
-            sample_every: args.sample.unwrap_or(0),
-            max_rate: args.max_rate.unwrap_or(0),
-            ..(&args.filter).into()
-        },
-        stack: args.stack,
-    };
+    let request = trace_request(&args, target, functions);
     sink.exports = export::Exports::start(
         args.metrics.as_deref(),
         args.otlp.as_deref(),
@@ -394,56 +376,14 @@ fn run_trace(args: TraceArgs) -> Result<()> {
         fds: &stop_fds,
         exit_on_signal: Some(&signals.exit_now),
     };
-    let mut attaches = 0u32;
-    let mut total: Option<Summary> = None;
-    let result = loop {
-        if let Some(follow) = &mut follow {
-            follow.planning();
-        }
-        let session_request = trace::TraceRequest {
-            count: request.count.map(|n| n.saturating_sub(sink.seen)),
-            ..request.clone()
-        };
-        let session = trace::run(&session_request, &mut sink, &stop, || {
-            if let Some(follow) = &follow {
-                follow.attached();
-            }
-            attaches += 1;
-            if let Some(ready) = &args.ready_file {
-                trace::write_ready_file(ready, attaches)?;
-            }
-            Ok(())
-        });
-        let failed = match session {
-            Ok(summary) => {
-                total.get_or_insert_with(Default::default).absorb(&summary);
-                false
-            }
-            // The first plan failing is an error; a later one is a rebuild to wait out.
-            Err(e) if attaches == 0 || follow.is_none() => break Err(e),
-            Err(e) => {
-                let warning = Warning::new(format!(
-                    "cannot trace the new file: {}; waiting for the next build",
-                    error_text(&e)
-                ));
-                trace::CallSink::record(&mut sink, &Record::Warning(&warning))?;
-                true
-            }
-        };
-        let done = request.count.is_some_and(|n| sink.seen >= n);
-        let next = match &follow {
-            Some(follow) if !done => follow.next(
-                signals.pipe.as_raw_fd(),
-                &signals.exit_now,
-                failed,
-                &mut sink,
-            )?,
-            _ => follow::Next::Stop,
-        };
-        if matches!(next, follow::Next::Stop) {
-            break Ok(total.take().unwrap_or_default());
-        }
-    };
+    let result = trace_each_build(
+        &request,
+        &mut sink,
+        &stop,
+        &mut follow,
+        &signals,
+        args.ready_file.as_deref(),
+    )?;
     // Probes are detached: a further Ctrl-C need not wait for the output.
     signals.exit_now.store(true, Ordering::SeqCst);
     let delivery = sink.finish(Instant::now() + DRAIN_GRACE);
@@ -472,6 +412,89 @@ fn run_trace(args: TraceArgs) -> Result<()> {
         delivery.error,
     )?;
     timeline
+}
+
+fn trace_request(args: &TraceArgs, target: Target, functions: Vec<String>) -> trace::TraceRequest {
+    trace::TraceRequest {
+        target,
+        functions,
+        exclude: args.exclude.clone(),
+        entry_only: args.no_return,
+        limits: gotrace_plan::Limits {
+            string_max: args.string_max,
+            elems: args.elems,
+            depth: args.depth,
+        },
+        count: args.count,
+        debug_file: args.debug_file.clone(),
+        filter: trace::Filter {
+            sample_every: args.sample.unwrap_or(0),
+            max_rate: args.max_rate.unwrap_or(0),
+            ..(&args.filter).into()
+        },
+        stack: args.stack,
+    }
+}
+
+/// Traces `request` in a session, and with `follow` again in a session for each new build of
+/// the file, until `--count` calls, a stop or an exit; the sessions' summaries added up.
+/// The outer error ends the command at once; the inner one, the tracing's, is reported after
+/// the output is finished.
+fn trace_each_build(
+    request: &trace::TraceRequest,
+    sink: &mut PrinterSink,
+    stop: &trace::Stop<'_>,
+    follow: &mut Option<follow::Follow>,
+    signals: &Signals,
+    ready_file: Option<&std::path::Path>,
+) -> Result<Result<Summary>> {
+    let mut attaches = 0u32;
+    let mut total: Option<Summary> = None;
+    loop {
+        if let Some(follow) = follow.as_mut() {
+            follow.planning();
+        }
+        let session_request = trace::TraceRequest {
+            count: request.count.map(|n| n.saturating_sub(sink.seen)),
+            ..request.clone()
+        };
+        let session = trace::run(&session_request, sink, stop, || {
+            if let Some(follow) = follow.as_ref() {
+                follow.attached();
+            }
+            attaches += 1;
+            if let Some(ready) = ready_file {
+                trace::write_ready_file(ready, attaches)?;
+            }
+            Ok(())
+        });
+        let failed = match session {
+            Ok(summary) => {
+                total.get_or_insert_with(Default::default).absorb(&summary);
+                false
+            }
+            // The first plan failing is an error; a later one is a rebuild to wait out.
+            Err(e) if attaches == 0 || follow.is_none() => return Ok(Err(e)),
+            Err(e) => {
+                let warning = Warning::new(format!(
+                    "cannot trace the new file: {}; waiting for the next build",
+                    error_text(&e)
+                ));
+                trace::CallSink::record(sink, &Record::Warning(&warning))?;
+                true
+            }
+        };
+        let done = request.count.is_some_and(|n| sink.seen >= n);
+        let next = match follow.as_ref() {
+            Some(follow) if !done => {
+                follow.next(signals.pipe.as_raw_fd(), &signals.exit_now, failed, sink)?
+            }
+            _ => follow::Next::Stop,
+        };
+        if matches!(next, follow::Next::Stop) {
+            return Ok(Ok(total.take().unwrap_or_default()));
+        }
+    }
 }
 
 /// Creates the `--timeline` file; its JSON array is begun.

@@ -219,7 +219,7 @@ fn run(
             .map_or(&no_names, |m| &m.type_names),
         false => &no_names,
     };
-    let mut grouping = plan.groups.as_ref().map(|by| Grouping {
+    let grouping = plan.groups.as_ref().map(|by| Grouping {
         namer: GroupNamer::new(&plan, by, type_names, stacks.as_ref()),
         by: &by.text,
         top: options.top,
@@ -235,96 +235,186 @@ fn run(
     sink.record(&Record::Attached(&trace::attached(&plan, &report, &path)))?;
     on_attached()?;
 
-    // Calls still running when their process exits or gotrace stops come back from the
-    // in-flight table: counted here, by plan index.
     let in_flight = RefCell::new(vec![0u64; plan.functions.len()]);
-    let handle = |raw: gotrace_plan::RawCall| {
+    let started = Instant::now();
+    let mut tally = Tally {
+        shown: &shown,
+        grouping,
+        in_flight: &in_flight,
+        started,
+        last_table: started,
+        before: vec![0u64; shown.len()],
+    };
+    let mut watched: Vec<RawFd> = stop.fds.to_vec();
+    watched.extend(exit_fd.as_ref().map(AsRawFd::as_raw_fd));
+    let until = Until {
+        watched: &watched,
+        interval,
+        duration,
+    };
+    count_until_stopped(&mut tally, &session, &until, stop, sink)?;
+    last_records(
+        &mut tally,
+        &session,
+        &report,
+        plan.entry_only,
+        options,
+        sink,
+    )
+}
+
+/// Between tables: each shown function's calls at the last one and when it was shown (the
+/// base of the next table's rates), and the calls that came back from the in-flight table.
+struct Tally<'a> {
+    shown: &'a [Shown],
+    grouping: Option<Grouping<'a>>,
+    /// Calls still running when their process exits or gotrace stops come back from the
+    /// in-flight table: counted here, one slot per plan index.
+    in_flight: &'a RefCell<Vec<u64>>,
+    started: Instant,
+    last_table: Instant,
+    before: Vec<u64>,
+}
+
+impl Tally<'_> {
+    /// Each shown function's counts now, the calls back from the in-flight table added.
+    fn read(&self, session: &Session) -> Result<Vec<FunctionStats>> {
+        let mut per_copy = session.function_stats(self.in_flight.borrow().len())?;
+        for (stats, &n) in per_copy.iter_mut().zip(self.in_flight.borrow().iter()) {
+            stats.in_flight += n;
+        }
+        Ok(grouped(self.shown, &per_copy))
+    }
+
+    /// The table at `now` (the final one when `last`), with the counts it shows and the time
+    /// since the previous table; it becomes the base of the next one's rates.
+    fn table(
+        &mut self,
+        session: &Session,
+        now: Instant,
+        last: bool,
+    ) -> Result<(Vec<FunctionStats>, Stats, Duration)> {
+        let stats = self.read(session)?;
+        let since = now - self.last_table;
+        let shown_table = table(
+            self.shown,
+            &stats,
+            &self.before,
+            now - self.started,
+            since,
+            last,
+            self.grouping.is_some(),
+        );
+        self.before = stats.iter().map(FunctionStats::calls).collect();
+        self.last_table = now;
+        Ok((stats, shown_table, since))
+    }
+
+    /// `--by`: each function's table of groups after `table`; the groups, for the stacks'
+    /// files.
+    fn show_groups(
+        &mut self,
+        session: &Session,
+        table: &Stats,
+        since: Duration,
+        sink: &mut PrinterSink,
+    ) -> Result<(Vec<Vec<Group>>, Flow)> {
+        let Some(grouping) = &mut self.grouping else {
+            return Ok((Vec::new(), Flow::Open));
+        };
+        let (groups, tables) = grouping.tables(session, self.shown, table, since)?;
+        let mut flow = Flow::Open;
+        for t in &tables {
+            flow = sink.data(&Record::Groups(t));
+        }
+        Ok((groups, flow))
+    }
+}
+
+/// When the loop shows a table and when it stops: a `watched` descriptor fires (a stop
+/// signal or the traced process's exit), or `duration` passes.
+struct Until<'a> {
+    watched: &'a [RawFd],
+    interval: Duration,
+    duration: Option<Duration>,
+}
+
+/// Counts one call back from the in-flight table.
+fn count_in_flight(in_flight: &RefCell<Vec<u64>>) -> impl Fn(gotrace_plan::RawCall) + '_ {
+    move |raw| {
         if let Some(n) = in_flight.borrow_mut().get_mut(raw.function as usize) {
             *n += 1;
         }
-    };
-    let read = |session: &Session| -> Result<Vec<FunctionStats>> {
-        let mut per_copy = session.function_stats(plan.functions.len())?;
-        for (stats, &n) in per_copy.iter_mut().zip(in_flight.borrow().iter()) {
-            stats.in_flight += n;
-        }
-        Ok(grouped(&shown, &per_copy))
-    };
-    let started = Instant::now();
-    let mut before = vec![0u64; shown.len()];
-    let mut last_table = started;
-    {
-        let events = session.events(&handle)?;
-        let mut watched: Vec<RawFd> = stop.fds.to_vec();
-        watched.extend(exit_fd.as_ref().map(AsRawFd::as_raw_fd));
-        let waiter = Waiter::new(events.fd(), &watched, TICK)?;
-        let mut reported = Counters::default();
-        loop {
-            if waiter.wait()? == Wake::Stop {
-                break;
-            }
-            // Only process exits come through the ring buffer.
-            events.consume()?;
-            let now = Instant::now();
-            if duration.is_some_and(|d| now - started >= d) {
-                break;
-            }
-            if now - last_table < interval {
-                continue;
-            }
-            let stats = read(&session)?;
-            let since = now - last_table;
-            let shown_table = table(
-                &shown,
-                &stats,
-                &before,
-                now - started,
-                since,
-                false,
-                grouping.is_some(),
-            );
-            before = stats.iter().map(FunctionStats::calls).collect();
-            last_table = now;
-            if sink.data(&Record::Stats(&shown_table)) == Flow::Closed
-                || show_groups(&mut grouping, &session, &shown, &shown_table, since, sink)?.1
-                    == Flow::Closed
-            {
-                break;
-            }
-            // A failed stderr stops the session like a failed stdout; the caller says so.
-            if trace::report_losses(&session.counters()?, &mut reported, sink).is_err() {
-                break;
-            }
-        }
-        stop.exit_on_signal(true);
-        session.detach();
-        events.consume()?;
-        // Detached: what is still in flight will not return while gotrace looks.
-        session.drain_in_flight(&handle)?;
     }
-    let now = Instant::now();
-    let stats = read(&session)?;
-    let since = now - last_table;
-    let last = table(
-        &shown,
-        &stats,
-        &before,
-        now - started,
-        since,
-        true,
-        grouping.is_some(),
-    );
+}
+
+/// Shows a table every `until.interval` until it is time to stop or the output closes, then
+/// detaches and counts the calls still in flight.
+fn count_until_stopped(
+    tally: &mut Tally<'_>,
+    session: &Session,
+    until: &Until<'_>,
+    stop: &Stop<'_>,
+    sink: &mut PrinterSink,
+) -> Result<()> {
+    let handle = count_in_flight(tally.in_flight);
+    let events = session.events(&handle)?;
+    let waiter = Waiter::new(events.fd(), until.watched, TICK)?;
+    let mut reported = Counters::default();
+    loop {
+        if waiter.wait()? == Wake::Stop {
+            break;
+        }
+        // Only process exits come through the ring buffer.
+        events.consume()?;
+        let now = Instant::now();
+        if until.duration.is_some_and(|d| now - tally.started >= d) {
+            break;
+        }
+        if now - tally.last_table < until.interval {
+            continue;
+        }
+        let (_, shown_table, since) = tally.table(session, now, false)?;
+        if sink.data(&Record::Stats(&shown_table)) == Flow::Closed
+            || tally.show_groups(session, &shown_table, since, sink)?.1 == Flow::Closed
+        {
+            break;
+        }
+        // A failed stderr stops the session like a failed stdout; the caller says so.
+        if trace::report_losses(&session.counters()?, &mut reported, sink).is_err() {
+            break;
+        }
+    }
+    stop.exit_on_signal(true);
+    session.detach();
+    events.consume()?;
+    // Detached: what is still in flight will not return while gotrace looks.
+    session.drain_in_flight(&handle)?;
+    Ok(())
+}
+
+/// The final table, each function's groups and the stacks' files, each function's histogram
+/// (unless entry-only), and the summary.
+fn last_records(
+    tally: &mut Tally<'_>,
+    session: &Session,
+    report: &AttachReport,
+    entry_only: bool,
+    options: &GroupOptions,
+    sink: &mut PrinterSink,
+) -> Result<Summary> {
+    let (stats, last, since) = tally.table(session, Instant::now(), true)?;
     sink.data(&Record::Stats(&last));
-    let (groups, _) = show_groups(&mut grouping, &session, &shown, &last, since, sink)?;
-    let names: Vec<&str> = shown.iter().map(|s| s.name.as_str()).collect();
+    let (groups, _) = tally.show_groups(session, &last, since, sink)?;
+    let names: Vec<&str> = tally.shown.iter().map(|s| s.name.as_str()).collect();
     write_stacks(options, &groups, &names)?;
-    if !plan.entry_only {
-        for ((s, stats), row) in shown.iter().zip(&stats).zip(&last.rows) {
+    if !entry_only {
+        for ((s, stats), row) in tally.shown.iter().zip(&stats).zip(&last.rows) {
             let histogram = LatencyHistogram::new(&s.name, row, &stats.latency);
             sink.data(&Record::Histogram(&histogram));
         }
     }
-    let mut summary = summary(&report, &stats);
+    let mut summary = summary(report, &stats);
     trace::add_counters(&mut summary, &session.counters()?);
     Ok(summary)
 }
@@ -389,26 +479,6 @@ fn shown_of(shown: &[Shown], functions: usize) -> Vec<usize> {
         }
     }
     of
-}
-
-/// `--by`: each function's table of groups after `table`; the groups, for the stacks' files.
-fn show_groups(
-    grouping: &mut Option<Grouping<'_>>,
-    session: &Session,
-    shown: &[Shown],
-    table: &Stats,
-    since: Duration,
-    sink: &mut PrinterSink,
-) -> Result<(Vec<Vec<Group>>, Flow)> {
-    let Some(grouping) = grouping else {
-        return Ok((Vec::new(), Flow::Open));
-    };
-    let (groups, tables) = grouping.tables(session, shown, table, since)?;
-    let mut flow = Flow::Open;
-    for t in &tables {
-        flow = sink.data(&Record::Groups(t));
-    }
-    Ok((groups, flow))
 }
 
 /// `--folded`, `--flamegraph`: every stack counted (all groups, not only the top ones).

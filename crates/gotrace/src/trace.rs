@@ -4,8 +4,7 @@ use anyhow::{Context, Result};
 use gotrace_binary::GoBinary;
 use gotrace_decode::{DecodedCall, Decoder};
 use gotrace_kernel::{
-    proc, AttachMethod, AttachReport, Counters, EventStream, InFlightNow, Session, Target, Waiter,
-    Wake,
+    proc, AttachMethod, AttachReport, Counters, InFlightNow, Session, Target, Waiter,
 };
 use gotrace_output::{
     AttachMethod as Method, Attached, FailedSite, InlinedCopies, LossCause, Lost, Note, Record,
@@ -13,25 +12,22 @@ use gotrace_output::{
 };
 use gotrace_plan::{CallKind, PlanOptions, ProbePlan};
 use std::cell::{Cell, RefCell};
-use std::os::fd::RawFd;
+use std::os::fd::{OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::stdio::OutputError;
+use pump::{name_over_rate, pump};
+
+mod pump;
 
 /// How long an event may wait in the ring buffer before it is printed.
 const FLUSH_INTERVAL: Duration = Duration::from_millis(20);
 /// Plans this big get a line before attaching (per-site attaching can take a while).
 const LARGE_PLAN: usize = 1000;
-/// How often the BPF side's loss counters are checked while tracing.
-const COUNTER_INTERVAL: Duration = Duration::from_secs(1);
 /// Events decoded between two flushes of the output.
 const BATCH: usize = 4096;
-/// Events decoded between two looks at the stop signals: well under a millisecond of work on an
-/// idle machine, a few when gotrace gets a fraction of a CPU under overload (a batch of 4096 then
-/// took half a second), so a stop is seen promptly however events come.
-const CHUNK: usize = 64;
 
 #[derive(Clone)]
 pub struct TraceRequest {
@@ -238,70 +234,114 @@ pub fn run(
         ..Summary::default()
     };
     let limit = request.count.unwrap_or(u64::MAX);
-    let calls = Cell::new(0u64);
-    let outcomes = RefCell::new(Outcomes::default());
-    let truncated = Cell::new(0u64);
-    let not_read = Cell::new(0u64);
-    let args_lost = Cell::new(0u64);
+    let counted = Counted::default();
     let sink = RefCell::new(sink);
     // Reused for every event: decoding a call of scalars allocates nothing.
     let call = RefCell::new(DecodedCall::default());
     // Every call the kernel side reports, from the ring buffer or drained in flight at the end.
     let handle = |raw: gotrace_plan::RawCall| {
         let mut call = call.borrow_mut();
-        if calls.get() >= limit || !decoder.decode_into(&raw, &mut call) {
+        if counted.calls.get() >= limit || !decoder.decode_into(&raw, &mut call) {
             return;
         }
-        calls.set(calls.get() + 1);
-        outcomes.borrow_mut().add(call.outcome);
+        counted.add(&raw, &call);
+        sink.borrow_mut().call(&call);
+    };
+    deliver_until_stopped(
+        &session,
+        &plan,
+        stop,
+        exit_fd.as_ref(),
+        &sink,
+        &handle,
+        || counted.calls.get() >= limit,
+    )?;
+    counted.add_to(&mut summary);
+    add_counters(&mut summary, &session.counters()?);
+    Ok(summary)
+}
+
+/// What `run` counts of the calls it hands on, for the summary.
+#[derive(Default)]
+struct Counted {
+    calls: Cell<u64>,
+    outcomes: RefCell<Outcomes>,
+    truncated: Cell<u64>,
+    not_read: Cell<u64>,
+    args_lost: Cell<u64>,
+}
+
+impl Counted {
+    fn add(&self, raw: &gotrace_plan::RawCall, call: &DecodedCall<'_>) {
+        self.calls.set(self.calls.get() + 1);
+        self.outcomes.borrow_mut().add(call.outcome);
         if raw.entry_data_lost {
-            args_lost.set(args_lost.get() + 1);
+            self.args_lost.set(self.args_lost.get() + 1);
         }
         // One pass over the values on the per-event path.
         for v in call.args.iter().chain(call.results.iter()).flatten() {
-            truncated.set(truncated.get() + u64::from(v.value.is_truncated()));
-            not_read.set(not_read.get() + u64::from(v.value.has_unread_part()));
+            self.truncated
+                .set(self.truncated.get() + u64::from(v.value.is_truncated()));
+            self.not_read
+                .set(self.not_read.get() + u64::from(v.value.has_unread_part()));
         }
-        sink.borrow_mut().call(&call);
-    };
-    {
-        let events = session.events(&handle)?;
-        let mut watched: Vec<RawFd> = stop.fds.to_vec();
-        if let Some(fd) = &exit_fd {
-            use std::os::fd::AsRawFd;
-            watched.push(fd.as_raw_fd());
-        }
-        let waiter = Waiter::new(events.fd(), &watched, FLUSH_INTERVAL)?;
-        let mut over_rate_named = vec![false; plan.functions.len()];
-        let watch = (&session, &plan);
-        pump(watch, &mut over_rate_named, &events, &waiter, &sink, || {
-            calls.get() >= limit
-        })?;
-        // From here a signal may end the process at once: the kernel completes any detach
-        // still under way when the process's descriptors close.
-        stop.exit_on_signal(true);
-        session.detach();
-        while events.consume_at_most(BATCH)? > 0 {
-            sink.borrow_mut().flush(true);
-        }
-        // Detached and drained: what is still in flight will not return while gotrace looks.
-        session.drain_in_flight(&handle)?;
-        if plan.max_rate > 0 {
-            name_over_rate(&session, &plan, &mut over_rate_named, *sink.borrow_mut())?;
-        }
+    }
+
+    fn add_to(self, summary: &mut Summary) {
+        let outcomes = self.outcomes.into_inner();
+        summary.panicked = outcomes.panicked;
+        summary.exited = outcomes.exited;
+        summary.in_flight = outcomes.in_flight;
+        summary.abandoned = outcomes.abandoned;
+        summary.return_not_seen = outcomes.return_not_seen;
+        summary.args_lost = self.args_lost.get();
+        summary.truncated_values = self.truncated.get();
+        summary.values_not_read = self.not_read.get();
+    }
+}
+
+/// Hands events to the sink until a `stop` descriptor fires, the traced process exits
+/// (`exit_fd`), the output closes or `done`; then detaches and hands on what the ring buffer
+/// still holds and the calls still in flight.
+fn deliver_until_stopped(
+    session: &Session,
+    plan: &ProbePlan,
+    stop: &Stop<'_>,
+    exit_fd: Option<&OwnedFd>,
+    sink: &RefCell<&mut dyn CallSink>,
+    handle: &dyn Fn(gotrace_plan::RawCall),
+    done: impl Fn() -> bool,
+) -> Result<()> {
+    let events = session.events(handle)?;
+    let mut watched: Vec<RawFd> = stop.fds.to_vec();
+    if let Some(fd) = exit_fd {
+        use std::os::fd::AsRawFd;
+        watched.push(fd.as_raw_fd());
+    }
+    let waiter = Waiter::new(events.fd(), &watched, FLUSH_INTERVAL)?;
+    let mut over_rate_named = vec![false; plan.functions.len()];
+    pump(
+        (session, plan),
+        &mut over_rate_named,
+        &events,
+        &waiter,
+        sink,
+        done,
+    )?;
+    // From here a signal may end the process at once: the kernel completes any detach
+    // still under way when the process's descriptors close.
+    stop.exit_on_signal(true);
+    session.detach();
+    while events.consume_at_most(BATCH)? > 0 {
         sink.borrow_mut().flush(true);
     }
-    let outcomes = outcomes.into_inner();
-    summary.panicked = outcomes.panicked;
-    summary.exited = outcomes.exited;
-    summary.in_flight = outcomes.in_flight;
-    summary.abandoned = outcomes.abandoned;
-    summary.return_not_seen = outcomes.return_not_seen;
-    summary.args_lost = args_lost.get();
-    summary.truncated_values = truncated.get();
-    summary.values_not_read = not_read.get();
-    add_counters(&mut summary, &session.counters()?);
-    Ok(summary)
+    // Detached and drained: what is still in flight will not return while gotrace looks.
+    session.drain_in_flight(handle)?;
+    if plan.max_rate > 0 {
+        name_over_rate(session, plan, &mut over_rate_named, *sink.borrow_mut())?;
+    }
+    sink.borrow_mut().flush(true);
+    Ok(())
 }
 
 /// Attaches the plan's probes, saying what could not be attached. With `stats` (where each
@@ -353,81 +393,6 @@ pub(crate) fn attach(
     Ok((session, report))
 }
 
-/// Hands events to the sink until a stop signal, the output closing, or `done`; says what the
-/// BPF side lost on the way.
-fn pump(
-    (session, plan): (&Session, &ProbePlan),
-    over_rate_named: &mut [bool],
-    events: &EventStream<'_>,
-    waiter: &Waiter,
-    sink: &RefCell<&mut dyn CallSink>,
-    done: impl Fn() -> bool,
-) -> Result<()> {
-    let mut reported = Counters::default();
-    let mut last_check = Instant::now();
-    let mut flow = Flow::Open;
-    let mut in_flight = InFlightWatch::default();
-    let mut drained_at = Instant::now();
-    loop {
-        let wake = match flow {
-            // The kernel counts what does not fit in the ring buffer meanwhile.
-            Flow::Full => waiter.wait_for_stop()?,
-            _ => waiter.wait()?,
-        };
-        if wake == Wake::Stop {
-            return Ok(());
-        }
-        if flow != Flow::Full {
-            match consume_until_stop(events, waiter)? {
-                Consumed::Stop => return Ok(()),
-                Consumed::Drained => drained_at = Instant::now(),
-                Consumed::More => {}
-            }
-        }
-        flow = sink.borrow_mut().flush(false);
-        if flow == Flow::Closed || done() {
-            return Ok(());
-        }
-        if last_check.elapsed() >= COUNTER_INTERVAL {
-            last_check = Instant::now();
-            in_flight.look(session, *sink.borrow_mut(), drained_at);
-            // A failed stderr stops the session like a failed stdout; the caller says so.
-            let counters = session.counters()?;
-            if counters.over_rate > reported.over_rate {
-                let sink = &mut **sink.borrow_mut();
-                if name_over_rate(session, plan, over_rate_named, sink).is_err() {
-                    return Ok(());
-                }
-            }
-            if report_losses(&counters, &mut reported, *sink.borrow_mut()).is_err() {
-                return Ok(());
-            }
-        }
-    }
-}
-
-/// Says, once per function, that it went over `--max-rate` and its calls beyond the rate are
-/// counted in the kernel.
-fn name_over_rate(
-    session: &Session,
-    plan: &ProbePlan,
-    named: &mut [bool],
-    sink: &mut dyn CallSink,
-) -> Result<()> {
-    let counts = session.over_rate(plan.functions.len())?;
-    for ((function, count), named) in plan.functions.iter().zip(counts).zip(named) {
-        if count > 0 && !*named {
-            *named = true;
-            let message = format!(
-                "{} is called more than {} times a second: its calls beyond that are counted in the kernel, not reported (--max-rate)",
-                function.name, plan.max_rate
-            );
-            sink.record(&Record::Note(&Note { message }))?;
-        }
-    }
-    Ok(())
-}
-
 /// The BPF side's counts of what it could not report.
 pub(crate) fn add_counters(summary: &mut Summary, counters: &Counters) {
     summary.lost_ring_full = counters.lost;
@@ -444,64 +409,6 @@ pub(crate) fn add_counters(summary: &mut Summary, counters: &Counters) {
     summary.sampled_out = counters.sampled_out;
     summary.over_rate = counters.over_rate;
     summary.returns_unread = counters.site_unread;
-}
-
-/// How consuming a batch ended.
-enum Consumed {
-    /// A stop signal fired.
-    Stop,
-    /// The ring buffer was empty: every event submitted before has been handed on.
-    Drained,
-    /// A whole batch: more may be waiting.
-    More,
-}
-
-/// Consumes one batch (at most [`BATCH`] events) a [`CHUNK`] at a time, looking at the stop
-/// signals between chunks.
-fn consume_until_stop(events: &EventStream<'_>, waiter: &Waiter) -> Result<Consumed> {
-    let mut done = 0;
-    while done < BATCH {
-        let n = events.consume_at_most(CHUNK)?;
-        done += n;
-        if waiter.stop_requested()? {
-            return Ok(Consumed::Stop);
-        }
-        if n < CHUNK {
-            return Ok(Consumed::Drained);
-        }
-    }
-    Ok(Consumed::More)
-}
-
-/// For a sink that waits for callers: the calls in flight, looked at once an interval and
-/// handed on at the next look if the ring buffer has been seen empty since (so every call that
-/// had ended by the first look, its event submitted right after, has reached the sink).
-#[derive(Default)]
-struct InFlightWatch {
-    previous: Option<(Instant, InFlightNow)>,
-}
-
-impl InFlightWatch {
-    fn look(&mut self, session: &Session, sink: &mut dyn CallSink, drained_at: Instant) {
-        if !sink.waits_for_callers() {
-            return;
-        }
-        // A BPF program runs for microseconds between taking a call out of the table and
-        // submitting its event.
-        const SUBMIT: Duration = Duration::from_millis(5);
-        if let Some((taken, previous)) = self.previous.take() {
-            if drained_at > taken + SUBMIT {
-                sink.in_flight(&previous);
-            }
-        }
-        let taken = Instant::now();
-        // A table that could not be read only makes trees wait (for a later look, or the end).
-        self.previous = session
-            .in_flight_since()
-            .ok()
-            .flatten()
-            .map(|now| (taken, now));
-    }
 }
 
 /// Calls that did not return, by how they ended.

@@ -134,39 +134,9 @@ impl<'a> Reader<'a, '_> {
                 let len = self.array_len(at)?;
                 (TypeKind::Array { elem, len }, byte_size.unwrap_or(0))
             }
-            dw::DW_TAG_typedef => match kind_attr {
-                Some(go_kind::INTERFACE) => (
-                    TypeKind::Interface {
-                        empty: self.is_empty_interface(at, &die, &name)?,
-                    },
-                    2 * ptr,
-                ),
-                Some(go_kind::MAP) => {
-                    let key = self.go_type_attr(at, &die, DW_AT_GO_KEY)?;
-                    let value = self.go_type_attr(at, &die, DW_AT_GO_ELEM)?;
-                    let header = match self.reference(at, &die, dw::DW_AT_type)? {
-                        Some(pointer) => Some(self.type_ref(pointer)?),
-                        None => None,
-                    };
-                    let group = None;
-                    (
-                        TypeKind::Map {
-                            key,
-                            value,
-                            header,
-                            group,
-                        },
-                        ptr,
-                    )
-                }
-                Some(go_kind::CHAN) => {
-                    let elem = self.go_type_attr(at, &die, DW_AT_GO_ELEM)?;
-                    (TypeKind::Chan { elem }, ptr)
-                }
-                Some(go_kind::FUNC) => (TypeKind::Func, ptr),
-                Some(go_kind::UNSAFE_POINTER) => (TypeKind::UnsafePointer, ptr),
-                _ => (TypeKind::Unknown, byte_size.unwrap_or(0)),
-            },
+            dw::DW_TAG_typedef => {
+                self.typedef_kind(at, &die, &name, kind_attr, byte_size.unwrap_or(0))?
+            }
             // A func value is one pointer to its closure record.
             dw::DW_TAG_subroutine_type => (TypeKind::Func, ptr),
             _ => (TypeKind::Unknown, byte_size.unwrap_or(0)),
@@ -176,6 +146,52 @@ impl<'a> Reader<'a, '_> {
             size,
             align: 0,
             kind,
+        })
+    }
+
+    /// What a Go typedef is, by its Go kind: an interface, map, chan, func or unsafe.Pointer
+    /// (their DWARF is a typedef of the runtime's representation).
+    fn typedef_kind(
+        &mut self,
+        at: DieRef,
+        die: &Die<'a>,
+        name: &str,
+        kind_attr: Option<u64>,
+        byte_size: u64,
+    ) -> Result<(TypeKind, u64), BinaryError> {
+        let ptr = self.ptr_size;
+        Ok(match kind_attr {
+            Some(go_kind::INTERFACE) => (
+                TypeKind::Interface {
+                    empty: self.is_empty_interface(at, die, name)?,
+                },
+                2 * ptr,
+            ),
+            Some(go_kind::MAP) => {
+                let key = self.go_type_attr(at, die, DW_AT_GO_KEY)?;
+                let value = self.go_type_attr(at, die, DW_AT_GO_ELEM)?;
+                let header = match self.reference(at, die, dw::DW_AT_type)? {
+                    Some(pointer) => Some(self.type_ref(pointer)?),
+                    None => None,
+                };
+                let group = None;
+                (
+                    TypeKind::Map {
+                        key,
+                        value,
+                        header,
+                        group,
+                    },
+                    ptr,
+                )
+            }
+            Some(go_kind::CHAN) => {
+                let elem = self.go_type_attr(at, die, DW_AT_GO_ELEM)?;
+                (TypeKind::Chan { elem }, ptr)
+            }
+            Some(go_kind::FUNC) => (TypeKind::Func, ptr),
+            Some(go_kind::UNSAFE_POINTER) => (TypeKind::UnsafePointer, ptr),
+            _ => (TypeKind::Unknown, byte_size),
         })
     }
 

@@ -276,23 +276,48 @@ impl Reader<'_> {
         let tflag = self.u8(at + 20)?;
         let align = u64::from(self.u8(at + 21)?);
         let k = self.u8(at + 23)? & kind::MASK;
-        let mut str = match self.offset(self.u32(at + 40)?)? {
+        let str = self.type_string(at, tflag)?;
+        let ptr_to_this = self.offset(self.u32(at + 44)?)?;
+        let shape = self.shape(at, k, tflag, &str)?;
+        let mut raw = Raw {
+            str,
+            named: tflag & TFLAG_NAMED != 0,
+            pkg_path: String::new(),
+            size,
+            align,
+            shape,
+            ptr_to_this,
+            methods: Vec::new(),
+        };
+        if tflag & TFLAG_UNCOMMON != 0 {
+            (raw.pkg_path, raw.methods) = self.uncommon(at + self.kind_size(k))?;
+        }
+        Ok(raw)
+    }
+
+    /// The name string of the descriptor at `at`, without the `*` the linker may put first.
+    fn type_string(&self, at: u64, tflag: u8) -> Result<String, String> {
+        let str = match self.offset(self.u32(at + 40)?)? {
             Some(p) => self.name(p)?.text,
             None => return Err(format!("the type at {at:#x} has no name string")),
         };
-        if tflag & TFLAG_EXTRA_STAR != 0 {
-            str = str
-                .strip_prefix('*')
-                .ok_or_else(|| format!("the type at {at:#x} lacks its name's extra '*'"))?
-                .to_owned();
+        if tflag & TFLAG_EXTRA_STAR == 0 {
+            return Ok(str);
         }
-        let ptr_to_this = self.offset(self.u32(at + 44)?)?;
+        Ok(str
+            .strip_prefix('*')
+            .ok_or_else(|| format!("the type at {at:#x} lacks its name's extra '*'"))?
+            .to_owned())
+    }
+
+    /// The kind-specific part of the descriptor at `at` (of kind `k`, named `str`).
+    fn shape(&self, at: u64, k: u8, tflag: u8, str: &str) -> Result<Shape, String> {
         let body = at + TYPE_SIZE;
         let elem = |off: u64| {
             self.type_ptr(body + off)?
                 .ok_or_else(|| format!("the type {str} at {at:#x} has no element type"))
         };
-        let shape = match k {
+        Ok(match k {
             kind::BOOL => Shape::Basic(TypeKind::Bool),
             kind::INT..=kind::UINTPTR => Shape::Basic(TypeKind::Int {
                 signed: k <= kind::INT + 4,
@@ -313,94 +338,106 @@ impl Reader<'_> {
                 };
                 Shape::Map(elem(0)?, elem(8)?, group)
             }
-            kind::STRUCT => {
-                let pkg_path = self.name_ptr(body)?;
-                let (ptr, len) = self.slice(body + 8)?;
-                let mut fields = Vec::with_capacity(len as usize);
-                for i in 0..len {
-                    let f = element(ptr, 24, i)?;
-                    let name = self.name(self.in_types(self.word(f)?)?)?;
-                    // Checked here, so that a type whose name cannot be written is left out
-                    // with everything made of it.
-                    if let Some(tag) = &name.tag {
-                        go_quote(tag)?;
-                    }
-                    let ty = self
-                        .type_ptr(f + 8)?
-                        .ok_or("a struct field without a type")?;
-                    fields.push(RawField {
-                        ty,
-                        offset: self.word(f + 16)?,
-                        name,
-                    });
-                }
-                Shape::Struct(pkg_path, fields)
-            }
-            kind::INTERFACE => {
-                let pkg_path = self.name_ptr(body)?;
-                let (ptr, len) = self.slice(body + 8)?;
-                let mut methods = Vec::with_capacity(len as usize);
-                for i in 0..len {
-                    let m = element(ptr, 8, i)?;
-                    let name = self.name_at_off(self.u32(m)?)?;
-                    let ty = self
-                        .offset(self.u32(m + 4)?)?
-                        .ok_or("an interface method without a type")?;
-                    methods.push((name, ty));
-                }
-                Shape::Interface(pkg_path, methods)
-            }
-            kind::FUNC => {
-                let ins = u64::from(self.u16(body)?);
-                let out_count = self.u16(body + 2)?;
-                let outs = u64::from(out_count & 0x7fff);
-                let mut p = at + self.kind_size(k);
-                if tflag & TFLAG_UNCOMMON != 0 {
-                    p += UNCOMMON_SIZE;
-                }
-                let mut list = |n: u64| -> Result<Vec<u64>, String> {
-                    (0..n)
-                        .map(|_| {
-                            let t = self.type_ptr(p)?.ok_or("a nil parameter type");
-                            p += 8;
-                            t.map_err(String::from)
-                        })
-                        .collect::<Result<_, _>>()
-                };
-                Shape::Func {
-                    ins: list(ins)?,
-                    outs: list(outs)?,
-                    variadic: out_count & 0x8000 != 0,
-                }
-            }
+            kind::STRUCT => self.struct_shape(body)?,
+            kind::INTERFACE => self.interface_shape(body)?,
+            kind::FUNC => self.func_shape(at, tflag)?,
             other => return Err(format!("the type at {at:#x} has kind {other}")),
-        };
-        let mut raw = Raw {
-            str,
-            named: tflag & TFLAG_NAMED != 0,
-            pkg_path: String::new(),
-            size,
-            align,
-            shape,
-            ptr_to_this,
-            methods: Vec::new(),
-        };
-        if tflag & TFLAG_UNCOMMON != 0 {
-            let u = at + self.kind_size(k);
-            raw.pkg_path = self.name_off(self.u32(u)?)?;
-            let count = u64::from(self.u16(u + 4)?);
-            let moff = u64::from(self.u32(u + 8)?);
-            for i in 0..count {
-                let m = u + moff + METHOD_SIZE * i;
-                raw.methods.push(RawMethod {
-                    name: self.name_off(self.u32(m)?)?,
-                    mtyp: self.offset(self.u32(m + 4)?)?,
-                    ifn: self.text_off(self.u32(m + 8)?),
-                    tfn: self.text_off(self.u32(m + 12)?),
-                });
+        })
+    }
+
+    /// A struct's package path and fields, from its descriptor's `body`.
+    fn struct_shape(&self, body: u64) -> Result<Shape, String> {
+        let (pkg_path, fields) = self.pkg_path_and_list(body, 24, |f| {
+            let name = self.name(self.in_types(self.word(f)?)?)?;
+            // Checked here, so that a type whose name cannot be written is left out
+            // with everything made of it.
+            if let Some(tag) = &name.tag {
+                go_quote(tag)?;
             }
+            let ty = self
+                .type_ptr(f + 8)?
+                .ok_or("a struct field without a type")?;
+            Ok(RawField {
+                ty,
+                offset: self.word(f + 16)?,
+                name,
+            })
+        })?;
+        Ok(Shape::Struct(pkg_path, fields))
+    }
+
+    /// An interface's package path and methods, from its descriptor's `body`.
+    fn interface_shape(&self, body: u64) -> Result<Shape, String> {
+        let (pkg_path, methods) = self.pkg_path_and_list(body, 8, |m| {
+            let name = self.name_at_off(self.u32(m)?)?;
+            let ty = self
+                .offset(self.u32(m + 4)?)?
+                .ok_or("an interface method without a type")?;
+            Ok((name, ty))
+        })?;
+        Ok(Shape::Interface(pkg_path, methods))
+    }
+
+    /// The package path a struct's or interface's `body` starts with, then each entry of the
+    /// slice of `size`-byte entries after it, read by `entry`.
+    fn pkg_path_and_list<T>(
+        &self,
+        body: u64,
+        size: u64,
+        entry: impl Fn(u64) -> Result<T, String>,
+    ) -> Result<(String, Vec<T>), String> {
+        let pkg_path = self.name_ptr(body)?;
+        let (ptr, len) = self.slice(body + 8)?;
+        let mut list = Vec::with_capacity(len as usize);
+        for i in 0..len {
+            list.push(entry(element(ptr, size, i)?)?);
         }
-        Ok(raw)
+        Ok((pkg_path, list))
+    }
+
+    /// A func type's parameter and result types, which follow its descriptor (and its
+    /// uncommon section, when it has one).
+    fn func_shape(&self, at: u64, tflag: u8) -> Result<Shape, String> {
+        let body = at + TYPE_SIZE;
+        let ins = u64::from(self.u16(body)?);
+        let out_count = self.u16(body + 2)?;
+        let outs = u64::from(out_count & 0x7fff);
+        let mut p = at + self.kind_size(kind::FUNC);
+        if tflag & TFLAG_UNCOMMON != 0 {
+            p += UNCOMMON_SIZE;
+        }
+        let mut list = |n: u64| -> Result<Vec<u64>, String> {
+            (0..n)
+                .map(|_| {
+                    let t = self.type_ptr(p)?.ok_or("a nil parameter type");
+                    p += 8;
+                    t.map_err(String::from)
+                })
+                .collect::<Result<_, _>>()
+        };
+        Ok(Shape::Func {
+            ins: list(ins)?,
+            outs: list(outs)?,
+            variadic: out_count & 0x8000 != 0,
+        })
+    }
+
+    /// The uncommon section at `u`: the type's package path and its methods.
+    fn uncommon(&self, u: u64) -> Result<(String, Vec<RawMethod>), String> {
+        let pkg_path = self.name_off(self.u32(u)?)?;
+        let count = u64::from(self.u16(u + 4)?);
+        let moff = u64::from(self.u32(u + 8)?);
+        let mut methods = Vec::new();
+        for i in 0..count {
+            let m = u + moff + METHOD_SIZE * i;
+            methods.push(RawMethod {
+                name: self.name_off(self.u32(m)?)?,
+                mtyp: self.offset(self.u32(m + 4)?)?,
+                ifn: self.text_off(self.u32(m + 8)?),
+                tfn: self.text_off(self.u32(m + 12)?),
+            });
+        }
+        Ok((pkg_path, methods))
     }
 }
 

@@ -132,6 +132,30 @@ pub(crate) fn read(
         words,
         section,
     };
+    let raws = reachable(&reader)?;
+    let bad = nameable(&raws, unreadable(&raws, HashMap::new()));
+    let mut builder = Builder::new(&raws, &bad);
+    let mut out = RuntimeMethods {
+        descriptors: raws.len(),
+        ..Default::default()
+    };
+    add_method_signatures(&mut builder, functions, &raws, &mut out);
+    out.type_names = raws
+        .iter()
+        .filter(|(_, raw)| raw.is_ok())
+        .filter_map(|(&at, _)| builder.name(at).ok().map(|name| (at, name)))
+        .collect();
+    out.type_ids = raws
+        .iter()
+        .filter(|(_, raw)| raw.is_ok())
+        .filter_map(|(&at, _)| builder.id(at).ok().map(|id| (at, id)))
+        .collect();
+    out.types = builder.finish();
+    Ok(out)
+}
+
+/// Every descriptor reachable from the module's roots, by address, or why it is unreadable.
+fn reachable(reader: &Reader<'_>) -> Result<HashMap<u64, Result<Raw, String>>, String> {
     let mut raws: HashMap<u64, Result<Raw, String>> = HashMap::new();
     let mut queue = reader.roots()?;
     if queue.is_empty() {
@@ -152,12 +176,17 @@ pub(crate) fn read(
         }
         raws.insert(at, raw);
     }
-    let bad = nameable(&raws, unreadable(&raws, HashMap::new()));
-    let mut builder = Builder::new(&raws, &bad);
-    let mut out = RuntimeMethods {
-        descriptors: raws.len(),
-        ..Default::default()
-    };
+    Ok(raws)
+}
+
+/// Gives each method table entry with code its signature, in `out.signatures`, or says in
+/// `out.not_covered` why not; a function two tables disagree on gets none.
+fn add_method_signatures(
+    builder: &mut Builder<'_>,
+    functions: &[Function],
+    raws: &HashMap<u64, Result<Raw, String>>,
+    out: &mut RuntimeMethods,
+) {
     let mut conflicts: HashSet<VirtAddr> = HashSet::new();
     let mut owners: Vec<u64> = raws.keys().copied().collect();
     owners.sort_unstable();
@@ -172,12 +201,12 @@ pub(crate) fn read(
             // receiver that is not pointer-shaped: the wrapper `(*T).M` then takes `*T`.
             entries.extend(m.ifn.filter(|&i| Some(i) != m.tfn).map(|e| (e, true)));
             for (entry, via_pointer) in entries {
-                let found = method(&mut builder, functions, owner, raw, m, entry, via_pointer);
+                let found = method(builder, functions, owner, raw, m, entry, via_pointer);
                 match found {
                     Ok(sig) => {
                         let at = VirtAddr(entry);
                         match out.signatures.get(&at) {
-                            Some(prev) if !same(&builder, prev, &sig) => {
+                            Some(prev) if !same(builder, prev, &sig) => {
                                 conflicts.insert(at);
                             }
                             Some(_) => {}
@@ -206,18 +235,6 @@ pub(crate) fn read(
             });
         }
     }
-    out.type_names = raws
-        .iter()
-        .filter(|(_, raw)| raw.is_ok())
-        .filter_map(|(&at, _)| builder.name(at).ok().map(|name| (at, name)))
-        .collect();
-    out.type_ids = raws
-        .iter()
-        .filter(|(_, raw)| raw.is_ok())
-        .filter_map(|(&at, _)| builder.id(at).ok().map(|id| (at, id)))
-        .collect();
-    out.types = builder.finish();
-    Ok(out)
 }
 
 /// Whether two tables' entries for one function agree: the same parameter and result types,

@@ -333,6 +333,33 @@ impl<'a> FunctionCompiler<'a> {
 
     /// The argument or result a path starts at, then its fields.
     fn resolve(&self, path: &Path) -> Result<(Place, TypeId), FilterError> {
+        let (value, at_entry) = self.named_value(path)?;
+        let mut place = self.start(value, at_entry, path.at)?;
+        let mut ty = value.ty;
+        let types = self.types(path.at)?;
+        for field in &path.parts[1..] {
+            if let TypeKind::Pointer { elem } = types.get(ty).kind {
+                place = self.deref(place, path.at)?;
+                ty = elem;
+            }
+            let found = match &types.get(ty).kind {
+                TypeKind::Struct { fields } => fields.iter().find(|f| &f.name == field),
+                _ => None,
+            };
+            let Some(f) = found else {
+                return Err(self.error(
+                    path.at,
+                    format!("{} has no field {field}", types.get(ty).name),
+                ));
+            };
+            place = field_place(place, f.offset, types.get(f.ty).size);
+            ty = f.ty;
+        }
+        Ok((place, ty))
+    }
+
+    /// The argument or result a path names first, and whether it is read at entry.
+    fn named_value(&self, path: &Path) -> Result<(&PlannedValue, bool), FilterError> {
         let Some(signature) = &self.function.signature else {
             return Err(FilterError {
                 lacks_name: true,
@@ -352,79 +379,31 @@ impl<'a> FunctionCompiler<'a> {
                 .collect(),
             _ => Vec::new(),
         };
-        let (value, at_entry) = match signature.params.iter().find(|p| &p.name == name) {
-            Some(p) => (p, true),
-            None => match signature.results.iter().find(|r| &r.name == name) {
-                Some(r) => (r, false),
-                None if errors.len() == 1 => (errors[0], false),
-                None => {
-                    let names: Vec<&str> = signature
-                        .params
-                        .iter()
-                        .chain(&signature.results)
-                        .map(|v| v.name.as_str())
-                        .collect();
-                    return Err(FilterError {
-                        lacks_name: true,
-                        ..self.error(
-                            path.at,
-                            format!(
-                                "no argument or result named {name} (it has: {})",
-                                names.join(", ")
-                            ),
-                        )
-                    });
-                }
-            },
-        };
-        let mut place = self.start(value, at_entry, path.at)?;
-        let mut ty = value.ty;
-        let types = self.types(path.at)?;
-        for field in &path.parts[1..] {
-            if let TypeKind::Pointer { elem } = types.get(ty).kind {
-                place = self.deref(place, path.at)?;
-                ty = elem;
-            }
-            let TypeKind::Struct { fields } = &types.get(ty).kind else {
-                return Err(self.error(
-                    path.at,
-                    format!("{} has no field {field}", types.get(ty).name),
-                ));
-            };
-            let Some(f) = fields.iter().find(|f| &f.name == field) else {
-                return Err(self.error(
-                    path.at,
-                    format!("{} has no field {field}", types.get(ty).name),
-                ));
-            };
-            let size = types.get(f.ty).size;
-            place = match place {
-                Place::Regs { pieces, at_entry } => Place::Regs {
-                    pieces: pieces
-                        .into_iter()
-                        .filter(|p| p.value_offset >= f.offset && p.value_offset < f.offset + size)
-                        .map(|p| Piece {
-                            value_offset: p.value_offset - f.offset,
-                            ..p
-                        })
-                        .collect(),
-                    at_entry,
-                },
-                Place::Memory {
-                    base,
-                    at_entry,
-                    hops,
-                    off,
-                } => Place::Memory {
-                    base,
-                    at_entry,
-                    hops,
-                    off: off + f.offset as i64,
-                },
-            };
-            ty = f.ty;
+        if let Some(p) = signature.params.iter().find(|p| &p.name == name) {
+            return Ok((p, true));
         }
-        Ok((place, ty))
+        match signature.results.iter().find(|r| &r.name == name) {
+            Some(r) => Ok((r, false)),
+            None if errors.len() == 1 => Ok((errors[0], false)),
+            None => {
+                let names: Vec<&str> = signature
+                    .params
+                    .iter()
+                    .chain(&signature.results)
+                    .map(|v| v.name.as_str())
+                    .collect();
+                Err(FilterError {
+                    lacks_name: true,
+                    ..self.error(
+                        path.at,
+                        format!(
+                            "no argument or result named {name} (it has: {})",
+                            names.join(", ")
+                        ),
+                    )
+                })
+            }
+        }
     }
 
     fn start(&self, value: &PlannedValue, at_entry: bool, at: usize) -> Result<Place, FilterError> {
@@ -622,5 +601,33 @@ fn describe(constant: &Operand) -> String {
         Operand::Bool(b) => b.to_string(),
         Operand::Nil => "nil".into(),
         Operand::Path(p) => p.parts.join("."),
+    }
+}
+
+/// The part of the value at `place` that is the field at `offset`, `size` bytes.
+fn field_place(place: Place, offset: u64, size: u64) -> Place {
+    match place {
+        Place::Regs { pieces, at_entry } => Place::Regs {
+            pieces: pieces
+                .into_iter()
+                .filter(|p| p.value_offset >= offset && p.value_offset < offset + size)
+                .map(|p| Piece {
+                    value_offset: p.value_offset - offset,
+                    ..p
+                })
+                .collect(),
+            at_entry,
+        },
+        Place::Memory {
+            base,
+            at_entry,
+            hops,
+            off,
+        } => Place::Memory {
+            base,
+            at_entry,
+            hops,
+            off: off + offset as i64,
+        },
     }
 }

@@ -374,80 +374,9 @@ impl prometheus_client::collector::Collector for Snapshot {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let counts = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let binary = counts.binary.as_str();
-        {
-            let mut calls = encoder.encode_descriptor(
-                "gotrace_calls",
-                "Calls of traced functions, by how they ended.",
-                None,
-                MetricType::Counter,
-            )?;
-            for (pid, functions) in &counts.processes {
-                for (function, c) in functions {
-                    for (outcome, n) in OUTCOMES.iter().zip(c.outcomes) {
-                        if n == 0 {
-                            continue;
-                        }
-                        let labels = [
-                            ("binary", binary),
-                            ("function", function.as_str()),
-                            ("pid", pid.as_str()),
-                            ("outcome", outcome),
-                        ];
-                        calls
-                            .encode_family(&labels)?
-                            .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
-                    }
-                }
-            }
-        }
-        {
-            let mut latency = encoder.encode_descriptor(
-                "gotrace_call_duration",
-                "Latency of the calls that returned, from the kernel's timestamps.",
-                Some(&Unit::Seconds),
-                MetricType::Histogram,
-            )?;
-            for (pid, functions) in &counts.processes {
-                for (function, c) in functions {
-                    let count: u64 = c.buckets.iter().sum();
-                    if count == 0 {
-                        continue;
-                    }
-                    let buckets: Vec<(f64, u64)> = counts
-                        .bounds_ns
-                        .iter()
-                        .map(|&ns| ns as f64 / 1e9)
-                        .chain([f64::MAX])
-                        .zip(c.buckets.iter().copied())
-                        .collect();
-                    let labels = [
-                        ("binary", binary),
-                        ("function", function.as_str()),
-                        ("pid", pid.as_str()),
-                    ];
-                    latency
-                        .encode_family(&labels)?
-                        .encode_histogram::<NoLabelSet>(
-                            c.sum_ns as f64 / 1e9,
-                            count,
-                            &buckets,
-                            None,
-                        )?;
-                }
-            }
-        }
-        {
-            let mut lost = encoder.encode_descriptor(
-                "gotrace_calls_lost",
-                "Calls that started and were not traced, by cause.",
-                None,
-                MetricType::Counter,
-            )?;
-            for (cause, n) in &counts.lost {
-                lost.encode_family(&[("binary", binary), ("cause", cause)])?
-                    .encode_counter::<NoLabelSet, _, u64>(n, None)?;
-            }
-        }
+        counts.encode_calls(&mut encoder)?;
+        counts.encode_latency(&mut encoder)?;
+        counts.encode_lost(&mut encoder)?;
         encoder
             .encode_descriptor(
                 "gotrace_spans_not_exported",
@@ -473,6 +402,86 @@ impl prometheus_client::collector::Collector for Snapshot {
                 .encode_descriptor(name, help, None, MetricType::Gauge)?
                 .encode_family(&[("binary", binary)])?
                 .encode_gauge(&n)?;
+        }
+        Ok(())
+    }
+}
+
+impl Counts {
+    /// `gotrace_calls`: each function's calls in each process, by outcome.
+    fn encode_calls(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let mut calls = encoder.encode_descriptor(
+            "gotrace_calls",
+            "Calls of traced functions, by how they ended.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (pid, functions) in &self.processes {
+            for (function, c) in functions {
+                for (outcome, n) in OUTCOMES.iter().zip(c.outcomes) {
+                    if n == 0 {
+                        continue;
+                    }
+                    let labels = [
+                        ("binary", self.binary.as_str()),
+                        ("function", function.as_str()),
+                        ("pid", pid.as_str()),
+                        ("outcome", outcome),
+                    ];
+                    calls
+                        .encode_family(&labels)?
+                        .encode_counter::<NoLabelSet, _, u64>(&n, None)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `gotrace_call_duration`: each function's latency histogram in each process.
+    fn encode_latency(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let mut latency = encoder.encode_descriptor(
+            "gotrace_call_duration",
+            "Latency of the calls that returned, from the kernel's timestamps.",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?;
+        for (pid, functions) in &self.processes {
+            for (function, c) in functions {
+                let count: u64 = c.buckets.iter().sum();
+                if count == 0 {
+                    continue;
+                }
+                let buckets: Vec<(f64, u64)> = self
+                    .bounds_ns
+                    .iter()
+                    .map(|&ns| ns as f64 / 1e9)
+                    .chain([f64::MAX])
+                    .zip(c.buckets.iter().copied())
+                    .collect();
+                let labels = [
+                    ("binary", self.binary.as_str()),
+                    ("function", function.as_str()),
+                    ("pid", pid.as_str()),
+                ];
+                latency
+                    .encode_family(&labels)?
+                    .encode_histogram::<NoLabelSet>(c.sum_ns as f64 / 1e9, count, &buckets, None)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `gotrace_calls_lost`: calls not traced, by cause.
+    fn encode_lost(&self, encoder: &mut DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let mut lost = encoder.encode_descriptor(
+            "gotrace_calls_lost",
+            "Calls that started and were not traced, by cause.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (cause, n) in &self.lost {
+            lost.encode_family(&[("binary", self.binary.as_str()), ("cause", cause)])?
+                .encode_counter::<NoLabelSet, _, u64>(n, None)?;
         }
         Ok(())
     }
