@@ -572,12 +572,11 @@ impl GoBinary {
                 return Ok(relinked.runtime_types(&self.elf, &debug.elf, values));
             }
         }
-        // Go 1.20+ writes offsets from `runtime.types`; older releases, absolute addresses.
         let base = self.symbol_address("runtime.types").unwrap_or(0);
         Ok(dwarf
             .runtime_type_values()
             .iter()
-            .map(|&(value, ty)| (if value < base { base + value } else { value }, ty))
+            .filter_map(|&(value, ty)| Some((dwarf::runtime_type_address(value, base)?, ty)))
             .collect())
     }
 

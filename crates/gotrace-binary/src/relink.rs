@@ -178,11 +178,7 @@ impl Relinked {
         values
             .iter()
             .filter_map(|&(value, ty)| {
-                let at_theirs = if value < base_theirs {
-                    base_theirs.checked_add(value)?
-                } else {
-                    value
-                };
+                let at_theirs = crate::dwarf::runtime_type_address(value, base_theirs)?;
                 let at_mine = base_mine.checked_add(at_theirs.checked_sub(base_theirs)?)?;
                 let same = rtype::identity(binary, &mine, &self.binary_types, at_mine).ok()?
                     == rtype::identity(debug, &theirs, &self.debug_types, at_theirs).ok()?;

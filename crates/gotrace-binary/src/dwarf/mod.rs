@@ -338,3 +338,13 @@ fn at_offset(offset: usize, e: gimli::Error) -> BinaryError {
 fn malformed(offset: usize, what: &str) -> BinaryError {
     BinaryError::Dwarf(format!(".debug_info at {offset:#x}: {what}"))
 }
+
+/// The link-time address a DW_AT_go_runtime_type `value` stands for, given where the file's
+/// type data starts (`types`): Go 1.20+ writes offsets from `runtime.types`, older releases
+/// absolute addresses.
+pub(crate) fn runtime_type_address(value: u64, types: u64) -> Option<u64> {
+    match value < types {
+        true => types.checked_add(value),
+        false => Some(value),
+    }
+}
